@@ -1,0 +1,147 @@
+//! Taking the bearer token from a request, the one way RFC 6750 and the MCP
+//! authorization spec allow it here: one `Authorization: Bearer` header.
+
+use http::HeaderMap;
+use http::header::AUTHORIZATION;
+
+/// Why no token could be taken from a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BearerError {
+    /// No `Authorization` header: the client has not authenticated yet.
+    Missing,
+    /// A token in the URL (RFC 6750 §2.3): refused, URLs end up in logs.
+    InQuery,
+    /// More than one `Authorization` header.
+    Duplicated,
+    /// A scheme other than `Bearer`, spelled exactly so.
+    WrongScheme,
+    /// `Bearer` with nothing, or with characters RFC 6750's b64token forbids.
+    MalformedToken,
+}
+
+impl BearerError {
+    /// The sentence that goes into `error_description`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            BearerError::Missing => "no access token",
+            BearerError::InQuery => {
+                "access tokens are accepted only in the Authorization header, never in the URL"
+            }
+            BearerError::Duplicated => "more than one Authorization header",
+            BearerError::WrongScheme => {
+                "the Authorization header must use the Bearer scheme, written 'Bearer'"
+            }
+            BearerError::MalformedToken => {
+                "the bearer token is empty or has characters a token cannot have"
+            }
+        }
+    }
+}
+
+/// The token of a request, if it carries exactly one well-formed
+/// `Authorization: Bearer <token>` header and no token in its query.
+pub fn extract<'a>(headers: &'a HeaderMap, query: Option<&str>) -> Result<&'a str, BearerError> {
+    if query.is_some_and(has_access_token_param) {
+        return Err(BearerError::InQuery);
+    }
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let value = values.next().ok_or(BearerError::Missing)?;
+    if values.next().is_some() {
+        return Err(BearerError::Duplicated);
+    }
+    let value = value.to_str().map_err(|_| BearerError::MalformedToken)?;
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    if scheme != "Bearer" {
+        return Err(BearerError::WrongScheme);
+    }
+    let token = token.trim_start_matches(' ');
+    if is_b64token(token) {
+        Ok(token)
+    } else {
+        Err(BearerError::MalformedToken)
+    }
+}
+
+fn has_access_token_param(query: &str) -> bool {
+    query
+        .split('&')
+        .any(|pair| pair.split('=').next() == Some("access_token"))
+}
+
+/// RFC 6750 §2.1: `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+fn is_b64token(token: &str) -> bool {
+    let body = token.trim_end_matches('=');
+    !body.is_empty() && body.bytes().all(|b| B64TOKEN[usize::from(b)])
+}
+
+/// Every request scans its whole token: a table, not a search per byte.
+const B64TOKEN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] =
+            c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+        b += 1;
+    }
+    table
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(AUTHORIZATION, HeaderValue::from_str(v).expect("header"));
+        }
+        h
+    }
+
+    #[test]
+    fn takes_one_bearer_token() {
+        assert_eq!(
+            extract(&headers(&["Bearer abc.def-_~+/="]), None),
+            Ok("abc.def-_~+/=")
+        );
+    }
+
+    #[test]
+    fn refuses_every_other_shape() {
+        assert_eq!(extract(&headers(&[]), None), Err(BearerError::Missing));
+        assert_eq!(
+            extract(&headers(&["bearer abc"]), None),
+            Err(BearerError::WrongScheme)
+        );
+        assert_eq!(
+            extract(&headers(&["Basic abc"]), None),
+            Err(BearerError::WrongScheme)
+        );
+        assert_eq!(
+            extract(&headers(&["Bearer"]), None),
+            Err(BearerError::MalformedToken)
+        );
+        assert_eq!(
+            extract(&headers(&["Bearer "]), None),
+            Err(BearerError::MalformedToken)
+        );
+        assert_eq!(
+            extract(&headers(&["Bearer a b"]), None),
+            Err(BearerError::MalformedToken)
+        );
+        assert_eq!(
+            extract(&headers(&["Bearer a", "Bearer b"]), None),
+            Err(BearerError::Duplicated)
+        );
+        assert_eq!(
+            extract(&headers(&["Bearer a"]), Some("x=1&access_token=a")),
+            Err(BearerError::InQuery)
+        );
+        assert_eq!(
+            extract(&headers(&[]), Some("access_token")),
+            Err(BearerError::InQuery)
+        );
+    }
+}

@@ -1,0 +1,172 @@
+//! The answers to a request that may not pass: 400, 401 or 403 with a
+//! `WWW-Authenticate: Bearer` challenge (RFC 6750 §3, RFC 9728 §5.1) that
+//! tells the client where the Protected Resource Metadata is and which
+//! scopes to ask for.
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use http::header::{CACHE_CONTROL, WWW_AUTHENTICATE};
+use http::{HeaderValue, StatusCode};
+use mcpgate_token::ValidationError;
+use serde_json::json;
+
+use crate::bearer::BearerError;
+
+/// Why a request to the MCP endpoint was turned away.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthRejection {
+    /// The request carries no usable token, or carries it the wrong way.
+    Request(BearerError),
+    /// The token was refused.
+    Token(ValidationError),
+}
+
+/// What every challenge names: the PRM URL and the scopes to request.
+#[derive(Debug, Clone)]
+pub struct ChallengeContext {
+    /// The URL of this resource's Protected Resource Metadata.
+    pub resource_metadata: String,
+    /// The scopes a client should request, space separated.
+    pub scope: String,
+}
+
+impl AuthRejection {
+    /// Renders the rejection. Exhaustive on purpose: a new error kind must be
+    /// mapped here before it compiles.
+    pub fn into_response(self, ctx: &ChallengeContext) -> Response {
+        let (status, error, description) = match &self {
+            AuthRejection::Request(BearerError::Missing) => (StatusCode::UNAUTHORIZED, None, None),
+            AuthRejection::Request(
+                e @ (BearerError::InQuery | BearerError::Duplicated | BearerError::WrongScheme),
+            ) => (StatusCode::BAD_REQUEST, Some("invalid_request"), Some(e.describe().to_owned())),
+            AuthRejection::Request(e @ BearerError::MalformedToken) => {
+                (StatusCode::UNAUTHORIZED, Some("invalid_token"), Some(e.describe().to_owned()))
+            }
+            AuthRejection::Token(e) => match e {
+                ValidationError::InsufficientScope { .. } => {
+                    (StatusCode::FORBIDDEN, Some("insufficient_scope"), Some(e.to_string()))
+                }
+                ValidationError::TooLarge { .. }
+                | ValidationError::Malformed(_)
+                | ValidationError::AlgorithmNotAllowed { .. }
+                | ValidationError::GraphToken { .. }
+                | ValidationError::UntrustedIssuer { .. }
+                | ValidationError::IssuerTenantMismatch { .. }
+                | ValidationError::TenantNotAllowed { .. }
+                | ValidationError::UnknownKey { .. }
+                | ValidationError::BadSignature
+                | ValidationError::WrongAudience { .. }
+                | ValidationError::MissingClaim(_)
+                | ValidationError::Expired { .. }
+                | ValidationError::NotYetValid { .. }
+                | ValidationError::IssuedInFuture { .. }
+                | ValidationError::AppOnlyNotAllowed
+                | ValidationError::ClientAppNotAllowed(_) => {
+                    (StatusCode::UNAUTHORIZED, Some("invalid_token"), Some(e.to_string()))
+                }
+                // The caller's token may be fine; we could not check it. Still
+                // a 401 (never a 500 the client would retry blindly), with a
+                // description that says whose fault it is.
+                ValidationError::KeysUnavailable(_) => (
+                    StatusCode::UNAUTHORIZED,
+                    Some("invalid_token"),
+                    Some("the token could not be verified: the issuer's signing keys are unavailable".to_owned()),
+                ),
+            },
+        };
+        let description = description.map(|d| quotable(&d));
+        let mut params = Vec::new();
+        if let Some(error) = error {
+            params.push(format!("error=\"{error}\""));
+        }
+        if let Some(d) = &description {
+            params.push(format!("error_description=\"{d}\""));
+        }
+        params.push(format!(
+            "resource_metadata=\"{}\"",
+            quotable(&ctx.resource_metadata)
+        ));
+        if !ctx.scope.is_empty() {
+            params.push(format!("scope=\"{}\"", quotable(&ctx.scope)));
+        }
+        let challenge = format!("Bearer {}", params.join(", "));
+        let body = match error {
+            Some(error) => json!({ "error": error, "error_description": description }),
+            None => {
+                json!({ "error": "unauthorized", "error_description": "this MCP server requires an OAuth access token" })
+            }
+        };
+        let mut response = (status, Json(body)).into_response();
+        let headers = response.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(&challenge) {
+            headers.insert(WWW_AUTHENTICATE, v);
+        }
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    }
+}
+
+/// Makes text safe inside an auth-param quoted string: RFC 6750 allows
+/// printable ASCII except `"` and `\` in `error_description`. Claim values
+/// echoed here come from the token, so they are also cut short.
+fn quotable(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '"' => '\'',
+            '\\' => '/',
+            c if (' '..='~').contains(&c) => c,
+            _ => '?',
+        })
+        .take(300)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> ChallengeContext {
+        ChallengeContext {
+            resource_metadata: "http://127.0.0.1:1/.well-known/oauth-protected-resource/mcp".into(),
+            scope: "api://app/mcp:tools".into(),
+        }
+    }
+
+    fn challenge(r: &Response) -> &str {
+        r.headers()
+            .get(WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn missing_token_gets_a_bare_challenge() {
+        let r = AuthRejection::Request(BearerError::Missing).into_response(&ctx());
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            challenge(&r),
+            "Bearer resource_metadata=\"http://127.0.0.1:1/.well-known/oauth-protected-resource/mcp\", scope=\"api://app/mcp:tools\""
+        );
+    }
+
+    #[test]
+    fn descriptions_are_quotable() {
+        let r = AuthRejection::Token(ValidationError::UntrustedIssuer {
+            iss: "evil\"\\\u{7f}é".into(),
+        })
+        .into_response(&ctx());
+        let c = challenge(&r);
+        let description = c
+            .split("error_description=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("has a description");
+        assert!(description.starts_with("the token's issuer 'evil"), "{c}");
+        assert!(description.ends_with("is not trusted here"), "{c}");
+        assert!(!description.contains('\\'), "{c}");
+        assert!(
+            description.chars().all(|ch| (' '..='~').contains(&ch)),
+            "{c}"
+        );
+    }
+}

@@ -1,0 +1,213 @@
+//! The protected MCP endpoint.
+//!
+//! [`router`] builds an axum router that serves MCP over Streamable HTTP
+//! (rmcp) at `/mcp`, lets a request through only with a valid bearer token,
+//! answers everyone else with the challenge the MCP authorization spec
+//! prescribes, and serves Protected Resource Metadata (RFC 9728) so that
+//! clients can find the authorization server.
+//!
+//! | module | what it owns |
+//! | --- | --- |
+//! | [`bearer`] | taking the token from the request, and refusing every other shape |
+//! | [`challenge`] | 400/401/403 with `WWW-Authenticate` |
+//! | [`auth`] | the authentication middleware and the [`auth::Caller`] extension |
+//! | [`jsonrpc`] | a malformed JSON-RPC body is a 400 parse error |
+//! | [`session`] | binding `Mcp-Session-Id` to the caller who opened it |
+//! | [`prm`] | the Protected Resource Metadata document |
+//! | [`tools`] | the built-in tools (`whoami`) |
+//!
+//! # Security
+//!
+//! - Tokens are taken only from the `Authorization` header; a token in the
+//!   URL is refused.
+//! - [`Access::Open`] turns authentication off. It exists for benchmarks and
+//!   conformance runs; the binary refuses it unless bound to loopback.
+
+pub mod auth;
+pub mod bearer;
+pub mod challenge;
+pub mod jsonrpc;
+pub mod prm;
+pub mod session;
+pub mod tools;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use axum::Router;
+use axum::middleware::from_fn_with_state;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use http::{HeaderName, Method, StatusCode, header};
+use mcpgate_token::Validator;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
+use url::Url;
+
+use crate::auth::AuthState;
+use crate::challenge::ChallengeContext;
+use crate::prm::ProtectedResourceMetadata;
+use crate::session::SessionBindings;
+use crate::tools::GateTools;
+
+/// The path of the MCP endpoint.
+pub const MCP_PATH: &str = "/mcp";
+/// The root Protected Resource Metadata path.
+pub const PRM_PATH: &str = "/.well-known/oauth-protected-resource";
+
+/// How the endpoint presents itself. Every field states its default.
+#[derive(Debug, Clone)]
+pub struct ResourceSettings {
+    /// The public base URL (scheme, host, port) clients reach this server
+    /// at; `resource` in the metadata is this plus `/mcp`. Required.
+    pub public_url: Url,
+    /// `resource_name` in the metadata. Default: "mcpgate".
+    pub resource_name: String,
+    /// Issuers of the authorization servers clients should use. Required.
+    pub authorization_servers: Vec<String>,
+    /// Scopes to advertise and to name in challenges. Default: none.
+    pub scopes: Vec<String>,
+    /// `Host` values accepted on `/mcp` (DNS-rebinding defence). Default:
+    /// loopback names plus the public URL's host.
+    pub allowed_hosts: Vec<String>,
+    /// Browser origins allowed to call `/mcp`; empty allows requests without
+    /// an `Origin` and refuses every one with. Default: none.
+    pub allowed_origins: Vec<String>,
+    /// Largest request body. Default: 1 MiB.
+    pub max_body_bytes: usize,
+    /// How long an idle session's owner is remembered. Default: 1 hour.
+    pub session_idle: Duration,
+}
+
+impl ResourceSettings {
+    /// Settings with defaults for a server reachable at `public_url`.
+    pub fn new(public_url: Url, authorization_servers: Vec<String>) -> Self {
+        let mut allowed_hosts: Vec<String> = ["localhost", "127.0.0.1", "::1", "[::1]"]
+            .map(String::from)
+            .to_vec();
+        if let Some(host) = public_url.host_str()
+            && !allowed_hosts.iter().any(|h| h == host)
+        {
+            allowed_hosts.push(host.to_owned());
+        }
+        Self {
+            public_url,
+            resource_name: "mcpgate".to_owned(),
+            authorization_servers,
+            scopes: Vec::new(),
+            allowed_hosts,
+            allowed_origins: Vec::new(),
+            max_body_bytes: 1024 * 1024,
+            session_idle: Duration::from_secs(3600),
+        }
+    }
+
+    /// The canonical URI of the MCP endpoint.
+    pub fn mcp_url(&self) -> String {
+        format!("{}{MCP_PATH}", self.base())
+    }
+
+    /// The path-suffixed Protected Resource Metadata URL that challenges name.
+    pub fn prm_url(&self) -> String {
+        format!("{}{PRM_PATH}{MCP_PATH}", self.base())
+    }
+
+    fn base(&self) -> &str {
+        self.public_url.as_str().trim_end_matches('/')
+    }
+}
+
+/// Whether `/mcp` checks tokens.
+#[derive(Debug, Clone)]
+pub enum Access {
+    /// Every request needs a token this validator accepts.
+    Validate(Arc<Validator>),
+    /// No authentication at all: benchmarks and conformance runs only.
+    Open,
+}
+
+/// Counters an operator (and the tests) can read.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Tool calls that reached a tool handler.
+    pub tool_calls: AtomicU64,
+}
+
+/// Builds the router: `/mcp`, the metadata documents, and `/healthz`.
+pub fn router(settings: &ResourceSettings, access: Access, stats: Arc<Stats>) -> Router {
+    let rmcp_config = StreamableHttpServerConfig::default()
+        .with_allowed_hosts(settings.allowed_hosts.clone())
+        .with_allowed_origins(settings.allowed_origins.clone())
+        .enforce_origin_validation()
+        .with_json_response(true)
+        .with_max_request_body_bytes(settings.max_body_bytes);
+    let mcp_service = StreamableHttpService::new(
+        move || Ok(GateTools::new(stats.clone())),
+        Arc::new(LocalSessionManager::default()),
+        rmcp_config,
+    );
+    let mut mcp = Router::new()
+        .route_service(MCP_PATH, mcp_service)
+        .layer(axum::middleware::from_fn(jsonrpc::require_json_syntax));
+    if let Access::Validate(validator) = access {
+        let auth = Arc::new(AuthState {
+            validator,
+            challenge: ChallengeContext {
+                resource_metadata: settings.prm_url(),
+                scope: settings.scopes.join(" "),
+            },
+        });
+        let bindings = Arc::new(SessionBindings::new(settings.session_idle));
+        mcp = mcp
+            .layer(from_fn_with_state(bindings, session::bind_sessions))
+            .layer(from_fn_with_state(auth, auth::require_bearer));
+    }
+    if !settings.allowed_origins.is_empty() {
+        mcp = mcp.layer(mcp_cors(&settings.allowed_origins));
+    }
+
+    let doc = Arc::new(ProtectedResourceMetadata {
+        resource: settings.mcp_url(),
+        authorization_servers: settings.authorization_servers.clone(),
+        scopes_supported: settings.scopes.clone(),
+        bearer_methods_supported: vec!["header".to_owned()],
+        resource_name: settings.resource_name.clone(),
+    });
+    // Public documents: any origin may read them (browser-based clients).
+    let metadata = Router::new()
+        .route(PRM_PATH, get(prm::serve))
+        .route(&format!("{PRM_PATH}{MCP_PATH}"), get(prm::serve))
+        .with_state(doc)
+        .layer(
+            CorsLayer::new()
+                .allow_origin(Any)
+                .allow_methods([Method::GET, Method::OPTIONS]),
+        );
+
+    mcp.merge(metadata)
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found").into_response() })
+        .layer(RequestBodyLimitLayer::new(settings.max_body_bytes))
+}
+
+fn mcp_cors(origins: &[String]) -> CorsLayer {
+    let origins: Vec<http::HeaderValue> = origins.iter().filter_map(|o| o.parse().ok()).collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            HeaderName::from_static("mcp-session-id"),
+            HeaderName::from_static("mcp-protocol-version"),
+            HeaderName::from_static("last-event-id"),
+        ])
+        .expose_headers([
+            header::WWW_AUTHENTICATE,
+            HeaderName::from_static("mcp-session-id"),
+        ])
+}

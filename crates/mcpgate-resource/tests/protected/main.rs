@@ -1,0 +1,7 @@
+//! The protected MCP endpoint over real HTTP on loopback, in front of a real
+//! issuer signing RS256 tokens.
+
+mod metadata;
+mod negative;
+mod sessions;
+mod support;

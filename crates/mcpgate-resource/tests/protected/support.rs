@@ -1,0 +1,145 @@
+//! A protected MCP server on loopback in front of the test issuer.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use mcpgate_resource::{Access, ResourceSettings, Stats, router};
+use mcpgate_testkit::{API_APP_ID, TestIssuer};
+use mcpgate_token::{ValidationPolicy, Validator};
+use serde_json::{Value, json};
+
+pub const SCOPE: &str = "api://99999999-8888-4777-8666-555555555555/mcp:tools";
+
+pub struct Gate {
+    pub issuer: TestIssuer,
+    pub base: String,
+    pub settings: ResourceSettings,
+    pub http: reqwest::Client,
+    pub stats: Arc<Stats>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+pub fn policy(issuer: &TestIssuer) -> ValidationPolicy {
+    ValidationPolicy {
+        issuers: vec![issuer.issuer()],
+        audiences: vec![format!("api://{API_APP_ID}"), API_APP_ID.to_owned()],
+        required_scopes: vec![SCOPE.to_owned()],
+        ..Default::default()
+    }
+}
+
+impl Gate {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts with the default policy, edited by `edit`.
+    pub async fn start_with(edit: impl FnOnce(&mut ValidationPolicy)) -> Self {
+        let issuer = TestIssuer::start().await;
+        let mut p = policy(&issuer);
+        edit(&mut p);
+        let validator = Validator::builder(p).build().expect("policy compiles");
+        Self::serve(issuer, Access::Validate(Arc::new(validator))).await
+    }
+
+    pub async fn open() -> Self {
+        let issuer = TestIssuer::start().await;
+        Self::serve(issuer, Access::Open).await
+    }
+
+    async fn serve(issuer: TestIssuer, access: Access) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let base = format!("http://{addr}");
+        let mut settings = ResourceSettings::new(base.parse().expect("url"), vec![issuer.issuer()]);
+        settings.scopes = vec![SCOPE.to_owned()];
+        settings.max_body_bytes = 64 * 1024;
+        let stats = Arc::new(Stats::default());
+        let app = router(&settings, access, stats.clone());
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            issuer,
+            base,
+            settings,
+            http: reqwest::Client::new(),
+            stats,
+            server,
+        }
+    }
+
+    pub fn mcp_url(&self) -> String {
+        format!("{}/mcp", self.base)
+    }
+
+    pub fn tool_calls(&self) -> u64 {
+        self.stats.tool_calls.load(Ordering::SeqCst)
+    }
+
+    /// A valid token for the default policy.
+    pub fn token(&self) -> String {
+        self.issuer
+            .sign("key-a", &self.issuer.claims(mcpgate_testkit::unix_now()))
+    }
+
+    /// `tools/call whoami` in the stateless 2026-07-28 form, which needs no
+    /// session.
+    pub fn whoami_request(&self) -> reqwest::RequestBuilder {
+        self.http
+            .post(self.mcp_url())
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", "whoami")
+            .json(&whoami_body())
+    }
+}
+
+pub fn whoami_body() -> Value {
+    json!({
+        "jsonrpc": "2.0",
+        "id": 7,
+        "method": "tools/call",
+        "params": {
+            "name": "whoami",
+            "arguments": {},
+            "_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "1"},
+                "io.modelcontextprotocol/clientCapabilities": {}
+            }
+        }
+    })
+}
+
+/// The JSON-RPC message in a response body, plain JSON or one SSE event.
+pub fn jsonrpc(body: &str) -> Value {
+    if let Ok(v) = serde_json::from_str(body) {
+        return v;
+    }
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+        .find(|v| v.get("id").is_some())
+        .unwrap_or(Value::Null)
+}
+
+pub fn www_authenticate(resp: &reqwest::Response) -> String {
+    resp.headers()
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}

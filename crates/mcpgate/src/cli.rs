@@ -1,0 +1,110 @@
+//! The command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::RawConfig;
+
+/// Secure MCP servers with OAuth 2.1 and Microsoft Entra ID.
+#[derive(Debug, Parser)]
+#[command(name = "mcpgate", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the protected MCP server.
+    Serve(ServeArgs),
+    /// Decode a token and say whether this server would accept it, and why.
+    Explain(ExplainArgs),
+    /// Validate the configuration and probe the issuers' discovery and keys.
+    Check(ConfigArgs),
+}
+
+/// Settings shared by every command that reads the configuration. Flags
+/// override the file and the environment.
+#[derive(Debug, Clone, Args)]
+pub struct ConfigArgs {
+    /// Configuration file (TOML).
+    #[arg(long, env = "MCPGATE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Trusted token issuer; repeat for several.
+    #[arg(long = "issuer", value_name = "URL")]
+    pub issuers: Vec<String>,
+    /// Accepted token audience; repeat for several.
+    #[arg(long = "audience", value_name = "ID")]
+    pub audiences: Vec<String>,
+    /// Scope every token must carry; repeat for several.
+    #[arg(long = "required-scope", value_name = "SCOPE")]
+    pub required_scopes: Vec<String>,
+    /// Fetch signing keys from this JWKS URL instead of OpenID discovery.
+    #[arg(long, value_name = "URL")]
+    pub jwks_uri: Option<String>,
+    /// Extra CA certificates (PEM) to trust for outbound HTTPS.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// `mcpgate serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Configuration.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Listen address; port 0 picks a free one.
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<SocketAddr>,
+    /// The URL clients reach this server at, if not http://<bind>.
+    #[arg(long, value_name = "URL")]
+    pub public_url: Option<url::Url>,
+    /// Write one JSON object here once listening (URLs, issuers; no secrets).
+    #[arg(long, value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
+    /// Turn authentication off. Loopback only; for benchmarks and
+    /// conformance runs.
+    #[arg(long)]
+    pub no_auth: bool,
+    /// Allow plain http on a non-loopback address (development only).
+    #[arg(long)]
+    pub dangerous_allow_http: bool,
+}
+
+/// `mcpgate explain`.
+#[derive(Debug, Clone, Args)]
+pub struct ExplainArgs {
+    /// Configuration.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// The access token, or `-` to read it from standard input.
+    #[arg(value_name = "TOKEN")]
+    pub token: String,
+}
+
+impl ConfigArgs {
+    /// Loads the file and environment, then applies the flags.
+    pub fn load(&self) -> Result<RawConfig, crate::config::ConfigError> {
+        let mut raw = RawConfig::load(self.config.as_deref())?;
+        if !self.issuers.is_empty() {
+            raw.auth.issuers = self.issuers.clone();
+        }
+        if !self.audiences.is_empty() {
+            raw.auth.audiences = self.audiences.clone();
+        }
+        if !self.required_scopes.is_empty() {
+            raw.auth.required_scopes = self.required_scopes.clone();
+        }
+        if self.jwks_uri.is_some() {
+            raw.auth.jwks_uri = self.jwks_uri.clone();
+        }
+        if self.ca_file.is_some() {
+            raw.ca_file = self.ca_file.clone();
+        }
+        Ok(raw)
+    }
+}

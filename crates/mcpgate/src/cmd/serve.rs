@@ -1,0 +1,152 @@
+//! `mcpgate serve`: the protected MCP server.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use axum::serve::ListenerExt;
+use mcpgate_resource::{Access, ResourceSettings, Stats, router};
+use serde::Serialize;
+
+use crate::cli::ServeArgs;
+use crate::config::ConfigError;
+use crate::{ready, validator};
+
+const DEFAULT_BIND: &str = "127.0.0.1:8080";
+
+/// What the ready file says.
+#[derive(Debug, Serialize)]
+struct Ready<'a> {
+    mcp_url: String,
+    prm_url: String,
+    issuers: &'a [String],
+    authorization_servers: &'a [String],
+    scopes: &'a [String],
+    auth: bool,
+    bind: SocketAddr,
+}
+
+/// Runs until interrupted.
+pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let raw = args.config.load()?;
+    let bind = match args.bind.or(raw.bind) {
+        Some(b) => b,
+        None => DEFAULT_BIND.parse().context("default bind address")?,
+    };
+    if args.no_auth && !bind.ip().is_loopback() {
+        bail!(
+            "--no-auth is refused unless the server is bound to a loopback address (it was {bind})"
+        );
+    }
+
+    let (access, issuers, scopes, authorization_servers) = if args.no_auth {
+        (Access::Open, Vec::new(), Vec::new(), Vec::new())
+    } else {
+        if !raw.has_issuer() {
+            return Err(ConfigError::NoIssuer.into());
+        }
+        let (policy, validator) = validator::build(&raw)?;
+        let servers = raw.authorization_servers(&policy);
+        (
+            Access::Validate(validator),
+            policy.issuers.clone(),
+            policy.required_scopes.clone(),
+            servers,
+        )
+    };
+
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("cannot listen on {bind}"))?;
+    let addr = listener.local_addr()?;
+    let public_url = match args.public_url.or(raw.public_url.clone()) {
+        Some(u) => u,
+        None => format!("http://{addr}").parse().context("public URL")?,
+    };
+    if public_url.scheme() != "https" && !addr.ip().is_loopback() && !args.dangerous_allow_http {
+        bail!(
+            "refusing plain http on {addr}: set --public-url https://… (TLS at a reverse proxy), bind to loopback, or pass --dangerous-allow-http for development"
+        );
+    }
+
+    let mut settings = ResourceSettings::new(public_url, authorization_servers.clone());
+    settings.scopes = scopes.clone();
+    settings
+        .allowed_hosts
+        .extend(raw.http.allowed_hosts.iter().cloned());
+    settings.allowed_origins = raw.http.allowed_origins.clone();
+    if let Some(max) = raw.http.max_body_bytes {
+        settings.max_body_bytes = max;
+    }
+    if let Some(name) = &raw.http.resource_name {
+        settings.resource_name = name.clone();
+    }
+    let app = router(&settings, access, Arc::new(Stats::default()));
+
+    if args.no_auth {
+        tracing::warn!(
+            "AUTHENTICATION IS OFF (--no-auth): anyone who can reach {addr} can call every tool"
+        );
+    }
+    if args.dangerous_allow_http && !addr.ip().is_loopback() {
+        tracing::warn!(
+            "plain http on a non-loopback address (--dangerous-allow-http): tokens cross the network in clear text"
+        );
+    }
+    eprintln!("mcpgate is serving MCP at {}", settings.mcp_url());
+    eprintln!("  metadata: {}", settings.prm_url());
+    for issuer in &issuers {
+        eprintln!("  trusts:   {issuer}");
+    }
+    if !scopes.is_empty() {
+        eprintln!("  scopes:   {}", scopes.join(" "));
+    }
+
+    if let Some(path) = &args.ready_file {
+        ready::write(
+            path,
+            &Ready {
+                mcp_url: settings.mcp_url(),
+                prm_url: settings.prm_url(),
+                issuers: &issuers,
+                authorization_servers: &authorization_servers,
+                scopes: &scopes,
+                auth: !args.no_auth,
+                bind: addr,
+            },
+        )?;
+    }
+
+    // Small JSON-RPC answers must not wait on Nagle's algorithm.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("server failed")?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,362 @@
+//! Configuration: raw serde structs (one TOML file, `MCPGATE_…` environment
+//! variables, then command-line flags) compiled into runtime settings that
+//! are already valid.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use mcpgate_token::ValidationPolicy;
+use mcpgate_token::issuer::{ENTRA_PUBLIC_AUTHORITY, entra_issuers};
+use mcpgate_token::jwks::JwksOptions;
+use serde::Deserialize;
+use thiserror::Error;
+
+/// The sections an `MCPGATE_…` variable may set; anything else under the
+/// prefix (`MCPGATE_LOG`, `MCPGATE_CONFIG`) is not configuration.
+const ENV_SECTIONS: [&str; 6] = ["bind", "public_url", "ca_file", "auth", "jwks", "http"];
+
+/// The whole configuration file. Every key can also be set by environment
+/// variable: `MCPGATE_BIND`, `MCPGATE_AUTH__AUDIENCES='["api://…"]'`,
+/// `MCPGATE_AUTH__ENTRA__TENANT_ID=…` (sections joined by `__`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawConfig {
+    /// Listen address. Default `127.0.0.1:8080`.
+    pub bind: Option<SocketAddr>,
+    /// The URL clients reach this server at, when it differs from the bind
+    /// address (behind a reverse proxy). Default `http://<bind>`.
+    pub public_url: Option<url::Url>,
+    /// Extra CA certificates (PEM) every outbound HTTP client trusts.
+    pub ca_file: Option<PathBuf>,
+    /// Token validation.
+    pub auth: RawAuth,
+    /// Key caching.
+    pub jwks: RawJwks,
+    /// HTTP behaviour of the MCP endpoint.
+    pub http: RawHttp,
+}
+
+/// `[auth]`: which tokens are accepted.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawAuth {
+    /// Shorthand for a Microsoft Entra ID app registration.
+    pub entra: Option<RawEntra>,
+    /// Trusted issuers (exact, or with `{tenantid}`).
+    pub issuers: Vec<String>,
+    /// A JWKS URL, instead of OpenID discovery, for every issuer.
+    pub jwks_uri: Option<String>,
+    /// Accepted audiences.
+    pub audiences: Vec<String>,
+    /// Scopes every delegated token must carry.
+    pub required_scopes: Vec<String>,
+    /// Roles every token must carry.
+    pub required_roles: Vec<String>,
+    /// Broader scopes implying narrower ones.
+    pub scope_implies: BTreeMap<String, Vec<String>>,
+    /// Accept app-only tokens. Default false.
+    pub allow_app_only: bool,
+    /// Roles app-only tokens must carry.
+    pub app_only_roles: Vec<String>,
+    /// Allowed tenants (`tid`).
+    pub allowed_tenants: Vec<String>,
+    /// Allowed client applications (`azp`/`appid`).
+    pub allowed_client_apps: Vec<String>,
+    /// Signature algorithms. Default `["RS256"]`.
+    pub algorithms: Option<Vec<String>>,
+    /// Clock skew in seconds. Default 60.
+    pub clock_skew_secs: Option<u64>,
+    /// Largest token in bytes. Default 16384.
+    pub max_token_bytes: Option<usize>,
+    /// Authorization servers named in the metadata. Default: the issuers
+    /// (Entra: the v2.0 issuer).
+    pub authorization_servers: Vec<String>,
+}
+
+/// `[auth.entra]`: one Entra app registration exposing an API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEntra {
+    /// Directory (tenant) id, or `organizations` for a multi-tenant app.
+    pub tenant_id: String,
+    /// Application (client) id of the API registration.
+    pub app_id: String,
+    /// The exposed scope. Default `mcp:tools`.
+    #[serde(default = "default_scope")]
+    pub scope: String,
+    /// Authority host. Default `https://login.microsoftonline.com`.
+    #[serde(default = "default_authority")]
+    pub authority: String,
+}
+
+fn default_scope() -> String {
+    "mcp:tools".to_owned()
+}
+
+fn default_authority() -> String {
+    ENTRA_PUBLIC_AUTHORITY.to_owned()
+}
+
+/// `[jwks]`: key caching bounds.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawJwks {
+    /// Shortest key-set lifetime. Default 300.
+    pub min_ttl_secs: Option<u64>,
+    /// Longest key-set lifetime. Default 86400.
+    pub max_ttl_secs: Option<u64>,
+    /// Least time between refreshes. Default 30.
+    pub min_refresh_interval_secs: Option<u64>,
+    /// Timeout of one fetch. Default 10.
+    pub timeout_secs: Option<u64>,
+}
+
+/// `[http]`: the MCP endpoint's HTTP behaviour.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawHttp {
+    /// Extra accepted `Host` values (public deployments).
+    pub allowed_hosts: Vec<String>,
+    /// Browser origins allowed to call `/mcp`.
+    pub allowed_origins: Vec<String>,
+    /// Largest request body. Default 1 MiB.
+    pub max_body_bytes: Option<usize>,
+    /// `resource_name` in the metadata. Default "mcpgate".
+    pub resource_name: Option<String>,
+}
+
+/// The configuration could not be loaded or makes no sense.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file or an environment variable does not parse.
+    #[error("{0}")]
+    Load(Box<figment::Error>),
+    /// Nothing says which tokens to accept.
+    #[error(
+        "no token issuer is configured. Give --issuer URL and --audience ID (or [auth.entra] tenant_id and app_id in --config FILE); see the README's configuration section"
+    )]
+    NoIssuer,
+    /// Issuers but no audience.
+    #[error(
+        "no audience is configured: give --audience with this server's API identifier (api://<app-id>)"
+    )]
+    NoAudience,
+    /// The policy does not compile.
+    #[error("invalid auth configuration: {0}")]
+    Policy(#[from] mcpgate_token::PolicyError),
+}
+
+impl RawConfig {
+    /// Reads `file` (if any), then `MCPGATE_…` variables on top.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        let env = Env::prefixed("MCPGATE_").split("__").filter(|key| {
+            let first = key.as_str().split('.').next().unwrap_or_default();
+            ENV_SECTIONS.iter().any(|s| s.eq_ignore_ascii_case(first))
+        });
+        figment
+            .merge(env)
+            .extract()
+            .map_err(|e| ConfigError::Load(Box::new(e)))
+    }
+
+    /// Whether any token issuer is configured.
+    pub fn has_issuer(&self) -> bool {
+        self.auth.entra.is_some() || !self.auth.issuers.is_empty()
+    }
+
+    /// The validation policy, with the Entra shorthand expanded.
+    pub fn policy(&self) -> Result<ValidationPolicy, ConfigError> {
+        let a = &self.auth;
+        let mut policy = ValidationPolicy {
+            issuers: a.issuers.clone(),
+            audiences: a.audiences.clone(),
+            required_scopes: a.required_scopes.clone(),
+            required_roles: a.required_roles.clone(),
+            scope_implies: a.scope_implies.clone(),
+            allow_app_only: a.allow_app_only,
+            app_only_roles: a.app_only_roles.clone(),
+            allowed_tenants: a.allowed_tenants.clone(),
+            allowed_client_apps: a.allowed_client_apps.clone(),
+            ..Default::default()
+        };
+        if let Some(e) = &a.entra {
+            let tenant = if is_multi_tenant(&e.tenant_id) {
+                mcpgate_token::issuer::TENANT_TEMPLATE
+            } else {
+                e.tenant_id.as_str()
+            };
+            policy.issuers.extend(entra_issuers(&e.authority, tenant));
+            policy.audiences.push(format!("api://{}", e.app_id));
+            policy.audiences.push(e.app_id.clone());
+            policy
+                .required_scopes
+                .push(format!("api://{}/{}", e.app_id, e.scope));
+        }
+        if let Some(algs) = &a.algorithms {
+            policy.algorithms = algs.clone();
+        }
+        if let Some(s) = a.clock_skew_secs {
+            policy.clock_skew = Duration::from_secs(s);
+        }
+        if let Some(m) = a.max_token_bytes {
+            policy.max_token_bytes = m;
+        }
+        if policy.issuers.is_empty() {
+            return Err(ConfigError::NoIssuer);
+        }
+        if policy.audiences.is_empty() {
+            return Err(ConfigError::NoAudience);
+        }
+        policy.compile()?;
+        Ok(policy)
+    }
+
+    /// The authorization servers the metadata names.
+    pub fn authorization_servers(&self, policy: &ValidationPolicy) -> Vec<String> {
+        if !self.auth.authorization_servers.is_empty() {
+            return self.auth.authorization_servers.clone();
+        }
+        if let Some(e) = &self.auth.entra {
+            // Clients discover Entra through its v2.0 issuer; a
+            // multi-tenant app points them at `organizations`.
+            let tenant = if is_multi_tenant(&e.tenant_id) {
+                "organizations"
+            } else {
+                &e.tenant_id
+            };
+            return vec![format!(
+                "{}/{tenant}/v2.0",
+                e.authority.trim_end_matches('/')
+            )];
+        }
+        policy
+            .issuers
+            .iter()
+            .map(|i| i.replace(mcpgate_token::issuer::TENANT_TEMPLATE, "organizations"))
+            .collect()
+    }
+
+    /// Where the `[auth.entra]` shorthand put its v1.0 issuer (right after
+    /// its v2.0 one), if it is used.
+    pub fn entra_v1_issuer_index(&self, policy: &ValidationPolicy) -> Option<usize> {
+        self.auth.entra.as_ref()?;
+        policy
+            .issuers
+            .iter()
+            .rposition(|i| i.starts_with("https://sts.windows.net/"))
+            .filter(|i| *i > 0)
+    }
+
+    /// Key-cache settings.
+    pub fn jwks_options(&self) -> JwksOptions {
+        let d = JwksOptions::default();
+        let j = &self.jwks;
+        let secs = |v: Option<u64>, default: Duration| v.map_or(default, Duration::from_secs);
+        JwksOptions {
+            min_ttl: secs(j.min_ttl_secs, d.min_ttl),
+            max_ttl: secs(j.max_ttl_secs, d.max_ttl),
+            min_refresh_interval: secs(j.min_refresh_interval_secs, d.min_refresh_interval),
+            ..d
+        }
+    }
+
+    /// Timeout of one discovery or JWKS fetch.
+    pub fn fetch_timeout(&self) -> Duration {
+        Duration::from_secs(self.jwks.timeout_secs.unwrap_or(10))
+    }
+}
+
+fn is_multi_tenant(tenant: &str) -> bool {
+    matches!(tenant, "organizations" | "common" | "{tenantid}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from_toml(text: &str) -> Result<RawConfig, ConfigError> {
+        Figment::new()
+            .merge(Toml::string(text))
+            .extract()
+            .map_err(|e| ConfigError::Load(Box::new(e)))
+    }
+
+    #[test]
+    fn entra_shorthand_expands_to_both_issuers_and_audiences() {
+        let raw = from_toml(
+            r#"
+            [auth.entra]
+            tenant_id = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+            app_id = "3f8c2b1e-6a7d-4e2f-9b0c-5d1e7a9c4f21"
+            "#,
+        )
+        .expect("parses");
+        let p = raw.policy().expect("valid");
+        assert_eq!(
+            p.issuers,
+            [
+                "https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47/v2.0",
+                "https://sts.windows.net/72f988bf-86f1-41af-91ab-2d7cd011db47/"
+            ]
+        );
+        assert_eq!(
+            p.audiences,
+            [
+                "api://3f8c2b1e-6a7d-4e2f-9b0c-5d1e7a9c4f21",
+                "3f8c2b1e-6a7d-4e2f-9b0c-5d1e7a9c4f21"
+            ]
+        );
+        assert_eq!(
+            p.required_scopes,
+            ["api://3f8c2b1e-6a7d-4e2f-9b0c-5d1e7a9c4f21/mcp:tools"]
+        );
+        assert_eq!(
+            raw.authorization_servers(&p),
+            ["https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47/v2.0"]
+        );
+    }
+
+    #[test]
+    fn multi_tenant_entra_uses_the_template() {
+        let raw = from_toml("[auth.entra]\ntenant_id = \"organizations\"\napp_id = \"a\"\n")
+            .expect("parses");
+        let p = raw.policy().expect("valid");
+        assert_eq!(
+            p.issuers[0],
+            "https://login.microsoftonline.com/{tenantid}/v2.0"
+        );
+        assert_eq!(
+            raw.authorization_servers(&p),
+            ["https://login.microsoftonline.com/organizations/v2.0"]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        assert!(from_toml("bnid = \"127.0.0.1:1\"").is_err());
+        assert!(from_toml("[auth]\naudience = \"x\"").is_err());
+    }
+
+    #[test]
+    fn nothing_configured_says_what_to_do() {
+        let err = RawConfig::default().policy().expect_err("no issuer");
+        assert!(err.to_string().contains("--issuer"), "{err}");
+    }
+
+    #[test]
+    fn hmac_is_refused_from_config() {
+        let raw = from_toml(
+            "[auth]\nissuers = [\"https://i.example/\"]\naudiences = [\"a\"]\nalgorithms = [\"HS256\"]",
+        )
+        .expect("parses");
+        assert!(matches!(raw.policy(), Err(ConfigError::Policy(_))));
+    }
+}

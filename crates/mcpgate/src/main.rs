@@ -1,0 +1,49 @@
+//! `mcpgate`: parses the command line and runs one subcommand.
+
+mod cli;
+mod cmd;
+mod config;
+mod outbound;
+mod ready;
+mod validator;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("MCPGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mcpgate: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => cmd::serve::run(args).await,
+            Command::Explain(args) => cmd::explain::run(args).await,
+            Command::Check(args) => cmd::check::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("mcpgate: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

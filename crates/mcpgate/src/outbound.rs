@@ -1,0 +1,23 @@
+//! The outbound HTTP client every part shares: system roots plus the CA
+//! file the configuration names.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+
+/// A client trusting the system roots plus the certificates in `ca_file`.
+pub fn http_client(ca_file: Option<&Path>, timeout: Duration) -> anyhow::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(5)))
+        .user_agent(concat!("mcpgate/", env!("CARGO_PKG_VERSION")));
+    if let Some(path) = ca_file {
+        let pem =
+            std::fs::read(path).with_context(|| format!("reading CA file {}", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("{} holds no PEM certificate", path.display()))?;
+        builder = builder.tls_certs_merge(certs);
+    }
+    builder.build().context("building the HTTP client")
+}

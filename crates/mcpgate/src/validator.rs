@@ -1,0 +1,28 @@
+//! Builds the token validator from the configuration.
+
+use std::sync::Arc;
+
+use mcpgate_token::jwks::KeysFrom;
+use mcpgate_token::{ValidationPolicy, Validator};
+
+use crate::config::RawConfig;
+use crate::outbound::http_client;
+
+/// The policy and a validator for it.
+pub fn build(raw: &RawConfig) -> anyhow::Result<(ValidationPolicy, Arc<Validator>)> {
+    let policy = raw.policy()?;
+    let http = http_client(raw.ca_file.as_deref(), raw.fetch_timeout())?;
+    let mut builder = Validator::builder(policy.clone())
+        .http_client(http)
+        .jwks_options(raw.jwks_options());
+    if let Some(jwks) = &raw.auth.jwks_uri {
+        for i in 0..policy.issuers.len() {
+            builder = builder.keys_for(i, KeysFrom::Jwks(jwks.clone()));
+        }
+    } else if let Some(v1) = raw.entra_v1_issuer_index(&policy) {
+        // sts.windows.net serves no discovery; its tokens are signed with
+        // the keys of the tenant's v2.0 document.
+        builder = builder.keys_shared_with(v1, v1 - 1);
+    }
+    Ok((policy, Arc::new(builder.build()?)))
+}

@@ -1,0 +1,263 @@
+//! The `mcpgate` binary as users and scripts run it.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mcpgate_testkit::{API_APP_ID, TestIssuer, unix_now, with};
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mcpgate");
+
+struct Server {
+    child: Child,
+    ready: Value,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn temp_path(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("mcpgate-cli-{}-{name}", std::process::id()))
+}
+
+fn auth_args(issuer: &TestIssuer) -> Vec<String> {
+    vec![
+        "--issuer".into(),
+        issuer.issuer(),
+        "--audience".into(),
+        format!("api://{API_APP_ID}"),
+        "--audience".into(),
+        API_APP_ID.into(),
+        "--required-scope".into(),
+        format!("api://{API_APP_ID}/mcp:tools"),
+    ]
+}
+
+// The child is reaped by `Server`'s Drop, which clippy cannot see.
+#[allow(clippy::zombie_processes)]
+fn serve(args: &[String], name: &str) -> Server {
+    let ready = temp_path(&format!("{name}.json"));
+    let _ = std::fs::remove_file(&ready);
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .args(["--bind", "127.0.0.1:0", "--ready-file"])
+        .arg(&ready)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn mcpgate");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&ready)
+            && let Ok(v) = serde_json::from_str::<Value>(&text)
+        {
+            return Server { child, ready: v };
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("mcpgate never became ready");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+async fn whoami(url: &str, token: Option<&str>) -> reqwest::Response {
+    let mut req = reqwest::Client::new()
+        .post(url)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "whoami")
+        .json(&json!({
+            "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "whoami", "arguments": {}, "_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
+                "io.modelcontextprotocol/clientCapabilities": {}
+            }}
+        }));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    req.send().await.expect("request")
+}
+
+#[tokio::test]
+async fn serve_writes_ready_file_and_protects_mcp() {
+    let issuer = TestIssuer::start().await;
+    let server = serve(&auth_args(&issuer), "protect");
+    let mcp_url = server.ready["mcp_url"]
+        .as_str()
+        .expect("mcp_url")
+        .to_owned();
+    assert!(mcp_url.starts_with("http://127.0.0.1:") && mcp_url.ends_with("/mcp"));
+    assert_eq!(server.ready["issuers"], json!([issuer.issuer()]));
+    assert_eq!(
+        server.ready["prm_url"],
+        mcp_url.replace("/mcp", "/.well-known/oauth-protected-resource/mcp")
+    );
+    assert_eq!(server.ready["auth"], true);
+
+    let resp = whoami(&mcp_url, None).await;
+    assert_eq!(resp.status(), 401);
+
+    let token = issuer.sign("key-a", &issuer.claims(unix_now()));
+    let resp = whoami(&mcp_url, Some(&token)).await;
+    assert_eq!(resp.status(), 200);
+    let body = resp.text().await.expect("body");
+    assert!(body.contains("alice@test.example"), "{body}");
+}
+
+#[tokio::test]
+async fn no_auth_is_loud_and_loopback_only() {
+    let out = Command::new(BIN)
+        .args(["serve", "--no-auth", "--bind", "0.0.0.0:0"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--no-auth is refused unless"), "{err}");
+
+    let server = serve(&["--no-auth".into()], "open");
+    assert_eq!(server.ready["auth"], false);
+    let url = server.ready["mcp_url"].as_str().expect("url").to_owned();
+    assert_eq!(whoami(&url, None).await.status(), 200);
+}
+
+#[test]
+fn serve_without_configuration_says_which_flags() {
+    let out = Command::new(BIN)
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .env_remove("MCPGATE_CONFIG")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--issuer") && err.contains("--audience"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn explain_accepts_and_rejects_with_the_reason() {
+    let issuer = TestIssuer::start().await;
+    let args = auth_args(&issuer);
+    let good = issuer.sign("key-a", &issuer.claims(unix_now()));
+    let out = tokio::task::spawn_blocking({
+        let args = args.clone();
+        move || {
+            Command::new(BIN)
+                .arg("explain")
+                .args(&args)
+                .arg(&good)
+                .output()
+        }
+    })
+    .await
+    .expect("join")
+    .expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("verdict: ACCEPTED"), "{text}");
+
+    let graph = issuer.sign(
+        "key-a",
+        &with(
+            issuer.claims(unix_now()),
+            &[("aud", json!("00000003-0000-0000-c000-000000000000"))],
+        ),
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = Command::new(BIN)
+            .arg("explain")
+            .args(&args)
+            .arg("-")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(graph.as_bytes())?;
+        }
+        child.wait_with_output()
+    })
+    .await
+    .expect("join")
+    .expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("this is a Microsoft Graph token"), "{text}");
+    assert!(
+        text.contains(&format!("Ask for scope api://{API_APP_ID}/mcp:tools")),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn check_probes_discovery_and_keys() {
+    let issuer = TestIssuer::start().await;
+    let args = auth_args(&issuer);
+    let out = tokio::task::spawn_blocking({
+        let args = args.clone();
+        move || Command::new(BIN).arg("check").args(&args).output()
+    })
+    .await
+    .expect("join")
+    .expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("1 signing key(s)"), "{text}");
+
+    issuer.go_down();
+    let out =
+        tokio::task::spawn_blocking(move || Command::new(BIN).arg("check").args(&args).output())
+            .await
+            .expect("join")
+            .expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("FAIL") && text.contains("503"), "{text}");
+}
+
+#[test]
+fn config_file_and_environment_are_read() {
+    let path = temp_path("config.toml");
+    std::fs::write(
+        &path,
+        "[auth.entra]\ntenant_id = \"72f988bf-86f1-41af-91ab-2d7cd011db47\"\napp_id = \"3f8c2b1e-6a7d-4e2f-9b0c-5d1e7a9c4f21\"\n\
+         # Never the real Entra from a test: keys from a closed local port.\n\
+         [auth]\njwks_uri = \"http://127.0.0.1:9/keys\"\n",
+    )
+    .expect("write");
+    // A typo in the file is an error that names the key.
+    let bad = temp_path("bad.toml");
+    std::fs::write(&bad, "[auth]\naudince = [\"x\"]\n").expect("write");
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&bad)
+        .output()
+        .expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text.contains("audince"), "{text}");
+
+    // An environment variable overrides the file: here an untrusted
+    // algorithm makes the policy invalid, proving the variable was read.
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .env("MCPGATE_AUTH__ALGORITHMS", "[\"HS256\"]")
+        .output()
+        .expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text.contains("HS256 can never be used"), "{text}");
+}

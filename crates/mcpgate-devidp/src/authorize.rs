@@ -1,0 +1,504 @@
+//! `/{tenant}/oauth2/v2.0/authorize`: the authorization request, sign-in,
+//! consent, and the redirect back with a code.
+//!
+//! Errors before the redirect URI is known to be registered are shown as a
+//! page (never redirected, or the IdP would be an open redirector); later
+//! ones go back to the client, as Entra does.
+
+use std::sync::Arc;
+
+use axum::Form;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::directory::{App, User};
+use crate::error::AadError;
+use crate::idp::Idp;
+use crate::pages::{self, CSRF_COOKIE, SESSION_COOKIE};
+use crate::params::Params;
+use crate::scope;
+use crate::state::{
+    AuthorizeRequest, CODE_TTL, CodeRecord, PENDING_TTL, Pending, SESSION_TTL, Session,
+};
+use crate::util::{ct_eq, random_token, token_hash};
+
+/// Why an authorize request stops.
+enum Failure {
+    /// Shown to the user.
+    Page(AadError),
+    /// Sent back to the client's redirect URI.
+    Redirect(AadError, Box<AuthorizeRequestTarget>),
+}
+
+/// Where an error redirect goes.
+struct AuthorizeRequestTarget {
+    redirect_uri: String,
+    state: Option<String>,
+    response_mode: String,
+}
+
+impl From<&AuthorizeRequest> for AuthorizeRequestTarget {
+    fn from(r: &AuthorizeRequest) -> Self {
+        Self {
+            redirect_uri: r.redirect_uri.clone(),
+            state: r.state.clone(),
+            response_mode: r.response_mode.clone(),
+        }
+    }
+}
+
+fn respond(failure: Failure, idp: &Idp) -> Response {
+    match failure {
+        Failure::Page(e) => pages::error(&e),
+        Failure::Redirect(e, target) => {
+            let body = e.body();
+            let mut params = vec![
+                ("error", e.error.to_owned()),
+                (
+                    "error_description",
+                    body["error_description"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                ),
+            ];
+            if let Some(s) = e.suberror {
+                params.push(("suberror", s.to_owned()));
+            }
+            if let Some(s) = &target.state {
+                params.push(("state", s.clone()));
+            }
+            send_to_client(idp, &target.redirect_uri, &target.response_mode, &params)
+        }
+    }
+}
+
+/// Delivers response parameters to the client's redirect URI.
+fn send_to_client(
+    _idp: &Idp,
+    redirect_uri: &str,
+    mode: &str,
+    params: &[(&str, String)],
+) -> Response {
+    if mode == "form_post" {
+        return pages::form_post(redirect_uri, params);
+    }
+    let Ok(mut url) = url::Url::parse(redirect_uri) else {
+        return pages::error(&AadError::new(
+            "invalid_request",
+            50011,
+            "The redirect URI is not a valid URL.",
+        ));
+    };
+    if mode == "fragment" {
+        let encoded = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(params.iter().map(|(k, v)| (*k, v.as_str())))
+            .finish();
+        url.set_fragment(Some(&encoded));
+    } else {
+        url.query_pairs_mut()
+            .extend_pairs(params.iter().map(|(k, v)| (*k, v.as_str())));
+    }
+    let mut resp = StatusCode::FOUND.into_response();
+    if let Ok(v) = url.as_str().parse() {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, "no-store".parse().expect("static"));
+    resp
+}
+
+/// Checks an authorize request, in Entra's order.
+fn validate(idp: &Idp, tenant: &str, p: &Params) -> Result<(AuthorizeRequest, bool), Failure> {
+    idp.tenant_segment_ok(tenant).map_err(Failure::Page)?;
+    let client_id = p.require("client_id").map_err(Failure::Page)?;
+    let client = idp
+        .dir
+        .app(client_id)
+        .ok_or_else(|| Failure::Page(AadError::unknown_client(client_id, tenant)))?;
+    let redirect_uri = p.require("redirect_uri").map_err(Failure::Page)?;
+    if !client.redirect_allowed(redirect_uri) {
+        return Err(Failure::Page(AadError::new(
+            "invalid_request",
+            50011,
+            format!(
+                "The redirect URI '{redirect_uri}' specified in the request does not match the redirect URIs configured for the application '{}'. Make sure the redirect URI sent in the request matches one added to your application in the Azure portal.",
+                client.client_id
+            ),
+        )));
+    }
+    let response_mode = match p.get("response_mode") {
+        None | Some("query") => "query",
+        Some("fragment") => "fragment",
+        Some("form_post") => "form_post",
+        Some(other) => {
+            return Err(Failure::Page(AadError::new(
+                "invalid_request",
+                900144,
+                format!("The response_mode '{other}' is not supported."),
+            )));
+        }
+    };
+    let target = || {
+        Box::new(AuthorizeRequestTarget {
+            redirect_uri: redirect_uri.to_owned(),
+            state: p.get("state").map(str::to_owned),
+            response_mode: response_mode.to_owned(),
+        })
+    };
+    let redirect = |e: AadError| Failure::Redirect(e, target());
+
+    match p.get("response_type") {
+        Some("code") => {}
+        None => return Err(redirect(AadError::missing("response_type"))),
+        Some(other) => {
+            return Err(redirect(AadError::new(
+                "unsupported_response_type",
+                700054,
+                format!("response_type '{other}' is not enabled for the application."),
+            )));
+        }
+    }
+    let scope =
+        scope::parse(p.get("scope"), p.get("resource"), &idp.dir, tenant).map_err(redirect)?;
+
+    let challenge = p.get("code_challenge");
+    let method = p.get("code_challenge_method");
+    match (challenge, method) {
+        (None, _) if client.public_client => {
+            return Err(redirect(AadError::new(
+                "invalid_request",
+                9002325,
+                "Proof Key for Code Exchange is required for public clients. Send code_challenge with code_challenge_method=S256.",
+            )));
+        }
+        (None, _) => {}
+        (Some(_), Some("S256")) => {}
+        (Some(_), None | Some("plain")) => {
+            return Err(redirect(AadError::new(
+                "invalid_request",
+                9002325,
+                "Proof Key for Code Exchange must use code_challenge_method=S256; 'plain' is not accepted.",
+            )));
+        }
+        (Some(_), Some(other)) => {
+            return Err(redirect(AadError::new(
+                "invalid_request",
+                9002325,
+                format!("The code_challenge_method '{other}' is not supported; use S256."),
+            )));
+        }
+    }
+    if let Some(c) = challenge
+        && (c.len() != 43
+            || !c
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+    {
+        return Err(redirect(AadError::new(
+            "invalid_request",
+            501491,
+            "Invalid size of Code_Challenge parameter: an S256 challenge is 43 base64url characters.",
+        )));
+    }
+
+    let prompt = p.get("prompt");
+    let silent = prompt == Some("none");
+    let request = AuthorizeRequest {
+        tenant_segment: tenant.to_owned(),
+        client_id: client.client_id.clone(),
+        redirect_uri: redirect_uri.to_owned(),
+        scope,
+        state: p.get("state").map(str::to_owned),
+        nonce: p.get("nonce").map(str::to_owned),
+        code_challenge: challenge.map(str::to_owned),
+        response_mode: response_mode.to_owned(),
+        login_hint: p.get("login_hint").map(str::to_owned),
+        force_login: matches!(prompt, Some("login" | "select_account")),
+    };
+    Ok((request, silent))
+}
+
+/// Issues the code and sends it back.
+fn complete(idp: &Idp, req: &AuthorizeRequest, user: &User) -> Response {
+    let code = random_token();
+    let now = idp.now();
+    let tenant = idp.resolve_tenant(&req.tenant_segment, &user.tenant);
+    {
+        let mut state = idp.state();
+        state.sweep(now);
+        state.codes.insert(
+            token_hash(&code),
+            CodeRecord {
+                client_id: req.client_id.clone(),
+                redirect_uri: req.redirect_uri.clone(),
+                user_oid: user.oid.clone(),
+                tenant,
+                scope: req.scope.clone(),
+                code_challenge: req.code_challenge.clone(),
+                nonce: req.nonce.clone(),
+                expires: now + CODE_TTL,
+                redeemed: None,
+            },
+        );
+    }
+    let mut params = vec![("code", code)];
+    if let Some(s) = &req.state {
+        params.push(("state", s.clone()));
+    }
+    params.push(("session_state", crate::util::new_guid()));
+    send_to_client(idp, &req.redirect_uri, &req.response_mode, &params)
+}
+
+fn session_user<'a>(idp: &'a Idp, headers: &HeaderMap) -> Option<&'a User> {
+    let cookie = pages::cookie(headers, SESSION_COOKIE)?;
+    let now = idp.now();
+    let oid = {
+        let state = idp.state();
+        let s = state.sessions.get(&token_hash(&cookie))?;
+        (s.expires > now).then(|| s.user_oid.clone())?
+    };
+    idp.dir.user_by_oid(&oid)
+}
+
+fn client_of<'a>(idp: &'a Idp, req: &AuthorizeRequest) -> Option<&'a App> {
+    idp.dir.app(&req.client_id)
+}
+
+fn show_sign_in(
+    idp: &Idp,
+    req: AuthorizeRequest,
+    user_oid: Option<String>,
+    error: Option<&AadError>,
+) -> Response {
+    let pending = random_token();
+    let csrf = random_token();
+    let app_name = client_of(idp, &req).map_or(req.client_id.clone(), |a| a.name.clone());
+    let hint = req.login_hint.clone();
+    let consent_for = user_oid.clone();
+    {
+        let mut state = idp.state();
+        state.sweep(idp.now());
+        state.pending.insert(
+            pending.clone(),
+            Pending {
+                request: req.clone(),
+                csrf: csrf.clone(),
+                user_oid,
+                created: idp.now(),
+            },
+        );
+    }
+    let mut resp = match consent_for
+        .as_deref()
+        .and_then(|oid| idp.dir.user_by_oid(oid))
+    {
+        Some(user) => {
+            let missing = client_of(idp, &req)
+                .map_or_else(Vec::new, |c| idp.missing_consent(c, &user.oid, &req.scope));
+            pages::consent(&pending, &csrf, &app_name, user, &missing)
+        }
+        None => {
+            let users: Vec<&User> = idp.dir.users.iter().filter(|u| u.listed).collect();
+            pages::sign_in(&pending, &csrf, &app_name, &users, hint.as_deref(), error)
+        }
+    };
+    pages::set_cookie(&mut resp, CSRF_COOKIE, &csrf, idp.tls, PENDING_TTL);
+    resp
+}
+
+/// `GET /{tenant}/oauth2/v2.0/authorize`.
+pub async fn get(
+    State(idp): State<Arc<Idp>>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Response {
+    let params = match Params::new(query) {
+        Ok(p) => p,
+        Err(e) => return pages::error(&e),
+    };
+    let (req, silent) = match validate(&idp, &tenant, &params) {
+        Ok(r) => r,
+        Err(f) => return respond(f, &idp),
+    };
+    let Some(client) = client_of(&idp, &req) else {
+        return pages::error(&AadError::unknown_client(&req.client_id, &tenant));
+    };
+    let redirect_err = |e: AadError| respond(Failure::Redirect(e, Box::new((&req).into())), &idp);
+
+    if let Some(name) = &idp.auto_approve {
+        let Some(user) = idp.dir.user(name) else {
+            return redirect_err(AadError::new(
+                "invalid_request",
+                50034,
+                format!("The user account {name} does not exist in the directory."),
+            ));
+        };
+        if let Err(e) = idp.user_may_sign_in(user, &req.tenant_segment) {
+            return redirect_err(e);
+        }
+        idp.record_consent(client, &user.oid, &req.scope);
+        tracing::info!(user = %user.username, client = %client.client_id, "authorize auto-approved");
+        return complete(&idp, &req, user);
+    }
+
+    let hint_ok = |u: &User| {
+        req.login_hint
+            .as_deref()
+            .is_none_or(|h| h.eq_ignore_ascii_case(&u.username))
+    };
+    let current = session_user(&idp, &headers)
+        .filter(|u| hint_ok(u) && idp.user_may_sign_in(u, &req.tenant_segment).is_ok());
+    if silent {
+        let Some(user) = current else {
+            return redirect_err(AadError::new(
+                "interaction_required",
+                50058,
+                "A silent sign-in request was sent but no user is signed in.",
+            ));
+        };
+        if !idp
+            .missing_consent(client, &user.oid, &req.scope)
+            .is_empty()
+        {
+            let mut e = AadError::consent_required(&client.client_id, &req.scope.resource);
+            e.error = "consent_required";
+            return redirect_err(e);
+        }
+        return complete(&idp, &req, user);
+    }
+    match current {
+        Some(user) if !req.force_login => {
+            if idp
+                .missing_consent(client, &user.oid, &req.scope)
+                .is_empty()
+            {
+                complete(&idp, &req, user)
+            } else {
+                let oid = user.oid.clone();
+                show_sign_in(&idp, req, Some(oid), None)
+            }
+        }
+        _ => show_sign_in(&idp, req, None, None),
+    }
+}
+
+/// `POST /{tenant}/oauth2/v2.0/authorize`: the sign-in and consent forms.
+pub async fn post(
+    State(idp): State<Arc<Idp>>,
+    Path(_tenant): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Response {
+    let form = match Params::new(form) {
+        Ok(p) => p,
+        Err(e) => return pages::error(&e),
+    };
+    let Some(pending_id) = form.get("pending") else {
+        return pages::error(&AadError::missing("pending"));
+    };
+    let Some(pending) = idp.state().pending.get(pending_id).cloned() else {
+        return pages::error(&AadError::new(
+            "invalid_request",
+            50058,
+            "This sign-in page has expired or was already used. Start the sign-in again from the application.",
+        ));
+    };
+    let cookie = pages::cookie(&headers, CSRF_COOKIE).unwrap_or_default();
+    let field = form.get("csrf").unwrap_or_default();
+    if !(ct_eq(field.as_bytes(), pending.csrf.as_bytes())
+        && ct_eq(cookie.as_bytes(), pending.csrf.as_bytes()))
+    {
+        let mut e = AadError::new(
+            "invalid_request",
+            90012,
+            "The sign-in form was not submitted from this sign-in page (CSRF check failed). Start the sign-in again.",
+        );
+        e.status = StatusCode::FORBIDDEN;
+        return pages::error(&e);
+    }
+    // The page is answered: a replay of the same form finds nothing.
+    idp.state().pending.remove(pending_id);
+    let req = pending.request;
+    let Some(client) = client_of(&idp, &req) else {
+        return pages::error(&AadError::unknown_client(
+            &req.client_id,
+            &req.tenant_segment,
+        ));
+    };
+
+    match form.get("action") {
+        Some("consent") | Some("decline") => {
+            let Some(user) = pending
+                .user_oid
+                .as_deref()
+                .and_then(|o| idp.dir.user_by_oid(o))
+            else {
+                return pages::error(&AadError::missing("username"));
+            };
+            if form.get("action") == Some("decline") {
+                let e = AadError::new(
+                    "access_denied",
+                    65004,
+                    "User declined to consent to access the app.",
+                );
+                return respond(Failure::Redirect(e, Box::new((&req).into())), &idp);
+            }
+            idp.record_consent(client, &user.oid, &req.scope);
+            complete(&idp, &req, user)
+        }
+        Some(action @ ("pick" | "password")) => {
+            let username = form.get("username").unwrap_or_default();
+            let user = match idp.dir.user(username) {
+                Some(u) if action == "pick" && u.listed => Ok(u),
+                Some(u) if action == "password" => {
+                    if u.password_matches(form.get("password").unwrap_or_default()) {
+                        Ok(u)
+                    } else {
+                        Err(AadError::new(
+                            "invalid_grant",
+                            50126,
+                            "Error validating credentials due to invalid username or password.",
+                        ))
+                    }
+                }
+                _ => Err(AadError::new(
+                    "invalid_grant",
+                    50034,
+                    format!(
+                        "The user account {username} does not exist in the directory. To sign into this application, the account must be added to the directory."
+                    ),
+                )),
+            };
+            let user =
+                match user.and_then(|u| idp.user_may_sign_in(u, &req.tenant_segment).map(|()| u)) {
+                    Ok(u) => u,
+                    Err(e) => return show_sign_in(&idp, req, None, Some(&e)),
+                };
+            let session = random_token();
+            {
+                let mut state = idp.state();
+                state.sessions.insert(
+                    token_hash(&session),
+                    Session {
+                        user_oid: user.oid.clone(),
+                        expires: idp.now() + SESSION_TTL,
+                    },
+                );
+            }
+            let mut resp = if idp
+                .missing_consent(client, &user.oid, &req.scope)
+                .is_empty()
+            {
+                complete(&idp, &req, user)
+            } else {
+                show_sign_in(&idp, req, Some(user.oid.clone()), None)
+            };
+            pages::set_cookie(&mut resp, SESSION_COOKIE, &session, idp.tls, SESSION_TTL);
+            resp
+        }
+        _ => pages::error(&AadError::missing("action")),
+    }
+}

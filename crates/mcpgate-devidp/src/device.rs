@@ -1,0 +1,193 @@
+//! The device authorization grant (RFC 8628): `/{tenant}/oauth2/v2.0/devicecode`
+//! issues the codes, `/devicelogin` is where a person enters one.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Form, Json};
+use serde_json::json;
+
+use crate::directory::User;
+use crate::error::AadError;
+use crate::idp::Idp;
+use crate::pages::{self, CSRF_COOKIE};
+use crate::params::Params;
+use crate::scope;
+use crate::state::{DEVICE_TTL, DeviceRecord, DeviceStatus, PENDING_TTL};
+use crate::util::{ct_eq, random_bytes, random_token, token_hash};
+
+/// Letters and digits a person will not misread.
+const USER_CODE_ALPHABET: &[u8] = b"BCDFGHJKLMNPQRSTVWXZ23456789";
+
+fn user_code() -> String {
+    random_bytes::<9>()
+        .iter()
+        .map(|b| USER_CODE_ALPHABET[usize::from(*b) % USER_CODE_ALPHABET.len()] as char)
+        .collect()
+}
+
+/// `POST /{tenant}/oauth2/v2.0/devicecode`.
+pub async fn start(
+    State(idp): State<Arc<Idp>>,
+    Path(tenant): Path<String>,
+    form: Result<Form<Vec<(String, String)>>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    match crate::token::read_form(form).and_then(|p| begin(&idp, &tenant, &p)) {
+        Ok(body) => Json(body).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn begin(idp: &Idp, tenant: &str, p: &Params) -> Result<serde_json::Value, AadError> {
+    idp.tenant_segment_ok(tenant)?;
+    let client_id = p.require("client_id")?;
+    let client = idp
+        .dir
+        .app(client_id)
+        .ok_or_else(|| AadError::unknown_client(client_id, tenant))?;
+    let scope = scope::parse(p.get("scope"), p.get("resource"), &idp.dir, tenant)?;
+    let device_code = random_token();
+    let code = user_code();
+    let now = idp.now();
+    let verification_uri = format!("{}/devicelogin", idp.base);
+    {
+        let mut state = idp.state();
+        state.sweep(now);
+        let hash = token_hash(&device_code);
+        state.user_codes.insert(code.clone(), hash.clone());
+        state.devices.insert(
+            hash,
+            DeviceRecord {
+                client_id: client.client_id.clone(),
+                tenant_segment: tenant.to_owned(),
+                scope,
+                user_code: code.clone(),
+                expires: now + DEVICE_TTL,
+                interval: idp.device_interval,
+                last_poll: None,
+                status: DeviceStatus::Pending,
+            },
+        );
+    }
+    Ok(json!({
+        "user_code": code,
+        "device_code": device_code,
+        "verification_uri": verification_uri,
+        "expires_in": DEVICE_TTL,
+        "interval": idp.device_interval,
+        "message": format!("To sign in, use a web browser to open the page {verification_uri} and enter the code {code} to authenticate."),
+    }))
+}
+
+fn listed(idp: &Idp) -> Vec<&User> {
+    idp.dir.users.iter().filter(|u| u.listed).collect()
+}
+
+fn page(idp: &Idp, notice: Option<&str>) -> Response {
+    let csrf = random_token();
+    let mut resp = pages::device(&csrf, &listed(idp), notice);
+    pages::set_cookie(&mut resp, CSRF_COOKIE, &csrf, idp.tls, PENDING_TTL);
+    resp
+}
+
+/// `GET /devicelogin`.
+pub async fn login_page(State(idp): State<Arc<Idp>>) -> Response {
+    page(&idp, None)
+}
+
+/// `POST /devicelogin`: approve or deny a code as a user.
+pub async fn login_submit(
+    State(idp): State<Arc<Idp>>,
+    headers: HeaderMap,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Response {
+    let form = match Params::new(form) {
+        Ok(p) => p,
+        Err(e) => return pages::error(&e),
+    };
+    let cookie = pages::cookie(&headers, CSRF_COOKIE).unwrap_or_default();
+    let field = form.get("csrf").unwrap_or_default();
+    if cookie.is_empty() || !ct_eq(cookie.as_bytes(), field.as_bytes()) {
+        let mut e = AadError::new(
+            "invalid_request",
+            90012,
+            "The form was not submitted from this page (CSRF check failed). Reload the page and try again.",
+        );
+        e.status = StatusCode::FORBIDDEN;
+        return pages::error(&e);
+    }
+    let code: String = form
+        .get("user_code")
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    let username = form.get("username").unwrap_or_default();
+    let user = match idp.dir.user(username) {
+        Some(u) if u.listed && form.get("password").is_none() => u,
+        Some(u) if form.get("password").is_some_and(|p| u.password_matches(p)) => u,
+        Some(_) => {
+            return page(
+                &idp,
+                Some(
+                    "AADSTS50126: Error validating credentials due to invalid username or password.",
+                ),
+            );
+        }
+        None => {
+            return page(
+                &idp,
+                Some("AADSTS50034: The user account does not exist in the directory."),
+            );
+        }
+    };
+    let now = idp.now();
+    let approve = form.get("action") == Some("approve");
+    let outcome = {
+        let mut state = idp.state();
+        let hash = state.user_codes.get(&code).cloned();
+        match hash.and_then(|h| state.devices.get_mut(&h)) {
+            Some(d) if d.expires > now && d.status == DeviceStatus::Pending => {
+                if approve {
+                    match idp.user_may_sign_in(user, &d.tenant_segment) {
+                        Ok(()) => {
+                            d.status = DeviceStatus::Approved(user.oid.clone());
+                            Ok(d.client_id.clone())
+                        }
+                        Err(e) => Err(format!("AADSTS{}: {}", e.code, e.message)),
+                    }
+                } else {
+                    d.status = DeviceStatus::Denied;
+                    Ok(d.client_id.clone())
+                }
+            }
+            Some(d) if d.expires <= now => Err("AADSTS70020: This code has expired.".to_owned()),
+            Some(_) => Err("This code was already used.".to_owned()),
+            None => Err("That code was not recognised. Check it and try again.".to_owned()),
+        }
+    };
+    match outcome {
+        Ok(client_id) => {
+            let app = idp
+                .dir
+                .app(&client_id)
+                .map_or(client_id.clone(), |a| a.name.clone());
+            if approve {
+                tracing::info!(user = %user.username, client = %client_id, "device code approved");
+                pages::message(
+                    "You're signed in",
+                    &format!(
+                        "{} is signed in to {app}. You can close this window.",
+                        user.display_name
+                    ),
+                )
+            } else {
+                pages::message("Request denied", &format!("{app} will not be signed in."))
+            }
+        }
+        Err(notice) => page(&idp, Some(&notice)),
+    }
+}

@@ -1,0 +1,711 @@
+//! The directory: tenants, app registrations and users, read from TOML or
+//! built in, and checked once so that request handlers can trust it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::IdpError;
+use crate::util::{ct_eq, sha256_hex, stable_guid};
+
+/// Microsoft Graph's application id.
+pub const GRAPH_APP_ID: &str = "00000003-0000-0000-c000-000000000000";
+/// Microsoft Graph's identifier URI.
+pub const GRAPH_URI: &str = "https://graph.microsoft.com";
+/// The delegated Graph permissions the dev IdP knows.
+pub const GRAPH_SCOPES: &[&str] = &[
+    "User.Read",
+    "User.ReadBasic.All",
+    "Mail.Read",
+    "Mail.Send",
+    "Calendars.Read",
+    "Files.Read",
+];
+
+/// The built-in tenant.
+pub const DEFAULT_TENANT_ID: &str = "7c3e9f2a-0d1b-4e5a-9c8b-2f6a1d4e8b30";
+/// The built-in MCP API app registration.
+pub const DEFAULT_API_APP_ID: &str = "3f8c2b1e-6a7d-4e2f-9b0c-5d1e7a9c4f21";
+/// The built-in public desktop client.
+pub const DEFAULT_DESKTOP_CLIENT_ID: &str = "b5a2e8d4-1c3f-4a6b-8e9d-0f7c2a4b6d13";
+/// The built-in confidential daemon client.
+pub const DEFAULT_DAEMON_CLIENT_ID: &str = "d1e2f3a4-b5c6-4d7e-8f90-a1b2c3d4e5f6";
+/// The built-in API's delegated scope.
+pub const DEFAULT_SCOPE: &str = "mcp:tools";
+/// The built-in API's app role.
+pub const DEFAULT_ROLE: &str = "MCP.Tools.All";
+/// The built-in users' password (a development directory has no secrets
+/// worth keeping; the sign-in page also offers one-click dev users).
+pub const DEFAULT_PASSWORD: &str = "mcpgate-dev";
+
+/// The whole configuration, as written in TOML.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdpConfig {
+    /// Username signed in, and consenting, without a page (loopback only).
+    pub auto_approve: Option<String>,
+    /// Access token lifetime. Default 3600 (Entra: 60–90 minutes).
+    pub access_token_lifetime_secs: Option<u64>,
+    /// Seconds between device-code polls. Default 5, as Entra.
+    pub device_code_interval_secs: Option<u64>,
+    /// Grace period an old signing key stays published after rotation.
+    pub key_grace_secs: Option<u64>,
+    /// Tenants; the first is the default.
+    pub tenants: Vec<TenantConfig>,
+    /// App registrations.
+    pub apps: Vec<AppConfig>,
+    /// Users.
+    pub users: Vec<UserConfig>,
+}
+
+/// `[[tenants]]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// The tenant GUID.
+    pub id: String,
+    /// Display name.
+    #[serde(default)]
+    pub name: String,
+}
+
+/// `[[apps]]`: one app registration.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    /// Application (client) id, a GUID.
+    pub client_id: String,
+    /// Display name.
+    #[serde(default)]
+    pub name: String,
+    /// Home tenant. Default: the first tenant.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// A public client (no secret; PKCE required).
+    #[serde(default)]
+    pub public_client: bool,
+    /// Redirect URIs, matched exactly (loopback: any port).
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    /// SHA-256 (hex) of the client secret.
+    #[serde(default)]
+    pub secret_sha256: Option<String>,
+    /// Environment variable holding the client secret (hashed on load).
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// Application ID URIs; default `api://<client_id>` when it exposes
+    /// scopes or roles.
+    #[serde(default)]
+    pub identifier_uris: Vec<String>,
+    /// Delegated scopes this app exposes as an API.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// App roles this app defines.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Client ids pre-authorized for every exposed scope (no consent).
+    #[serde(default)]
+    pub pre_authorized: Vec<String>,
+    /// `accessTokenAcceptedVersion`: 1 or 2 (default 2).
+    #[serde(default)]
+    pub access_token_version: Option<u8>,
+    /// Delegated permissions an administrator consented for this client,
+    /// per resource (app id, or `graph`).
+    #[serde(default)]
+    pub granted: BTreeMap<String, Vec<String>>,
+    /// Application permissions (app roles) assigned to this client, per
+    /// resource app id.
+    #[serde(default)]
+    pub app_roles: BTreeMap<String, Vec<String>>,
+}
+
+/// `[[users]]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// Sign-in name (UPN).
+    pub username: String,
+    /// Display name.
+    #[serde(default)]
+    pub display_name: String,
+    /// Password, for development directories.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// SHA-256 (hex) of the password.
+    #[serde(default)]
+    pub password_sha256: Option<String>,
+    /// Object id; default derived from tenant and username.
+    #[serde(default)]
+    pub oid: Option<String>,
+    /// Home tenant. Default: the first tenant.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// App roles assigned to this user, per resource app id.
+    #[serde(default)]
+    pub roles: BTreeMap<String, Vec<String>>,
+    /// Blocked from signing in.
+    #[serde(default)]
+    pub disabled: bool,
+    /// Offered on the sign-in page for one-click sign-in. Default true;
+    /// an unlisted user must type a password.
+    #[serde(default)]
+    pub listed: Option<bool>,
+}
+
+impl IdpConfig {
+    /// Parses a TOML file's text.
+    pub fn from_toml_str(text: &str) -> Result<Self, IdpError> {
+        toml::from_str(text).map_err(|e| IdpError::Config(e.to_string()))
+    }
+
+    /// The built-in directory: one tenant, an MCP API exposing `mcp:tools`,
+    /// a public desktop client pre-authorized for it, a daemon with the
+    /// API's app role, and two users.
+    pub fn builtin() -> Self {
+        let mut granted = BTreeMap::new();
+        granted.insert("graph".to_owned(), vec!["User.Read".to_owned()]);
+        let mut daemon_roles = BTreeMap::new();
+        daemon_roles.insert(DEFAULT_API_APP_ID.to_owned(), vec![DEFAULT_ROLE.to_owned()]);
+        let mut alice_roles = BTreeMap::new();
+        alice_roles.insert(DEFAULT_API_APP_ID.to_owned(), vec![DEFAULT_ROLE.to_owned()]);
+        Self {
+            tenants: vec![TenantConfig {
+                id: DEFAULT_TENANT_ID.to_owned(),
+                name: "mcpgate development tenant".to_owned(),
+            }],
+            apps: vec![
+                AppConfig {
+                    client_id: DEFAULT_API_APP_ID.to_owned(),
+                    name: "mcpgate MCP server".to_owned(),
+                    tenant: None,
+                    public_client: false,
+                    redirect_uris: Vec::new(),
+                    secret_sha256: None,
+                    secret_env: None,
+                    identifier_uris: vec![format!("api://{DEFAULT_API_APP_ID}")],
+                    scopes: vec![DEFAULT_SCOPE.to_owned()],
+                    roles: vec![DEFAULT_ROLE.to_owned()],
+                    pre_authorized: vec![DEFAULT_DESKTOP_CLIENT_ID.to_owned()],
+                    access_token_version: Some(2),
+                    granted: granted.clone(),
+                    app_roles: BTreeMap::new(),
+                },
+                AppConfig {
+                    client_id: DEFAULT_DESKTOP_CLIENT_ID.to_owned(),
+                    name: "mcpgate desktop".to_owned(),
+                    tenant: None,
+                    public_client: true,
+                    redirect_uris: vec![
+                        "http://localhost".to_owned(),
+                        "http://127.0.0.1".to_owned(),
+                        "http://localhost/callback".to_owned(),
+                        "http://127.0.0.1/callback".to_owned(),
+                    ],
+                    secret_sha256: None,
+                    secret_env: None,
+                    identifier_uris: Vec::new(),
+                    scopes: Vec::new(),
+                    roles: Vec::new(),
+                    pre_authorized: Vec::new(),
+                    access_token_version: None,
+                    granted,
+                    app_roles: BTreeMap::new(),
+                },
+                AppConfig {
+                    client_id: DEFAULT_DAEMON_CLIENT_ID.to_owned(),
+                    name: "mcpgate daemon".to_owned(),
+                    tenant: None,
+                    public_client: false,
+                    redirect_uris: Vec::new(),
+                    secret_sha256: None,
+                    secret_env: None,
+                    identifier_uris: Vec::new(),
+                    scopes: Vec::new(),
+                    roles: Vec::new(),
+                    pre_authorized: Vec::new(),
+                    access_token_version: None,
+                    granted: BTreeMap::new(),
+                    app_roles: daemon_roles,
+                },
+            ],
+            users: vec![
+                UserConfig {
+                    username: "alice@mcpgate.test".to_owned(),
+                    display_name: "Alice Adams".to_owned(),
+                    password: Some(DEFAULT_PASSWORD.to_owned()),
+                    password_sha256: None,
+                    oid: None,
+                    tenant: None,
+                    roles: alice_roles,
+                    disabled: false,
+                    listed: None,
+                },
+                UserConfig {
+                    username: "bob@mcpgate.test".to_owned(),
+                    display_name: "Bob Baker".to_owned(),
+                    password: Some(DEFAULT_PASSWORD.to_owned()),
+                    password_sha256: None,
+                    oid: None,
+                    tenant: None,
+                    roles: BTreeMap::new(),
+                    disabled: false,
+                    listed: None,
+                },
+            ],
+            ..Self::default()
+        }
+    }
+}
+
+/// A tenant.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    /// GUID.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+}
+
+/// How a client's secret is known.
+#[derive(Clone)]
+pub enum Secret {
+    /// SHA-256 of the secret.
+    Sha256(String),
+    /// A confidential client whose secret is generated and stored in the
+    /// data directory at start (built-in clients).
+    Generated,
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Sha256(_) => "Secret::Sha256(..)",
+            Self::Generated => "Secret::Generated",
+        })
+    }
+}
+
+/// An app registration, checked.
+#[derive(Debug, Clone)]
+pub struct App {
+    /// Client id.
+    pub client_id: String,
+    /// Display name.
+    pub name: String,
+    /// Home tenant.
+    pub tenant: String,
+    /// Public client.
+    pub public_client: bool,
+    /// Redirect URIs.
+    pub redirect_uris: Vec<String>,
+    /// How its secret is checked; `None` for public clients.
+    pub secret: Option<Secret>,
+    /// Application ID URIs.
+    pub identifier_uris: Vec<String>,
+    /// Exposed delegated scopes.
+    pub scopes: Vec<String>,
+    /// Defined app roles.
+    pub roles: Vec<String>,
+    /// Pre-authorized clients.
+    pub pre_authorized: BTreeSet<String>,
+    /// Access token version, 1 or 2.
+    pub access_token_version: u8,
+    /// Admin-consented delegated permissions: resource app id → scopes.
+    pub granted: BTreeMap<String, BTreeSet<String>>,
+    /// Assigned application permissions: resource app id → roles.
+    pub app_roles: BTreeMap<String, BTreeSet<String>>,
+    /// Service principal object id (the `oid` of app-only tokens).
+    pub sp_oid: String,
+}
+
+impl App {
+    /// Whether this app exposes an API (scopes or roles).
+    pub fn is_api(&self) -> bool {
+        !self.scopes.is_empty() || !self.roles.is_empty()
+    }
+
+    /// Whether `value` names this app as a resource: its client id or one
+    /// of its identifier URIs.
+    pub fn is_named_by(&self, value: &str) -> bool {
+        let value = value.trim_end_matches('/');
+        value.eq_ignore_ascii_case(&self.client_id)
+            || self
+                .identifier_uris
+                .iter()
+                .any(|u| u.trim_end_matches('/') == value)
+    }
+
+    /// Whether `redirect_uri` is registered: exact match, except that a
+    /// loopback `http` redirect matches on any port. Entra documents this:
+    /// <https://learn.microsoft.com/entra/identity-platform/reply-url#localhost-exceptions>.
+    pub fn redirect_allowed(&self, redirect_uri: &str) -> bool {
+        let Ok(asked) = url::Url::parse(redirect_uri) else {
+            return false;
+        };
+        if asked.fragment().is_some() {
+            return false;
+        }
+        self.redirect_uris.iter().any(|registered| {
+            if registered == redirect_uri {
+                return true;
+            }
+            let Ok(reg) = url::Url::parse(registered) else {
+                return false;
+            };
+            let loopback = matches!(reg.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+            loopback
+                && reg.scheme() == "http"
+                && asked.scheme() == "http"
+                && reg.host_str() == asked.host_str()
+                && reg.path() == asked.path()
+                && reg.query() == asked.query()
+        })
+    }
+
+    /// Checks a presented secret against the stored hash.
+    pub fn secret_matches(&self, presented: &str, generated: Option<&str>) -> bool {
+        let hash = sha256_hex(presented.as_bytes());
+        match (&self.secret, generated) {
+            (Some(Secret::Sha256(expected)), _) => ct_eq(hash.as_bytes(), expected.as_bytes()),
+            (Some(Secret::Generated), Some(expected)) => {
+                ct_eq(hash.as_bytes(), expected.as_bytes())
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A user, checked.
+#[derive(Debug, Clone)]
+pub struct User {
+    /// Sign-in name.
+    pub username: String,
+    /// Display name.
+    pub display_name: String,
+    /// SHA-256 (hex) of the password, if one is set.
+    pub password_sha256: Option<String>,
+    /// Object id.
+    pub oid: String,
+    /// Home tenant.
+    pub tenant: String,
+    /// App roles per resource app id.
+    pub roles: BTreeMap<String, BTreeSet<String>>,
+    /// Blocked from signing in.
+    pub disabled: bool,
+    /// Offered for one-click sign-in.
+    pub listed: bool,
+}
+
+impl User {
+    /// Checks a password.
+    pub fn password_matches(&self, password: &str) -> bool {
+        self.password_sha256.as_ref().is_some_and(|expected| {
+            ct_eq(
+                sha256_hex(password.as_bytes()).as_bytes(),
+                expected.as_bytes(),
+            )
+        })
+    }
+
+    /// Given name and surname, split from the display name for Graph.
+    pub fn names(&self) -> (String, String) {
+        let mut parts = self.display_name.splitn(2, ' ');
+        let given = parts.next().unwrap_or_default().to_owned();
+        let surname = parts.next().unwrap_or_default().to_owned();
+        (given, surname)
+    }
+}
+
+/// The checked directory.
+#[derive(Debug, Clone)]
+pub struct Directory {
+    /// Tenants; the first is the default.
+    pub tenants: Vec<Tenant>,
+    /// App registrations.
+    pub apps: Vec<App>,
+    /// Users.
+    pub users: Vec<User>,
+}
+
+fn is_guid(s: &str) -> bool {
+    s.len() == 36
+        && s.char_indices().all(|(i, c)| {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                c == '-'
+            } else {
+                c.is_ascii_hexdigit()
+            }
+        })
+}
+
+fn resource_key(key: &str) -> String {
+    if key.eq_ignore_ascii_case("graph") || key == GRAPH_URI {
+        GRAPH_APP_ID.to_owned()
+    } else {
+        key.to_owned()
+    }
+}
+
+impl Directory {
+    /// Checks a configuration and builds the directory.
+    pub fn from_config(config: &IdpConfig) -> Result<Self, IdpError> {
+        let bad = |m: String| Err(IdpError::Config(m));
+        let Some(first) = config.tenants.first() else {
+            return bad("at least one [[tenants]] entry is needed".to_owned());
+        };
+        let mut tenants = Vec::new();
+        for t in &config.tenants {
+            if !is_guid(&t.id) {
+                return bad(format!("tenant id {:?} is not a GUID", t.id));
+            }
+            tenants.push(Tenant {
+                id: t.id.to_ascii_lowercase(),
+                name: t.name.clone(),
+            });
+        }
+        let tenant_of = |t: &Option<String>| -> Result<String, IdpError> {
+            let id = t
+                .clone()
+                .unwrap_or_else(|| first.id.clone())
+                .to_ascii_lowercase();
+            if tenants.iter().any(|x| x.id == id) {
+                Ok(id)
+            } else {
+                Err(IdpError::Config(format!("unknown tenant {id}")))
+            }
+        };
+
+        let mut apps = Vec::new();
+        for a in &config.apps {
+            if !is_guid(&a.client_id) {
+                return bad(format!("client_id {:?} is not a GUID", a.client_id));
+            }
+            let client_id = a.client_id.to_ascii_lowercase();
+            if client_id == GRAPH_APP_ID {
+                return bad("the Microsoft Graph app id is reserved".to_owned());
+            }
+            let secret = match (&a.secret_sha256, &a.secret_env, a.public_client) {
+                (Some(_), _, true) | (_, Some(_), true) => {
+                    return bad(format!("public client {client_id} cannot have a secret"));
+                }
+                (Some(h), _, false) => {
+                    if h.len() != 64 || !h.chars().all(|c| c.is_ascii_hexdigit()) {
+                        return bad(format!("secret_sha256 of {client_id} is not 64 hex digits"));
+                    }
+                    Some(Secret::Sha256(h.to_ascii_lowercase()))
+                }
+                (None, Some(var), false) => match std::env::var(var) {
+                    Ok(s) if !s.is_empty() => Some(Secret::Sha256(sha256_hex(s.as_bytes()))),
+                    _ => {
+                        return bad(format!(
+                            "secret_env of {client_id} names {var}, which is not set"
+                        ));
+                    }
+                },
+                (None, None, false) => Some(Secret::Generated),
+                (None, None, true) => None,
+            };
+            for uri in &a.redirect_uris {
+                match url::Url::parse(uri) {
+                    Ok(u) if u.scheme() == "https" => {}
+                    Ok(u)
+                        if u.scheme() == "http"
+                            && matches!(
+                                u.host_str(),
+                                Some("localhost" | "127.0.0.1" | "[::1]")
+                            ) => {}
+                    Ok(u) if a.public_client && !matches!(u.scheme(), "http" | "https") => {}
+                    _ => {
+                        return bad(format!(
+                            "redirect URI {uri:?} of {client_id} must be https, or http on loopback"
+                        ));
+                    }
+                }
+            }
+            let exposes = !a.scopes.is_empty() || !a.roles.is_empty();
+            let identifier_uris = if a.identifier_uris.is_empty() && exposes {
+                vec![format!("api://{client_id}")]
+            } else {
+                a.identifier_uris.clone()
+            };
+            let version = a.access_token_version.unwrap_or(2);
+            if !matches!(version, 1 | 2) {
+                return bad(format!(
+                    "access_token_version of {client_id} must be 1 or 2"
+                ));
+            }
+            apps.push(App {
+                tenant: tenant_of(&a.tenant)?,
+                sp_oid: stable_guid(&["sp", &client_id]),
+                client_id,
+                name: if a.name.is_empty() {
+                    a.client_id.clone()
+                } else {
+                    a.name.clone()
+                },
+                public_client: a.public_client,
+                redirect_uris: a.redirect_uris.clone(),
+                secret,
+                identifier_uris,
+                scopes: a.scopes.clone(),
+                roles: a.roles.clone(),
+                pre_authorized: a
+                    .pre_authorized
+                    .iter()
+                    .map(|c| c.to_ascii_lowercase())
+                    .collect(),
+                access_token_version: version,
+                granted: a
+                    .granted
+                    .iter()
+                    .map(|(k, v)| (resource_key(k), v.iter().cloned().collect()))
+                    .collect(),
+                app_roles: a
+                    .app_roles
+                    .iter()
+                    .map(|(k, v)| (resource_key(k), v.iter().cloned().collect()))
+                    .collect(),
+            });
+        }
+        let mut seen = BTreeSet::new();
+        for app in &apps {
+            if !seen.insert(app.client_id.clone()) {
+                return bad(format!("client_id {} is registered twice", app.client_id));
+            }
+        }
+
+        let mut users = Vec::new();
+        for u in &config.users {
+            let tenant = tenant_of(&u.tenant)?;
+            let username = u.username.to_ascii_lowercase();
+            if !username.contains('@') {
+                return bad(format!("username {username:?} must look like user@domain"));
+            }
+            let password_sha256 = match (&u.password, &u.password_sha256) {
+                (_, Some(h)) => Some(h.to_ascii_lowercase()),
+                (Some(p), None) => Some(sha256_hex(p.as_bytes())),
+                (None, None) => None,
+            };
+            users.push(User {
+                oid: u
+                    .oid
+                    .clone()
+                    .unwrap_or_else(|| stable_guid(&["user", &tenant, &username])),
+                display_name: if u.display_name.is_empty() {
+                    username.clone()
+                } else {
+                    u.display_name.clone()
+                },
+                username,
+                password_sha256,
+                tenant,
+                roles: u
+                    .roles
+                    .iter()
+                    .map(|(k, v)| (resource_key(k), v.iter().cloned().collect()))
+                    .collect(),
+                disabled: u.disabled,
+                listed: u.listed.unwrap_or(true),
+            });
+        }
+        Ok(Self {
+            tenants,
+            apps,
+            users,
+        })
+    }
+
+    /// The default tenant.
+    pub fn default_tenant(&self) -> &Tenant {
+        &self.tenants[0]
+    }
+
+    /// A tenant by id.
+    pub fn tenant(&self, id: &str) -> Option<&Tenant> {
+        self.tenants.iter().find(|t| t.id.eq_ignore_ascii_case(id))
+    }
+
+    /// An app by client id.
+    pub fn app(&self, client_id: &str) -> Option<&App> {
+        self.apps
+            .iter()
+            .find(|a| a.client_id.eq_ignore_ascii_case(client_id))
+    }
+
+    /// The API app a resource identifier names.
+    pub fn api_named(&self, value: &str) -> Option<&App> {
+        self.apps.iter().find(|a| a.is_named_by(value))
+    }
+
+    /// A user by username, case-insensitively.
+    pub fn user(&self, username: &str) -> Option<&User> {
+        self.users
+            .iter()
+            .find(|u| u.username.eq_ignore_ascii_case(username))
+    }
+
+    /// A user by object id.
+    pub fn user_by_oid(&self, oid: &str) -> Option<&User> {
+        self.users.iter().find(|u| u.oid.eq_ignore_ascii_case(oid))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn builtin() -> Directory {
+        Directory::from_config(&IdpConfig::builtin()).expect("builtin is valid")
+    }
+
+    #[test]
+    fn builtin_directory_is_consistent() {
+        let d = builtin();
+        let api = d.app(DEFAULT_API_APP_ID).expect("api");
+        assert!(api.is_named_by(&format!("api://{DEFAULT_API_APP_ID}")));
+        assert!(api.is_named_by(DEFAULT_API_APP_ID));
+        assert!(api.pre_authorized.contains(DEFAULT_DESKTOP_CLIENT_ID));
+        let alice = d.user("Alice@mcpgate.test").expect("alice");
+        assert!(alice.password_matches(DEFAULT_PASSWORD));
+        assert!(!alice.password_matches("wrong"));
+        assert_eq!(
+            alice.oid,
+            builtin().user("alice@mcpgate.test").expect("a").oid
+        );
+    }
+
+    #[test]
+    fn loopback_redirects_match_any_port_but_nothing_else() {
+        let d = builtin();
+        let desktop = d.app(DEFAULT_DESKTOP_CLIENT_ID).expect("desktop");
+        assert!(desktop.redirect_allowed("http://localhost:53123"));
+        assert!(desktop.redirect_allowed("http://127.0.0.1:4000/callback"));
+        assert!(!desktop.redirect_allowed("http://127.0.0.1:4000/other"));
+        assert!(!desktop.redirect_allowed("https://127.0.0.1:4000/callback"));
+        assert!(!desktop.redirect_allowed("http://evil.example/callback"));
+        assert!(!desktop.redirect_allowed("http://localhost.evil.example:80/"));
+        assert!(!desktop.redirect_allowed("http://127.0.0.1:4000/callback#x"));
+    }
+
+    #[test]
+    fn bad_configurations_are_refused() {
+        for (text, why) in [
+            ("", "at least one"),
+            ("[[tenants]]\nid = \"nope\"", "not a GUID"),
+            (
+                "[[tenants]]\nid = \"7c3e9f2a-0d1b-4e5a-9c8b-2f6a1d4e8b30\"\n[[apps]]\nclient_id = \"3f8c2b1e-6a7d-4e2f-9b0c-5d1e7a9c4f21\"\npublic_client = true\nsecret_sha256 = \"00\"",
+                "cannot have a secret",
+            ),
+            (
+                "[[tenants]]\nid = \"7c3e9f2a-0d1b-4e5a-9c8b-2f6a1d4e8b30\"\n[[apps]]\nclient_id = \"3f8c2b1e-6a7d-4e2f-9b0c-5d1e7a9c4f21\"\nredirect_uris = [\"http://evil.example/cb\"]",
+                "must be https",
+            ),
+            ("unknown_key = 1", "unknown field"),
+        ] {
+            let err = IdpConfig::from_toml_str(text)
+                .and_then(|c| Directory::from_config(&c))
+                .expect_err(text);
+            assert!(err.to_string().contains(why), "{text}: {err}");
+        }
+    }
+}

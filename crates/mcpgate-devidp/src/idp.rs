@@ -1,0 +1,377 @@
+//! The IdP's shared core: directory, keys, clock and state, and the rules
+//! every grant shares (consent, token responses).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use mcpgate_token::clock::Clock;
+use serde_json::{Value, json};
+
+use crate::directory::{App, Directory, GRAPH_APP_ID, User};
+use crate::error::AadError;
+use crate::keys::KeyRing;
+use crate::mint::{AccessGrant, ClientAuth, Minter, client_info};
+use crate::scope::ScopeRequest;
+use crate::state::{REFRESH_TTL, RefreshRecord, State};
+use crate::util::{random_token, token_hash};
+
+/// The running IdP's shared state.
+#[derive(Debug)]
+pub struct Idp {
+    /// The directory.
+    pub dir: Directory,
+    /// Signing keys.
+    pub keys: KeyRing,
+    /// The base URL, `https://127.0.0.1:port`.
+    pub base: String,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// The user to sign in without a page, if any.
+    pub auto_approve: Option<String>,
+    /// Access token lifetime.
+    pub token_lifetime: u64,
+    /// Device-code poll interval.
+    pub device_interval: u64,
+    /// SHA-256 of generated client secrets, by client id.
+    pub generated_secrets: BTreeMap<String, String>,
+    /// Whether the listener speaks TLS (cookies get `Secure`).
+    pub tls: bool,
+    state: Mutex<State>,
+}
+
+/// A token response body, ready to send.
+pub type TokenResponse = Value;
+
+impl Idp {
+    /// Assembles the core.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        dir: Directory,
+        keys: KeyRing,
+        base: String,
+        clock: Arc<dyn Clock>,
+        auto_approve: Option<String>,
+        token_lifetime: u64,
+        device_interval: u64,
+        generated_secrets: BTreeMap<String, String>,
+        tls: bool,
+    ) -> Self {
+        Self {
+            dir,
+            keys,
+            base,
+            clock,
+            auto_approve,
+            token_lifetime,
+            device_interval,
+            generated_secrets,
+            tls,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// Now, in Unix seconds.
+    pub fn now(&self) -> u64 {
+        self.clock.unix_now()
+    }
+
+    /// The state, locked. A poisoned lock is taken over: every update keeps
+    /// the state consistent before it can panic.
+    pub fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The tenant a URL segment names: a known GUID, or `common` and
+    /// `organizations` (resolved later from the user or client).
+    pub fn tenant_segment_ok(&self, segment: &str) -> Result<(), AadError> {
+        if segment.eq_ignore_ascii_case("common")
+            || segment.eq_ignore_ascii_case("organizations")
+            || self.dir.tenant(segment).is_some()
+        {
+            Ok(())
+        } else {
+            Err(AadError::unknown_tenant(segment))
+        }
+    }
+
+    /// The concrete tenant for a request: the segment's, else `fallback`'s.
+    pub fn resolve_tenant(&self, segment: &str, fallback: &str) -> String {
+        self.dir
+            .tenant(segment)
+            .map_or_else(|| fallback.to_owned(), |t| t.id.clone())
+    }
+
+    /// Checks that `user` may sign in to `segment`'s tenant.
+    pub fn user_may_sign_in(&self, user: &User, segment: &str) -> Result<(), AadError> {
+        if user.disabled {
+            return Err(AadError::new(
+                "invalid_grant",
+                50057,
+                "The user account is disabled.",
+            ));
+        }
+        if let Some(t) = self.dir.tenant(segment)
+            && t.id != user.tenant
+        {
+            return Err(AadError::new(
+                "invalid_grant",
+                50020,
+                format!(
+                    "User account '{}' from identity provider does not exist in tenant '{}' and cannot access the application in that tenant.",
+                    user.username, t.name
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The scopes of `resource` this client may use for this user without
+    /// asking: pre-authorization, admin consent, then the user's consent.
+    fn available_scopes(
+        &self,
+        state: &State,
+        client: &App,
+        user_oid: Option<&str>,
+        resource: &str,
+    ) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        if let Some(api) = self.dir.app(resource)
+            && api.pre_authorized.contains(&client.client_id)
+        {
+            out.extend(api.scopes.iter().cloned());
+        }
+        if let Some(g) = client.granted.get(resource) {
+            out.extend(g.iter().cloned());
+        }
+        if let Some(oid) = user_oid {
+            for (u, c, r, s) in &state.consents {
+                if u == oid && *c == client.client_id && r == resource {
+                    out.insert(s.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// Every scope `resource` exposes.
+    fn exposed_scopes(&self, resource: &str) -> BTreeSet<String> {
+        if resource == GRAPH_APP_ID {
+            crate::directory::GRAPH_SCOPES
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect()
+        } else {
+            self.dir
+                .app(resource)
+                .map(|a| a.scopes.iter().cloned().collect())
+                .unwrap_or_default()
+        }
+    }
+
+    /// The scopes a request still needs consent for (empty: none).
+    pub fn missing_consent(&self, client: &App, user_oid: &str, req: &ScopeRequest) -> Vec<String> {
+        if !req.explicit_resource {
+            return Vec::new();
+        }
+        let state = self.state();
+        let available = self.available_scopes(&state, client, Some(user_oid), &req.resource);
+        if req.default {
+            if available.is_empty() {
+                self.exposed_scopes(&req.resource).into_iter().collect()
+            } else {
+                Vec::new()
+            }
+        } else {
+            req.scopes.difference(&available).cloned().collect()
+        }
+    }
+
+    /// Records the user's consent to what `req` asks.
+    pub fn record_consent(&self, client: &App, user_oid: &str, req: &ScopeRequest) {
+        if !req.explicit_resource {
+            return;
+        }
+        let scopes = if req.default {
+            self.exposed_scopes(&req.resource)
+        } else {
+            req.scopes.clone()
+        };
+        let mut state = self.state();
+        for s in scopes {
+            state.consents.insert((
+                user_oid.to_owned(),
+                client.client_id.clone(),
+                req.resource.clone(),
+                s,
+            ));
+        }
+    }
+
+    /// The delegated scopes a token for `req` carries, or consent_required.
+    fn granted_scopes(
+        &self,
+        client: &App,
+        user_oid: &str,
+        req: &ScopeRequest,
+    ) -> Result<BTreeSet<String>, AadError> {
+        if !req.explicit_resource {
+            // Only OpenID scopes: Entra issues a Graph token carrying them.
+            return Ok(req
+                .oidc
+                .iter()
+                .filter(|s| *s != "offline_access")
+                .cloned()
+                .collect());
+        }
+        let state = self.state();
+        let available = self.available_scopes(&state, client, Some(user_oid), &req.resource);
+        drop(state);
+        let granted: BTreeSet<String> = if req.default {
+            available
+        } else {
+            if !req.scopes.is_subset(&available) {
+                return Err(AadError::consent_required(&client.client_id, &req.resource));
+            }
+            req.scopes.clone()
+        };
+        if granted.is_empty() {
+            return Err(AadError::consent_required(&client.client_id, &req.resource));
+        }
+        Ok(granted)
+    }
+
+    fn minter(&self) -> Minter<'_> {
+        Minter {
+            keys: &self.keys,
+            dir: &self.dir,
+            base: &self.base,
+            lifetime: self.token_lifetime,
+            now: self.now(),
+        }
+    }
+
+    /// The `scope` value of a response: full names, as Entra writes them.
+    fn response_scope(&self, req: &ScopeRequest, granted: &BTreeSet<String>) -> String {
+        let mut out: Vec<String> = if !req.explicit_resource {
+            granted.iter().cloned().collect()
+        } else if req.resource == GRAPH_APP_ID {
+            granted.iter().cloned().collect()
+        } else {
+            let prefix = self
+                .dir
+                .app(&req.resource)
+                .and_then(|a| a.identifier_uris.first().cloned())
+                .unwrap_or_else(|| req.resource.clone());
+            granted.iter().map(|s| format!("{prefix}/{s}")).collect()
+        };
+        if req.explicit_resource && req.resource == GRAPH_APP_ID {
+            for o in ["openid", "profile", "email"] {
+                if req.oidc.contains(o) {
+                    out.push(o.to_owned());
+                }
+            }
+        }
+        out.join(" ")
+    }
+
+    /// Issues the tokens of a delegated grant: an access token, a refresh
+    /// token in `family` (or a new one) when `offline_access` was asked,
+    /// an ID token for `openid`, and `client_info` when asked.
+    #[allow(clippy::too_many_arguments)]
+    pub fn issue_delegated(
+        &self,
+        client: &App,
+        auth: ClientAuth,
+        user: &User,
+        tenant: &str,
+        req: &ScopeRequest,
+        nonce: Option<&str>,
+        family: Option<u64>,
+        want_client_info: bool,
+    ) -> Result<(TokenResponse, Option<u64>), AadError> {
+        let granted = self.granted_scopes(client, &user.oid, req)?;
+        let roles = if req.explicit_resource {
+            user.roles.get(&req.resource).cloned().unwrap_or_default()
+        } else {
+            BTreeSet::new()
+        };
+        let minter = self.minter();
+        let (access_token, expires_in) = minter.access_token(&AccessGrant {
+            resource: &req.resource,
+            scopes: &granted,
+            roles,
+            client,
+            client_auth: auth,
+            user: Some(user),
+            tenant,
+        });
+        let mut body = json!({
+            "token_type": "Bearer",
+            "scope": self.response_scope(req, &granted),
+            "expires_in": expires_in,
+            "ext_expires_in": expires_in,
+            "access_token": access_token,
+        });
+        let mut family_used = None;
+        if req.offline() {
+            let now = self.now();
+            let refresh = random_token();
+            let mut state = self.state();
+            state.sweep(now);
+            let family = family.unwrap_or_else(|| state.new_family());
+            state.refresh.insert(
+                token_hash(&refresh),
+                RefreshRecord {
+                    family,
+                    client_id: client.client_id.clone(),
+                    user_oid: user.oid.clone(),
+                    tenant: tenant.to_owned(),
+                    scope: req.clone(),
+                    expires: now + REFRESH_TTL,
+                    used: false,
+                },
+            );
+            body["refresh_token"] = json!(refresh);
+            family_used = Some(family);
+        }
+        if req.openid() {
+            body["id_token"] = json!(minter.id_token(user, client, tenant, nonce, &req.oidc));
+        }
+        if want_client_info {
+            body["client_info"] = json!(client_info(user));
+        }
+        Ok((body, family_used))
+    }
+
+    /// Issues an app-only token (client credentials).
+    pub fn issue_app_only(&self, client: &App, tenant: &str, req: &ScopeRequest) -> TokenResponse {
+        let roles = client
+            .app_roles
+            .get(&req.resource)
+            .cloned()
+            .unwrap_or_default();
+        let none = BTreeSet::new();
+        let (access_token, expires_in) = self.minter().access_token(&AccessGrant {
+            resource: &req.resource,
+            scopes: &none,
+            roles,
+            client,
+            client_auth: ClientAuth::Secret,
+            user: None,
+            tenant,
+        });
+        json!({
+            "token_type": "Bearer",
+            "expires_in": expires_in,
+            "ext_expires_in": expires_in,
+            "access_token": access_token,
+        })
+    }
+
+    /// Revokes every refresh token of a family.
+    pub fn revoke_family(&self, family: u64) {
+        let mut state = self.state();
+        state.revoked_families.insert(family);
+        state.refresh.retain(|_, r| r.family != family);
+    }
+}

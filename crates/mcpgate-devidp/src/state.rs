@@ -1,0 +1,192 @@
+//! What the IdP remembers between requests: one-time codes, refresh-token
+//! families, device codes, consents, browser sessions and sign-ins in
+//! progress. Opaque tokens are keyed by their SHA-256, so the state never
+//! holds a usable token.
+//!
+//! It lives in memory: a development IdP that restarts forgets its grants,
+//! and clients sign in again (the signing keys, which matter across
+//! restarts, are persisted by [`crate::keys`]).
+
+use std::collections::{HashMap, HashSet};
+
+use crate::scope::ScopeRequest;
+
+/// Authorization codes live ten minutes, as Entra's do.
+pub const CODE_TTL: u64 = 600;
+/// Refresh tokens expire after 90 days without use.
+pub const REFRESH_TTL: u64 = 90 * 24 * 3600;
+/// Device codes live fifteen minutes, as Entra's do.
+pub const DEVICE_TTL: u64 = 900;
+/// Browser sign-in sessions.
+pub const SESSION_TTL: u64 = 12 * 3600;
+/// A sign-in page left open.
+pub const PENDING_TTL: u64 = 1800;
+
+/// A validated authorize request, waiting for sign-in or consent.
+#[derive(Debug, Clone)]
+pub struct AuthorizeRequest {
+    /// Tenant segment of the URL (GUID, `common` or `organizations`).
+    pub tenant_segment: String,
+    /// Client.
+    pub client_id: String,
+    /// Redirect URI, as given.
+    pub redirect_uri: String,
+    /// Scopes.
+    pub scope: ScopeRequest,
+    /// `state`, echoed back.
+    pub state: Option<String>,
+    /// `nonce`, put in the ID token.
+    pub nonce: Option<String>,
+    /// PKCE S256 challenge.
+    pub code_challenge: Option<String>,
+    /// `query`, `fragment` or `form_post`.
+    pub response_mode: String,
+    /// `login_hint`.
+    pub login_hint: Option<String>,
+    /// `prompt=login` or `select_account`.
+    pub force_login: bool,
+}
+
+/// A sign-in page shown and not yet answered.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    /// The request.
+    pub request: AuthorizeRequest,
+    /// The CSRF value the form and the cookie must both carry.
+    pub csrf: String,
+    /// The user, once signed in (then consent is being asked).
+    pub user_oid: Option<String>,
+    /// Created at.
+    pub created: u64,
+}
+
+/// An issued authorization code.
+#[derive(Debug, Clone)]
+pub struct CodeRecord {
+    /// Client.
+    pub client_id: String,
+    /// Redirect URI of the authorize request.
+    pub redirect_uri: String,
+    /// User.
+    pub user_oid: String,
+    /// Tenant.
+    pub tenant: String,
+    /// Scopes.
+    pub scope: ScopeRequest,
+    /// PKCE challenge.
+    pub code_challenge: Option<String>,
+    /// ID token nonce.
+    pub nonce: Option<String>,
+    /// Expiry.
+    pub expires: u64,
+    /// Set once redeemed: the refresh-token family it started, if any.
+    pub redeemed: Option<Option<u64>>,
+}
+
+/// An issued refresh token.
+#[derive(Debug, Clone)]
+pub struct RefreshRecord {
+    /// Family: every token rotated from one grant.
+    pub family: u64,
+    /// Client.
+    pub client_id: String,
+    /// User.
+    pub user_oid: String,
+    /// Tenant.
+    pub tenant: String,
+    /// The scopes of the grant, used when a refresh names none.
+    pub scope: ScopeRequest,
+    /// Expiry (sliding).
+    pub expires: u64,
+    /// Already exchanged: presenting it again revokes the family.
+    pub used: bool,
+}
+
+/// Where a device code stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceStatus {
+    /// Waiting for the user.
+    Pending,
+    /// Approved by this user.
+    Approved(String),
+    /// The user said no.
+    Denied,
+    /// Tokens issued.
+    Redeemed,
+}
+
+/// A device authorization.
+#[derive(Debug, Clone)]
+pub struct DeviceRecord {
+    /// Client.
+    pub client_id: String,
+    /// Tenant segment.
+    pub tenant_segment: String,
+    /// Scopes.
+    pub scope: ScopeRequest,
+    /// The code the user types.
+    pub user_code: String,
+    /// Expiry.
+    pub expires: u64,
+    /// Least seconds between polls.
+    pub interval: u64,
+    /// The last poll.
+    pub last_poll: Option<u64>,
+    /// Status.
+    pub status: DeviceStatus,
+}
+
+/// A browser session (cookie).
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// User.
+    pub user_oid: String,
+    /// Expiry.
+    pub expires: u64,
+}
+
+/// One consent: this user let this client use this scope of this resource.
+pub type Consent = (String, String, String, String);
+
+/// Everything, behind one lock (no await while held).
+#[derive(Debug, Default)]
+pub struct State {
+    /// Codes by hash.
+    pub codes: HashMap<String, CodeRecord>,
+    /// Refresh tokens by hash.
+    pub refresh: HashMap<String, RefreshRecord>,
+    /// Revoked families.
+    pub revoked_families: HashSet<u64>,
+    /// Next family number.
+    pub next_family: u64,
+    /// Device codes by hash.
+    pub devices: HashMap<String, DeviceRecord>,
+    /// User code → device code hash.
+    pub user_codes: HashMap<String, String>,
+    /// Consents.
+    pub consents: HashSet<Consent>,
+    /// Sessions by cookie hash.
+    pub sessions: HashMap<String, Session>,
+    /// Sign-ins in progress by id.
+    pub pending: HashMap<String, Pending>,
+}
+
+impl State {
+    /// Drops what has expired; called on writes so memory stays bounded by
+    /// the live grants.
+    pub fn sweep(&mut self, now: u64) {
+        self.codes.retain(|_, c| c.expires + CODE_TTL > now);
+        self.refresh.retain(|_, r| r.expires > now);
+        self.devices.retain(|_, d| d.expires + DEVICE_TTL > now);
+        let devices = &self.devices;
+        self.user_codes.retain(|_, h| devices.contains_key(h));
+        self.sessions.retain(|_, s| s.expires > now);
+        self.pending.retain(|_, p| p.created + PENDING_TTL > now);
+    }
+
+    /// A new refresh-token family.
+    pub fn new_family(&mut self) -> u64 {
+        self.next_family += 1;
+        self.next_family
+    }
+}

@@ -1,0 +1,571 @@
+//! `/{tenant}/oauth2/v2.0/token`: client authentication and the grants
+//! (authorization code with PKCE, refresh with rotation and reuse
+//! detection, client credentials, device code, On-Behalf-Of).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Form, Json};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::directory::App;
+use crate::error::AadError;
+use crate::idp::Idp;
+use crate::mint::ClientAuth;
+use crate::params::Params;
+use crate::scope;
+use crate::state::DeviceStatus;
+use crate::util::{b64url, ct_eq, token_hash};
+
+const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+
+fn invalid_client(code: u32, message: impl Into<String>) -> AadError {
+    AadError::new("invalid_client", code, message).with_status(StatusCode::UNAUTHORIZED)
+}
+
+fn invalid_grant(code: u32, message: impl Into<String>) -> AadError {
+    AadError::new("invalid_grant", code, message)
+}
+
+/// Client credentials from HTTP Basic (RFC 6749 §2.3.1: form-urlencoded
+/// inside the base64).
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, rest) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = String::from_utf8(STANDARD.decode(rest.trim()).ok()?).ok()?;
+    let (id, secret) = decoded.split_once(':')?;
+    let unescape = |s: &str| {
+        url::form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+    };
+    Some((unescape(id)?, unescape(secret)?))
+}
+
+/// Identifies and authenticates the client.
+fn authenticate<'a>(
+    idp: &'a Idp,
+    tenant: &str,
+    p: &Params,
+    headers: &HeaderMap,
+) -> Result<(&'a App, ClientAuth), AadError> {
+    let basic = basic_credentials(headers);
+    let client_id = match (p.get("client_id"), &basic) {
+        (Some(id), Some((basic_id, _))) if !id.eq_ignore_ascii_case(basic_id) => {
+            return Err(invalid_client(
+                700016,
+                "The client_id in the body does not match the one in the Authorization header.",
+            ));
+        }
+        (Some(id), _) => id.to_owned(),
+        (None, Some((id, _))) => id.clone(),
+        (None, None) => return Err(AadError::missing("client_id")),
+    };
+    let client = idp
+        .dir
+        .app(&client_id)
+        .ok_or_else(|| AadError::unknown_client(&client_id, tenant))?;
+    if let Some(t) = idp.dir.tenant(tenant)
+        && t.id != client.tenant
+    {
+        return Err(AadError::unknown_client(&client_id, tenant));
+    }
+    let secret = p
+        .get("client_secret")
+        .map(str::to_owned)
+        .or_else(|| basic.map(|(_, s)| s));
+    let assertion = p.get("client_assertion");
+    if client.public_client {
+        if secret.is_some() || assertion.is_some() {
+            return Err(invalid_client(
+                700025,
+                "Client is public so neither 'client_assertion' nor 'client_secret' should be presented.",
+            ));
+        }
+        return Ok((client, ClientAuth::Public));
+    }
+    if assertion.is_some() {
+        return Err(invalid_client(
+            700027,
+            format!(
+                "Client assertion failed signature validation: no certificate credential is registered for application '{}' on the development IdP.",
+                client.client_id
+            ),
+        ));
+    }
+    let Some(secret) = secret else {
+        return Err(invalid_client(
+            7000218,
+            "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
+        ));
+    };
+    let generated = idp
+        .generated_secrets
+        .get(&client.client_id)
+        .map(String::as_str);
+    if !client.secret_matches(&secret, generated) {
+        return Err(invalid_client(
+            7000215,
+            format!(
+                "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{}'.",
+                client.client_id
+            ),
+        ));
+    }
+    Ok((client, ClientAuth::Secret))
+}
+
+fn ok(body: Value) -> Response {
+    let mut resp = (StatusCode::OK, Json(body)).into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, "no-store".parse().expect("static"));
+    resp.headers_mut()
+        .insert(header::PRAGMA, "no-cache".parse().expect("static"));
+    resp
+}
+
+/// `POST /{tenant}/oauth2/v2.0/token`.
+pub async fn post(
+    State(idp): State<Arc<Idp>>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    form: Result<Form<Vec<(String, String)>>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let result = read_form(form).and_then(|p| grant(&idp, &tenant, &p, &headers));
+    match result {
+        Ok(body) => ok(body),
+        Err(e) => {
+            tracing::info!(error = e.error, code = e.code, "token request refused");
+            e.into_response()
+        }
+    }
+}
+
+/// The form body; a body that is not a form (or too large) is refused in
+/// Entra's words rather than axum's.
+pub(crate) fn read_form(
+    form: Result<Form<Vec<(String, String)>>, axum::extract::rejection::FormRejection>,
+) -> Result<Params, AadError> {
+    match form {
+        Ok(Form(pairs)) => Params::new(pairs),
+        Err(rejection) => Err(AadError::new(
+            "invalid_request",
+            9002313,
+            format!("Invalid request. Request is malformed or invalid: {rejection}"),
+        )
+        .with_status(rejection.status())),
+    }
+}
+
+fn grant(idp: &Idp, tenant: &str, p: &Params, headers: &HeaderMap) -> Result<Value, AadError> {
+    idp.tenant_segment_ok(tenant)?;
+    let grant_type = p.require("grant_type")?;
+    let known = matches!(
+        grant_type,
+        "authorization_code" | "refresh_token" | "client_credentials" | DEVICE_GRANT | JWT_BEARER
+    );
+    if !known {
+        return Err(AadError::new(
+            "unsupported_grant_type",
+            70003,
+            format!("The app requested an unsupported grant type '{grant_type}'."),
+        ));
+    }
+    let (client, auth) = authenticate(idp, tenant, p, headers)?;
+    let want_client_info = p.get("client_info") == Some("1");
+    match grant_type {
+        "authorization_code" => authorization_code(idp, client, auth, p, want_client_info),
+        "refresh_token" => refresh(idp, tenant, client, auth, p, want_client_info),
+        "client_credentials" => client_credentials(idp, tenant, client, auth, p),
+        DEVICE_GRANT => device_code(idp, client, auth, p, want_client_info),
+        _ => on_behalf_of(idp, tenant, client, auth, p, want_client_info),
+    }
+}
+
+fn authorization_code(
+    idp: &Idp,
+    client: &App,
+    auth: ClientAuth,
+    p: &Params,
+    want_client_info: bool,
+) -> Result<Value, AadError> {
+    let code = p.require("code")?;
+    let now = idp.now();
+    let hash = token_hash(code);
+    let record = {
+        let mut state = idp.state();
+        let Some(record) = state.codes.get_mut(&hash) else {
+            return Err(invalid_grant(
+                9002313,
+                "Invalid request. Request is malformed or invalid: the authorization code is not known.",
+            ));
+        };
+        if record.client_id != client.client_id {
+            return Err(invalid_grant(
+                70000,
+                "Provided grant is invalid or malformed: the authorization code was issued to another client.",
+            ));
+        }
+        if let Some(family) = record.redeemed {
+            // A code presented twice was stolen or replayed: what it
+            // bought is revoked as well (RFC 6749 §4.1.2).
+            drop(state);
+            if let Some(f) = family {
+                idp.revoke_family(f);
+            }
+            return Err(invalid_grant(
+                54005,
+                "OAuth2 Authorization code was already redeemed, please retry with a new valid code or use an existing refresh token.",
+            ));
+        }
+        if now >= record.expires {
+            return Err(invalid_grant(
+                70008,
+                "The provided authorization code or refresh token has expired due to inactivity. Send a new interactive authorization request for this user and resource.",
+            ));
+        }
+        record.redeemed = Some(None);
+        record.clone()
+    };
+    let redirect_uri = p.require("redirect_uri")?;
+    if redirect_uri != record.redirect_uri {
+        return Err(invalid_grant(
+            500112,
+            format!(
+                "The reply address '{redirect_uri}' does not match the reply address '{}' provided when requesting Authorization code.",
+                record.redirect_uri
+            ),
+        ));
+    }
+    if let Some(challenge) = &record.code_challenge {
+        let verifier = p.require("code_verifier")?;
+        let computed = b64url(Sha256::digest(verifier.as_bytes()));
+        if !(43..=128).contains(&verifier.len())
+            || !ct_eq(computed.as_bytes(), challenge.as_bytes())
+        {
+            return Err(invalid_grant(
+                501481,
+                "The Code_Verifier does not match the code_challenge supplied in the authorization request.",
+            ));
+        }
+    } else if p.get("code_verifier").is_some() {
+        return Err(invalid_grant(
+            501481,
+            "A code_verifier was sent for a code requested without code_challenge.",
+        ));
+    }
+    let user = idp
+        .dir
+        .user_by_oid(&record.user_oid)
+        .ok_or_else(|| invalid_grant(50034, "The user account no longer exists."))?;
+    idp.user_may_sign_in(user, &record.tenant)?;
+    let (body, family) = idp.issue_delegated(
+        client,
+        auth,
+        user,
+        &record.tenant,
+        &record.scope,
+        record.nonce.as_deref(),
+        None,
+        want_client_info,
+    )?;
+    if let Some(r) = idp.state().codes.get_mut(&hash) {
+        r.redeemed = Some(family);
+    }
+    Ok(body)
+}
+
+fn refresh(
+    idp: &Idp,
+    tenant: &str,
+    client: &App,
+    auth: ClientAuth,
+    p: &Params,
+    want_client_info: bool,
+) -> Result<Value, AadError> {
+    let token = p.require("refresh_token")?;
+    let now = idp.now();
+    let record = {
+        let mut state = idp.state();
+        let hash = token_hash(token);
+        let Some(record) = state.refresh.get(&hash).cloned() else {
+            return Err(invalid_grant(
+                9002313,
+                "Invalid request. Request is malformed or invalid: the refresh token is not known (it may have been revoked).",
+            ));
+        };
+        if record.client_id != client.client_id {
+            return Err(invalid_grant(
+                70000,
+                "Provided grant is invalid or malformed: the refresh token was issued to another client.",
+            ));
+        }
+        if state.revoked_families.contains(&record.family) {
+            return Err(invalid_grant(
+                50173,
+                "The provided grant has expired due to it being revoked, a fresh auth token is needed.",
+            ));
+        }
+        if record.used {
+            // Reuse of a rotated token: someone else holds the family.
+            drop(state);
+            idp.revoke_family(record.family);
+            tracing::warn!(client = %client.client_id, "refresh token reused; family revoked");
+            return Err(invalid_grant(
+                50173,
+                "The provided grant has expired due to it being revoked, a fresh auth token is needed. (A refresh token was used twice; every token of its family is revoked.)",
+            ));
+        }
+        if now >= record.expires {
+            return Err(invalid_grant(
+                700082,
+                "The refresh token has expired due to inactivity.",
+            ));
+        }
+        if let Some(r) = state.refresh.get_mut(&hash) {
+            r.used = true;
+        }
+        record
+    };
+    let user = idp
+        .dir
+        .user_by_oid(&record.user_oid)
+        .ok_or_else(|| invalid_grant(50034, "The user account no longer exists."))?;
+    idp.user_may_sign_in(user, tenant)?;
+    let mut req = match p.get("scope") {
+        Some(s) => scope::parse(Some(s), p.get("resource"), &idp.dir, tenant)?,
+        None => record.scope.clone(),
+    };
+    // A refresh token keeps working for as long as offline access was
+    // granted, whether or not this request repeats `offline_access`.
+    req.oidc.insert("offline_access".to_owned());
+    let (body, _) = idp.issue_delegated(
+        client,
+        auth,
+        user,
+        &record.tenant,
+        &req,
+        None,
+        Some(record.family),
+        want_client_info,
+    )?;
+    Ok(body)
+}
+
+fn client_credentials(
+    idp: &Idp,
+    tenant: &str,
+    client: &App,
+    auth: ClientAuth,
+    p: &Params,
+) -> Result<Value, AadError> {
+    if auth == ClientAuth::Public {
+        return Err(invalid_client(
+            7000218,
+            "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
+        ));
+    }
+    let req = scope::parse(p.get("scope"), p.get("resource"), &idp.dir, tenant)?;
+    if !req.default || !req.explicit_resource || !req.oidc.is_empty() {
+        return Err(AadError::new(
+            "invalid_scope",
+            1002012,
+            format!(
+                "The provided value for scope {} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI).",
+                p.get("scope").unwrap_or_default()
+            ),
+        ));
+    }
+    let tenant = idp.resolve_tenant(tenant, &client.tenant);
+    Ok(idp.issue_app_only(client, &tenant, &req))
+}
+
+fn device_code(
+    idp: &Idp,
+    client: &App,
+    auth: ClientAuth,
+    p: &Params,
+    want_client_info: bool,
+) -> Result<Value, AadError> {
+    let code = p
+        .get("device_code")
+        .or_else(|| p.get("code"))
+        .ok_or_else(|| AadError::missing("device_code"))?;
+    let now = idp.now();
+    let hash = token_hash(code);
+    let (record, user_oid) = {
+        let mut state = idp.state();
+        let Some(record) = state.devices.get_mut(&hash) else {
+            return Err(AadError::new(
+                "bad_verification_code",
+                70000,
+                "The device code is not known.",
+            ));
+        };
+        if record.client_id != client.client_id {
+            return Err(AadError::new(
+                "bad_verification_code",
+                70000,
+                "The device code was issued to another client.",
+            ));
+        }
+        if now >= record.expires {
+            return Err(AadError::new(
+                "expired_token",
+                70020,
+                "The provided value for the input parameter 'device_code' is not valid. This device code has expired.",
+            ));
+        }
+        if record.status == DeviceStatus::Pending
+            && let Some(name) = &idp.auto_approve
+            && let Some(user) = idp.dir.user(name)
+        {
+            record.status = DeviceStatus::Approved(user.oid.clone());
+        }
+        let too_fast = record
+            .last_poll
+            .is_some_and(|last| now < last + record.interval);
+        record.last_poll = Some(now);
+        match record.status.clone() {
+            DeviceStatus::Pending if too_fast => {
+                return Err(AadError::new(
+                    "slow_down",
+                    70016,
+                    "OAuth 2.0 device flow error. Polling faster than the interval; slow down.",
+                ));
+            }
+            DeviceStatus::Pending => {
+                return Err(AadError::new(
+                    "authorization_pending",
+                    70016,
+                    "OAuth 2.0 device flow error. Authorization is pending. Continue polling.",
+                ));
+            }
+            // RFC 8628 §3.5 names this `access_denied`; Entra's documentation
+            // calls it `authorization_declined`. MCP clients follow the RFC.
+            DeviceStatus::Denied => {
+                return Err(AadError::new(
+                    "access_denied",
+                    65004,
+                    "User declined to consent to access the app.",
+                ));
+            }
+            DeviceStatus::Redeemed => {
+                return Err(invalid_grant(
+                    54005,
+                    "The device code was already redeemed.",
+                ));
+            }
+            DeviceStatus::Approved(oid) => {
+                record.status = DeviceStatus::Redeemed;
+                (record.clone(), oid)
+            }
+        }
+    };
+    let user = idp
+        .dir
+        .user_by_oid(&user_oid)
+        .ok_or_else(|| invalid_grant(50034, "The user account no longer exists."))?;
+    idp.user_may_sign_in(user, &record.tenant_segment)?;
+    idp.record_consent(client, &user.oid, &record.scope);
+    let tenant = idp.resolve_tenant(&record.tenant_segment, &user.tenant);
+    let (body, _) = idp.issue_delegated(
+        client,
+        auth,
+        user,
+        &tenant,
+        &record.scope,
+        None,
+        None,
+        want_client_info,
+    )?;
+    Ok(body)
+}
+
+fn on_behalf_of(
+    idp: &Idp,
+    tenant: &str,
+    client: &App,
+    auth: ClientAuth,
+    p: &Params,
+    want_client_info: bool,
+) -> Result<Value, AadError> {
+    if p.get("requested_token_use") != Some("on_behalf_of") {
+        return Err(AadError::new(
+            "invalid_request",
+            50027,
+            "The jwt-bearer grant needs requested_token_use=on_behalf_of.",
+        ));
+    }
+    if auth == ClientAuth::Public {
+        return Err(invalid_client(
+            7000218,
+            "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
+        ));
+    }
+    let assertion = p.require("assertion")?;
+    let now = idp.now();
+    let claims = idp
+        .keys
+        .verify(assertion, now)
+        .ok_or_else(|| invalid_grant(50013, "Assertion failed signature validation."))?;
+    let iss = claims["iss"].as_str().unwrap_or_default();
+    let tid = claims["tid"].as_str().unwrap_or_default();
+    let ours = idp.dir.tenant(tid).is_some()
+        && (iss == format!("{}/{tid}/v2.0", idp.base) || iss == format!("{}/{tid}/", idp.base));
+    if !ours {
+        return Err(invalid_grant(
+            50013,
+            "Assertion is not issued by this identity provider.",
+        ));
+    }
+    let exp = claims["exp"].as_u64().unwrap_or(0);
+    let nbf = claims["nbf"].as_u64().unwrap_or(0);
+    if now >= exp || now + 300 < nbf {
+        return Err(invalid_grant(
+            500133,
+            "Assertion is not within its valid time range.",
+        ));
+    }
+    let aud = claims["aud"].as_str().unwrap_or_default();
+    if !client.is_named_by(aud) {
+        return Err(invalid_grant(
+            50013,
+            format!(
+                "Assertion audience does not match the Client app presenting the assertion. The audience in the assertion was '{aud}' and the expected audience is '{}' or one of the Application Id URIs of this application.",
+                client.client_id
+            ),
+        ));
+    }
+    if claims["idtyp"] == "app" || claims.get("scp").is_none() {
+        return Err(invalid_grant(
+            50013,
+            "Assertion is an application token; On-Behalf-Of needs a token issued to a user.",
+        ));
+    }
+    let user = claims["oid"]
+        .as_str()
+        .and_then(|o| idp.dir.user_by_oid(o))
+        .ok_or_else(|| invalid_grant(50034, "The user account in the assertion does not exist."))?;
+    idp.user_may_sign_in(user, tid)?;
+    let req = scope::parse(p.get("scope"), p.get("resource"), &idp.dir, tenant)?;
+    if req.resource == client.client_id {
+        return Err(AadError::new(
+            "invalid_request",
+            90009,
+            "Application is requesting a token for itself. On-Behalf-Of is for a downstream API.",
+        ));
+    }
+    let (body, _) =
+        idp.issue_delegated(client, auth, user, tid, &req, None, None, want_client_info)?;
+    Ok(body)
+}

@@ -25,6 +25,58 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Validate the configuration and probe the issuers' discovery and keys.
     Check(ConfigArgs),
+    /// Run the development identity provider alone (Entra ID v2 shapes).
+    Idp(IdpArgs),
+}
+
+/// Where the embedded development IdP keeps its state and how it listens.
+#[derive(Debug, Clone, Args)]
+pub struct IdpFlags {
+    /// State directory (signing keys, TLS certificates, generated secrets).
+    #[arg(long, env = "MCPGATE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The development IdP's listen address.
+    #[arg(long, value_name = "ADDR")]
+    pub idp_bind: Option<SocketAddr>,
+    /// Sign this user in, and consent, without a page (loopback only).
+    #[arg(long, env = "MCPGATE_IDP_AUTO_APPROVE", value_name = "USERNAME")]
+    pub idp_auto_approve: Option<String>,
+    /// The development IdP's directory (tenants, apps, users) as TOML.
+    #[arg(long, value_name = "FILE")]
+    pub idp_directory: Option<PathBuf>,
+}
+
+/// `mcpgate idp`.
+#[derive(Debug, Clone, Args)]
+pub struct IdpArgs {
+    /// What to do; default: run the IdP.
+    #[command(subcommand)]
+    pub action: Option<IdpAction>,
+    /// Configuration file (TOML; the `[idp]` section).
+    #[arg(long, env = "MCPGATE_CONFIG", value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+    /// IdP settings.
+    #[command(flatten)]
+    pub idp: IdpFlags,
+    /// Write one JSON object here once listening (authority, issuer, CA
+    /// file, clients, users; never secrets).
+    #[arg(long, value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
+    /// Listen address (same as --idp-bind).
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<SocketAddr>,
+}
+
+/// `mcpgate idp …` actions.
+#[derive(Debug, Clone, Subcommand)]
+pub enum IdpAction {
+    /// Generate a new signing key; the old one stays published for a grace
+    /// period. A running IdP picks the change up by itself.
+    RotateKeys {
+        /// Seconds the old key stays published.
+        #[arg(long, default_value_t = 86_400)]
+        grace_secs: u64,
+    },
 }
 
 /// Settings shared by every command that reads the configuration. Flags
@@ -73,6 +125,9 @@ pub struct ServeArgs {
     /// Allow plain http on a non-loopback address (development only).
     #[arg(long)]
     pub dangerous_allow_http: bool,
+    /// The embedded development IdP (used when no issuer is configured).
+    #[command(flatten)]
+    pub idp: IdpFlags,
 }
 
 /// `mcpgate explain`.

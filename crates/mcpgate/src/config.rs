@@ -17,7 +17,16 @@ use thiserror::Error;
 
 /// The sections an `MCPGATE_…` variable may set; anything else under the
 /// prefix (`MCPGATE_LOG`, `MCPGATE_CONFIG`) is not configuration.
-const ENV_SECTIONS: [&str; 6] = ["bind", "public_url", "ca_file", "auth", "jwks", "http"];
+const ENV_SECTIONS: [&str; 8] = [
+    "bind",
+    "public_url",
+    "ca_file",
+    "data_dir",
+    "auth",
+    "jwks",
+    "http",
+    "idp",
+];
 
 /// The whole configuration file. Every key can also be set by environment
 /// variable: `MCPGATE_BIND`, `MCPGATE_AUTH__AUDIENCES='["api://…"]'`,
@@ -38,6 +47,32 @@ pub struct RawConfig {
     pub jwks: RawJwks,
     /// HTTP behaviour of the MCP endpoint.
     pub http: RawHttp,
+    /// Where state lives (the embedded IdP's keys and certificates).
+    /// Default `$XDG_DATA_HOME/mcpgate`, else `~/.local/share/mcpgate`.
+    pub data_dir: Option<PathBuf>,
+    /// The embedded development identity provider.
+    pub idp: RawIdp,
+}
+
+/// `[idp]`: the development identity provider (`mcpgate idp`, and
+/// `mcpgate serve` when no issuer is configured).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawIdp {
+    /// Listen address. Default `127.0.0.1:8443` (a free port when the
+    /// server itself binds port 0).
+    pub bind: Option<SocketAddr>,
+    /// Directory file: tenants, apps and users (TOML). Default: built in.
+    pub directory: Option<PathBuf>,
+    /// Sign this user in without a page (loopback only). Also
+    /// `MCPGATE_IDP_AUTO_APPROVE`.
+    pub auto_approve: Option<String>,
+    /// Serve plain http (loopback only). MSAL refuses http authorities.
+    pub plain_http: bool,
+    /// TLS certificate chain (PEM) instead of a generated one.
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    pub tls_key: Option<PathBuf>,
 }
 
 /// `[auth]`: which tokens are accepted.

@@ -3,6 +3,7 @@
 mod cli;
 mod cmd;
 mod config;
+mod devidp;
 mod outbound;
 mod ready;
 mod validator;
@@ -37,6 +38,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => cmd::serve::run(args).await,
             Command::Explain(args) => cmd::explain::run(args).await,
             Command::Check(args) => cmd::check::run(args).await,
+            Command::Idp(args) => cmd::idp::run(args).await,
         }
     });
     match result {

@@ -6,13 +6,16 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-/// A client trusting the system roots plus the certificates in `ca_file`.
-pub fn http_client(ca_file: Option<&Path>, timeout: Duration) -> anyhow::Result<reqwest::Client> {
+/// A client trusting the system roots plus the certificates in `ca_files`.
+pub fn http_client<'a>(
+    ca_files: impl IntoIterator<Item = &'a Path>,
+    timeout: Duration,
+) -> anyhow::Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
         .user_agent(concat!("mcpgate/", env!("CARGO_PKG_VERSION")));
-    if let Some(path) = ca_file {
+    for path in ca_files {
         let pem =
             std::fs::read(path).with_context(|| format!("reading CA file {}", path.display()))?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem)

@@ -1,5 +1,6 @@
 //! Builds the token validator from the configuration.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use mcpgate_token::jwks::KeysFrom;
@@ -8,10 +9,17 @@ use mcpgate_token::{ValidationPolicy, Validator};
 use crate::config::RawConfig;
 use crate::outbound::http_client;
 
-/// The policy and a validator for it.
-pub fn build(raw: &RawConfig) -> anyhow::Result<(ValidationPolicy, Arc<Validator>)> {
+/// The policy and a validator for it; outbound calls trust the configured
+/// CA file and `extra_ca` (the embedded IdP's).
+pub fn build(
+    raw: &RawConfig,
+    extra_ca: Option<&Path>,
+) -> anyhow::Result<(ValidationPolicy, Arc<Validator>)> {
     let policy = raw.policy()?;
-    let http = http_client(raw.ca_file.as_deref(), raw.fetch_timeout())?;
+    let http = http_client(
+        raw.ca_file.as_deref().into_iter().chain(extra_ca),
+        raw.fetch_timeout(),
+    )?;
     let mut builder = Validator::builder(policy.clone())
         .http_client(http)
         .jwks_options(raw.jwks_options());

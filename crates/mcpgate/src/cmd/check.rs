@@ -17,7 +17,7 @@ pub async fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    let (policy, validator) = match validator::build(&raw) {
+    let (policy, validator) = match validator::build(&raw, None) {
         Ok(v) => v,
         Err(e) => {
             println!("FAIL config: {e:#}");

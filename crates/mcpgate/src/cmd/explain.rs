@@ -34,7 +34,7 @@ pub async fn run(args: ExplainArgs) -> anyhow::Result<ExitCode> {
     }
 
     let raw = args.config.load()?;
-    let (policy, validator) = match validator::build(&raw) {
+    let (policy, validator) = match validator::build(&raw, None) {
         Ok(v) => v,
         Err(e) => {
             println!("verdict: cannot validate: {e:#}");

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::cli::ServeArgs;
 use crate::config::ConfigError;
-use crate::{ready, validator};
+use crate::{devidp, ready, validator};
 
 const DEFAULT_BIND: &str = "127.0.0.1:8080";
 
@@ -25,11 +25,13 @@ struct Ready<'a> {
     scopes: &'a [String],
     auth: bool,
     bind: SocketAddr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idp: Option<&'a mcpgate_devidp::IdpInfo>,
 }
 
 /// Runs until interrupted.
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let raw = args.config.load()?;
+    let mut raw = args.config.load()?;
     let bind = match args.bind.or(raw.bind) {
         Some(b) => b,
         None => DEFAULT_BIND.parse().context("default bind address")?,
@@ -40,13 +42,25 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         );
     }
 
+    // With no issuer configured, the development IdP comes up beside the
+    // server and the server trusts it: a working, secured setup on defaults.
+    let idp = if !args.no_auth && !raw.has_issuer() {
+        let idp = devidp::start(&args.idp, &raw, None, Some(bind)).await?;
+        devidp::trust(&mut raw, idp.info())?;
+        Some(idp)
+    } else {
+        None
+    };
+    let idp_info = idp.as_ref().map(|i| i.info());
+    let idp_ca = idp_info.and_then(|i| i.ca_file.as_deref());
+
     let (access, issuers, scopes, authorization_servers) = if args.no_auth {
         (Access::Open, Vec::new(), Vec::new(), Vec::new())
     } else {
         if !raw.has_issuer() {
             return Err(ConfigError::NoIssuer.into());
         }
-        let (policy, validator) = validator::build(&raw)?;
+        let (policy, validator) = validator::build(&raw, idp_ca)?;
         let servers = raw.authorization_servers(&policy);
         (
             Access::Validate(validator),
@@ -94,6 +108,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             "plain http on a non-loopback address (--dangerous-allow-http): tokens cross the network in clear text"
         );
     }
+    if let Some(info) = idp_info {
+        devidp::print_summary(info);
+    }
     eprintln!("mcpgate is serving MCP at {}", settings.mcp_url());
     eprintln!("  metadata: {}", settings.prm_url());
     for issuer in &issuers {
@@ -101,6 +118,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     if !scopes.is_empty() {
         eprintln!("  scopes:   {}", scopes.join(" "));
+    }
+    if let Some(info) = idp_info
+        && let Some(client) = devidp::public_client(info)
+    {
+        eprintln!(
+            "  sign in:  as a public client {} with scope {} at authority {} (device code or browser; trust the CA file above)",
+            client.client_id,
+            scopes.join(" "),
+            info.authority
+        );
     }
 
     if let Some(path) = &args.ready_file {
@@ -114,6 +141,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 scopes: &scopes,
                 auth: !args.no_auth,
                 bind: addr,
+                idp: idp_info,
             },
         )?;
     }
@@ -126,11 +154,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("server failed")?;
+    if let Some(idp) = idp {
+        idp.shutdown().await;
+    }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
 
-async fn shutdown_signal() {
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

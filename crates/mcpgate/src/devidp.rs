@@ -1,0 +1,148 @@
+//! Wiring of the development identity provider into the binary: where its
+//! state lives, which directory it serves, how it listens, and what
+//! `mcpgate serve` trusts when it embeds it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use mcpgate_devidp::{IdpConfig, IdpInfo, IdpOptions, RunningIdp, TlsMode};
+
+use crate::cli::IdpFlags;
+use crate::config::{RawConfig, RawIdp};
+
+/// The embedded IdP's usual port; a server on port 0 gets one on port 0.
+const DEFAULT_IDP_PORT: u16 = 8443;
+
+/// The state directory: flag or `MCPGATE_DATA_DIR`, config, then the XDG
+/// data directory.
+pub fn data_dir(flags: &IdpFlags, raw: &RawConfig) -> PathBuf {
+    if let Some(d) = flags.data_dir.clone().or_else(|| raw.data_dir.clone()) {
+        return d;
+    }
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("mcpgate");
+    }
+    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".local/share/mcpgate"),
+        None => PathBuf::from(".mcpgate"),
+    }
+}
+
+/// The directory to serve: a file, or the built-in one.
+fn directory(flags: &IdpFlags, raw: &RawIdp) -> anyhow::Result<IdpConfig> {
+    match flags.idp_directory.as_ref().or(raw.directory.as_ref()) {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the IdP directory {}", path.display()))?;
+            IdpConfig::from_toml_str(&text).with_context(|| path.display().to_string())
+        }
+        None => Ok(IdpConfig::builtin()),
+    }
+}
+
+/// Starts the IdP. `server_bind` is the MCP server's address when it
+/// embeds the IdP: a server on port 0 (tests, scripts) gets an IdP on a
+/// free port too.
+pub async fn start(
+    flags: &IdpFlags,
+    raw: &RawConfig,
+    bind: Option<SocketAddr>,
+    server_bind: Option<SocketAddr>,
+) -> anyhow::Result<RunningIdp> {
+    let settings = &raw.idp;
+    let bind = bind
+        .or(flags.idp_bind)
+        .or(settings.bind)
+        .unwrap_or_else(|| {
+            let ip = server_bind.map_or([127, 0, 0, 1].into(), |b| b.ip());
+            let port = match server_bind {
+                Some(b) if b.port() == 0 => 0,
+                _ => DEFAULT_IDP_PORT,
+            };
+            SocketAddr::new(ip, port)
+        });
+    let tls = match (&settings.tls_cert, &settings.tls_key, settings.plain_http) {
+        (_, _, true) => TlsMode::PlainHttp,
+        (Some(cert), Some(key), false) => TlsMode::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        (None, None, false) => TlsMode::Generate,
+        _ => anyhow::bail!("[idp] tls_cert and tls_key go together"),
+    };
+    let mut options = IdpOptions::new(data_dir(flags, raw).join("idp"));
+    options.bind = bind;
+    options.tls = tls;
+    options.auto_approve = flags
+        .idp_auto_approve
+        .clone()
+        .or_else(|| settings.auto_approve.clone())
+        .filter(|s| !s.is_empty());
+    let config = directory(flags, settings)?;
+    mcpgate_devidp::start(config, options)
+        .await
+        .context("starting the development identity provider")
+}
+
+/// The first API the directory exposes, as `(audience id, full scope)`.
+pub fn api_of(info: &IdpInfo) -> Option<(String, String)> {
+    info.clients
+        .iter()
+        .find(|c| !c.scopes.is_empty())
+        .map(|c| (c.client_id.clone(), c.scopes[0].clone()))
+}
+
+/// Points `raw` at the embedded IdP: its issuer, the API's audiences and
+/// scope, and the IdP as the authorization server.
+pub fn trust(raw: &mut RawConfig, info: &IdpInfo) -> anyhow::Result<()> {
+    let (app_id, scope) =
+        api_of(info).context("the IdP directory exposes no API scope for the MCP server")?;
+    raw.auth.issuers = vec![info.issuer.clone()];
+    raw.auth.audiences = vec![format!("api://{app_id}"), app_id];
+    raw.auth.required_scopes = vec![scope];
+    raw.auth.authorization_servers = vec![info.issuer.clone()];
+    Ok(())
+}
+
+/// A public client a person can sign in with.
+pub fn public_client(info: &IdpInfo) -> Option<&mcpgate_devidp::ClientInfo> {
+    info.clients.iter().find(|c| c.public)
+}
+
+/// What to print at start so that a person can sign in.
+pub fn print_summary(info: &IdpInfo) {
+    eprintln!("development identity provider (Entra ID v2 compatible):");
+    eprintln!("  authority: {}", info.authority);
+    eprintln!("  issuer:    {}", info.issuer);
+    if let Some(ca) = &info.ca_file {
+        eprintln!(
+            "  CA file:   {}   (trust it: --ca-file / MCPGATE_CA_FILE / REQUESTS_CA_BUNDLE)",
+            ca.display()
+        );
+    }
+    for c in &info.clients {
+        let kind = if c.public { "public" } else { "confidential" };
+        let scopes = if c.scopes.is_empty() {
+            String::new()
+        } else {
+            format!(", exposes {}", c.scopes.join(" "))
+        };
+        let secret = c
+            .secret_file
+            .as_ref()
+            .map(|p| format!(", secret in {}", p.display()))
+            .unwrap_or_default();
+        eprintln!(
+            "  client:    {} {} ({kind}{scopes}{secret})",
+            c.client_id, c.name
+        );
+    }
+    let users: Vec<&str> = info.users.iter().map(|u| u.username.as_str()).collect();
+    eprintln!(
+        "  users:     {} (password {}; or pick one on the sign-in page)",
+        users.join(", "),
+        mcpgate_devidp::directory::DEFAULT_PASSWORD
+    );
+    eprintln!("  device code sign-in page: {}", info.device_login_url);
+}

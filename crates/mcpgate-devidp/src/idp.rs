@@ -252,9 +252,7 @@ impl Idp {
 
     /// The `scope` value of a response: full names, as Entra writes them.
     fn response_scope(&self, req: &ScopeRequest, granted: &BTreeSet<String>) -> String {
-        let mut out: Vec<String> = if !req.explicit_resource {
-            granted.iter().cloned().collect()
-        } else if req.resource == GRAPH_APP_ID {
+        let mut out: Vec<String> = if !req.explicit_resource || req.resource == GRAPH_APP_ID {
             granted.iter().cloned().collect()
         } else {
             let prefix = self
@@ -275,7 +273,8 @@ impl Idp {
     }
 
     /// Issues the tokens of a delegated grant: an access token, a refresh
-    /// token in `family` (or a new one) when `offline_access` was asked,
+    /// token continuing `family` (its number, and the scope the grant
+    /// started with) or a new one when `offline_access` was asked,
     /// an ID token for `openid`, and `client_info` when asked.
     #[allow(clippy::too_many_arguments)]
     pub fn issue_delegated(
@@ -286,7 +285,7 @@ impl Idp {
         tenant: &str,
         req: &ScopeRequest,
         nonce: Option<&str>,
-        family: Option<u64>,
+        family: Option<(u64, &ScopeRequest)>,
         want_client_info: bool,
     ) -> Result<(TokenResponse, Option<u64>), AadError> {
         let granted = self.granted_scopes(client, &user.oid, req)?;
@@ -318,7 +317,10 @@ impl Idp {
             let refresh = random_token();
             let mut state = self.state();
             state.sweep(now);
-            let family = family.unwrap_or_else(|| state.new_family());
+            let (family, grant_scope) = match family {
+                Some((f, scope)) => (f, scope.clone()),
+                None => (state.new_family(), req.clone()),
+            };
             state.refresh.insert(
                 token_hash(&refresh),
                 RefreshRecord {
@@ -326,7 +328,7 @@ impl Idp {
                     client_id: client.client_id.clone(),
                     user_oid: user.oid.clone(),
                     tenant: tenant.to_owned(),
-                    scope: req.clone(),
+                    scope: grant_scope,
                     expires: now + REFRESH_TTL,
                     used: false,
                 },

@@ -167,12 +167,15 @@ impl RunningIdp {
     }
 }
 
+/// Generated secrets: their SHA-256 and their files, by client id.
+struct GeneratedSecrets {
+    hashes: BTreeMap<String, String>,
+    files: BTreeMap<String, PathBuf>,
+}
+
 /// Reads or creates the secrets of confidential clients that have none
 /// configured: `<data_dir>/client-secrets/<client_id>`, mode 0600.
-fn generated_secrets(
-    dir: &Directory,
-    data_dir: &Path,
-) -> Result<(BTreeMap<String, String>, BTreeMap<String, PathBuf>), IdpError> {
+fn generated_secrets(dir: &Directory, data_dir: &Path) -> Result<GeneratedSecrets, IdpError> {
     let mut hashes = BTreeMap::new();
     let mut files = BTreeMap::new();
     for app in &dir.apps {
@@ -193,7 +196,7 @@ fn generated_secrets(
         hashes.insert(app.client_id.clone(), sha256_hex(secret.as_bytes()));
         files.insert(app.client_id.clone(), path);
     }
-    Ok((hashes, files))
+    Ok(GeneratedSecrets { hashes, files })
 }
 
 /// The IdP's routes.
@@ -263,7 +266,10 @@ pub async fn start(config: IdpConfig, options: IdpOptions) -> Result<RunningIdp,
     }
     std::fs::create_dir_all(&options.data_dir).map_err(|e| IdpError::io(&options.data_dir, e))?;
     let keys = KeyRing::open(&options.data_dir)?;
-    let (secret_hashes, secret_files) = generated_secrets(&dir, &options.data_dir)?;
+    let GeneratedSecrets {
+        hashes: secret_hashes,
+        files: secret_files,
+    } = generated_secrets(&dir, &options.data_dir)?;
 
     let listener = tokio::net::TcpListener::bind(options.bind)
         .await

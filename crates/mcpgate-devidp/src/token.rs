@@ -355,7 +355,7 @@ fn refresh(
         &record.tenant,
         &req,
         None,
-        Some(record.family),
+        Some((record.family, &record.scope)),
         want_client_info,
     )?;
     Ok(body)

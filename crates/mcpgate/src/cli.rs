@@ -33,7 +33,7 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct IdpFlags {
     /// State directory (signing keys, TLS certificates, generated secrets).
-    #[arg(long, env = "MCPGATE_DATA_DIR", value_name = "DIR")]
+    #[arg(long, env = "MCPGATE_DATA_DIR", value_name = "DIR", global = true)]
     pub data_dir: Option<PathBuf>,
     /// The development IdP's listen address.
     #[arg(long, value_name = "ADDR")]

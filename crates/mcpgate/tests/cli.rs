@@ -131,19 +131,140 @@ async fn no_auth_is_loud_and_loopback_only() {
     assert_eq!(whoami(&url, None).await.status(), 200);
 }
 
-#[test]
-fn serve_without_configuration_says_which_flags() {
-    let out = Command::new(BIN)
-        .args(["serve", "--bind", "127.0.0.1:0"])
+// The child is reaped by `Server`'s Drop, which clippy cannot see.
+#[allow(clippy::zombie_processes)]
+fn serve_on_defaults(name: &str, envs: &[(&str, &str)]) -> (Server, PathBuf) {
+    let data_dir = temp_path(&format!("{name}-data"));
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let ready = temp_path(&format!("{name}.json"));
+    let _ = std::fs::remove_file(&ready);
+    let mut child = Command::new(BIN)
+        .args(["serve", "--bind", "127.0.0.1:0", "--ready-file"])
+        .arg(&ready)
+        .arg("--data-dir")
+        .arg(&data_dir)
         .env_remove("MCPGATE_CONFIG")
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("--issuer") && err.contains("--audience"),
-        "{err}"
+        .envs(envs.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn mcpgate");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&ready)
+            && let Ok(v) = serde_json::from_str::<Value>(&text)
+        {
+            return (Server { child, ready: v }, data_dir);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("mcpgate serve never became ready");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn serve_on_defaults_signs_a_user_in_by_device_code() {
+    let (server, data_dir) = serve_on_defaults(
+        "defaults",
+        &[("MCPGATE_IDP_AUTO_APPROVE", "alice@mcpgate.test")],
     );
+    let idp = &server.ready["idp"];
+    let authority = idp["authority"].as_str().expect("authority");
+    assert!(authority.starts_with("https://127.0.0.1:"), "{authority}");
+    assert_eq!(server.ready["issuers"], json!([idp["issuer"]]));
+    assert_eq!(
+        server.ready["authorization_servers"],
+        json!([idp["issuer"]])
+    );
+    let scope = server.ready["scopes"][0]
+        .as_str()
+        .expect("scope")
+        .to_owned();
+    assert!(scope.ends_with("/mcp:tools"), "{scope}");
+    assert!(
+        !server.ready.to_string().contains("secret\""),
+        "no secrets in the ready file"
+    );
+    let desktop = idp["clients"]
+        .as_array()
+        .expect("clients")
+        .iter()
+        .find(|c| c["public"] == true)
+        .expect("a public client");
+    let client_id = desktop["client_id"].as_str().expect("client id");
+
+    let ca = std::fs::read(idp["ca_file"].as_str().expect("ca file")).expect("CA");
+    let http = reqwest::Client::builder()
+        .tls_certs_merge(reqwest::Certificate::from_pem_bundle(&ca).expect("PEM"))
+        .build()
+        .expect("client");
+    let flow: Value = http
+        .post(format!("{authority}/oauth2/v2.0/devicecode"))
+        .form(&[("client_id", client_id), ("scope", scope.as_str())])
+        .send()
+        .await
+        .expect("devicecode")
+        .json()
+        .await
+        .expect("json");
+    let token: Value = http
+        .post(format!("{authority}/oauth2/v2.0/token"))
+        .form(&[
+            ("client_id", client_id),
+            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+            (
+                "device_code",
+                flow["device_code"].as_str().expect("device code"),
+            ),
+        ])
+        .send()
+        .await
+        .expect("token")
+        .json()
+        .await
+        .expect("json");
+    let access_token = token["access_token"].as_str().expect("access token");
+
+    let mcp_url = server.ready["mcp_url"].as_str().expect("mcp_url");
+    assert_eq!(whoami(mcp_url, None).await.status(), 401);
+    let resp = whoami(mcp_url, Some(access_token)).await;
+    assert_eq!(resp.status(), 200);
+    let body = resp.text().await.expect("body");
+    assert!(body.contains("alice@mcpgate.test"), "{body}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(data_dir);
+}
+
+#[test]
+fn idp_rotate_keys_keeps_the_old_key_published() {
+    let data_dir = temp_path("rotate-data");
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let rotate = || {
+        Command::new(BIN)
+            .args(["idp", "rotate-keys", "--grace-secs", "60", "--data-dir"])
+            .arg(&data_dir)
+            .output()
+            .expect("run")
+    };
+    let first = rotate();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let second = rotate();
+    assert!(second.status.success());
+    let keys: Value = serde_json::from_slice(
+        &std::fs::read(data_dir.join("idp/signing-keys.json")).expect("key file"),
+    )
+    .expect("json");
+    let keys = keys["keys"].as_array().expect("keys");
+    assert_eq!(keys.len(), 2);
+    assert!(keys[0]["retire_at"].is_u64() && keys[1]["retire_at"].is_null());
+    let _ = std::fs::remove_dir_all(data_dir);
 }
 
 #[tokio::test]

@@ -1,0 +1,9 @@
+//! The development IdP over real HTTPS on loopback: every grant, the
+//! pages, the negative cases, and the Entra behaviours it reproduces.
+
+mod device;
+mod fidelity;
+mod flows;
+mod negative;
+mod pages;
+mod support;

@@ -1,0 +1,323 @@
+//! Bad requests: each gets Entra's error and issues nothing.
+
+use std::time::Duration;
+
+use mcpgate_devidp::IdpConfig;
+use mcpgate_devidp::directory::UserConfig;
+
+use crate::support::*;
+
+const REDIRECT: &str = "http://127.0.0.1:7777/callback";
+
+fn assert_entra_error(
+    status: u16,
+    body: &serde_json::Value,
+    want_status: u16,
+    error: &str,
+    code: u64,
+) {
+    assert_eq!(status, want_status, "{body}");
+    assert_eq!(body["error"], error, "{body}");
+    assert_eq!(aadsts(body), code, "{body}");
+    let description = body["error_description"].as_str().expect("description");
+    assert!(
+        description.starts_with(&format!("AADSTS{code}: ")),
+        "{description}"
+    );
+    assert!(description.contains("Trace ID:") && description.contains("Correlation ID:"));
+    for key in ["trace_id", "correlation_id", "timestamp"] {
+        assert!(body[key].is_string(), "{key} missing: {body}");
+    }
+    assert!(body["access_token"].is_null() && body["refresh_token"].is_null());
+}
+
+#[tokio::test]
+async fn wrong_pkce_verifier_is_refused_and_the_code_is_spent() {
+    let idp = Idp::auto("pkce").await;
+    let code = idp.code(&api_scope(), REDIRECT).await;
+    let wrong = "x".repeat(43);
+    let (status, body) = idp.redeem(&code, REDIRECT, &wrong).await;
+    assert_entra_error(status, &body, 400, "invalid_grant", 501481);
+    let (status, body) = idp.redeem(&code, REDIRECT, VERIFIER).await;
+    assert_entra_error(status, &body, 400, "invalid_grant", 54005);
+}
+
+#[tokio::test]
+async fn reused_code_is_refused_and_revokes_what_it_bought() {
+    let idp = Idp::auto("reuse").await;
+    let code = idp
+        .code(&format!("{} offline_access", api_scope()), REDIRECT)
+        .await;
+    let (status, first) = idp.redeem(&code, REDIRECT, VERIFIER).await;
+    assert_eq!(status, 200);
+    let (status, body) = idp.redeem(&code, REDIRECT, VERIFIER).await;
+    assert_entra_error(status, &body, 400, "invalid_grant", 54005);
+    let rt = first["refresh_token"].as_str().expect("rt");
+    let (status, body) = idp
+        .token(&[
+            ("client_id", DESKTOP),
+            ("grant_type", "refresh_token"),
+            ("refresh_token", rt),
+        ])
+        .await;
+    assert_eq!(status, 400, "the replay revoked the refresh token: {body}");
+}
+
+#[tokio::test]
+async fn expired_code_is_refused() {
+    let idp = Idp::auto("expired").await;
+    let code = idp.code(&api_scope(), REDIRECT).await;
+    idp.clock.advance(Duration::from_secs(601));
+    let (status, body) = idp.redeem(&code, REDIRECT, VERIFIER).await;
+    assert_entra_error(status, &body, 400, "invalid_grant", 70008);
+}
+
+#[tokio::test]
+async fn code_redeemed_with_another_redirect_uri_is_refused() {
+    let idp = Idp::auto("redirect-mismatch").await;
+    let code = idp.code(&api_scope(), REDIRECT).await;
+    let (status, body) = idp
+        .redeem(&code, "http://127.0.0.1:7777/other", VERIFIER)
+        .await;
+    assert_entra_error(status, &body, 400, "invalid_grant", 500112);
+}
+
+#[tokio::test]
+async fn unregistered_redirect_uri_shows_an_error_and_never_redirects() {
+    let idp = Idp::auto("bad-redirect").await;
+    for bad in [
+        "https://evil.example/callback",
+        "http://127.0.0.1:7777/elsewhere",
+    ] {
+        let params = idp.desktop_params(&api_scope(), bad);
+        let params: Vec<(&str, &str)> = params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let resp = idp.authorize(&params, None).await;
+        assert_eq!(resp.status(), 400);
+        assert!(resp.headers().get("location").is_none());
+        let page = resp.text().await.expect("page");
+        assert!(page.contains("AADSTS50011"), "{page}");
+    }
+}
+
+#[tokio::test]
+async fn unknown_client_shows_an_error() {
+    let idp = Idp::auto("unknown-client").await;
+    let resp = idp
+        .authorize(
+            &[
+                ("client_id", "00000000-0000-0000-0000-000000000001"),
+                ("redirect_uri", REDIRECT),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(resp.status(), 400);
+    assert!(resp.text().await.expect("page").contains("AADSTS700016"));
+}
+
+#[tokio::test]
+async fn refresh_token_reuse_revokes_the_family() {
+    let idp = Idp::auto("rt-reuse").await;
+    let code = idp
+        .code(&format!("{} offline_access", api_scope()), REDIRECT)
+        .await;
+    let (_, first) = idp.redeem(&code, REDIRECT, VERIFIER).await;
+    let rt1 = first["refresh_token"].as_str().expect("rt1").to_owned();
+    let refresh = |rt: String| {
+        let idp = &idp;
+        async move {
+            idp.token(&[
+                ("client_id", DESKTOP),
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &rt),
+            ])
+            .await
+        }
+    };
+    let (status, second) = refresh(rt1.clone()).await;
+    assert_eq!(status, 200);
+    let rt2 = second["refresh_token"].as_str().expect("rt2").to_owned();
+    let (status, body) = refresh(rt1).await;
+    assert_entra_error(status, &body, 400, "invalid_grant", 50173);
+    let (status, body) = refresh(rt2).await;
+    assert_eq!(
+        status, 400,
+        "the newest token of the family is revoked too: {body}"
+    );
+}
+
+#[tokio::test]
+async fn wrong_secret_and_missing_secret_are_invalid_client() {
+    let idp = Idp::start("secret").await;
+    let scope = format!("api://{API}/.default");
+    let (status, body) = idp
+        .token(&[
+            ("client_id", DAEMON),
+            ("client_secret", "not-the-secret"),
+            ("grant_type", "client_credentials"),
+            ("scope", &scope),
+        ])
+        .await;
+    assert_entra_error(status, &body, 401, "invalid_client", 7000215);
+    assert!(
+        !body.to_string().contains("not-the-secret"),
+        "the secret is never echoed"
+    );
+    let (status, body) = idp
+        .token(&[
+            ("client_id", DAEMON),
+            ("grant_type", "client_credentials"),
+            ("scope", &scope),
+        ])
+        .await;
+    assert_entra_error(status, &body, 401, "invalid_client", 7000218);
+}
+
+#[tokio::test]
+async fn public_client_presenting_a_secret_is_refused() {
+    let idp = Idp::auto("public-secret").await;
+    let code = idp.code(&api_scope(), REDIRECT).await;
+    let (status, body) = idp
+        .token(&[
+            ("client_id", DESKTOP),
+            ("client_secret", "whatever"),
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", VERIFIER),
+        ])
+        .await;
+    assert_entra_error(status, &body, 401, "invalid_client", 700025);
+    let (status, _) = idp.redeem(&code, REDIRECT, VERIFIER).await;
+    assert_eq!(status, 200, "the refused request did not spend the code");
+}
+
+#[tokio::test]
+async fn scope_not_exposed_is_refused() {
+    let idp = Idp::auto("scope").await;
+    let scope = format!("api://{API}/mail:send");
+    let (status, body) = idp
+        .post_json(
+            "/oauth2/v2.0/devicecode",
+            &[("client_id", DESKTOP), ("scope", &scope)],
+        )
+        .await;
+    assert_entra_error(status, &body, 400, "invalid_scope", 650053);
+}
+
+#[tokio::test]
+async fn disabled_user_cannot_sign_in() {
+    let mut config = IdpConfig::builtin();
+    config.users.push(UserConfig {
+        username: "carol@mcpgate.test".into(),
+        display_name: "Carol Disabled".into(),
+        password: Some("pw".into()),
+        password_sha256: None,
+        oid: None,
+        tenant: None,
+        roles: Default::default(),
+        disabled: true,
+        listed: None,
+    });
+    let idp = Idp::start_with("disabled", config, Some("carol@mcpgate.test")).await;
+    let params = idp.desktop_params(&api_scope(), REDIRECT);
+    let params: Vec<(&str, &str)> = params
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let resp = idp.authorize(&params, None).await;
+    assert_eq!(resp.status(), 302);
+    let q = query_of(&location(&resp));
+    assert!(!q.contains_key("code"));
+    assert!(q["error_description"].starts_with("AADSTS50057:"), "{q:?}");
+}
+
+#[tokio::test]
+async fn pkce_is_required_for_public_clients_and_plain_is_refused() {
+    let idp = Idp::auto("pkce-required").await;
+    let mut params = idp.desktop_params(&api_scope(), REDIRECT);
+    params.retain(|(k, _)| !k.starts_with("code_challenge"));
+    let without: Vec<(&str, &str)> = params
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let resp = idp.authorize(&without, None).await;
+    let q = query_of(&location(&resp));
+    assert_eq!(q["error"], "invalid_request");
+    assert!(q["error_description"].starts_with("AADSTS9002325:"));
+    assert_eq!(q["state"], "st-1");
+
+    let mut plain = without.clone();
+    plain.push(("code_challenge", VERIFIER));
+    plain.push(("code_challenge_method", "plain"));
+    let resp = idp.authorize(&plain, None).await;
+    let q = query_of(&location(&resp));
+    assert!(!q.contains_key("code"));
+    assert!(
+        q["error_description"].starts_with("AADSTS9002325:"),
+        "{q:?}"
+    );
+}
+
+#[tokio::test]
+async fn bad_grant_types_and_bodies_get_entra_errors() {
+    let idp = Idp::start("bodies").await;
+    let (status, body) = idp
+        .token(&[("client_id", DESKTOP), ("grant_type", "password")])
+        .await;
+    assert_entra_error(status, &body, 400, "unsupported_grant_type", 70003);
+    let (status, body) = idp.token(&[("client_id", DESKTOP)]).await;
+    assert_entra_error(status, &body, 400, "invalid_request", 900144);
+    let (status, body) = idp
+        .token(&[
+            ("grant_type", "client_credentials"),
+            ("grant_type", "client_credentials"),
+        ])
+        .await;
+    assert_entra_error(status, &body, 400, "invalid_request", 9000411);
+    let resp = idp
+        .http
+        .post(idp.url("/oauth2/v2.0/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(vec![b'a'; 100 * 1024])
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 413);
+    let body: serde_json::Value = resp.json().await.expect("JSON even for an oversized body");
+    assert_eq!(body["error"], "invalid_request");
+}
+
+#[tokio::test]
+async fn obo_refuses_assertions_for_another_audience() {
+    let idp = Idp::auto("obo-aud").await;
+    let secret = idp.secret(API);
+    // A Graph token (audience Graph) presented by the API app.
+    let code = idp.code("User.Read", REDIRECT).await;
+    let (_, user) = idp.redeem(&code, REDIRECT, VERIFIER).await;
+    let (status, body) = idp
+        .token(&[
+            ("client_id", API),
+            ("client_secret", &secret),
+            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+            ("requested_token_use", "on_behalf_of"),
+            ("assertion", user["access_token"].as_str().expect("at")),
+            ("scope", "User.Read"),
+        ])
+        .await;
+    assert_entra_error(status, &body, 400, "invalid_grant", 50013);
+    let (status, body) = idp
+        .token(&[
+            ("client_id", API),
+            ("client_secret", &secret),
+            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+            ("requested_token_use", "on_behalf_of"),
+            ("assertion", "eyJhbGciOiJub25lIn0.e30."),
+            ("scope", "User.Read"),
+        ])
+        .await;
+    assert_entra_error(status, &body, 400, "invalid_grant", 50013);
+}

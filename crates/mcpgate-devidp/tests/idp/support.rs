@@ -1,0 +1,228 @@
+//! A real IdP on loopback (TLS with its generated CA, a manual clock) and
+//! an HTTP client that trusts it and does not follow redirects.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use mcpgate_devidp::directory::{
+    DEFAULT_API_APP_ID, DEFAULT_DAEMON_CLIENT_ID, DEFAULT_DESKTOP_CLIENT_ID, IdpConfig,
+};
+use mcpgate_devidp::{IdpInfo, IdpOptions, RunningIdp};
+use mcpgate_token::clock::ManualClock;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+pub const API: &str = DEFAULT_API_APP_ID;
+pub const DESKTOP: &str = DEFAULT_DESKTOP_CLIENT_ID;
+pub const DAEMON: &str = DEFAULT_DAEMON_CLIENT_ID;
+pub const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXkdBjftJeZ4CVP";
+
+pub fn api_scope() -> String {
+    format!("api://{API}/mcp:tools")
+}
+
+pub fn challenge(verifier: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+/// The payload of a JWT, unverified (the tests check shapes; signatures
+/// are checked by the validator tests).
+pub fn claims(jwt: &str) -> Value {
+    let payload = jwt.split('.').nth(1).expect("a JWT");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64url")).expect("JSON")
+}
+
+pub struct Idp {
+    // Held so that the IdP lives as long as the test.
+    pub _running: RunningIdp,
+    pub info: IdpInfo,
+    pub clock: ManualClock,
+    pub http: reqwest::Client,
+    pub data_dir: PathBuf,
+}
+
+pub fn temp_dir(name: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!(
+        "mcpgate-devidp-test-{name}-{}-{n}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+impl Idp {
+    pub async fn start(name: &str) -> Self {
+        Self::start_with(name, IdpConfig::builtin(), None).await
+    }
+
+    pub async fn auto(name: &str) -> Self {
+        Self::start_with(name, IdpConfig::builtin(), Some("alice@mcpgate.test")).await
+    }
+
+    pub async fn start_with(name: &str, config: IdpConfig, auto: Option<&str>) -> Self {
+        let data_dir = temp_dir(name);
+        let clock = ManualClock::starting_now();
+        let mut options = IdpOptions::new(&data_dir);
+        options.clock = Arc::new(clock.clone());
+        options.auto_approve = auto.map(str::to_owned);
+        let running = mcpgate_devidp::start(config, options)
+            .await
+            .expect("IdP starts");
+        let info = running.info().clone();
+        let ca = std::fs::read(info.ca_file.as_ref().expect("generated CA")).expect("CA file");
+        let http = reqwest::Client::builder()
+            .tls_certs_merge(reqwest::Certificate::from_pem_bundle(&ca).expect("PEM"))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        Self {
+            _running: running,
+            info,
+            clock,
+            http,
+            data_dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.info.authority)
+    }
+
+    pub fn secret(&self, client_id: &str) -> String {
+        let c = self
+            .info
+            .clients
+            .iter()
+            .find(|c| c.client_id == client_id)
+            .expect("client");
+        std::fs::read_to_string(c.secret_file.as_ref().expect("secret file"))
+            .expect("secret")
+            .trim()
+            .to_owned()
+    }
+
+    /// POSTs a form to the token endpoint: status and JSON.
+    pub async fn token(&self, form: &[(&str, &str)]) -> (u16, Value) {
+        self.post_json("/oauth2/v2.0/token", form).await
+    }
+
+    pub async fn post_json(&self, path: &str, form: &[(&str, &str)]) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(self.url(path))
+            .form(form)
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.expect("JSON body"))
+    }
+
+    /// An authorize request; returns the response.
+    pub async fn authorize(
+        &self,
+        params: &[(&str, &str)],
+        cookie: Option<&str>,
+    ) -> reqwest::Response {
+        let mut req = self
+            .http
+            .get(self.url("/oauth2/v2.0/authorize"))
+            .query(params);
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        req.send().await.expect("authorize")
+    }
+
+    /// The standard desktop authorize parameters with PKCE.
+    pub fn desktop_params(&self, scope: &str, redirect: &str) -> Vec<(String, String)> {
+        vec![
+            ("client_id".into(), DESKTOP.into()),
+            ("response_type".into(), "code".into()),
+            ("redirect_uri".into(), redirect.into()),
+            ("scope".into(), scope.into()),
+            ("state".into(), "st-1".into()),
+            ("nonce".into(), "n-1".into()),
+            ("code_challenge".into(), challenge(VERIFIER)),
+            ("code_challenge_method".into(), "S256".into()),
+        ]
+    }
+
+    /// Runs an auto-approved authorize and returns the code.
+    pub async fn code(&self, scope: &str, redirect: &str) -> String {
+        let params = self.desktop_params(scope, redirect);
+        let params: Vec<(&str, &str)> = params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let resp = self.authorize(&params, None).await;
+        assert_eq!(resp.status(), 302, "{:?}", resp.text().await);
+        let location = location(&resp);
+        let q = query_of(&location);
+        assert_eq!(q.get("state").map(String::as_str), Some("st-1"));
+        q.get("code").cloned().expect("code in redirect")
+    }
+
+    /// Redeems a code for the desktop client.
+    pub async fn redeem(&self, code: &str, redirect: &str, verifier: &str) -> (u16, Value) {
+        self.token(&[
+            ("client_id", DESKTOP),
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", redirect),
+            ("code_verifier", verifier),
+        ])
+        .await
+    }
+}
+
+pub fn location(resp: &reqwest::Response) -> String {
+    resp.headers()
+        .get("location")
+        .expect("a Location header")
+        .to_str()
+        .expect("ASCII")
+        .to_owned()
+}
+
+pub fn query_of(url: &str) -> std::collections::HashMap<String, String> {
+    url::Url::parse(url)
+        .expect("URL")
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+/// `error_codes[0]` of an Entra error body.
+pub fn aadsts(body: &Value) -> u64 {
+    body["error_codes"][0].as_u64().unwrap_or(0)
+}
+
+/// The hidden input `name` in an HTML page.
+pub fn hidden(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker).expect("hidden input") + marker.len();
+    let end = html[start..].find('"').expect("closing quote") + start;
+    html[start..end].to_owned()
+}
+
+/// `name=value` of a Set-Cookie header.
+pub fn set_cookie(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .and_then(|v| v.split(';').next())
+        .map(str::to_owned)
+}
+
+impl Drop for Idp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}

@@ -6,6 +6,11 @@
 //! (<https://learn.microsoft.com/entra/identity-platform/reference-error-codes>)
 //! and the v2 scope documentation
 //! (<https://learn.microsoft.com/entra/identity-platform/scopes-oidc>).
+//! The messages follow what Entra returns in practice, as users report it:
+//! AADSTS28000 in github.com/Earlybyte/aad_oauth/issues/328, AADSTS9010010
+//! for an MCP client's `resource=<server URL>` in
+//! github.com/anthropics/claude-code/issues/73460 (which also shows
+//! AADSTS650053 for a bare scope resolved against Graph).
 
 use std::collections::BTreeSet;
 

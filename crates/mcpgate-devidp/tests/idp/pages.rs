@@ -299,3 +299,46 @@ impl Idp {
         .await
     }
 }
+
+#[tokio::test]
+async fn sign_out_ends_the_session_and_returns_only_to_registered_uris() {
+    let idp = Idp::start("logout").await;
+    let first = page(open(&idp, &params_for(DESKTOP), None).await).await;
+    let resp = submit(
+        &idp,
+        &first,
+        &[("action", "pick"), ("username", "alice@mcpgate.test")],
+        None,
+    )
+    .await;
+    let session = set_cookie(&resp, "mcpgate_idp_session").expect("session");
+    let logout = |target: &'static str| {
+        let idp = &idp;
+        let session = session.clone();
+        async move {
+            idp.http
+                .get(idp.url("/oauth2/v2.0/logout"))
+                .query(&[("post_logout_redirect_uri", target), ("state", "bye")])
+                .header("cookie", session)
+                .send()
+                .await
+                .expect("logout")
+        }
+    };
+    let resp = logout("https://evil.example/").await;
+    assert_eq!(
+        resp.status(),
+        200,
+        "an unregistered target gets a page, not a redirect"
+    );
+    let resp = logout("http://127.0.0.1:6000/callback").await;
+    assert_eq!(resp.status(), 302);
+    assert!(location(&resp).ends_with("state=bye"));
+    assert_eq!(
+        open(&idp, &params_for(DESKTOP), Some(&session))
+            .await
+            .status(),
+        200,
+        "signed out: the page again"
+    );
+}

@@ -1,0 +1,13 @@
+//! `mcpgate-client`: the public client that reaches protected MCP servers
+//! the way the MCP authorization specification orders it.
+//!
+//! | module | what it owns |
+//! | --- | --- |
+//! | [`challenge`] | reading `WWW-Authenticate: Bearer` challenges |
+//! | [`discovery`] | Protected Resource Metadata, then authorization server metadata |
+
+pub mod challenge;
+pub mod discovery;
+
+/// The newest MCP protocol version this client speaks.
+pub const PROTOCOL_VERSION: &str = "2025-11-25";

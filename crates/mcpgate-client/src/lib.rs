@@ -5,9 +5,11 @@
 //! | --- | --- |
 //! | [`challenge`] | reading `WWW-Authenticate: Bearer` challenges |
 //! | [`discovery`] | Protected Resource Metadata, then authorization server metadata |
+//! | [`oauth`] | PKCE, the authorization request and response, the token endpoint |
 
 pub mod challenge;
 pub mod discovery;
+pub mod oauth;
 
 /// The newest MCP protocol version this client speaks.
 pub const PROTOCOL_VERSION: &str = "2025-11-25";

@@ -6,10 +6,14 @@
 //! | [`challenge`] | reading `WWW-Authenticate: Bearer` challenges |
 //! | [`discovery`] | Protected Resource Metadata, then authorization server metadata |
 //! | [`oauth`] | PKCE, the authorization request and response, the token endpoint |
+//! | [`mcp`] | JSON-RPC over Streamable HTTP, seeing every 401 and 403 |
+//! | [`store`] | registrations and tokens on disk (0600), the refresh lock |
 
 pub mod challenge;
 pub mod discovery;
+pub mod mcp;
 pub mod oauth;
+pub mod store;
 
 /// The newest MCP protocol version this client speaks.
 pub const PROTOCOL_VERSION: &str = "2025-11-25";

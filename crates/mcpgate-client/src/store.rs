@@ -1,0 +1,274 @@
+//! What the client keeps between runs: client registrations per
+//! authorization server, and tokens per server, authorization server and
+//! client. Files readable by their owner only (0600, in a 0700 directory),
+//! written atomically; refreshes are serialised across processes with a
+//! lock file so that two processes never spend the same refresh token.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::oauth::TokenSet;
+
+/// A client identity at one authorization server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Registration {
+    /// The authorization server's issuer: a registration is never used
+    /// with another.
+    pub issuer: String,
+    /// Client id.
+    pub client_id: String,
+    /// Client secret, when the server issued one.
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    /// Registered redirect URIs.
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+}
+
+/// Tokens for one server through one authorization server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CachedTokens {
+    /// The MCP server (its resource identifier).
+    pub resource: String,
+    /// Issuer.
+    pub issuer: String,
+    /// Client id.
+    pub client_id: String,
+    /// Scopes asked.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// The tokens.
+    pub tokens: TokenSet,
+}
+
+/// The on-disk store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+/// A held lock; released on drop.
+#[derive(Debug)]
+pub struct Lock(std::fs::File);
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
+fn key(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0]);
+    }
+    h.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    private_dir(dir)?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options.open(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)
+}
+
+impl Store {
+    /// A store in `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// The default directory: `$XDG_CACHE_HOME/mcpgate`, else
+    /// `~/.cache/mcpgate`.
+    pub fn default_dir() -> PathBuf {
+        if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+            return PathBuf::from(x).join("mcpgate");
+        }
+        match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+            Some(h) => PathBuf::from(h).join(".cache/mcpgate"),
+            None => PathBuf::from(".mcpgate-cache"),
+        }
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn registration_path(&self, issuer: &str) -> PathBuf {
+        self.dir
+            .join("clients")
+            .join(format!("{}.json", key(&[issuer])))
+    }
+
+    fn tokens_path(&self, resource: &str, issuer: &str, client_id: &str) -> PathBuf {
+        self.dir
+            .join("tokens")
+            .join(format!("{}.json", key(&[resource, issuer, client_id])))
+    }
+
+    fn read<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
+        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    }
+
+    /// The registration kept for `issuer`.
+    pub fn registration(&self, issuer: &str) -> Option<Registration> {
+        Self::read::<Registration>(&self.registration_path(issuer)).filter(|r| r.issuer == issuer)
+    }
+
+    /// Keeps a registration.
+    pub fn save_registration(&self, r: &Registration) -> std::io::Result<()> {
+        let json = serde_json::to_vec_pretty(r).map_err(std::io::Error::other)?;
+        write_private(&self.registration_path(&r.issuer), &json)
+    }
+
+    /// Tokens kept for this server, issuer and client.
+    pub fn tokens(&self, resource: &str, issuer: &str, client_id: &str) -> Option<CachedTokens> {
+        Self::read::<CachedTokens>(&self.tokens_path(resource, issuer, client_id))
+            .filter(|t| t.resource == resource && t.issuer == issuer && t.client_id == client_id)
+    }
+
+    /// Keeps tokens.
+    pub fn save_tokens(&self, t: &CachedTokens) -> std::io::Result<()> {
+        let json = serde_json::to_vec_pretty(t).map_err(std::io::Error::other)?;
+        write_private(
+            &self.tokens_path(&t.resource, &t.issuer, &t.client_id),
+            &json,
+        )
+    }
+
+    /// Forgets every token kept for `resource`; returns how many.
+    pub fn remove_tokens(&self, resource: &str) -> usize {
+        let Ok(entries) = std::fs::read_dir(self.dir.join("tokens")) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for e in entries.flatten() {
+            let path = e.path();
+            if Self::read::<CachedTokens>(&path).is_some_and(|t| t.resource == resource)
+                && std::fs::remove_file(&path).is_ok()
+            {
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    /// Takes the exclusive lock for this server, issuer and client,
+    /// waiting for another process that holds it.
+    pub fn lock(&self, resource: &str, issuer: &str, client_id: &str) -> std::io::Result<Lock> {
+        let dir = self.dir.join("locks");
+        private_dir(&dir)?;
+        let path = dir.join(format!("{}.lock", key(&[resource, issuer, client_id])));
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let file = options.open(&path)?;
+        file.lock()?;
+        Ok(Lock(file))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("mcpgate-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn files_are_private_and_keyed() {
+        let dir = temp("private");
+        let store = Store::new(&dir);
+        let t = CachedTokens {
+            resource: "https://s/mcp".into(),
+            issuer: "https://as".into(),
+            client_id: "c".into(),
+            scopes: vec![],
+            tokens: TokenSet {
+                access_token: "at".into(),
+                token_type: "Bearer".into(),
+                refresh_token: None,
+                scope: None,
+                expires_at: None,
+            },
+        };
+        store.save_tokens(&t).expect("save");
+        assert!(store.tokens("https://s/mcp", "https://as", "c").is_some());
+        assert!(
+            store
+                .tokens("https://s/mcp", "https://other", "c")
+                .is_none()
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let path = store.tokens_path("https://s/mcp", "https://as", "c");
+            let mode = std::fs::metadata(path).expect("meta").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+            let mode = std::fs::metadata(dir.join("tokens"))
+                .expect("meta")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o700);
+        }
+        assert_eq!(store.remove_tokens("https://s/mcp"), 1);
+        assert!(store.tokens("https://s/mcp", "https://as", "c").is_none());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn registrations_never_cross_issuers() {
+        let dir = temp("reg");
+        let store = Store::new(&dir);
+        store
+            .save_registration(&Registration {
+                issuer: "https://a".into(),
+                client_id: "ca".into(),
+                client_secret: None,
+                redirect_uris: vec![],
+            })
+            .expect("save");
+        assert_eq!(
+            store.registration("https://a").map(|r| r.client_id),
+            Some("ca".into())
+        );
+        assert!(store.registration("https://b").is_none());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -40,6 +40,9 @@ pub struct CachedTokens {
     /// Scopes asked.
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// Where to refresh without discovering again.
+    #[serde(default)]
+    pub token_endpoint: Option<String>,
     /// The tokens.
     pub tokens: TokenSet,
 }
@@ -220,6 +223,7 @@ mod tests {
             issuer: "https://as".into(),
             client_id: "c".into(),
             scopes: vec![],
+            token_endpoint: None,
             tokens: TokenSet {
                 access_token: "at".into(),
                 token_type: "Bearer".into(),

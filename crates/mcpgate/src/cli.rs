@@ -27,6 +27,64 @@ pub enum Command {
     Check(ConfigArgs),
     /// Run the development identity provider alone (Entra ID v2 shapes).
     Idp(IdpArgs),
+    /// Sign in to a protected MCP server and keep the tokens.
+    Login(ClientArgs),
+    /// Forget the tokens kept for a server.
+    Logout(ClientArgs),
+    /// Print an access token for a server (for scripts).
+    Token(ClientArgs),
+    /// List a server's tools.
+    Tools(ClientArgs),
+    /// Call a tool.
+    Call {
+        /// Server and sign-in.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The tool.
+        #[arg(value_name = "TOOL")]
+        tool: String,
+        /// Arguments, as a JSON object.
+        #[arg(long = "args", value_name = "JSON")]
+        arguments: Option<String>,
+    },
+    /// Bridge a stdio MCP host to a protected Streamable HTTP server.
+    Bridge(ClientArgs),
+}
+
+/// The desktop client's settings.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// The MCP server URL.
+    #[arg(value_name = "URL")]
+    pub url: String,
+    /// A pre-registered client id (Entra ID has no dynamic registration).
+    #[arg(long, env = "MCPGATE_CLIENT_ID", value_name = "ID")]
+    pub client_id: Option<String>,
+    /// A file holding the client secret (or `MCPGATE_CLIENT_SECRET`).
+    #[arg(long, value_name = "FILE")]
+    pub client_secret_file: Option<PathBuf>,
+    /// A Client ID Metadata Document URL, used where the server supports it.
+    #[arg(long, value_name = "URL")]
+    pub client_metadata_url: Option<String>,
+    /// Sign in with a device code (machines without a browser).
+    #[arg(long)]
+    pub device_code: bool,
+    /// Sign in without a browser: follow the authorization redirect with an
+    /// HTTP client (servers that approve without a page; scripts).
+    #[arg(long)]
+    pub non_interactive: bool,
+    /// Client credentials (no user): needs a confidential client.
+    #[arg(long)]
+    pub client_credentials: bool,
+    /// An extra scope to ask for; repeat for several.
+    #[arg(long = "scope", value_name = "SCOPE")]
+    pub scopes: Vec<String>,
+    /// Extra CA certificates (PEM) to trust.
+    #[arg(long, env = "MCPGATE_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Where registrations and tokens are kept (default ~/.cache/mcpgate).
+    #[arg(long, env = "MCPGATE_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// Where the embedded development IdP keeps its state and how it listens.

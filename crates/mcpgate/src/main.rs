@@ -39,6 +39,16 @@ fn main() -> ExitCode {
             Command::Explain(args) => cmd::explain::run(args).await,
             Command::Check(args) => cmd::check::run(args).await,
             Command::Idp(args) => cmd::idp::run(args).await,
+            Command::Login(args) => cmd::client::login(args).await,
+            Command::Logout(args) => cmd::client::logout(args).await,
+            Command::Token(args) => cmd::client::token(args).await,
+            Command::Tools(args) => cmd::client::tools(args).await,
+            Command::Call {
+                client,
+                tool,
+                arguments,
+            } => cmd::client::call(client, tool, arguments).await,
+            Command::Bridge(args) => cmd::client::bridge(args).await,
         }
     });
     match result {

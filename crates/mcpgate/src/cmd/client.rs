@@ -1,0 +1,173 @@
+//! The desktop client's commands: `login`, `logout`, `token`, `tools`,
+//! `call`, and `bridge` (stdio on one side, the protected server on the
+//! other). Prompts go to stderr; stdout carries only what was asked for.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use mcpgate_client::store::Store;
+use mcpgate_client::{Client, ClientOptions, SignIn};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::cli::ClientArgs;
+use crate::outbound::http_client;
+
+/// Builds the client from the flags.
+fn client(args: &ClientArgs) -> anyhow::Result<Client> {
+    let url = url::Url::parse(&args.url).with_context(|| format!("{:?} is not a URL", args.url))?;
+    if url.scheme() != "https" && !url.host_str().is_some_and(is_loopback_host) {
+        anyhow::bail!(
+            "refusing to send tokens to {url} over plain http: use https (http is for loopback only)"
+        );
+    }
+    let cas: Vec<&std::path::Path> = args.ca_file.iter().map(|p| p.as_path()).collect();
+    let http = http_client(cas.iter().copied(), Duration::from_secs(30))?;
+    let no_redirect = {
+        let mut b = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(30));
+        for path in &cas {
+            let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            b = b.tls_certs_merge(reqwest::Certificate::from_pem_bundle(&pem)?);
+        }
+        b.build()?
+    };
+    let secret = match (
+        &args.client_secret_file,
+        std::env::var("MCPGATE_CLIENT_SECRET"),
+    ) {
+        (Some(path), _) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading the client secret from {}", path.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        (None, Ok(s)) if !s.is_empty() => Some(s),
+        _ => None,
+    };
+    let sign_in = if args.client_credentials {
+        SignIn::ClientCredentials
+    } else if args.device_code {
+        SignIn::DeviceCode
+    } else if args.non_interactive {
+        SignIn::NonInteractive
+    } else {
+        SignIn::Browser
+    };
+    let store = Store::new(args.cache_dir.clone().unwrap_or_else(Store::default_dir));
+    Ok(Client::new(
+        http,
+        no_redirect,
+        url,
+        ClientOptions {
+            client_id: args.client_id.clone(),
+            client_secret: secret,
+            client_metadata_url: args.client_metadata_url.clone(),
+            sign_in,
+            scopes: args.scopes.clone(),
+            store,
+            notify: Arc::new(|m: &str| eprintln!("{m}")),
+        },
+    ))
+}
+
+fn is_loopback_host(h: &str) -> bool {
+    h == "localhost"
+        || h.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+        || h == "[::1]"
+}
+
+/// `mcpgate login URL`.
+pub async fn login(args: ClientArgs) -> anyhow::Result<ExitCode> {
+    let c = client(&args)?;
+    c.ensure_initialized().await?;
+    eprintln!("signed in to {}", c.url());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `mcpgate logout URL`.
+pub async fn logout(args: ClientArgs) -> anyhow::Result<ExitCode> {
+    let store = Store::new(args.cache_dir.clone().unwrap_or_else(Store::default_dir));
+    let n = store.remove_tokens(&args.url);
+    eprintln!("forgot {n} cached token set(s) for {}", args.url);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `mcpgate token URL`: the one command that prints a token.
+pub async fn token(args: ClientArgs) -> anyhow::Result<ExitCode> {
+    let c = client(&args)?;
+    println!("{}", c.token().await?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `mcpgate tools URL`.
+pub async fn tools(args: ClientArgs) -> anyhow::Result<ExitCode> {
+    let c = client(&args)?;
+    let result = c.list_tools().await?;
+    for t in result["tools"].as_array().into_iter().flatten() {
+        println!(
+            "{}\t{}",
+            t["name"].as_str().unwrap_or_default(),
+            t["description"].as_str().unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `mcpgate call URL TOOL --args JSON`.
+pub async fn call(
+    args: ClientArgs,
+    tool: String,
+    arguments: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let arguments: Value = match arguments {
+        Some(text) => serde_json::from_str(&text).context("--args is not JSON")?,
+        None => Value::Object(Default::default()),
+    };
+    let c = client(&args)?;
+    let result = c.call_tool(&tool, arguments).await?;
+    println!("{}", serde_json::to_string_pretty(&result)?);
+    Ok(if result["isError"] == true {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `mcpgate bridge URL`: newline-delimited JSON-RPC on stdin/stdout.
+pub async fn bridge(args: ClientArgs) -> anyhow::Result<ExitCode> {
+    let c = client(&args)?;
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let mut stdout = tokio::io::stdout();
+    while let Some(line) = lines.next_line().await? {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let message: Value = match serde_json::from_str(&line) {
+            Ok(v) => v,
+            Err(e) => {
+                let err = serde_json::json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32700, "message": format!("parse error: {e}")}});
+                stdout.write_all(format!("{err}\n").as_bytes()).await?;
+                stdout.flush().await?;
+                continue;
+            }
+        };
+        let id = message.get("id").cloned();
+        let reply = match c.forward(&message).await {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("mcpgate bridge: {e}");
+                serde_json::json!({"jsonrpc": "2.0", "id": id.clone().unwrap_or(Value::Null), "error": {"code": -32603, "message": e.to_string()}})
+            }
+        };
+        if id.is_some() && !reply.is_null() {
+            stdout.write_all(format!("{reply}\n").as_bytes()).await?;
+            stdout.flush().await?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

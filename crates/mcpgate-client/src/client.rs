@@ -101,9 +101,9 @@ pub enum ClientError {
 struct Auth {
     meta: Option<AuthServer>,
     registration: Registration,
-    resource: String,
     issuer: String,
     token_endpoint: String,
+    resource_indicator: Option<String>,
     scopes: Vec<String>,
     tokens: TokenSet,
 }
@@ -202,8 +202,8 @@ impl Client {
         Some(Auth {
             meta: None,
             token_endpoint: t.token_endpoint.clone().unwrap_or_default(),
+            resource_indicator: t.resource_indicator.clone(),
             registration,
-            resource: t.resource,
             issuer: t.issuer,
             scopes: t.scopes,
             tokens: t.tokens,
@@ -235,6 +235,7 @@ impl Client {
             client_id: auth.registration.client_id.clone(),
             scopes: auth.scopes.clone(),
             token_endpoint: Some(auth.token_endpoint.clone()),
+            resource_indicator: auth.resource_indicator.clone(),
             tokens: auth.tokens.clone(),
         })?;
         Ok(())
@@ -297,9 +298,8 @@ impl Client {
         if !auth.scopes.is_empty() {
             form.push(("scope", auth.scopes.join(" ")));
         }
-        let entra = auth.meta.as_ref().is_some_and(AuthServer::is_entra_v2);
-        if !entra && !auth.resource.is_empty() {
-            form.push(("resource", auth.resource.clone()));
+        if let Some(r) = &auth.resource_indicator {
+            form.push(("resource", r.clone()));
         }
         let result = token_request(
             &self.http,
@@ -505,9 +505,9 @@ impl Client {
         let auth = Auth {
             meta: Some(meta),
             registration,
-            resource: prm.resource,
             issuer,
             token_endpoint,
+            resource_indicator: resource,
             scopes,
             tokens,
         };
@@ -521,14 +521,31 @@ impl Client {
     /// dynamic registration.
     async fn identify(&self, meta: &AuthServer, issuer: &str) -> Result<Registration, ClientError> {
         if let Some(id) = &self.options.client_id {
-            return Ok(Registration {
+            // Kept (without any secret) so that later runs at this issuer
+            // need no --client-id.
+            let kept = Registration {
                 issuer: issuer.to_owned(),
                 client_id: id.clone(),
-                client_secret: self.options.client_secret.clone(),
+                client_secret: None,
                 redirect_uris: vec![],
+            };
+            if self
+                .options
+                .store
+                .registration(issuer)
+                .is_none_or(|r| r.client_id != *id)
+            {
+                self.options.store.save_registration(&kept)?;
+            }
+            return Ok(Registration {
+                client_secret: self.options.client_secret.clone(),
+                ..kept
             });
         }
-        if let Some(r) = self.options.store.registration(issuer) {
+        if let Some(mut r) = self.options.store.registration(issuer) {
+            if r.client_secret.is_none() {
+                r.client_secret = self.options.client_secret.clone();
+            }
             return Ok(r);
         }
         if meta.client_id_metadata_document_supported

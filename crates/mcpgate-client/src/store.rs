@@ -43,6 +43,9 @@ pub struct CachedTokens {
     /// Where to refresh without discovering again.
     #[serde(default)]
     pub token_endpoint: Option<String>,
+    /// The RFC 8707 `resource` to send on refresh (none for Entra v2).
+    #[serde(default)]
+    pub resource_indicator: Option<String>,
     /// The tokens.
     pub tokens: TokenSet,
 }
@@ -224,6 +227,7 @@ mod tests {
             client_id: "c".into(),
             scopes: vec![],
             token_endpoint: None,
+            resource_indicator: None,
             tokens: TokenSet {
                 access_token: "at".into(),
                 token_type: "Bearer".into(),

@@ -146,6 +146,39 @@ pub async fn login_submit(
     };
     let now = idp.now();
     let approve = form.get("action") == Some("approve");
+    // Consent comes before approval, as on Entra's device page: a client
+    // that is neither pre-authorized nor consented shows what it asks.
+    let pending = {
+        let state = idp.state();
+        state
+            .user_codes
+            .get(&code)
+            .and_then(|h| state.devices.get(h))
+            .filter(|d| d.expires > now && d.status == DeviceStatus::Pending)
+            .map(|d| (d.client_id.clone(), d.scope.clone()))
+    };
+    if approve
+        && let Some((client_id, scope)) = &pending
+        && let Some(client) = idp.dir.app(client_id)
+    {
+        let missing = idp.missing_consent(client, &user.oid, scope);
+        if !missing.is_empty() {
+            if form.get("consent") != Some("yes") {
+                let csrf = random_token();
+                let mut resp = pages::device_consent(
+                    &csrf,
+                    &code,
+                    user,
+                    &client.name,
+                    &missing,
+                    form.get("password"),
+                );
+                pages::set_cookie(&mut resp, CSRF_COOKIE, &csrf, idp.tls, PENDING_TTL);
+                return resp;
+            }
+            idp.record_consent(client, &user.oid, scope);
+        }
+    }
     let outcome = {
         let mut state = idp.state();
         let hash = state.user_codes.get(&code).cloned();

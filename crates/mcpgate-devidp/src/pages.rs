@@ -201,3 +201,39 @@ pub fn device(csrf: &str, users: &[&User], notice: Option<&str>) -> Response {
     ));
     page(StatusCode::OK, "Enter code", &body, false)
 }
+
+/// The device flow's consent step: the same form again, with the
+/// permissions shown and `consent=yes`.
+pub fn device_consent(
+    csrf: &str,
+    user_code: &str,
+    user: &User,
+    app_name: &str,
+    scopes: &[String],
+    password: Option<&str>,
+) -> Response {
+    let items: String = scopes
+        .iter()
+        .map(|s| format!("<li>{}</li>", esc(s)))
+        .collect();
+    let password_field = password
+        .map(|p| {
+            format!(
+                "<input type=\"hidden\" name=\"password\" value=\"{}\">",
+                esc(p)
+            )
+        })
+        .unwrap_or_default();
+    let body = format!(
+        "<h1>Permissions requested</h1><p><strong>{app}</strong> wants to, on behalf of {name} ({user}):</p><ul>{items}</ul>\
+<form method=\"post\"><input type=\"hidden\" name=\"csrf\" value=\"{c}\"><input type=\"hidden\" name=\"user_code\" value=\"{code}\">\
+<input type=\"hidden\" name=\"username\" value=\"{user}\"><input type=\"hidden\" name=\"consent\" value=\"yes\">{password_field}\
+<button type=\"submit\" name=\"action\" value=\"approve\" id=\"accept\">Accept</button> <button type=\"submit\" name=\"action\" value=\"deny\" id=\"decline\">Cancel</button></form>",
+        app = esc(app_name),
+        name = esc(&user.display_name),
+        user = esc(&user.username),
+        c = esc(csrf),
+        code = esc(user_code),
+    );
+    page(StatusCode::OK, "Permissions requested", &body, false)
+}

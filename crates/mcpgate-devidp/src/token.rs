@@ -402,7 +402,7 @@ fn device_code(
         .ok_or_else(|| AadError::missing("device_code"))?;
     let now = idp.now();
     let hash = token_hash(code);
-    let (record, user_oid) = {
+    let (record, user_oid, auto_approved) = {
         let mut state = idp.state();
         let Some(record) = state.devices.get_mut(&hash) else {
             return Err(AadError::new(
@@ -425,11 +425,13 @@ fn device_code(
                 "The provided value for the input parameter 'device_code' is not valid. This device code has expired.",
             ));
         }
+        let mut auto_approved = None;
         if record.status == DeviceStatus::Pending
             && let Some(name) = &idp.auto_approve
             && let Some(user) = idp.dir.user(name)
         {
             record.status = DeviceStatus::Approved(user.oid.clone());
+            auto_approved = Some(user.oid.clone());
         }
         let too_fast = record
             .last_poll
@@ -437,6 +439,8 @@ fn device_code(
         record.last_poll = Some(now);
         match record.status.clone() {
             DeviceStatus::Pending if too_fast => {
+                // RFC 8628 §3.5: every slow_down adds five seconds.
+                record.interval += 5;
                 return Err(AadError::new(
                     "slow_down",
                     70016,
@@ -467,7 +471,7 @@ fn device_code(
             }
             DeviceStatus::Approved(oid) => {
                 record.status = DeviceStatus::Redeemed;
-                (record.clone(), oid)
+                (record.clone(), oid, auto_approved.is_some())
             }
         }
     };
@@ -476,7 +480,10 @@ fn device_code(
         .user_by_oid(&user_oid)
         .ok_or_else(|| invalid_grant(50034, "The user account no longer exists."))?;
     idp.user_may_sign_in(user, &record.tenant_segment)?;
-    idp.record_consent(client, &user.oid, &record.scope);
+    // Auto-approval consents as well; a person consented on the page.
+    if auto_approved {
+        idp.record_consent(client, &user.oid, &record.scope);
+    }
     let tenant = idp.resolve_tenant(&record.tenant_segment, &user.tenant);
     let (body, _) = idp.issue_delegated(
         client,

@@ -172,3 +172,55 @@ async fn auto_approve_is_refused_off_loopback() {
         .expect_err("refused");
     assert!(err.to_string().contains("loopback"), "{err}");
 }
+
+#[tokio::test]
+async fn unconsented_client_shows_the_permissions_before_approval() {
+    let mut config = mcpgate_devidp::IdpConfig::builtin();
+    // The desktop client without its pre-authorization.
+    config.apps[0].pre_authorized.clear();
+    let idp = Idp::start_with("device-consent", config, None).await;
+    let flow = begin(&idp).await;
+    let user_code = flow["user_code"].as_str().expect("uc");
+    let html = answer(&idp, user_code, "bob@mcpgate.test", "approve").await;
+    assert!(
+        html.contains("Permissions requested") && html.contains("mcp:tools"),
+        "{html}"
+    );
+    idp.clock.advance(Duration::from_secs(5));
+    let (_, body) = poll(&idp, flow["device_code"].as_str().expect("dc")).await;
+    assert_eq!(
+        body["error"], "authorization_pending",
+        "not approved before consent"
+    );
+
+    // Accept on the consent step (its own CSRF cookie and value).
+    let page = idp
+        .http
+        .get(&idp.info.device_login_url)
+        .send()
+        .await
+        .expect("page");
+    let cookie = set_cookie(&page, "mcpgate_idp_csrf").expect("cookie");
+    let csrf = hidden(&page.text().await.expect("html"), "csrf");
+    let html = idp
+        .http
+        .post(&idp.info.device_login_url)
+        .header("cookie", cookie)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("user_code", user_code),
+            ("username", "bob@mcpgate.test"),
+            ("action", "approve"),
+            ("consent", "yes"),
+        ])
+        .send()
+        .await
+        .expect("submit")
+        .text()
+        .await
+        .expect("html");
+    assert!(html.contains("signed in"), "{html}");
+    idp.clock.advance(Duration::from_secs(10));
+    let (status, body) = poll(&idp, flow["device_code"].as_str().expect("dc")).await;
+    assert_eq!(status, 200, "{body}");
+}

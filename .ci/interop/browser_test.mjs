@@ -1,0 +1,325 @@
+// Chromium through the development IdP's pages: sign-in, consent, and a
+// refused redirect URI. Run by .ci/interop/browser, which starts the IdPs and
+// passes, in the environment:
+//   PLAYWRIGHT_DIR  playwright-core's package directory
+//   CHROMIUM        the browser binary (Debian's)
+//   BUILTIN_READY   ready file of an IdP with the built-in directory
+//   CONSENT_READY   ready file of an IdP whose client needs consent
+//   WORK_DIR        where screenshots go (kept by the wrapper on failure)
+// and NODE_EXTRA_CA_CERTS with both IdPs' CAs, for fetch.
+//
+// The last line is "N passed, M failed"; the exit code is 1 on any failure.
+// Tokens are never printed: only the claims a case checks.
+
+import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+
+const { chromium } = createRequire(join(process.env.PLAYWRIGHT_DIR, 'package.json'))('playwright-core');
+
+const API_ID = '3f8c2b1e-6a7d-4e2f-9b0c-5d1e7a9c4f21';
+const DESKTOP_ID = 'b5a2e8d4-1c3f-4a6b-8e9d-0f7c2a4b6d13';
+const ALICE = 'alice@mcpgate.test';
+const WORK = process.env.WORK_DIR;
+
+const builtin = JSON.parse(readFileSync(process.env.BUILTIN_READY, 'utf8'));
+const consentIdp = JSON.parse(readFileSync(process.env.CONSENT_READY, 'utf8'));
+
+class CaseFailed extends Error {}
+function check(cond, message) {
+  if (!cond) throw new CaseFailed(message);
+}
+
+// Tokens, and codes or verifiers in URLs (Playwright's errors quote URLs).
+const JWT = /eyJ[\w-]+\.[\w-]+\.[\w-]*/g;
+const CREDENTIAL_PARAM = /([?&#](?:code|code_verifier|refresh_token|access_token|id_token|client_secret)=)[^&\s"']+/g;
+const redact = (s) => String(s).replace(JWT, '<token redacted>').replace(CREDENTIAL_PARAM, '$1<redacted>');
+
+function claims(jwt) {
+  check(typeof jwt === 'string' && jwt.split('.').length === 3, 'not a JWT');
+  return JSON.parse(Buffer.from(jwt.split('.')[1], 'base64url').toString('utf8'));
+}
+
+const b64url = (buf) => Buffer.from(buf).toString('base64url');
+
+function pkce() {
+  const verifier = b64url(randomBytes(32)); // 43 characters, RFC 7636's minimum
+  const challenge = b64url(createHash('sha256').update(verifier).digest());
+  return { verifier, challenge };
+}
+
+// The redirect target: a loopback listener, as a desktop MCP client runs
+// one. Each call to next() resolves with the query of the next /callback hit.
+async function callbackListener() {
+  const waiting = [];
+  const server = createServer((req, res) => {
+    const url = new URL(req.url, 'http://127.0.0.1');
+    if (url.pathname !== '/callback') {
+      res.writeHead(404).end();
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'text/html' }).end('<p id="done">You can close this window.</p>');
+    const w = waiting.shift();
+    if (w) w(Object.fromEntries(url.searchParams));
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address();
+  return {
+    redirectUri: `http://127.0.0.1:${port}/callback`,
+    next: () => new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new CaseFailed('the redirect to /callback never came')), 15000);
+      waiting.push((q) => { clearTimeout(timer); resolve(q); });
+    }),
+    close: () => new Promise((resolve) => server.close(resolve)),
+  };
+}
+
+function authorizeUrl(idp, { clientId, redirectUri, scope, state, nonce, challenge }) {
+  const u = new URL(`${idp.authority}/oauth2/v2.0/authorize`);
+  u.search = new URLSearchParams({
+    client_id: clientId,
+    response_type: 'code',
+    redirect_uri: redirectUri,
+    scope,
+    state,
+    nonce,
+    code_challenge: challenge,
+    code_challenge_method: 'S256',
+  }).toString();
+  return u.toString();
+}
+
+async function redeem(idp, form) {
+  // fetch trusts the IdP through NODE_EXTRA_CA_CERTS, set by the wrapper.
+  const resp = await fetch(`${idp.authority}/oauth2/v2.0/token`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams(form),
+  });
+  const body = await resp.json();
+  return { status: resp.status, body };
+}
+
+function tokenError(body) {
+  return redact(JSON.stringify({ error: body.error, error_codes: body.error_codes, error_description: body.error_description }));
+}
+
+async function shot(page, name) {
+  const path = join(WORK, `${name}.png`);
+  try {
+    await page.screenshot({ path, fullPage: true });
+  } catch {
+    // A failed screenshot must not hide the failure being reported.
+  }
+  return path;
+}
+
+// --- the cases -----------------------------------------------------------------
+
+async function signInWithPkce(browser) {
+  const { page } = await browser.open();
+  const cb = await callbackListener();
+  try {
+    const { verifier, challenge } = pkce();
+    const state = b64url(randomBytes(16));
+    const nonce = b64url(randomBytes(16));
+    const scope = `api://${API_ID}/mcp:tools openid profile offline_access`;
+    const url = authorizeUrl(builtin, { clientId: DESKTOP_ID, redirectUri: cb.redirectUri, scope, state, nonce, challenge });
+
+    const resp = await page.goto(url);
+    check(resp.status() === 200, `the sign-in page answered ${resp.status()}`);
+    const headers = resp.headers();
+    check(headers['x-frame-options'] === 'DENY', `x-frame-options: ${headers['x-frame-options']}`);
+    check(/frame-ancestors 'none'/.test(headers['content-security-policy'] ?? ''), 'CSP lacks frame-ancestors \'none\'');
+    await shot(page, 'sign-in');
+    const users = await page.locator('button.user').evaluateAll((bs) => bs.map((b) => b.dataset.user));
+    check(users.includes(ALICE), `the sign-in page offers ${users.join(', ')}`);
+
+    const arrived = cb.next();
+    await page.click(`button.user[data-user="${ALICE}"]`);
+    const q = await arrived;
+    await page.waitForURL((u) => u.toString().startsWith(cb.redirectUri));
+    check(q.state === state, 'the redirect carries another state');
+    check(q.code, `the redirect has no code: ${Object.keys(q).join(', ')}${q.error ? ` (${q.error}: ${q.error_description})` : ''}`);
+
+    const base = { client_id: DESKTOP_ID, grant_type: 'authorization_code', code: q.code, redirect_uri: cb.redirectUri };
+    const wrong = await redeem(builtin, { ...base, code_verifier: pkce().verifier });
+    check(wrong.status === 400 && wrong.body.error === 'invalid_grant',
+      `a wrong code_verifier: ${wrong.status} ${tokenError(wrong.body)}`);
+    // The IdP spends a code on any redemption attempt, so sign in again for
+    // a fresh one: the session cookie now skips the page.
+    const again = cb.next();
+    await page.goto(url);
+    const q2 = await again;
+    check(q2.code && q2.state === state, 'a signed-in session did not come straight back with a code');
+
+    const { status, body } = await redeem(builtin, { ...base, code: q2.code, code_verifier: verifier, scope });
+    check(status === 200 && body.access_token, `code exchange: ${status} ${tokenError(body)}`);
+    const at = claims(body.access_token);
+    check(at.preferred_username === ALICE, `preferred_username ${at.preferred_username}`);
+    check(at.aud === API_ID && at.scp === 'mcp:tools', `aud ${at.aud} scp ${at.scp}`);
+    check(at.azp === DESKTOP_ID && at.azpacr === '0', `azp ${at.azp} azpacr ${at.azpacr}`);
+    const idt = claims(body.id_token);
+    check(idt.nonce === nonce, 'the ID token does not carry the nonce');
+    check(idt.aud === DESKTOP_ID, `ID token aud ${idt.aud}`);
+    check(body.refresh_token, 'no refresh token for offline_access');
+    const replay = await redeem(builtin, { ...base, code: q2.code, code_verifier: verifier });
+    check(replay.status === 400 && replay.body.error_codes?.includes(54005),
+      `a redeemed code again: ${replay.status} ${tokenError(replay.body)}`);
+    console.log(`   token: preferred_username=${at.preferred_username} scp=${at.scp} roles=${JSON.stringify(at.roles ?? [])}`);
+  } finally {
+    await cb.close();
+  }
+}
+
+async function consentOnce(browser) {
+  const api = consentIdp.clients.find((c) => c.name === 'Orders API');
+  const client = consentIdp.clients.find((c) => c.name === 'Orders desktop');
+  check(api && client, 'the consent directory was not loaded');
+  const scope = `${api.scopes[0]} openid profile`;
+  const { context, page } = await browser.open();
+  const cb = await callbackListener();
+  try {
+    const start = async () => {
+      const { verifier, challenge } = pkce();
+      const state = b64url(randomBytes(16));
+      const url = authorizeUrl(consentIdp, { clientId: client.client_id, redirectUri: cb.redirectUri, scope, state, nonce: 'n', challenge });
+      return { url, state, verifier };
+    };
+
+    // Erin declines: the client hears access_denied, with its state.
+    let req = await start();
+    await page.goto(req.url);
+    await page.click('button.user[data-user="erin@orders.test"]');
+    await page.waitForSelector('#decline');
+    let arrived = cb.next();
+    await page.click('#decline');
+    let q = await arrived;
+    check(q.error === 'access_denied' && q.state === req.state && !q.code,
+      `declining consent: error=${q.error} state matches=${q.state === req.state} code=${Boolean(q.code)}`);
+    console.log(`   declined: error=${q.error} (${(q.error_description ?? '').split(' ')[0]})`);
+
+    // Dana signs in (cookies cleared: no session) and is asked to consent.
+    await context.clearCookies();
+    req = await start();
+    await page.goto(req.url);
+    await page.click('button.user[data-user="dana@orders.test"]');
+    const accept = page.locator('#accept');
+    await accept.waitFor();
+    const text = await page.locator('body').innerText();
+    check(text.includes('orders:read'), 'the consent page does not name orders:read');
+    check(text.includes('Orders desktop'), 'the consent page does not name the client');
+    await shot(page, 'consent');
+    arrived = cb.next();
+    await accept.click();
+    q = await arrived;
+    check(q.code && q.state === req.state, `after consent: ${Object.keys(q).join(', ')} ${q.error ?? ''}`);
+    let { status, body } = await redeem(consentIdp, {
+      client_id: client.client_id, grant_type: 'authorization_code', code: q.code,
+      redirect_uri: cb.redirectUri, code_verifier: req.verifier,
+    });
+    check(status === 200 && body.access_token, `code exchange: ${status} ${tokenError(body)}`);
+    const at = claims(body.access_token);
+    check(at.preferred_username === 'dana@orders.test', `preferred_username ${at.preferred_username}`);
+    check(at.aud === api.client_id && at.scp === 'orders:read', `aud ${at.aud} scp ${at.scp}`);
+    check(at.tid === consentIdp.tenant_id, `tid ${at.tid}`);
+    check(JSON.stringify(at.roles) === '["Orders.Admin"]', `roles ${JSON.stringify(at.roles)}`);
+    console.log(`   consented: preferred_username=${at.preferred_username} scp=${at.scp} roles=${JSON.stringify(at.roles)}`);
+
+    // Consent is asked once per user and app: the next sign-in (same
+    // session) goes straight back with a code.
+    req = await start();
+    arrived = cb.next();
+    await page.goto(req.url);
+    q = await arrived;
+    check(q.code && q.state === req.state, 'the second sign-in asked again');
+  } finally {
+    await cb.close();
+  }
+}
+
+async function badRedirectUri(browser) {
+  const { context, page } = await browser.open();
+  // Should the IdP redirect anyway, the navigation is caught here and never
+  // leaves the machine.
+  const escaped = [];
+  await context.route((u) => u.hostname === 'evil.example', (route) => {
+    escaped.push(route.request().url());
+    return route.abort();
+  });
+  const { challenge } = pkce();
+  const url = authorizeUrl(builtin, {
+    clientId: DESKTOP_ID, redirectUri: 'http://evil.example/cb', scope: `api://${API_ID}/mcp:tools`,
+    state: 's', nonce: 'n', challenge,
+  });
+  const resp = await page.goto(url);
+  const text = await page.locator('body').innerText();
+  check(text.includes('AADSTS50011'), `the error page does not say AADSTS50011: ${text.slice(0, 200)}`);
+  check(escaped.length === 0, `the browser was sent to ${escaped.join(', ')}`);
+  check(new URL(page.url()).origin === new URL(builtin.base_url).origin, `the page moved to ${page.url()}`);
+  check(resp.status() === 400, `the error page answered ${resp.status()}`);
+  console.log(`   refused with ${resp.status()}: ${text.match(/AADSTS\d+/)[0]}, stayed on the IdP`);
+}
+
+// --- runner ---------------------------------------------------------------------
+
+const cases = [
+  ['sign_in_pkce', signInWithPkce],
+  ['consent', consentOnce],
+  ['bad_redirect_uri', badRedirectUri],
+];
+
+const chromiumBrowser = await chromium.launch({
+  executablePath: process.env.CHROMIUM,
+  // --no-sandbox: CI runs as root. The resolver rule keeps every host but
+  // loopback from resolving: nothing else is reachable.
+  args: ['--no-sandbox', '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1'],
+});
+// Interrupted (the wrapper's trap or time limit): close the browser, stop.
+process.once('SIGTERM', () => {
+  console.log('interrupted');
+  chromiumBrowser.close().finally(() => process.exit(143));
+});
+
+// Each case gets fresh contexts (no cookies from another case) through
+// open(); the runner screenshots their pages if the case fails.
+let contexts = [];
+const browser = {
+  async open() {
+    const context = await chromiumBrowser.newContext({ ignoreHTTPSErrors: true });
+    context.setDefaultTimeout(15000);
+    contexts.push(context);
+    return { context, page: await context.newPage() };
+  },
+};
+
+let passed = 0;
+let failed = 0;
+try {
+  for (const [name, run] of cases) {
+    const t = Date.now();
+    try {
+      await run(browser);
+      passed++;
+      console.log(`ok   ${name} (${((Date.now() - t) / 1000).toFixed(1)} s)`);
+    } catch (e) {
+      failed++;
+      const detail = e instanceof CaseFailed ? e.message : e.stack;
+      console.log(`FAIL ${name} (${((Date.now() - t) / 1000).toFixed(1)} s): ${redact(detail)}`);
+      let i = 0;
+      for (const c of contexts) {
+        for (const p of c.pages()) {
+          console.log(`   page at ${redact(p.url())}: screenshot ${await shot(p, `${name}-failed-${i++}`)}`);
+        }
+      }
+    }
+    for (const c of contexts) await c.close();
+    contexts = [];
+  }
+} finally {
+  await chromiumBrowser.close();
+}
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);

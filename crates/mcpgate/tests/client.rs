@@ -1,0 +1,259 @@
+//! The desktop client against `mcpgate serve` and its development IdP:
+//! sign-in without a browser, device code, the cache and its silent
+//! refresh, two processes refreshing at once, and what is printed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use mcpgate_devidp::IdpConfig;
+use mcpgate_devidp::directory::DEFAULT_DESKTOP_CLIENT_ID;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mcpgate");
+
+struct Server {
+    child: Child,
+    ready: Value,
+    dir: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Server {
+    fn mcp_url(&self) -> String {
+        self.ready["mcp_url"].as_str().expect("mcp_url").to_owned()
+    }
+
+    fn ca_file(&self) -> String {
+        self.ready["idp"]["ca_file"]
+            .as_str()
+            .expect("ca")
+            .to_owned()
+    }
+
+    fn cache(&self) -> PathBuf {
+        self.dir.join("client-cache")
+    }
+
+    /// Runs a client command against this server.
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run mcpgate")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .arg("--ca-file")
+            .arg(self.ca_file())
+            .arg("--cache-dir")
+            .arg(self.cache())
+            .env_remove("MCPGATE_CLIENT_ID");
+        cmd
+    }
+}
+
+/// `mcpgate serve` on defaults, auto-approving alice; `lifetime` sets the
+/// access token lifetime of the dev IdP.
+// The child is reaped by `Server`'s Drop, which clippy cannot see.
+#[allow(clippy::zombie_processes)]
+fn serve(name: &str, lifetime: Option<u64>) -> Server {
+    let dir = std::env::temp_dir().join(format!("mcpgate-client-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let ready = dir.join("ready.json");
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--bind", "127.0.0.1:0", "--ready-file"])
+        .arg(&ready)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .env("MCPGATE_IDP_AUTO_APPROVE", "alice@mcpgate.test")
+        .env_remove("MCPGATE_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(secs) = lifetime {
+        let config = IdpConfig {
+            access_token_lifetime_secs: Some(secs),
+            ..IdpConfig::builtin()
+        };
+        let path = dir.join("idp.toml");
+        std::fs::write(&path, toml::to_string(&config).expect("toml")).expect("write");
+        cmd.arg("--idp-directory").arg(path);
+    }
+    let mut child = cmd.spawn().expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&ready)
+            && let Ok(v) = serde_json::from_str::<Value>(&text)
+        {
+            return Server {
+                child,
+                ready: v,
+                dir,
+            };
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("mcpgate serve never became ready");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn token_files(cache: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(cache.join("tokens"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn call_signs_in_without_a_browser_and_caches_privately() {
+    let server = serve("call", None);
+    let url = server.mcp_url();
+    let out = server.run(&[
+        "call",
+        &url,
+        "whoami",
+        "--client-id",
+        DEFAULT_DESKTOP_CLIENT_ID,
+        "--non-interactive",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let result: Value = serde_json::from_str(&stdout(&out)).expect("JSON result");
+    assert_eq!(
+        result["structuredContent"]["preferred_username"],
+        "alice@mcpgate.test"
+    );
+
+    let files = token_files(&server.cache());
+    assert_eq!(files.len(), 1);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&files[0])
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the token cache is private");
+    }
+    let cached: Value =
+        serde_json::from_slice(&std::fs::read(&files[0]).expect("read")).expect("json");
+    let access_token = cached["tokens"]["access_token"]
+        .as_str()
+        .expect("cached token")
+        .to_owned();
+    assert!(!stdout(&out).contains(&access_token) && !stderr(&out).contains(&access_token));
+
+    // The cache serves the next command: no client id, no sign-in.
+    let out = server.run(&["tools", &url]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("whoami\t"));
+    assert!(
+        !stdout(&out).contains(&access_token),
+        "tools never prints a token"
+    );
+
+    // `token` is the one command that prints it.
+    let out = server.run(&["token", &url]);
+    assert_eq!(stdout(&out).trim(), access_token);
+
+    let out = server.run(&["logout", &url]);
+    assert!(out.status.success());
+    assert!(token_files(&server.cache()).is_empty());
+}
+
+#[test]
+fn device_code_sign_in_works_against_the_dev_idp() {
+    let server = serve("device", None);
+    let url = server.mcp_url();
+    let out = server.run(&[
+        "login",
+        &url,
+        "--client-id",
+        DEFAULT_DESKTOP_CLIENT_ID,
+        "--device-code",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("devicelogin"),
+        "the code's page is shown: {}",
+        stderr(&out)
+    );
+    assert_eq!(token_files(&server.cache()).len(), 1);
+}
+
+#[test]
+fn expiring_tokens_are_refreshed_silently_and_never_twice() {
+    // Tokens that live 30 s are always within the refresh margin.
+    let server = serve("refresh", Some(30));
+    let url = server.mcp_url();
+    let first = server.run(&[
+        "token",
+        &url,
+        "--client-id",
+        DEFAULT_DESKTOP_CLIENT_ID,
+        "--non-interactive",
+    ]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let second = server.run(&["token", &url]);
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert_ne!(stdout(&first), stdout(&second), "refreshed");
+    assert!(!stderr(&second).contains("refused"), "{}", stderr(&second));
+
+    // Two processes refreshing at once: the lock makes the second use the
+    // first one's result instead of replaying its refresh token, which the
+    // IdP would punish by revoking the family.
+    let spawn = || {
+        server
+            .command(&["token", &url])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn")
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (
+        a.wait_with_output().expect("a"),
+        b.wait_with_output().expect("b"),
+    );
+    for o in [&a, &b] {
+        assert!(o.status.success(), "{}", stderr(o));
+        assert!(
+            !stderr(o).contains("refused"),
+            "a refresh token was spent twice: {}",
+            stderr(o)
+        );
+    }
+    let third = server.run(&["token", &url]);
+    assert!(third.status.success());
+    assert!(
+        !stderr(&third).contains("refused"),
+        "the family is still valid: {}",
+        stderr(&third)
+    );
+}
+
+#[test]
+fn plain_http_to_a_remote_server_is_refused() {
+    let out = Command::new(BIN)
+        .args(["tools", "http://mcp.example.com/mcp"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("plain http"), "{}", stderr(&out));
+}

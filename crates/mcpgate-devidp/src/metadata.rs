@@ -5,6 +5,8 @@
 //! `/.well-known/oauth-authorization-server`, no `registration_endpoint`,
 //! and no `code_challenge_methods_supported` even though S256 works. The
 //! dev IdP reproduces all three, since those are what MCP clients trip on.
+//! It leaves out what it does not serve (Entra's `userinfo_endpoint` on
+//! Graph, `kerberos_endpoint`).
 
 use std::sync::Arc;
 
@@ -57,18 +59,16 @@ pub async fn openid_v2(State(idp): State<Arc<Idp>>, Path(tenant): Path<String>) 
         "response_modes_supported": ["query", "fragment", "form_post"],
         "subject_types_supported": ["pairwise"],
         "id_token_signing_alg_values_supported": ["RS256"],
-        "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+        "response_types_supported": ["code"],
         "scopes_supported": ["openid", "profile", "email", "offline_access"],
         "issuer": issuer_template(&idp, &tenant, true),
         "request_uri_parameter_supported": false,
-        "userinfo_endpoint": format!("{b}/oidc/userinfo"),
         "authorization_endpoint": format!("{b}/{tenant}/oauth2/v2.0/authorize"),
         "device_authorization_endpoint": format!("{b}/{tenant}/oauth2/v2.0/devicecode"),
         "http_logout_supported": true,
         "frontchannel_logout_supported": true,
         "end_session_endpoint": format!("{b}/{tenant}/oauth2/v2.0/logout"),
         "claims_supported": ["sub", "iss", "cloud_instance_name", "cloud_instance_host_name", "cloud_graph_host_name", "msgraph_host", "aud", "exp", "iat", "auth_time", "acr", "nonce", "preferred_username", "name", "tid", "ver", "at_hash", "c_hash", "email"],
-        "kerberos_endpoint": format!("{b}/{tenant}/kerberos"),
         "tenant_region_scope": "NA",
         "cloud_instance_name": "microsoftonline.com",
         "cloud_graph_host_name": "graph.windows.net",
@@ -89,7 +89,7 @@ pub async fn openid_v1(State(idp): State<Arc<Idp>>, Path(tenant): Path<String>) 
         "issuer": issuer_template(&idp, &tenant, false),
         "authorization_endpoint": format!("{b}/{tenant}/oauth2/authorize"),
         "id_token_signing_alg_values_supported": ["RS256"],
-        "response_types_supported": ["code", "id_token", "code id_token", "token id_token", "token"],
+        "response_types_supported": ["code"],
         "subject_types_supported": ["pairwise"],
     }))
 }

@@ -27,6 +27,8 @@ struct Ready<'a> {
     bind: SocketAddr,
     #[serde(skip_serializing_if = "Option::is_none")]
     idp: Option<&'a mcpgate_devidp::IdpInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    login: Option<&'a str>,
 }
 
 /// Runs until interrupted.
@@ -108,6 +110,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             "plain http on a non-loopback address (--dangerous-allow-http): tokens cross the network in clear text"
         );
     }
+    // The exact command that signs a person in to this server.
+    let login = idp_info.and_then(|info| {
+        let client = devidp::public_client(info)?;
+        let ca = info
+            .ca_file
+            .as_ref()
+            .map(|p| format!(" --ca-file {}", p.display()))
+            .unwrap_or_default();
+        Some(format!(
+            "mcpgate login {} --client-id {}{ca}",
+            settings.mcp_url(),
+            client.client_id
+        ))
+    });
     if let Some(info) = idp_info {
         devidp::print_summary(info);
     }
@@ -119,15 +135,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if !scopes.is_empty() {
         eprintln!("  scopes:   {}", scopes.join(" "));
     }
-    if let Some(info) = idp_info
-        && let Some(client) = devidp::public_client(info)
-    {
-        eprintln!(
-            "  sign in:  as a public client {} with scope {} at authority {} (device code or browser; trust the CA file above)",
-            client.client_id,
-            scopes.join(" "),
-            info.authority
-        );
+    if let Some(line) = &login {
+        eprintln!("  sign in:  {line}   (add --device-code without a browser)");
     }
 
     if let Some(path) = &args.ready_file {
@@ -142,6 +151,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 auth: !args.no_auth,
                 bind: addr,
                 idp: idp_info,
+                login: login.as_deref(),
             },
         )?;
     }

@@ -236,6 +236,32 @@ impl std::fmt::Debug for ClientAuth {
     }
 }
 
+/// Sends a form to an OAuth endpoint; a non-2xx answer becomes the OAuth
+/// error it carries.
+async fn send_form(
+    req: reqwest::RequestBuilder,
+    endpoint: &str,
+    form: &[(&str, String)],
+    what: &str,
+) -> Result<bytes::Bytes, FlowError> {
+    let http_err = |source| FlowError::Http {
+        url: endpoint.to_owned(),
+        source,
+    };
+    let resp = req.form(form).send().await.map_err(http_err)?;
+    let status = resp.status();
+    let body = resp.bytes().await.map_err(http_err)?;
+    if !status.is_success() {
+        return Err(match serde_json::from_slice::<OAuthError>(&body) {
+            Ok(e) => FlowError::Refused(e),
+            Err(_) => FlowError::Protocol(format!(
+                "the {what} endpoint answered {status} without an OAuth error"
+            )),
+        });
+    }
+    Ok(body)
+}
+
 /// Posts a form to the token endpoint and reads the answer.
 pub async fn token_request(
     http: &reqwest::Client,
@@ -271,27 +297,7 @@ pub async fn token_request(
             form.push(("client_assertion", jwt.clone()));
         }
     }
-    let resp = req
-        .form(&form)
-        .send()
-        .await
-        .map_err(|source| FlowError::Http {
-            url: endpoint.to_owned(),
-            source,
-        })?;
-    let status = resp.status();
-    let body = resp.bytes().await.map_err(|source| FlowError::Http {
-        url: endpoint.to_owned(),
-        source,
-    })?;
-    if !status.is_success() {
-        return Err(match serde_json::from_slice::<OAuthError>(&body) {
-            Ok(e) => FlowError::Refused(e),
-            Err(_) => FlowError::Protocol(format!(
-                "the token endpoint answered {status} without an OAuth error"
-            )),
-        });
-    }
+    let body = send_form(req, endpoint, &form, "token").await?;
     let raw: RawToken = serde_json::from_slice(&body).map_err(|e| {
         FlowError::Protocol(format!(
             "the token endpoint's answer is not a token response: {e}"
@@ -349,26 +355,7 @@ pub async fn device_authorization(
     if let Some(r) = resource {
         form.push(("resource", r.to_owned()));
     }
-    let resp = http
-        .post(endpoint)
-        .form(&form)
-        .send()
-        .await
-        .map_err(|source| FlowError::Http {
-            url: endpoint.to_owned(),
-            source,
-        })?;
-    let status = resp.status();
-    let body = resp.bytes().await.map_err(|source| FlowError::Http {
-        url: endpoint.to_owned(),
-        source,
-    })?;
-    if !status.is_success() {
-        return Err(match serde_json::from_slice::<OAuthError>(&body) {
-            Ok(e) => FlowError::Refused(e),
-            Err(_) => FlowError::Protocol(format!("the device endpoint answered {status}")),
-        });
-    }
+    let body = send_form(http.post(endpoint), endpoint, &form, "device").await?;
     serde_json::from_slice(&body)
         .map_err(|e| FlowError::Protocol(format!("the device endpoint's answer is malformed: {e}")))
 }

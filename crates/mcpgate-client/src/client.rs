@@ -10,7 +10,7 @@ use tokio::sync::Mutex;
 use url::Url;
 
 use crate::challenge::BearerChallenge;
-use crate::discovery::{self, AuthServer, DiscoveryError, ProtectedResource};
+use crate::discovery::{self, AuthServer, DiscoveryError};
 use crate::mcp::{McpError, McpHttp, Reply};
 use crate::oauth::{
     self, AuthorizeRequest, ClientAuth, FlowError, Pkce, TokenSet, random_string, token_request,
@@ -56,6 +56,9 @@ pub struct ClientOptions {
     pub store: Store,
     /// Where prompts go (stderr in the CLI).
     pub notify: Arc<dyn Fn(&str) + Send + Sync>,
+    /// The MCP protocol version to speak; `2026-07-28` and later use the
+    /// stateless wire. Default: negotiated by `initialize`.
+    pub protocol_version: Option<String>,
 }
 
 impl std::fmt::Debug for ClientOptions {
@@ -147,7 +150,7 @@ impl Client {
         options: ClientOptions,
     ) -> Self {
         Self {
-            mcp: McpHttp::new(http.clone(), url),
+            mcp: McpHttp::new(http.clone(), url, options.protocol_version.as_deref()),
             http,
             http_no_redirect,
             options,
@@ -198,6 +201,7 @@ impl Client {
                 client_id: t.client_id.clone(),
                 client_secret: self.options.client_secret.clone(),
                 redirect_uris: vec![],
+                token_endpoint_auth_method: None,
             });
         Some(Auth {
             meta: None,
@@ -210,22 +214,24 @@ impl Client {
         })
     }
 
+    /// How to authenticate at the token endpoint: as the registration said,
+    /// else Basic when the server takes it (RFC 6749's default), else post.
     fn client_auth(reg: &Registration, meta: Option<&AuthServer>) -> ClientAuth {
-        match &reg.client_secret {
-            None => ClientAuth::None,
-            Some(secret) => {
-                let basic = meta.is_none_or(|m| {
-                    m.token_endpoint_auth_methods_supported.is_empty()
-                        || m.token_endpoint_auth_methods_supported
-                            .iter()
-                            .any(|a| a == "client_secret_basic")
-                });
-                ClientAuth::Secret {
-                    secret: secret.clone(),
-                    basic,
-                }
-            }
-        }
+        let Some(secret) = reg.client_secret.clone() else {
+            return ClientAuth::None;
+        };
+        let basic = match reg.token_endpoint_auth_method.as_deref() {
+            Some("none") => return ClientAuth::None,
+            Some("client_secret_post") => false,
+            Some("client_secret_basic") => true,
+            _ => meta.is_none_or(|m| {
+                m.token_endpoint_auth_methods_supported.is_empty()
+                    || m.token_endpoint_auth_methods_supported
+                        .iter()
+                        .any(|a| a == "client_secret_basic")
+            }),
+        };
+        ClientAuth::Secret { secret, basic }
     }
 
     fn save(&self, auth: &Auth) -> Result<(), ClientError> {
@@ -356,14 +362,24 @@ impl Client {
         step_up: bool,
     ) -> Result<(), ClientError> {
         let server = self.url().clone();
-        let prm: ProtectedResource =
-            discovery::protected_resource(&self.http, &server, challenge).await?;
-        let Some(issuer) = prm.authorization_servers.first().cloned() else {
-            return Err(ClientError::Refused(format!(
-                "{server} names no authorization server in its metadata"
-            )));
-        };
-        let meta = discovery::auth_server(&self.http, &issuer).await?;
+        let (prm, issuer, meta) =
+            match discovery::protected_resource(&self.http, &server, challenge).await {
+                Ok(prm) => {
+                    let Some(issuer) = prm.authorization_servers.first().cloned() else {
+                        return Err(ClientError::Refused(format!(
+                            "{server} names no authorization server in its metadata"
+                        )));
+                    };
+                    let meta = discovery::auth_server(&self.http, &issuer).await?;
+                    (Some(prm), issuer, meta)
+                }
+                // A server of the 2025-03-26 revision: no resource metadata.
+                Err(DiscoveryError::NotFound { .. }) => {
+                    let meta = discovery::legacy_auth_server(&self.http, &server).await?;
+                    (None, meta.issuer.clone(), meta)
+                }
+                Err(e) => return Err(e.into()),
+            };
         let needs_pkce = matches!(
             self.options.sign_in,
             SignIn::Browser | SignIn::NonInteractive
@@ -378,7 +394,9 @@ impl Client {
         // to what was held.
         let named = challenge.map(BearerChallenge::scopes).unwrap_or_default();
         let mut scopes = if named.is_empty() {
-            prm.scopes_supported.clone()
+            prm.as_ref()
+                .map(|p| p.scopes_supported.clone())
+                .unwrap_or_default()
         } else {
             named
         };
@@ -387,9 +405,9 @@ impl Client {
         if step_up && let Some(prev) = &previous {
             scopes = union(&prev.scopes, &scopes);
         }
-        let wants_refresh =
-            meta.scopes_supported.iter().any(|s| s == "offline_access") || meta.is_entra_v2();
-        if wants_refresh
+        // Entra issues refresh tokens only for `offline_access`; elsewhere
+        // the client asks for exactly what the server named.
+        if meta.is_entra_v2()
             && !scopes.is_empty()
             && self.options.sign_in != SignIn::ClientCredentials
             && !scopes.iter().any(|s| s == "offline_access")
@@ -398,7 +416,10 @@ impl Client {
         }
         // RFC 8707 names the MCP server; Entra v2 refuses the parameter
         // next to v2 scopes (AADSTS9010010), so it is left out there.
-        let resource = (!meta.is_entra_v2()).then(|| prm.resource.clone());
+        let resource = prm
+            .as_ref()
+            .filter(|_| !meta.is_entra_v2())
+            .map(|p| p.resource.clone());
 
         let registration = self.identify(&meta, &issuer).await?;
         let auth = ClientAuth::clone(&Self::client_auth(&registration, Some(&meta)));
@@ -528,6 +549,7 @@ impl Client {
                 client_id: id.clone(),
                 client_secret: None,
                 redirect_uris: vec![],
+                token_endpoint_auth_method: None,
             };
             if self
                 .options
@@ -556,6 +578,7 @@ impl Client {
                 client_id: url.clone(),
                 client_secret: None,
                 redirect_uris: vec![],
+                token_endpoint_auth_method: Some("none".into()),
             });
         }
         let Some(endpoint) = &meta.registration_endpoint else {
@@ -618,6 +641,9 @@ impl Client {
                         .collect()
                 })
                 .unwrap_or_else(|| vec![redirect_uri]),
+            token_endpoint_auth_method: value["token_endpoint_auth_method"]
+                .as_str()
+                .map(str::to_owned),
         };
         self.options.store.save_registration(&registration)?;
         Ok(registration)
@@ -683,6 +709,14 @@ impl Client {
     pub async fn ensure_initialized(&self) -> Result<(), ClientError> {
         let mut done = self.initialized.lock().await;
         if *done {
+            return Ok(());
+        }
+        if self.mcp.is_stateless() {
+            // 2026-07-28 has no initialize; `server/discover` tells what
+            // the server offers. A server without it is still usable.
+            let body = self.mcp.request("server/discover", json!({}));
+            let _ = self.send(&body).await?;
+            *done = true;
             return Ok(());
         }
         let reply = self.send(&self.mcp.initialize()).await?;

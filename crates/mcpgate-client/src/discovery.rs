@@ -225,21 +225,18 @@ pub async fn protected_resource(
     })
 }
 
-/// Whether a document's `issuer` is the one the URL was built from. Entra's
-/// multi-tenant endpoints publish a `{tenantid}` template.
+/// Whether a document's `issuer` is the one the URL was built from: the
+/// same string, with no normalisation (RFC 8414 §3.3; a trailing slash is a
+/// different issuer). Entra's multi-tenant endpoints publish a `{tenantid}`
+/// template, which stands for the segment asked.
 fn issuer_matches(doc_issuer: &str, asked: &str) -> bool {
-    let norm = |s: &str| s.trim_end_matches('/').to_owned();
-    if norm(doc_issuer) == norm(asked) {
+    if doc_issuer == asked {
         return true;
     }
-    if doc_issuer.contains("{tenantid}") {
-        for multi in ["organizations", "common", "consumers"] {
-            if norm(&doc_issuer.replace("{tenantid}", multi)) == norm(asked) {
-                return true;
-            }
-        }
-    }
-    false
+    doc_issuer.contains("{tenantid}")
+        && ["organizations", "common", "consumers"]
+            .iter()
+            .any(|multi| doc_issuer.replace("{tenantid}", multi) == asked)
 }
 
 /// Fetches an authorization server's metadata and checks its issuer.
@@ -269,6 +266,41 @@ pub async fn auth_server(
     Err(DiscoveryError::NotFound {
         what: "authorization server metadata",
         tried: urls.iter().map(Url::as_str).collect::<Vec<_>>().join(", "),
+    })
+}
+
+/// The 2025-03-26 discovery, for servers without Protected Resource
+/// Metadata: the authorization server is the MCP server's origin; its RFC
+/// 8414 document at the root, else the default endpoints `/authorize`,
+/// `/token` and `/register`. That revision did not tie the document's
+/// `issuer` to anything, so it is not checked here.
+pub async fn legacy_auth_server(
+    http: &reqwest::Client,
+    server: &Url,
+) -> Result<AuthServer, DiscoveryError> {
+    let origin = server.origin().ascii_serialization();
+    let mut url = server.clone();
+    url.set_path("/.well-known/oauth-authorization-server");
+    url.set_query(None);
+    if let Some(doc) = get_json(http, &url).await?
+        && let Ok(meta) = serde_json::from_value::<AuthServer>(doc)
+    {
+        return Ok(meta);
+    }
+    Ok(AuthServer {
+        issuer: origin.clone(),
+        authorization_endpoint: Some(format!("{origin}/authorize")),
+        token_endpoint: Some(format!("{origin}/token")),
+        registration_endpoint: Some(format!("{origin}/register")),
+        device_authorization_endpoint: None,
+        code_challenge_methods_supported: vec!["S256".into()],
+        authorization_response_iss_parameter_supported: false,
+        client_id_metadata_document_supported: false,
+        token_endpoint_auth_methods_supported: vec![],
+        grant_types_supported: vec![],
+        scopes_supported: vec![],
+        cloud_instance_name: None,
+        msgraph_host: None,
     })
 }
 
@@ -337,5 +369,9 @@ mod tests {
             "https://login.microsoftonline.com/organizations/v2.0"
         ));
         assert!(!issuer_matches("https://a.example", "https://b.example"));
+        assert!(
+            !issuer_matches("https://a.example/", "https://a.example"),
+            "no normalisation"
+        );
     }
 }

@@ -56,18 +56,37 @@ pub struct McpHttp {
     session_id: Mutex<Option<String>>,
     protocol_version: Mutex<Option<String>>,
     next_id: AtomicU64,
+    /// Speak the stateless 2026-07-28 wire: no initialize, the version in
+    /// every request's header and `_meta`.
+    stateless: Option<String>,
+    /// The version `initialize` offers.
+    offered: String,
 }
 
+/// The first protocol version without `initialize` (SEP-2575).
+pub const STATELESS_VERSION: &str = "2026-07-28";
+
 impl McpHttp {
-    /// An endpoint at `url`.
-    pub fn new(http: reqwest::Client, url: Url) -> Self {
+    /// An endpoint at `url`, speaking `version` (default: the newest
+    /// stateful one, negotiated by `initialize`).
+    pub fn new(http: reqwest::Client, url: Url, version: Option<&str>) -> Self {
+        let stateless = version
+            .filter(|v| *v >= STATELESS_VERSION)
+            .map(str::to_owned);
         Self {
             http,
             url,
             session_id: Mutex::new(None),
-            protocol_version: Mutex::new(None),
+            protocol_version: Mutex::new(stateless.clone()),
             next_id: AtomicU64::new(1),
+            stateless,
+            offered: version.unwrap_or(OFFERED_VERSION).to_owned(),
         }
+    }
+
+    /// Whether this is the stateless (2026-07-28) wire.
+    pub fn is_stateless(&self) -> bool {
+        self.stateless.is_some()
     }
 
     /// The endpoint URL.
@@ -75,9 +94,19 @@ impl McpHttp {
         &self.url
     }
 
-    /// A JSON-RPC request body with a fresh id.
-    pub fn request(&self, method: &str, params: Value) -> Value {
+    /// A JSON-RPC request body with a fresh id (and, on the stateless
+    /// wire, the `_meta` every request carries).
+    pub fn request(&self, method: &str, mut params: Value) -> Value {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        if let Some(version) = &self.stateless
+            && let Some(obj) = params.as_object_mut()
+        {
+            let meta = obj.entry("_meta").or_insert_with(|| json!({}));
+            meta["io.modelcontextprotocol/protocolVersion"] = json!(version);
+            meta["io.modelcontextprotocol/clientInfo"] =
+                json!({ "name": "mcpgate", "version": env!("CARGO_PKG_VERSION") });
+            meta["io.modelcontextprotocol/clientCapabilities"] = json!({});
+        }
         json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params })
     }
 
@@ -86,7 +115,7 @@ impl McpHttp {
         self.request(
             "initialize",
             json!({
-                "protocolVersion": OFFERED_VERSION,
+                "protocolVersion": self.offered,
                 "capabilities": {},
                 "clientInfo": { "name": "mcpgate", "version": env!("CARGO_PKG_VERSION") },
             }),
@@ -130,6 +159,15 @@ impl McpHttp {
             .body(body.to_string());
         if let Some(t) = token {
             req = req.bearer_auth(t);
+        }
+        if self.stateless.is_some() {
+            // The routing headers of the stateless wire.
+            if let Some(m) = body["method"].as_str() {
+                req = req.header("mcp-method", m);
+            }
+            if let Some(n) = body["params"]["name"].as_str() {
+                req = req.header("mcp-name", n);
+            }
         }
         if let Some(id) = self
             .session_id

@@ -144,7 +144,8 @@ pub fn read_authorization_response(
         ));
     }
     match params.get("iss") {
-        Some(iss) if iss.trim_end_matches('/') != server.issuer.trim_end_matches('/') => {
+        // Compared as strings, with no normalisation (RFC 9207 §2.4).
+        Some(iss) if *iss != server.issuer => {
             return Err(FlowError::Protocol(format!(
                 "the authorization response comes from issuer {iss}, not {}: refusing it (RFC 9207 mix-up defence)",
                 server.issuer

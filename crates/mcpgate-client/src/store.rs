@@ -26,6 +26,10 @@ pub struct Registration {
     /// Registered redirect URIs.
     #[serde(default)]
     pub redirect_uris: Vec<String>,
+    /// How the server said this client authenticates at its token
+    /// endpoint (from the registration response).
+    #[serde(default)]
+    pub token_endpoint_auth_method: Option<String>,
 }
 
 /// Tokens for one server through one authorization server.
@@ -270,6 +274,7 @@ mod tests {
                 client_id: "ca".into(),
                 client_secret: None,
                 redirect_uris: vec![],
+                token_endpoint_auth_method: None,
             })
             .expect("save");
         assert_eq!(

@@ -82,6 +82,9 @@ pub struct ClientArgs {
     /// Extra CA certificates (PEM) to trust.
     #[arg(long, env = "MCPGATE_CA_FILE", value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
+    /// MCP protocol version to speak (2026-07-28: the stateless wire).
+    #[arg(long, env = "MCPGATE_PROTOCOL_VERSION", value_name = "VERSION")]
+    pub protocol_version: Option<String>,
     /// Where registrations and tokens are kept (default ~/.cache/mcpgate).
     #[arg(long, env = "MCPGATE_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,

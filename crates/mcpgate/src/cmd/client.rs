@@ -70,6 +70,7 @@ fn client(args: &ClientArgs) -> anyhow::Result<Client> {
             scopes: args.scopes.clone(),
             store,
             notify: Arc::new(|m: &str| eprintln!("{m}")),
+            protocol_version: args.protocol_version.clone(),
         },
     ))
 }

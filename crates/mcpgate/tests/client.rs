@@ -61,9 +61,18 @@ impl Server {
 
 /// `mcpgate serve` on defaults, auto-approving alice; `lifetime` sets the
 /// access token lifetime of the dev IdP.
+fn serve(name: &str, lifetime: Option<u64>) -> Server {
+    let config = lifetime.map(|secs| IdpConfig {
+        access_token_lifetime_secs: Some(secs),
+        ..IdpConfig::builtin()
+    });
+    serve_with(name, config, true)
+}
+
+/// `mcpgate serve` with an IdP directory, auto-approving alice or not.
 // The child is reaped by `Server`'s Drop, which clippy cannot see.
 #[allow(clippy::zombie_processes)]
-fn serve(name: &str, lifetime: Option<u64>) -> Server {
+fn serve_with(name: &str, config: Option<IdpConfig>, auto_approve: bool) -> Server {
     let dir = std::env::temp_dir().join(format!("mcpgate-client-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("mkdir");
@@ -73,15 +82,14 @@ fn serve(name: &str, lifetime: Option<u64>) -> Server {
         .arg(&ready)
         .arg("--data-dir")
         .arg(dir.join("data"))
-        .env("MCPGATE_IDP_AUTO_APPROVE", "alice@mcpgate.test")
+        .env_remove("MCPGATE_IDP_AUTO_APPROVE")
         .env_remove("MCPGATE_CONFIG")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    if let Some(secs) = lifetime {
-        let config = IdpConfig {
-            access_token_lifetime_secs: Some(secs),
-            ..IdpConfig::builtin()
-        };
+    if auto_approve {
+        cmd.env("MCPGATE_IDP_AUTO_APPROVE", "alice@mcpgate.test");
+    }
+    if let Some(config) = config {
         let path = dir.join("idp.toml");
         std::fs::write(&path, toml::to_string(&config).expect("toml")).expect("write");
         cmd.arg("--idp-directory").arg(path);
@@ -256,4 +264,107 @@ fn plain_http_to_a_remote_server_is_refused() {
         .expect("run");
     assert!(!out.status.success());
     assert!(stderr(&out).contains("plain http"), "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn device_code_approved_by_a_person_on_the_page() {
+    let config = IdpConfig {
+        device_code_interval_secs: Some(1),
+        ..IdpConfig::builtin()
+    };
+    let server = serve_with("device-page", Some(config), false);
+    let url = server.mcp_url();
+    let mut login = server
+        .command(&[
+            "login",
+            &url,
+            "--client-id",
+            DEFAULT_DESKTOP_CLIENT_ID,
+            "--device-code",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn login");
+
+    // The prompt names the page and the code.
+    let stderr_pipe = login.stderr.take().expect("stderr");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    // Reads the prompt, then keeps draining what follows.
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut tx = Some(tx);
+        let mut rest_of_output = String::new();
+        for line in std::io::BufReader::new(stderr_pipe).lines() {
+            let line = line.expect("utf-8");
+            if let Some(code) = line.split("enter the code ").nth(1)
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(
+                    code.split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned(),
+                );
+            } else {
+                rest_of_output.push_str(&line);
+                rest_of_output.push('\n');
+            }
+        }
+        rest_of_output
+    });
+    let code = rx.await.expect("the prompt names a code");
+
+    // A person opens the page, enters the code and approves as bob.
+    let ca = std::fs::read(server.ca_file()).expect("CA");
+    let http = reqwest::Client::builder()
+        .tls_certs_merge(reqwest::Certificate::from_pem_bundle(&ca).expect("PEM"))
+        .build()
+        .expect("client");
+    let page_url = server.ready["idp"]["device_login_url"]
+        .as_str()
+        .expect("page")
+        .to_owned();
+    let page = http.get(&page_url).send().await.expect("page");
+    let cookie = page
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("mcpgate_idp_csrf="))
+        .and_then(|v| v.split(';').next())
+        .expect("csrf cookie")
+        .to_owned();
+    let html = page.text().await.expect("html");
+    let marker = "name=\"csrf\" value=\"";
+    let start = html.find(marker).expect("csrf field") + marker.len();
+    let csrf = &html[start..start + html[start..].find('"').expect("quote")];
+    let answer = http
+        .post(&page_url)
+        .header("cookie", cookie)
+        .form(&[
+            ("csrf", csrf),
+            ("user_code", code.as_str()),
+            ("username", "bob@mcpgate.test"),
+            ("action", "approve"),
+        ])
+        .send()
+        .await
+        .expect("approve");
+    assert_eq!(answer.status(), 200);
+
+    let status = tokio::task::spawn_blocking(move || login.wait().expect("wait"))
+        .await
+        .expect("join");
+    let output = reader.join().expect("reader");
+    assert!(
+        status.success(),
+        "login ends once the code is approved: {output}"
+    );
+    let out = server.run(&["call", &url, "whoami"]);
+    let result: Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+    assert_eq!(
+        result["structuredContent"]["preferred_username"],
+        "bob@mcpgate.test"
+    );
 }

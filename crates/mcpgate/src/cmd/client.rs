@@ -69,7 +69,7 @@ fn client(args: &ClientArgs) -> anyhow::Result<Client> {
             sign_in,
             scopes: args.scopes.clone(),
             store,
-            notify: Arc::new(|m: &str| eprintln!("{m}")),
+            notify: Arc::new(|m: &str| say(m)),
             protocol_version: args.protocol_version.clone(),
         },
     ))
@@ -82,11 +82,17 @@ fn is_loopback_host(h: &str) -> bool {
         || h == "[::1]"
 }
 
+/// A line on stderr; a closed stderr (the host went away) is not an error.
+fn say(message: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{message}");
+}
+
 /// `mcpgate login URL`.
 pub async fn login(args: ClientArgs) -> anyhow::Result<ExitCode> {
     let c = client(&args)?;
     c.ensure_initialized().await?;
-    eprintln!("signed in to {}", c.url());
+    say(&format!("signed in to {}", c.url()));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -94,7 +100,7 @@ pub async fn login(args: ClientArgs) -> anyhow::Result<ExitCode> {
 pub async fn logout(args: ClientArgs) -> anyhow::Result<ExitCode> {
     let store = Store::new(args.cache_dir.clone().unwrap_or_else(Store::default_dir));
     let n = store.remove_tokens(&args.url);
-    eprintln!("forgot {n} cached token set(s) for {}", args.url);
+    say(&format!("forgot {n} cached token set(s) for {}", args.url));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -161,7 +167,7 @@ pub async fn bridge(args: ClientArgs) -> anyhow::Result<ExitCode> {
         let reply = match c.forward(&message).await {
             Ok(v) => v,
             Err(e) => {
-                eprintln!("mcpgate bridge: {e}");
+                say(&format!("mcpgate bridge: {e}"));
                 serde_json::json!({"jsonrpc": "2.0", "id": id.clone().unwrap_or(Value::Null), "error": {"code": -32603, "message": e.to_string()}})
             }
         };

@@ -59,6 +59,8 @@ pub struct ClientOptions {
     /// The MCP protocol version to speak; `2026-07-28` and later use the
     /// stateless wire. Default: negotiated by `initialize`.
     pub protocol_version: Option<String>,
+    /// A private key for `private_key_jwt`, used when there is no secret.
+    pub client_key: Option<crate::assertion::ClientKey>,
 }
 
 impl std::fmt::Debug for ClientOptions {
@@ -214,14 +216,34 @@ impl Client {
         })
     }
 
-    /// How to authenticate at the token endpoint: as the registration said,
-    /// else Basic when the server takes it (RFC 6749's default), else post.
-    fn client_auth(reg: &Registration, meta: Option<&AuthServer>) -> ClientAuth {
+    /// How to authenticate at the token endpoint: a key's assertion when
+    /// there is no secret; else as the registration said, else Basic when
+    /// the server takes it (RFC 6749's default), else post.
+    fn client_auth(
+        &self,
+        reg: &Registration,
+        meta: Option<&AuthServer>,
+        issuer: &str,
+        token_endpoint: &str,
+    ) -> Result<ClientAuth, ClientError> {
         let Some(secret) = reg.client_secret.clone() else {
-            return ClientAuth::None;
+            if let Some(key) = &self.options.client_key {
+                // RFC 7523's audience is the issuer; Entra wants its token
+                // endpoint.
+                let audience = if meta.is_some_and(AuthServer::is_entra_v2) {
+                    token_endpoint
+                } else {
+                    issuer
+                };
+                let jwt = key
+                    .assertion(&reg.client_id, audience)
+                    .map_err(|e| ClientError::Refused(e.to_string()))?;
+                return Ok(ClientAuth::Assertion(jwt));
+            }
+            return Ok(ClientAuth::None);
         };
         let basic = match reg.token_endpoint_auth_method.as_deref() {
-            Some("none") => return ClientAuth::None,
+            Some("none") => return Ok(ClientAuth::None),
             Some("client_secret_post") => false,
             Some("client_secret_basic") => true,
             _ => meta.is_none_or(|m| {
@@ -231,7 +253,7 @@ impl Client {
                         .any(|a| a == "client_secret_basic")
             }),
         };
-        ClientAuth::Secret { secret, basic }
+        Ok(ClientAuth::Secret { secret, basic })
     }
 
     fn save(&self, auth: &Auth) -> Result<(), ClientError> {
@@ -311,7 +333,12 @@ impl Client {
             &self.http,
             &auth.token_endpoint,
             &auth.registration.client_id,
-            &Self::client_auth(&auth.registration, auth.meta.as_ref()),
+            &self.client_auth(
+                &auth.registration,
+                auth.meta.as_ref(),
+                &auth.issuer,
+                &auth.token_endpoint,
+            )?,
             form,
         )
         .await;
@@ -422,11 +449,11 @@ impl Client {
             .map(|p| p.resource.clone());
 
         let registration = self.identify(&meta, &issuer).await?;
-        let auth = ClientAuth::clone(&Self::client_auth(&registration, Some(&meta)));
         let token_endpoint = meta
             .token_endpoint
             .clone()
             .ok_or_else(|| ClientError::Refused(format!("{issuer} publishes no token endpoint")))?;
+        let auth = self.client_auth(&registration, Some(&meta), &issuer, &token_endpoint)?;
 
         let tokens = match self.options.sign_in {
             SignIn::ClientCredentials => {

@@ -4,6 +4,7 @@
 //! | module | what it owns |
 //! | --- | --- |
 //! | [`challenge`] | reading `WWW-Authenticate: Bearer` challenges |
+//! | [`assertion`] | `private_key_jwt` client assertions |
 //! | [`discovery`] | Protected Resource Metadata, then authorization server metadata |
 //! | [`oauth`] | PKCE, the authorization request and response, the token endpoint |
 //! | [`mcp`] | JSON-RPC over Streamable HTTP, seeing every 401 and 403 |
@@ -11,6 +12,7 @@
 //! | [`redirect`] | the loopback redirect, the browser, the non-interactive mode |
 //! | [`client`] | MCP requests that sign in as the server asks |
 
+pub mod assertion;
 pub mod challenge;
 pub mod client;
 pub mod discovery;

@@ -63,6 +63,15 @@ pub struct ClientArgs {
     /// A file holding the client secret (or `MCPGATE_CLIENT_SECRET`).
     #[arg(long, value_name = "FILE")]
     pub client_secret_file: Option<PathBuf>,
+    /// A PEM private key for `private_key_jwt` client authentication.
+    #[arg(long, value_name = "FILE")]
+    pub client_key_file: Option<PathBuf>,
+    /// The key's algorithm (default: ES256 for EC keys, RS256 for RSA).
+    #[arg(long, value_name = "ALG", requires = "client_key_file")]
+    pub client_key_alg: Option<String>,
+    /// The key's id (`kid`), as registered.
+    #[arg(long, value_name = "KID", requires = "client_key_file")]
+    pub client_key_id: Option<String>,
     /// A Client ID Metadata Document URL, used where the server supports it.
     #[arg(long, value_name = "URL")]
     pub client_metadata_url: Option<String>,

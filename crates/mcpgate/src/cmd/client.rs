@@ -48,6 +48,18 @@ fn client(args: &ClientArgs) -> anyhow::Result<Client> {
         (None, Ok(s)) if !s.is_empty() => Some(s),
         _ => None,
     };
+    let client_key = match &args.client_key_file {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("reading the client key {}", path.display()))?;
+            Some(mcpgate_client::assertion::ClientKey::from_pem(
+                &pem,
+                args.client_key_alg.as_deref(),
+                args.client_key_id.clone(),
+            )?)
+        }
+        None => None,
+    };
     let sign_in = if args.client_credentials {
         SignIn::ClientCredentials
     } else if args.device_code {
@@ -71,6 +83,7 @@ fn client(args: &ClientArgs) -> anyhow::Result<Client> {
             store,
             notify: Arc::new(|m: &str| say(m)),
             protocol_version: args.protocol_version.clone(),
+            client_key,
         },
     ))
 }

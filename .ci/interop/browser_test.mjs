@@ -1,18 +1,23 @@
-// Chromium through the development IdP's pages: sign-in, consent, and a
-// refused redirect URI. Run by .ci/interop/browser, which starts the IdPs and
-// passes, in the environment:
+// Chromium through the development IdP's pages: sign-in, consent, a
+// refused redirect URI, and `mcpgate login` itself. Run by
+// .ci/interop/browser, which starts the IdPs and the server and passes, in
+// the environment:
 //   PLAYWRIGHT_DIR  playwright-core's package directory
 //   CHROMIUM        the browser binary (Debian's)
 //   BUILTIN_READY   ready file of an IdP with the built-in directory
 //   CONSENT_READY   ready file of an IdP whose client needs consent
-//   WORK_DIR        where screenshots go (kept by the wrapper on failure)
-// and NODE_EXTRA_CA_CERTS with both IdPs' CAs, for fetch.
+//   SERVE_READY     ready file of `mcpgate serve` with its embedded IdP
+//   MCPGATE_BIN     the mcpgate binary the server runs
+//   WORK_DIR        where screenshots and logs go (kept by the wrapper on
+//                   failure)
+// and NODE_EXTRA_CA_CERTS with the IdPs' CAs, for fetch.
 //
 // The last line is "N passed, M failed"; the exit code is 1 on any failure.
 // Tokens are never printed: only the claims a case checks.
 
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
@@ -26,16 +31,24 @@ const WORK = process.env.WORK_DIR;
 
 const builtin = JSON.parse(readFileSync(process.env.BUILTIN_READY, 'utf8'));
 const consentIdp = JSON.parse(readFileSync(process.env.CONSENT_READY, 'utf8'));
+const serve = JSON.parse(readFileSync(process.env.SERVE_READY, 'utf8'));
+const MCPGATE_BIN = process.env.MCPGATE_BIN;
 
 class CaseFailed extends Error {}
 function check(cond, message) {
   if (!cond) throw new CaseFailed(message);
 }
 
-// Tokens, and codes or verifiers in URLs (Playwright's errors quote URLs).
+// Tokens, and codes or verifiers in URLs (Playwright's errors quote URLs),
+// and any secret a case has read (a refresh token need not look like a JWT).
 const JWT = /eyJ[\w-]+\.[\w-]+\.[\w-]*/g;
 const CREDENTIAL_PARAM = /([?&#](?:code|code_verifier|refresh_token|access_token|id_token|client_secret)=)[^&\s"']+/g;
-const redact = (s) => String(s).replace(JWT, '<token redacted>').replace(CREDENTIAL_PARAM, '$1<redacted>');
+const secrets = new Set();
+const redact = (s) => {
+  let text = String(s);
+  for (const secret of secrets) text = text.split(secret).join('<secret redacted>');
+  return text.replace(JWT, '<token redacted>').replace(CREDENTIAL_PARAM, '$1<redacted>');
+};
 
 function claims(jwt) {
   check(typeof jwt === 'string' && jwt.split('.').length === 3, 'not a JWT');
@@ -114,6 +127,53 @@ async function shot(page, name) {
     // A failed screenshot must not hide the failure being reported.
   }
   return path;
+}
+
+// mcpgate as a child process, its output kept in memory (never printed as
+// is: through redact() only). Children still running when a case ends, or
+// when the suite is interrupted, are killed.
+const children = new Set();
+function mcpgate(name, args, env) {
+  const child = spawn(MCPGATE_BIN, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(child);
+  const run = { name, child, stdout: '', stderr: '' };
+  child.stdout.setEncoding('utf8').on('data', (d) => { run.stdout += d; });
+  child.stderr.setEncoding('utf8').on('data', (d) => { run.stderr += d; });
+  run.exited = new Promise((resolve) => {
+    child.once('error', (error) => { children.delete(child); resolve({ code: null, signal: null, error }); });
+    child.once('close', (code, signal) => { children.delete(child); resolve({ code, signal }); });
+  });
+  return run;
+}
+function killChildren() {
+  for (const child of children) child.kill('SIGTERM');
+}
+const how = ({ code, signal, error }) => (error ? error.message : code ?? signal);
+function saveLog(run) {
+  writeFileSync(join(WORK, `${run.name}.log`), redact(`--- stdout\n${run.stdout}--- stderr\n${run.stderr}`));
+}
+
+// Rejects with `message` if `promise` has not settled within `ms`.
+function within(ms, promise, message) {
+  let timer;
+  const late = new Promise((_, reject) => { timer = setTimeout(() => reject(new CaseFailed(message)), ms); });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
+// The first match of `re` in the run's stderr, as it comes.
+function fromStderr(run, re) {
+  return new Promise((resolve, reject) => {
+    const look = () => {
+      const m = run.stderr.match(re);
+      if (m) {
+        run.child.stderr.off('data', look);
+        resolve(m);
+      }
+    };
+    run.child.stderr.on('data', look);
+    look();
+    run.exited.then((e) => reject(new CaseFailed(`mcpgate ${run.name} exited (${how(e)}) before that: ${run.stderr.trim()}`)));
+  });
 }
 
 // --- the cases -----------------------------------------------------------------
@@ -263,12 +323,116 @@ async function badRedirectUri(browser) {
   console.log(`   refused with ${resp.status()}: ${text.match(/AADSTS\d+/)[0]}, stayed on the IdP`);
 }
 
+async function mcpgateLogin(browser) {
+  check(serve.login && serve.idp, 'the server started no IdP: its ready file has no login line');
+  check(!serve.idp.auto_approve, `the server's IdP approves ${serve.idp.auto_approve} without a page`);
+  // The command line the server prints, as a person would paste it.
+  const [program, ...loginArgs] = serve.login.split(' ');
+  check(program === 'mcpgate' && loginArgs[0] === 'login', `the login line: ${serve.login}`);
+  const ca = serve.idp.ca_file;
+  check(loginArgs.join(' ').endsWith(`--ca-file ${ca}`), `the login line does not trust the IdP's CA: ${serve.login}`);
+  const cache = join(WORK, 'client-cache');
+
+  // No browser but Chromium here: the desktop's xdg-open (Debian has one in
+  // /usr/bin) is hidden; PATH holds only one that records its argument and
+  // fails, as on a machine whose browser will not start.
+  const noBrowser = join(WORK, 'no-browser');
+  mkdirSync(noBrowser, { recursive: true });
+  writeFileSync(join(noBrowser, 'xdg-open'), '#!/bin/sh\nprintf \'%s\\n\' "$*" >>"$0.calls"\nexit 1\n', { mode: 0o755 });
+  const opened = () => { try { return readFileSync(join(noBrowser, 'xdg-open.calls'), 'utf8').split('\n').filter(Boolean); } catch { return []; } };
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('MCPGATE_')));
+  env.PATH = noBrowser;
+
+  const runs = [];
+  try {
+    const login = mcpgate('login', [...loginArgs, '--cache-dir', cache], env);
+    runs.push(login);
+    const [, signInAt] = await within(15000, fromStderr(login, /^Sign in at: (\S+)\n/m),
+      'mcpgate login printed no "Sign in at:" line within 15 s');
+    const authorize = new URL(signInAt);
+    const authority = new URL(serve.idp.authority);
+    check(authorize.origin === authority.origin && authorize.pathname === `${authority.pathname}/oauth2/v2.0/authorize`,
+      `the sign-in URL is ${authorize.origin}${authorize.pathname}`);
+    const q = authorize.searchParams;
+    check(q.get('client_id') === DESKTOP_ID, `client_id ${q.get('client_id')}`);
+    check(q.get('code_challenge_method') === 'S256' && q.get('code_challenge'), 'the sign-in URL carries no S256 code challenge');
+    const redirectUri = q.get('redirect_uri') ?? '';
+    check(/^http:\/\/127\.0\.0\.1:\d+\/callback$/.test(redirectUri), `redirect_uri ${redirectUri}`);
+
+    const { page } = await browser.open();
+    const resp = await page.goto(signInAt);
+    check(resp.status() === 200, `the sign-in page answered ${resp.status()}`);
+    const users = await page.locator('button.user').evaluateAll((bs) => bs.map((b) => b.dataset.user));
+    check(users.includes(ALICE), `the sign-in page offers ${users.join(', ')}`);
+    await shot(page, 'login-sign-in');
+    await page.click(`button.user[data-user="${ALICE}"]`);
+    // The browser lands on the client's own listener, which answers once.
+    await page.waitForURL((u) => u.toString().startsWith(`${redirectUri}?`));
+    const landed = await page.locator('body').innerText();
+    check(landed.includes('Signed in'), `the loopback page says: ${landed.slice(0, 200)}`);
+
+    const exit = await within(30000, login.exited, 'mcpgate login did not exit within 30 s of the redirect');
+    check(exit.code === 0, `mcpgate login exited ${how(exit)}: ${login.stderr.trim()}`);
+    check(login.stderr.includes(`signed in to ${serve.mcp_url}`), `mcpgate login said: ${login.stderr.trim()}`);
+    check(JSON.stringify(opened()) === JSON.stringify([signInAt]),
+      `xdg-open was asked to open ${opened().length} URL(s), not the one printed`);
+
+    // The cache: one token file, the owner's only.
+    const tokensDir = join(cache, 'tokens');
+    const files = readdirSync(tokensDir).filter((f) => f.endsWith('.json'));
+    check(files.length === 1, `${files.length} token files in ${tokensDir}`);
+    const file = join(tokensDir, files[0]);
+    const mode = statSync(file).mode & 0o777;
+    check(mode === 0o600, `the token file's mode is ${mode.toString(8)}`);
+    const dirMode = statSync(tokensDir).mode & 0o777;
+    check(dirMode === 0o700, `the tokens directory's mode is ${dirMode.toString(8)}`);
+    const cached = JSON.parse(readFileSync(file, 'utf8'));
+    const accessToken = cached.tokens?.access_token;
+    check(typeof accessToken === 'string' && accessToken.length > 0, 'the token file holds no tokens.access_token');
+    secrets.add(accessToken);
+    if (cached.tokens.refresh_token) secrets.add(cached.tokens.refresh_token);
+    const at = claims(accessToken);
+    check(at.preferred_username === ALICE && at.azp === DESKTOP_ID, `cached token: preferred_username ${at.preferred_username} azp ${at.azp}`);
+    const leaks = (run) => [run.stdout, run.stderr].some((o) => [...secrets].some((x) => o.includes(x)));
+    check(!leaks(login), 'mcpgate login printed a token');
+
+    // From the cache: no sign-in again (xdg-open would be asked again).
+    const common = ['--ca-file', ca, '--cache-dir', cache];
+    const finish = async (run) => {
+      runs.push(run);
+      const e = await within(30000, run.exited, `mcpgate ${run.name} did not exit within 30 s`);
+      check(e.code === 0, `mcpgate ${run.name} exited ${how(e)}: ${run.stderr.trim()}`);
+      check(!leaks(run), `mcpgate ${run.name} printed a token`);
+      return run;
+    };
+    const tools = await finish(mcpgate('tools', ['tools', serve.mcp_url, ...common], env));
+    check(/^whoami(\t|$)/m.test(tools.stdout),
+      `mcpgate tools listed: ${tools.stdout.split('\n').filter(Boolean).map((l) => l.split('\t')[0]).join(', ')}`);
+    const call = await finish(mcpgate('call', ['call', serve.mcp_url, 'whoami', ...common], env));
+    let result;
+    try {
+      result = JSON.parse(call.stdout);
+    } catch {
+      throw new CaseFailed(`mcpgate call printed no JSON: ${call.stdout.slice(0, 200)}`);
+    }
+    const who = result.structuredContent ?? {};
+    check(who.preferred_username === ALICE, `whoami: preferred_username ${who.preferred_username}`);
+    check(opened().length === 1, 'tools or call signed in again instead of using the cache');
+    console.log(`   whoami from the cache: preferred_username=${who.preferred_username} token_kind=${who.token_kind} scopes=${JSON.stringify(who.scopes)}`);
+  } finally {
+    killChildren();
+    await Promise.all(runs.map((r) => r.exited));
+    runs.forEach(saveLog);
+  }
+}
+
 // --- runner ---------------------------------------------------------------------
 
 const cases = [
   ['sign_in_pkce', signInWithPkce],
   ['consent', consentOnce],
   ['bad_redirect_uri', badRedirectUri],
+  ['mcpgate_login', mcpgateLogin],
 ];
 
 const chromiumBrowser = await chromium.launch({
@@ -280,6 +444,7 @@ const chromiumBrowser = await chromium.launch({
 // Interrupted (the wrapper's trap or time limit): close the browser, stop.
 process.once('SIGTERM', () => {
   console.log('interrupted');
+  killChildren();
   chromiumBrowser.close().finally(() => process.exit(143));
 });
 

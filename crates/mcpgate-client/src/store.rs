@@ -156,6 +156,7 @@ impl Store {
 
     /// Keeps a registration.
     pub fn save_registration(&self, r: &Registration) -> std::io::Result<()> {
+        private_dir(&self.dir)?;
         let json = serde_json::to_vec_pretty(r).map_err(std::io::Error::other)?;
         write_private(&self.registration_path(&r.issuer), &json)
     }
@@ -168,6 +169,7 @@ impl Store {
 
     /// Keeps tokens.
     pub fn save_tokens(&self, t: &CachedTokens) -> std::io::Result<()> {
+        private_dir(&self.dir)?;
         let json = serde_json::to_vec_pretty(t).map_err(std::io::Error::other)?;
         write_private(
             &self.tokens_path(&t.resource, &t.issuer, &t.client_id),

@@ -116,7 +116,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let ca = info
             .ca_file
             .as_ref()
-            .map(|p| format!(" --ca-file {}", p.display()))
+            .map(|p| format!(" --ca-file {}", shell_word(&p.display().to_string())))
             .unwrap_or_default();
         Some(format!(
             "mcpgate login {} --client-id {}{ca}",
@@ -171,6 +171,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A word a POSIX shell reads back unchanged: quoted only when it must be.
+fn shell_word(s: &str) -> String {
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+:=@%,".contains(c))
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
@@ -190,5 +201,17 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = terminate => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_word;
+
+    #[test]
+    fn login_line_words_survive_a_shell() {
+        assert_eq!(shell_word("/home/a/.local/ca.pem"), "/home/a/.local/ca.pem");
+        assert_eq!(shell_word("/My Files/ca.pem"), "'/My Files/ca.pem'");
+        assert_eq!(shell_word("it's"), "'it'\\''s'");
     }
 }

@@ -12,6 +12,7 @@ use mcpgate_token::{Principal, Validator};
 
 use crate::bearer;
 use crate::challenge::{AuthRejection, ChallengeContext};
+use crate::session::{self, SessionBindings};
 
 /// The authenticated caller, as the request's extensions carry it to tool
 /// handlers (inside rmcp's `http::request::Parts`).
@@ -25,6 +26,8 @@ pub struct AuthState {
     pub validator: Arc<Validator>,
     /// What challenges name.
     pub challenge: ChallengeContext,
+    /// Who owns which MCP session.
+    pub sessions: SessionBindings,
 }
 
 /// Lets a request through only with a valid token that meets the policy.
@@ -54,8 +57,8 @@ pub async fn require_bearer(
                 kind = principal.kind.as_str(),
                 "token accepted"
             );
-            request.extensions_mut().insert(Caller(principal));
-            next.run(request).await
+            request.extensions_mut().insert(Caller(principal.clone()));
+            session::bind(&state.sessions, &principal, request, next).await
         }
         Err(rejection) => {
             match &rejection {

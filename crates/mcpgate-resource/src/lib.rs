@@ -159,11 +159,9 @@ pub fn router(settings: &ResourceSettings, access: Access, stats: Arc<Stats>) ->
                 resource_metadata: settings.prm_url(),
                 scope: settings.scopes.join(" "),
             },
+            sessions: SessionBindings::new(settings.session_idle),
         });
-        let bindings = Arc::new(SessionBindings::new(settings.session_idle));
-        mcp = mcp
-            .layer(from_fn_with_state(bindings, session::bind_sessions))
-            .layer(from_fn_with_state(auth, auth::require_bearer));
+        mcp = mcp.layer(from_fn_with_state(auth, auth::require_bearer));
     }
     if !settings.allowed_origins.is_empty() {
         mcp = mcp.layer(mcp_cors(&settings.allowed_origins));

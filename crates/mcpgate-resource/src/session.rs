@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::{Method, StatusCode};
 use serde_json::json;
 
-use crate::auth::Caller;
+use mcpgate_token::Principal;
 
 const SESSION_HEADER: &str = "mcp-session-id";
 
@@ -35,15 +35,15 @@ impl SessionBindings {
 }
 
 /// Refuses a session id presented by anyone but its owner, and records the
-/// owner of each new session. Runs inside the authentication middleware.
-pub async fn bind_sessions(
-    State(bindings): State<Arc<SessionBindings>>,
+/// owner of each new session. Called by the authentication middleware once
+/// the caller is known (one layer rather than two: each `from_fn` layer
+/// boxes a future per request).
+pub async fn bind(
+    bindings: &SessionBindings,
+    principal: &Principal,
     request: Request,
     next: Next,
 ) -> Response {
-    let Some(Caller(principal)) = request.extensions().get::<Caller>().cloned() else {
-        return next.run(request).await;
-    };
     let presented = request
         .headers()
         .get(SESSION_HEADER)

@@ -172,28 +172,10 @@ impl Client {
 
     /// The cached authorization for this server, if any.
     fn cached_auth(&self) -> Option<Auth> {
-        let dir = self.options.store.dir().join("tokens");
-        let resource = self.url().as_str();
-        let mut best: Option<(std::time::SystemTime, CachedTokens)> = None;
-        for e in std::fs::read_dir(dir).ok()?.flatten() {
-            let Ok(t) = serde_json::from_slice::<CachedTokens>(&std::fs::read(e.path()).ok()?)
-            else {
-                continue;
-            };
-            if t.resource != resource {
-                continue;
-            }
-            if let Some(id) = &self.options.client_id
-                && *id != t.client_id
-            {
-                continue;
-            }
-            let modified = e.metadata().and_then(|m| m.modified()).ok()?;
-            if best.as_ref().is_none_or(|(m, _)| modified > *m) {
-                best = Some((modified, t));
-            }
-        }
-        let (_, t) = best?;
+        let t = self
+            .options
+            .store
+            .latest_tokens(self.url().as_str(), self.options.client_id.as_deref())?;
         let registration = self
             .options
             .store
@@ -292,20 +274,8 @@ impl Client {
         let lock = tokio::task::spawn_blocking(move || store.lock(&resource, &issuer, &client_id))
             .await
             .map_err(|e| ClientError::Refused(e.to_string()))??;
-        // Another process may have refreshed while this one waited.
-        if let Some(fresh) = self.options.store.tokens(
-            self.url().as_str(),
-            &auth.issuer,
-            &auth.registration.client_id,
-        ) && fresh
-            .tokens
-            .expires_at
-            .is_some_and(|e| e > unix_now() + REFRESH_MARGIN)
-        {
-            auth.tokens = fresh.tokens;
-            drop(lock);
-            return Ok(true);
-        }
+        // Another process may have refreshed while this one waited: what
+        // the store holds now is either its fresh token or the one to spend.
         let current = self
             .options
             .store
@@ -314,8 +284,15 @@ impl Client {
                 &auth.issuer,
                 &auth.registration.client_id,
             )
-            .map(|c| c.tokens)
-            .unwrap_or_else(|| auth.tokens.clone());
+            .map_or_else(|| auth.tokens.clone(), |c| c.tokens);
+        if current
+            .expires_at
+            .is_some_and(|e| e > unix_now() + REFRESH_MARGIN)
+        {
+            auth.tokens = current;
+            drop(lock);
+            return Ok(true);
+        }
         let Some(refresh_token) = current.refresh_token.clone() else {
             return Ok(false);
         };

@@ -177,21 +177,39 @@ impl Store {
         )
     }
 
+    /// Every token file kept for `resource`, with its path and when it was
+    /// written. Unreadable or foreign files are skipped.
+    fn entries_for<'a>(
+        &self,
+        resource: &'a str,
+    ) -> impl Iterator<Item = (PathBuf, std::time::SystemTime, CachedTokens)> + 'a {
+        std::fs::read_dir(self.dir.join("tokens"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(move |e| {
+                let path = e.path();
+                let tokens =
+                    Self::read::<CachedTokens>(&path).filter(|t| t.resource == resource)?;
+                let modified = e.metadata().and_then(|m| m.modified()).ok()?;
+                Some((path, modified, tokens))
+            })
+    }
+
+    /// The most recently written tokens for `resource` (and `client_id`,
+    /// when given), whatever the issuer.
+    pub fn latest_tokens(&self, resource: &str, client_id: Option<&str>) -> Option<CachedTokens> {
+        self.entries_for(resource)
+            .filter(|(_, _, t)| client_id.is_none_or(|id| id == t.client_id))
+            .max_by_key(|(_, modified, _)| *modified)
+            .map(|(_, _, t)| t)
+    }
+
     /// Forgets every token kept for `resource`; returns how many.
     pub fn remove_tokens(&self, resource: &str) -> usize {
-        let Ok(entries) = std::fs::read_dir(self.dir.join("tokens")) else {
-            return 0;
-        };
-        let mut removed = 0;
-        for e in entries.flatten() {
-            let path = e.path();
-            if Self::read::<CachedTokens>(&path).is_some_and(|t| t.resource == resource)
-                && std::fs::remove_file(&path).is_ok()
-            {
-                removed += 1;
-            }
-        }
-        removed
+        self.entries_for(resource)
+            .filter(|(path, _, _)| std::fs::remove_file(path).is_ok())
+            .count()
     }
 
     /// Takes the exclusive lock for this server, issuer and client,

@@ -11,6 +11,17 @@ pub fn http_client<'a>(
     ca_files: impl IntoIterator<Item = &'a Path>,
     timeout: Duration,
 ) -> anyhow::Result<reqwest::Client> {
+    client_builder(ca_files, timeout)?
+        .build()
+        .context("building the HTTP client")
+}
+
+/// The builder behind [`http_client`], for a caller that needs one more
+/// setting (the client's redirect-free twin).
+pub fn client_builder<'a>(
+    ca_files: impl IntoIterator<Item = &'a Path>,
+    timeout: Duration,
+) -> anyhow::Result<reqwest::ClientBuilder> {
     let mut builder = reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
@@ -22,5 +33,5 @@ pub fn http_client<'a>(
             .with_context(|| format!("{} holds no PEM certificate", path.display()))?;
         builder = builder.tls_certs_merge(certs);
     }
-    builder.build().context("building the HTTP client")
+    Ok(builder)
 }

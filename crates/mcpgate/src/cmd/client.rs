@@ -13,7 +13,7 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::cli::ClientArgs;
-use crate::outbound::http_client;
+use crate::outbound::{client_builder, http_client};
 
 /// Builds the client from the flags.
 fn client(args: &ClientArgs) -> anyhow::Result<Client> {
@@ -23,18 +23,11 @@ fn client(args: &ClientArgs) -> anyhow::Result<Client> {
             "refusing to send tokens to {url} over plain http: use https (http is for loopback only)"
         );
     }
-    let cas: Vec<&std::path::Path> = args.ca_file.iter().map(|p| p.as_path()).collect();
-    let http = http_client(cas.iter().copied(), Duration::from_secs(30))?;
-    let no_redirect = {
-        let mut b = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(30));
-        for path in &cas {
-            let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            b = b.tls_certs_merge(reqwest::Certificate::from_pem_bundle(&pem)?);
-        }
-        b.build()?
-    };
+    let http = http_client(args.ca_file.as_deref(), Duration::from_secs(30))?;
+    // The non-interactive mode reads the authorization redirect itself.
+    let no_redirect = client_builder(args.ca_file.as_deref(), Duration::from_secs(30))?
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
     let secret = match (
         &args.client_secret_file,
         std::env::var("MCPGATE_CLIENT_SECRET"),

@@ -48,7 +48,7 @@ impl From<&AuthorizeRequest> for AuthorizeRequestTarget {
     }
 }
 
-fn respond(failure: Failure, idp: &Idp) -> Response {
+fn respond(failure: Failure) -> Response {
     match failure {
         Failure::Page(e) => pages::error(&e),
         Failure::Redirect(e, target) => {
@@ -69,18 +69,13 @@ fn respond(failure: Failure, idp: &Idp) -> Response {
             if let Some(s) = &target.state {
                 params.push(("state", s.clone()));
             }
-            send_to_client(idp, &target.redirect_uri, &target.response_mode, &params)
+            send_to_client(&target.redirect_uri, &target.response_mode, &params)
         }
     }
 }
 
 /// Delivers response parameters to the client's redirect URI.
-fn send_to_client(
-    _idp: &Idp,
-    redirect_uri: &str,
-    mode: &str,
-    params: &[(&str, String)],
-) -> Response {
+fn send_to_client(redirect_uri: &str, mode: &str, params: &[(&str, String)]) -> Response {
     if mode == "form_post" {
         return pages::form_post(redirect_uri, params);
     }
@@ -248,7 +243,7 @@ fn complete(idp: &Idp, req: &AuthorizeRequest, user: &User) -> Response {
         params.push(("state", s.clone()));
     }
     params.push(("session_state", crate::util::new_guid()));
-    send_to_client(idp, &req.redirect_uri, &req.response_mode, &params)
+    send_to_client(&req.redirect_uri, &req.response_mode, &params)
 }
 
 fn session_user<'a>(idp: &'a Idp, headers: &HeaderMap) -> Option<&'a User> {
@@ -321,12 +316,12 @@ pub async fn get(
     };
     let (req, silent) = match validate(&idp, &tenant, &params) {
         Ok(r) => r,
-        Err(f) => return respond(f, &idp),
+        Err(f) => return respond(f),
     };
     let Some(client) = client_of(&idp, &req) else {
         return pages::error(&AadError::unknown_client(&req.client_id, &tenant));
     };
-    let redirect_err = |e: AadError| respond(Failure::Redirect(e, Box::new((&req).into())), &idp);
+    let redirect_err = |e: AadError| respond(Failure::Redirect(e, Box::new((&req).into())));
 
     if let Some(name) = &idp.auto_approve {
         let Some(user) = idp.dir.user(name) else {
@@ -444,7 +439,7 @@ pub async fn post(
                     65004,
                     "User declined to consent to access the app.",
                 );
-                return respond(Failure::Redirect(e, Box::new((&req).into())), &idp);
+                return respond(Failure::Redirect(e, Box::new((&req).into())));
             }
             idp.record_consent(client, &user.oid, &req.scope);
             complete(&idp, &req, user)

@@ -124,6 +124,13 @@ fn authenticate<'a>(
     Ok((client, ClientAuth::Secret))
 }
 
+/// The user a grant was made to, if still in the directory.
+fn grant_user<'a>(idp: &'a Idp, oid: &str) -> Result<&'a crate::directory::User, AadError> {
+    idp.dir
+        .user_by_oid(oid)
+        .ok_or_else(|| invalid_grant(50034, "The user account no longer exists."))
+}
+
 fn ok(body: Value) -> Response {
     let mut resp = (StatusCode::OK, Json(body)).into_response();
     resp.headers_mut()
@@ -263,10 +270,7 @@ fn authorization_code(
             "A code_verifier was sent for a code requested without code_challenge.",
         ));
     }
-    let user = idp
-        .dir
-        .user_by_oid(&record.user_oid)
-        .ok_or_else(|| invalid_grant(50034, "The user account no longer exists."))?;
+    let user = grant_user(idp, &record.user_oid)?;
     idp.user_may_sign_in(user, &record.tenant)?;
     let (body, family) = idp.issue_delegated(
         client,
@@ -336,10 +340,7 @@ fn refresh(
         }
         record
     };
-    let user = idp
-        .dir
-        .user_by_oid(&record.user_oid)
-        .ok_or_else(|| invalid_grant(50034, "The user account no longer exists."))?;
+    let user = grant_user(idp, &record.user_oid)?;
     idp.user_may_sign_in(user, tenant)?;
     let mut req = match p.get("scope") {
         Some(s) => scope::parse(Some(s), p.get("resource"), &idp.dir, tenant)?,
@@ -475,10 +476,7 @@ fn device_code(
             }
         }
     };
-    let user = idp
-        .dir
-        .user_by_oid(&user_oid)
-        .ok_or_else(|| invalid_grant(50034, "The user account no longer exists."))?;
+    let user = grant_user(idp, &user_oid)?;
     idp.user_may_sign_in(user, &record.tenant_segment)?;
     // Auto-approval consents as well; a person consented on the page.
     if auto_approved {

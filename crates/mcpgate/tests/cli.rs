@@ -2,10 +2,12 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mcpgate_testkit::{API_APP_ID, TestIssuer, unix_now, with};
 use serde_json::{Value, json};
+
+mod common;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mcpgate");
 
@@ -43,7 +45,7 @@ fn auth_args(issuer: &TestIssuer) -> Vec<String> {
 fn serve(args: &[String], name: &str) -> Server {
     let ready = temp_path(&format!("{name}.json"));
     let _ = std::fs::remove_file(&ready);
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .arg("serve")
         .args(["--bind", "127.0.0.1:0", "--ready-file"])
         .arg(&ready)
@@ -52,20 +54,8 @@ fn serve(args: &[String], name: &str) -> Server {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn mcpgate");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(text) = std::fs::read_to_string(&ready)
-            && let Ok(v) = serde_json::from_str::<Value>(&text)
-        {
-            return Server { child, ready: v };
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("mcpgate never became ready");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (child, ready) = common::wait_ready(child, &ready, Duration::from_secs(30));
+    Server { child, ready }
 }
 
 async fn whoami(url: &str, token: Option<&str>) -> reqwest::Response {
@@ -138,7 +128,7 @@ fn serve_on_defaults(name: &str, envs: &[(&str, &str)]) -> (Server, PathBuf) {
     let _ = std::fs::remove_dir_all(&data_dir);
     let ready = temp_path(&format!("{name}.json"));
     let _ = std::fs::remove_file(&ready);
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .args(["serve", "--bind", "127.0.0.1:0", "--ready-file"])
         .arg(&ready)
         .arg("--data-dir")
@@ -149,20 +139,8 @@ fn serve_on_defaults(name: &str, envs: &[(&str, &str)]) -> (Server, PathBuf) {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn mcpgate");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(text) = std::fs::read_to_string(&ready)
-            && let Ok(v) = serde_json::from_str::<Value>(&text)
-        {
-            return (Server { child, ready: v }, data_dir);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("mcpgate serve never became ready");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (child, ready) = common::wait_ready(child, &ready, Duration::from_secs(60));
+    (Server { child, ready }, data_dir)
 }
 
 #[tokio::test]

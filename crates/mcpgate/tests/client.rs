@@ -4,11 +4,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mcpgate_devidp::IdpConfig;
 use mcpgate_devidp::directory::DEFAULT_DESKTOP_CLIENT_ID;
 use serde_json::Value;
+
+mod common;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mcpgate");
 
@@ -94,25 +96,9 @@ fn serve_with(name: &str, config: Option<IdpConfig>, auto_approve: bool) -> Serv
         std::fs::write(&path, toml::to_string(&config).expect("toml")).expect("write");
         cmd.arg("--idp-directory").arg(path);
     }
-    let mut child = cmd.spawn().expect("spawn");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(text) = std::fs::read_to_string(&ready)
-            && let Ok(v) = serde_json::from_str::<Value>(&text)
-        {
-            return Server {
-                child,
-                ready: v,
-                dir,
-            };
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("mcpgate serve never became ready");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let child = cmd.spawn().expect("spawn");
+    let (child, ready) = common::wait_ready(child, &ready, Duration::from_secs(60));
+    Server { child, ready, dir }
 }
 
 fn stdout(o: &Output) -> String {

@@ -162,12 +162,9 @@ impl IdpConfig {
     /// a public desktop client pre-authorized for it, a daemon with the
     /// API's app role, and two users.
     pub fn builtin() -> Self {
-        let mut granted = BTreeMap::new();
-        granted.insert("graph".to_owned(), vec!["User.Read".to_owned()]);
-        let mut daemon_roles = BTreeMap::new();
-        daemon_roles.insert(DEFAULT_API_APP_ID.to_owned(), vec![DEFAULT_ROLE.to_owned()]);
-        let mut alice_roles = BTreeMap::new();
-        alice_roles.insert(DEFAULT_API_APP_ID.to_owned(), vec![DEFAULT_ROLE.to_owned()]);
+        let graph_user_read = BTreeMap::from([("graph".to_owned(), vec!["User.Read".to_owned()])]);
+        let api_role =
+            BTreeMap::from([(DEFAULT_API_APP_ID.to_owned(), vec![DEFAULT_ROLE.to_owned()])]);
         Self {
             tenants: vec![TenantConfig {
                 id: DEFAULT_TENANT_ID.to_owned(),
@@ -175,25 +172,15 @@ impl IdpConfig {
             }],
             apps: vec![
                 AppConfig {
-                    client_id: DEFAULT_API_APP_ID.to_owned(),
-                    name: "mcpgate MCP server".to_owned(),
-                    tenant: None,
-                    public_client: false,
-                    redirect_uris: Vec::new(),
-                    secret_sha256: None,
-                    secret_env: None,
                     identifier_uris: vec![format!("api://{DEFAULT_API_APP_ID}")],
                     scopes: vec![DEFAULT_SCOPE.to_owned()],
                     roles: vec![DEFAULT_ROLE.to_owned()],
                     pre_authorized: vec![DEFAULT_DESKTOP_CLIENT_ID.to_owned()],
                     access_token_version: Some(2),
-                    granted: granted.clone(),
-                    app_roles: BTreeMap::new(),
+                    granted: graph_user_read.clone(),
+                    ..AppConfig::new(DEFAULT_API_APP_ID, "mcpgate MCP server")
                 },
                 AppConfig {
-                    client_id: DEFAULT_DESKTOP_CLIENT_ID.to_owned(),
-                    name: "mcpgate desktop".to_owned(),
-                    tenant: None,
                     public_client: true,
                     redirect_uris: vec![
                         "http://localhost".to_owned(),
@@ -201,58 +188,66 @@ impl IdpConfig {
                         "http://localhost/callback".to_owned(),
                         "http://127.0.0.1/callback".to_owned(),
                     ],
-                    secret_sha256: None,
-                    secret_env: None,
-                    identifier_uris: Vec::new(),
-                    scopes: Vec::new(),
-                    roles: Vec::new(),
-                    pre_authorized: Vec::new(),
-                    access_token_version: None,
-                    granted,
-                    app_roles: BTreeMap::new(),
+                    granted: graph_user_read,
+                    ..AppConfig::new(DEFAULT_DESKTOP_CLIENT_ID, "mcpgate desktop")
                 },
                 AppConfig {
-                    client_id: DEFAULT_DAEMON_CLIENT_ID.to_owned(),
-                    name: "mcpgate daemon".to_owned(),
-                    tenant: None,
-                    public_client: false,
-                    redirect_uris: Vec::new(),
-                    secret_sha256: None,
-                    secret_env: None,
-                    identifier_uris: Vec::new(),
-                    scopes: Vec::new(),
-                    roles: Vec::new(),
-                    pre_authorized: Vec::new(),
-                    access_token_version: None,
-                    granted: BTreeMap::new(),
-                    app_roles: daemon_roles,
+                    app_roles: api_role.clone(),
+                    ..AppConfig::new(DEFAULT_DAEMON_CLIENT_ID, "mcpgate daemon")
                 },
             ],
             users: vec![
                 UserConfig {
-                    username: "alice@mcpgate.test".to_owned(),
-                    display_name: "Alice Adams".to_owned(),
                     password: Some(DEFAULT_PASSWORD.to_owned()),
-                    password_sha256: None,
-                    oid: None,
-                    tenant: None,
-                    roles: alice_roles,
-                    disabled: false,
-                    listed: None,
+                    roles: api_role,
+                    ..UserConfig::new("alice@mcpgate.test", "Alice Adams")
                 },
                 UserConfig {
-                    username: "bob@mcpgate.test".to_owned(),
-                    display_name: "Bob Baker".to_owned(),
                     password: Some(DEFAULT_PASSWORD.to_owned()),
-                    password_sha256: None,
-                    oid: None,
-                    tenant: None,
-                    roles: BTreeMap::new(),
-                    disabled: false,
-                    listed: None,
+                    ..UserConfig::new("bob@mcpgate.test", "Bob Baker")
                 },
             ],
             ..Self::default()
+        }
+    }
+}
+
+impl AppConfig {
+    /// A confidential app registration with nothing configured but its id
+    /// and name; set the rest with struct update syntax.
+    pub fn new(client_id: &str, name: &str) -> Self {
+        Self {
+            client_id: client_id.to_owned(),
+            name: name.to_owned(),
+            tenant: None,
+            public_client: false,
+            redirect_uris: Vec::new(),
+            secret_sha256: None,
+            secret_env: None,
+            identifier_uris: Vec::new(),
+            scopes: Vec::new(),
+            roles: Vec::new(),
+            pre_authorized: Vec::new(),
+            access_token_version: None,
+            granted: BTreeMap::new(),
+            app_roles: BTreeMap::new(),
+        }
+    }
+}
+
+impl UserConfig {
+    /// An enabled, listed user with no password and no roles.
+    pub fn new(username: &str, display_name: &str) -> Self {
+        Self {
+            username: username.to_owned(),
+            display_name: display_name.to_owned(),
+            password: None,
+            password_sha256: None,
+            oid: None,
+            tenant: None,
+            roles: BTreeMap::new(),
+            disabled: false,
+            listed: None,
         }
     }
 }

@@ -212,15 +212,9 @@ async fn scope_not_exposed_is_refused() {
 async fn disabled_user_cannot_sign_in() {
     let mut config = IdpConfig::builtin();
     config.users.push(UserConfig {
-        username: "carol@mcpgate.test".into(),
-        display_name: "Carol Disabled".into(),
         password: Some("pw".into()),
-        password_sha256: None,
-        oid: None,
-        tenant: None,
-        roles: Default::default(),
         disabled: true,
-        listed: None,
+        ..UserConfig::new("carol@mcpgate.test", "Carol Disabled")
     });
     let idp = Idp::start_with("disabled", config, Some("carol@mcpgate.test")).await;
     let params = idp.desktop_params(&api_scope(), REDIRECT);

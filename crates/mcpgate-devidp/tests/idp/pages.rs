@@ -13,20 +13,9 @@ const OTHER: &str = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
 fn with_unconsented_client() -> IdpConfig {
     let mut config = IdpConfig::builtin();
     config.apps.push(AppConfig {
-        client_id: OTHER.into(),
-        name: "Third-party tool".into(),
-        tenant: None,
         public_client: true,
         redirect_uris: vec!["http://127.0.0.1/callback".into()],
-        secret_sha256: None,
-        secret_env: None,
-        identifier_uris: vec![],
-        scopes: vec![],
-        roles: vec![],
-        pre_authorized: vec![],
-        access_token_version: None,
-        granted: Default::default(),
-        app_roles: Default::default(),
+        ..AppConfig::new(OTHER, "Third-party tool")
     });
     config
 }

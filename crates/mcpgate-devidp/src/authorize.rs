@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use crate::directory::{App, User};
 use crate::error::AadError;
 use crate::idp::Idp;
-use crate::pages::{self, CSRF_COOKIE, SESSION_COOKIE};
+use crate::pages::{self, SESSION_COOKIE};
 use crate::params::Params;
 use crate::scope;
 use crate::state::{
@@ -215,35 +215,55 @@ fn validate(idp: &Idp, tenant: &str, p: &Params) -> Result<(AuthorizeRequest, bo
     Ok((request, silent))
 }
 
-/// Issues the code and sends it back.
-fn complete(idp: &Idp, req: &AuthorizeRequest, user: &User) -> Response {
+/// Issues a code for `req` under the caller's lock; refused when the IdP
+/// holds as many codes as it may.
+fn issue_code(
+    idp: &Idp,
+    state: &mut crate::state::State,
+    req: &AuthorizeRequest,
+    user: &User,
+) -> Result<String, AadError> {
+    if state.codes.len() >= idp.limits.max_codes {
+        return Err(AadError::busy("authorization codes"));
+    }
     let code = random_token();
     let now = idp.now();
-    let tenant = idp.resolve_tenant(&req.tenant_segment, &user.tenant);
-    {
-        let mut state = idp.state();
-        state.sweep(now);
-        state.codes.insert(
-            token_hash(&code),
-            CodeRecord {
-                client_id: req.client_id.clone(),
-                redirect_uri: req.redirect_uri.clone(),
-                user_oid: user.oid.clone(),
-                tenant,
-                scope: req.scope.clone(),
-                code_challenge: req.code_challenge.clone(),
-                nonce: req.nonce.clone(),
-                expires: now + CODE_TTL,
-                redeemed: None,
-            },
-        );
+    state.codes.insert(
+        token_hash(&code),
+        CodeRecord {
+            client_id: req.client_id.clone(),
+            redirect_uri: req.redirect_uri.clone(),
+            user_oid: user.oid.clone(),
+            tenant: idp.resolve_tenant(&req.tenant_segment, &user.tenant),
+            scope: req.scope.clone(),
+            code_challenge: req.code_challenge.clone(),
+            nonce: req.nonce.clone(),
+            expires: now + CODE_TTL,
+            redeemed: None,
+        },
+    );
+    Ok(code)
+}
+
+/// Sends the code back, or the error that stopped it.
+fn send_code(req: &AuthorizeRequest, code: Result<String, AadError>) -> Response {
+    match code {
+        Ok(code) => {
+            let mut params = vec![("code", code)];
+            if let Some(s) = &req.state {
+                params.push(("state", s.clone()));
+            }
+            params.push(("session_state", crate::util::new_guid()));
+            send_to_client(&req.redirect_uri, &req.response_mode, &params)
+        }
+        Err(e) => respond(Failure::Redirect(e, Box::new(req.into()))),
     }
-    let mut params = vec![("code", code)];
-    if let Some(s) = &req.state {
-        params.push(("state", s.clone()));
-    }
-    params.push(("session_state", crate::util::new_guid()));
-    send_to_client(&req.redirect_uri, &req.response_mode, &params)
+}
+
+/// Issues the code and sends it back.
+fn complete(idp: &Idp, req: &AuthorizeRequest, user: &User) -> Response {
+    let code = issue_code(idp, &mut idp.state(), req, user);
+    send_code(req, code)
 }
 
 fn session_user<'a>(idp: &'a Idp, headers: &HeaderMap) -> Option<&'a User> {
@@ -261,45 +281,61 @@ fn client_of<'a>(idp: &'a Idp, req: &AuthorizeRequest) -> Option<&'a App> {
     idp.dir.app(&req.client_id)
 }
 
-fn show_sign_in(
-    idp: &Idp,
-    req: AuthorizeRequest,
-    user_oid: Option<String>,
-    error: Option<&AadError>,
-) -> Response {
-    let pending = random_token();
-    let csrf = random_token();
-    let app_name = client_of(idp, &req).map_or(req.client_id.clone(), |a| a.name.clone());
-    let hint = req.login_hint.clone();
-    let consent_for = user_oid.clone();
+/// Starts a sign-in page: a pending request with its own CSRF value,
+/// refused past the cap.
+fn show_sign_in(idp: &Idp, req: AuthorizeRequest, user_oid: Option<String>) -> Response {
+    let id = random_token();
+    let pending = Pending {
+        request: req,
+        csrf: random_token(),
+        user_oid,
+        created: idp.now(),
+    };
     {
         let mut state = idp.state();
-        state.sweep(idp.now());
-        state.pending.insert(
-            pending.clone(),
-            Pending {
-                request: req.clone(),
-                csrf: csrf.clone(),
-                user_oid,
-                created: idp.now(),
-            },
-        );
+        if state.pending.len() >= idp.limits.max_pending {
+            drop(state);
+            return pages::error(&AadError::busy("sign-ins"));
+        }
+        state.pending.insert(id.clone(), pending.clone());
     }
-    let mut resp = match consent_for
+    render(idp, &id, &pending, None)
+}
+
+/// The page for a pending sign-in: the sign-in form, or consent once the
+/// user is known. Its CSRF cookie is named for the flow, so that two
+/// sign-ins open in one browser do not overwrite each other's.
+fn render(idp: &Idp, id: &str, pending: &Pending, error: Option<&AadError>) -> Response {
+    let req = &pending.request;
+    let client = client_of(idp, req);
+    let app_name = client.map_or(req.client_id.clone(), |a| a.name.clone());
+    let consent_for = pending
+        .user_oid
         .as_deref()
-        .and_then(|oid| idp.dir.user_by_oid(oid))
-    {
+        .and_then(|oid| idp.dir.user_by_oid(oid));
+    let mut resp = match consent_for {
         Some(user) => {
-            let missing = client_of(idp, &req)
-                .map_or_else(Vec::new, |c| idp.missing_consent(c, &user.oid, &req.scope));
-            pages::consent(&pending, &csrf, &app_name, user, &missing)
+            let missing = client.map_or_else(Vec::new, |c| {
+                idp.missing_consent(&idp.state(), c, &user.oid, &req.scope)
+            });
+            pages::consent(id, &pending.csrf, &app_name, user, &missing)
         }
-        None => {
-            let users: Vec<&User> = idp.dir.users.iter().filter(|u| u.listed).collect();
-            pages::sign_in(&pending, &csrf, &app_name, &users, hint.as_deref(), error)
-        }
+        None => pages::sign_in(
+            id,
+            &pending.csrf,
+            &app_name,
+            &idp.listed_users(),
+            req.login_hint.as_deref(),
+            error,
+        ),
     };
-    pages::set_cookie(&mut resp, CSRF_COOKIE, &csrf, idp.tls, PENDING_TTL);
+    pages::set_cookie(
+        &mut resp,
+        &pages::csrf_cookie(id),
+        &pending.csrf,
+        idp.tls,
+        PENDING_TTL,
+    );
     resp
 }
 
@@ -334,9 +370,20 @@ pub async fn get(
         if let Err(e) = idp.user_may_sign_in(user, &req.tenant_segment) {
             return redirect_err(e);
         }
-        idp.record_consent(client, &user.oid, &req.scope);
+        // Consent and code in one step: a refused code leaves no consent.
+        let code = {
+            let mut state = idp.state();
+            let added = idp.record_consent(&mut state, client, &user.oid, &req.scope);
+            let code = issue_code(&idp, &mut state, &req, user);
+            if code.is_err() {
+                for c in &added {
+                    state.consents.remove(c);
+                }
+            }
+            code
+        };
         tracing::info!(user = %user.username, client = %client.client_id, "authorize auto-approved");
-        return complete(&idp, &req, user);
+        return send_code(&req, code);
     }
 
     let hint_ok = |u: &User| {
@@ -354,29 +401,61 @@ pub async fn get(
                 "A silent sign-in request was sent but no user is signed in.",
             ));
         };
-        if !idp
-            .missing_consent(client, &user.oid, &req.scope)
-            .is_empty()
-        {
-            let mut e = AadError::consent_required(&client.client_id, &req.scope.resource);
-            e.error = "consent_required";
-            return redirect_err(e);
-        }
-        return complete(&idp, &req, user);
+        let code = {
+            let mut state = idp.state();
+            if idp
+                .missing_consent(&state, client, &user.oid, &req.scope)
+                .is_empty()
+            {
+                issue_code(&idp, &mut state, &req, user)
+            } else {
+                let mut e = AadError::consent_required(&client.client_id, &req.scope.resource);
+                e.error = "consent_required";
+                Err(e)
+            }
+        };
+        return send_code(&req, code);
     }
     match current {
         Some(user) if !req.force_login => {
-            if idp
-                .missing_consent(client, &user.oid, &req.scope)
-                .is_empty()
-            {
+            let missing = idp.missing_consent(&idp.state(), client, &user.oid, &req.scope);
+            if missing.is_empty() {
                 complete(&idp, &req, user)
             } else {
                 let oid = user.oid.clone();
-                show_sign_in(&idp, req, Some(oid), None)
+                show_sign_in(&idp, req, Some(oid))
             }
         }
-        _ => show_sign_in(&idp, req, None, None),
+        _ => show_sign_in(&idp, req, None),
+    }
+}
+
+fn bad_credentials() -> AadError {
+    AadError::new(
+        "invalid_grant",
+        50126,
+        "Error validating credentials due to invalid username or password.",
+    )
+}
+
+/// The user a sign-in form names, checked: a password always when the IdP
+/// is exposed beyond loopback; one click for a listed user on loopback.
+fn form_user<'a>(idp: &'a Idp, form: &Params) -> Result<&'a User, AadError> {
+    let action = form.get("action").unwrap_or_default();
+    let username = form.get("username").unwrap_or_default();
+    let Some(user) = idp.dir.user(username) else {
+        return Err(AadError::new(
+            "invalid_grant",
+            50034,
+            format!(
+                "The user account {username} does not exist in the directory. To sign into this application, the account must be added to the directory."
+            ),
+        ));
+    };
+    match action {
+        "pick" if idp.one_click(user) => Ok(user),
+        "password" if user.password_matches(form.get("password").unwrap_or_default()) => Ok(user),
+        _ => Err(bad_credentials()),
     }
 }
 
@@ -385,23 +464,30 @@ pub async fn post(
     State(idp): State<Arc<Idp>>,
     Path(_tenant): Path<String>,
     headers: HeaderMap,
-    Form(form): Form<Vec<(String, String)>>,
+    form: Result<Form<Vec<(String, String)>>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    let form = match Params::new(form) {
+    let form = match crate::token::read_form(form) {
         Ok(p) => p,
         Err(e) => return pages::error(&e),
     };
     let Some(pending_id) = form.get("pending") else {
         return pages::error(&AadError::missing("pending"));
     };
-    let Some(pending) = idp.state().pending.get(pending_id).cloned() else {
+    let now = idp.now();
+    let found = idp
+        .state()
+        .pending
+        .get(pending_id)
+        .filter(|p| p.created + PENDING_TTL > now)
+        .cloned();
+    let Some(pending) = found else {
         return pages::error(&AadError::new(
             "invalid_request",
             50058,
             "This sign-in page has expired or was already used. Start the sign-in again from the application.",
         ));
     };
-    let cookie = pages::cookie(&headers, CSRF_COOKIE).unwrap_or_default();
+    let cookie = pages::cookie(&headers, &pages::csrf_cookie(pending_id)).unwrap_or_default();
     let field = form.get("csrf").unwrap_or_default();
     if !(ct_eq(field.as_bytes(), pending.csrf.as_bytes())
         && ct_eq(cookie.as_bytes(), pending.csrf.as_bytes()))
@@ -414,18 +500,16 @@ pub async fn post(
         e.status = StatusCode::FORBIDDEN;
         return pages::error(&e);
     }
-    // The page is answered: a replay of the same form finds nothing.
-    idp.state().pending.remove(pending_id);
-    let req = pending.request;
-    let Some(client) = client_of(&idp, &req) else {
+    let req = &pending.request;
+    let Some(client) = client_of(&idp, req) else {
         return pages::error(&AadError::unknown_client(
             &req.client_id,
             &req.tenant_segment,
         ));
     };
 
-    match form.get("action") {
-        Some("consent") | Some("decline") => {
+    let mut resp = match form.get("action") {
+        Some(action @ ("consent" | "decline")) => {
             let Some(user) = pending
                 .user_oid
                 .as_deref()
@@ -433,67 +517,87 @@ pub async fn post(
             else {
                 return pages::error(&AadError::missing("username"));
             };
-            if form.get("action") == Some("decline") {
+            if action == "decline" {
+                idp.state().pending.remove(pending_id);
                 let e = AadError::new(
                     "access_denied",
                     65004,
                     "User declined to consent to access the app.",
                 );
-                return respond(Failure::Redirect(e, Box::new((&req).into())));
-            }
-            idp.record_consent(client, &user.oid, &req.scope);
-            complete(&idp, &req, user)
-        }
-        Some(action @ ("pick" | "password")) => {
-            let username = form.get("username").unwrap_or_default();
-            let user = match idp.dir.user(username) {
-                Some(u) if action == "pick" && u.listed => Ok(u),
-                Some(u) if action == "password" => {
-                    if u.password_matches(form.get("password").unwrap_or_default()) {
-                        Ok(u)
-                    } else {
-                        Err(AadError::new(
-                            "invalid_grant",
-                            50126,
-                            "Error validating credentials due to invalid username or password.",
-                        ))
-                    }
-                }
-                _ => Err(AadError::new(
-                    "invalid_grant",
-                    50034,
-                    format!(
-                        "The user account {username} does not exist in the directory. To sign into this application, the account must be added to the directory."
-                    ),
-                )),
-            };
-            let user =
-                match user.and_then(|u| idp.user_may_sign_in(u, &req.tenant_segment).map(|()| u)) {
-                    Ok(u) => u,
-                    Err(e) => return show_sign_in(&idp, req, None, Some(&e)),
-                };
-            let session = random_token();
-            {
-                let mut state = idp.state();
-                state.sessions.insert(
-                    token_hash(&session),
-                    Session {
-                        user_oid: user.oid.clone(),
-                        expires: idp.now() + SESSION_TTL,
-                    },
-                );
-            }
-            let mut resp = if idp
-                .missing_consent(client, &user.oid, &req.scope)
-                .is_empty()
-            {
-                complete(&idp, &req, user)
+                respond(Failure::Redirect(e, Box::new(req.into())))
             } else {
-                show_sign_in(&idp, req, Some(user.oid.clone()), None)
+                // Consent, code and the page's end in one step.
+                let code = {
+                    let mut state = idp.state();
+                    let added = idp.record_consent(&mut state, client, &user.oid, &req.scope);
+                    let code = issue_code(&idp, &mut state, req, user);
+                    if code.is_ok() {
+                        state.pending.remove(pending_id);
+                    } else {
+                        for c in &added {
+                            state.consents.remove(c);
+                        }
+                    }
+                    code
+                };
+                send_code(req, code)
+            }
+        }
+        Some("pick" | "password") => {
+            let user = match form_user(&idp, &form)
+                .and_then(|u| idp.user_may_sign_in(u, &req.tenant_segment).map(|()| u))
+            {
+                Ok(u) => u,
+                // The same page again, with the error: a failed attempt
+                // changes nothing.
+                Err(e) => return render(&idp, pending_id, &pending, Some(&e)),
             };
-            pages::set_cookie(&mut resp, SESSION_COOKIE, &session, idp.tls, SESSION_TTL);
+            let session = random_token();
+            let (mut resp, session_made, done) = {
+                let mut state = idp.state();
+                // Past the cap the sign-in still completes, without a
+                // browser session (no single sign-on for the next one).
+                let session_made = state.sessions.len() < idp.limits.max_sessions;
+                if session_made {
+                    state.sessions.insert(
+                        token_hash(&session),
+                        Session {
+                            user_oid: user.oid.clone(),
+                            expires: now + SESSION_TTL,
+                        },
+                    );
+                }
+                if idp
+                    .missing_consent(&state, client, &user.oid, &req.scope)
+                    .is_empty()
+                {
+                    let code = issue_code(&idp, &mut state, req, user);
+                    let done = code.is_ok();
+                    if done {
+                        state.pending.remove(pending_id);
+                    }
+                    drop(state);
+                    (send_code(req, code), session_made, done)
+                } else {
+                    // Consent is next, on the same flow.
+                    let mut next = pending.clone();
+                    next.user_oid = Some(user.oid.clone());
+                    state.pending.insert(pending_id.to_owned(), next.clone());
+                    drop(state);
+                    (render(&idp, pending_id, &next, None), session_made, false)
+                }
+            };
+            if session_made {
+                pages::set_cookie(&mut resp, SESSION_COOKIE, &session, idp.tls, SESSION_TTL);
+            }
+            if !done {
+                return resp;
+            }
             resp
         }
-        _ => pages::error(&AadError::missing("action")),
-    }
+        _ => return pages::error(&AadError::missing("action")),
+    };
+    // The flow is over: its CSRF cookie goes.
+    pages::set_cookie(&mut resp, &pages::csrf_cookie(pending_id), "", idp.tls, 0);
+    resp
 }

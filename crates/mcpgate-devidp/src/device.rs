@@ -9,10 +9,9 @@ use axum::response::{IntoResponse, Response};
 use axum::{Form, Json};
 use serde_json::json;
 
-use crate::directory::User;
 use crate::error::AadError;
 use crate::idp::Idp;
-use crate::pages::{self, CSRF_COOKIE};
+use crate::pages;
 use crate::params::Params;
 use crate::scope;
 use crate::state::{DEVICE_TTL, DeviceRecord, DeviceStatus, PENDING_TTL};
@@ -54,7 +53,9 @@ fn begin(idp: &Idp, tenant: &str, p: &Params) -> Result<serde_json::Value, AadEr
     let verification_uri = format!("{}/devicelogin", idp.base);
     {
         let mut state = idp.state();
-        state.sweep(now);
+        if state.devices.len() >= idp.limits.max_devices {
+            return Err(AadError::busy("device sign-ins"));
+        }
         let hash = token_hash(&device_code);
         state.user_codes.insert(code.clone(), hash.clone());
         state.devices.insert(
@@ -81,14 +82,19 @@ fn begin(idp: &Idp, tenant: &str, p: &Params) -> Result<serde_json::Value, AadEr
     }))
 }
 
-fn listed(idp: &Idp) -> Vec<&User> {
-    idp.dir.users.iter().filter(|u| u.listed).collect()
-}
-
+/// The device page with a fresh CSRF value, under a cookie named for this
+/// page load (its flow), so that two open pages do not break each other.
 fn page(idp: &Idp, notice: Option<&str>) -> Response {
     let csrf = random_token();
-    let mut resp = pages::device(&csrf, &listed(idp), notice);
-    pages::set_cookie(&mut resp, CSRF_COOKIE, &csrf, idp.tls, PENDING_TTL);
+    let flow = random_token();
+    let mut resp = pages::device(&csrf, &flow, &idp.listed_users(), notice);
+    pages::set_cookie(
+        &mut resp,
+        &pages::csrf_cookie(&flow),
+        &csrf,
+        idp.tls,
+        PENDING_TTL,
+    );
     resp
 }
 
@@ -101,15 +107,16 @@ pub async fn login_page(State(idp): State<Arc<Idp>>) -> Response {
 pub async fn login_submit(
     State(idp): State<Arc<Idp>>,
     headers: HeaderMap,
-    Form(form): Form<Vec<(String, String)>>,
+    form: Result<Form<Vec<(String, String)>>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    let form = match Params::new(form) {
+    let form = match crate::token::read_form(form) {
         Ok(p) => p,
         Err(e) => return pages::error(&e),
     };
-    let cookie = pages::cookie(&headers, CSRF_COOKIE).unwrap_or_default();
+    let flow = form.get("flow").unwrap_or_default();
+    let cookie = pages::cookie(&headers, &pages::csrf_cookie(flow)).unwrap_or_default();
     let field = form.get("csrf").unwrap_or_default();
-    if cookie.is_empty() || !ct_eq(cookie.as_bytes(), field.as_bytes()) {
+    if flow.is_empty() || cookie.is_empty() || !ct_eq(cookie.as_bytes(), field.as_bytes()) {
         let mut e = AadError::new(
             "invalid_request",
             90012,
@@ -127,7 +134,7 @@ pub async fn login_submit(
         .collect();
     let username = form.get("username").unwrap_or_default();
     let user = match idp.dir.user(username) {
-        Some(u) if u.listed && form.get("password").is_none() => u,
+        Some(u) if idp.one_click(u) && form.get("password").is_none() => u,
         Some(u) if form.get("password").is_some_and(|p| u.password_matches(p)) => u,
         Some(_) => {
             return page(
@@ -161,45 +168,68 @@ pub async fn login_submit(
         && let Some((client_id, scope)) = &pending
         && let Some(client) = idp.dir.app(client_id)
     {
-        let missing = idp.missing_consent(client, &user.oid, scope);
-        if !missing.is_empty() {
-            if form.get("consent") != Some("yes") {
-                let csrf = random_token();
-                let mut resp = pages::device_consent(
-                    &csrf,
-                    &code,
-                    user,
-                    &client.name,
-                    &missing,
-                    form.get("password"),
-                );
-                pages::set_cookie(&mut resp, CSRF_COOKIE, &csrf, idp.tls, PENDING_TTL);
-                return resp;
-            }
-            idp.record_consent(client, &user.oid, scope);
+        let missing = idp.missing_consent(&idp.state(), client, &user.oid, scope);
+        if !missing.is_empty() && form.get("consent") != Some("yes") {
+            let csrf = random_token();
+            let flow = random_token();
+            let mut resp = pages::device_consent(
+                &csrf,
+                &flow,
+                &code,
+                user,
+                &client.name,
+                &missing,
+                form.get("password"),
+            );
+            pages::set_cookie(
+                &mut resp,
+                &pages::csrf_cookie(&flow),
+                &csrf,
+                idp.tls,
+                PENDING_TTL,
+            );
+            return resp;
         }
     }
+
+    // Consent and approval in one step, checked against the code as it is
+    // now (it may have expired or been answered since the page was shown).
     let outcome = {
         let mut state = idp.state();
         let hash = state.user_codes.get(&code).cloned();
-        match hash.and_then(|h| state.devices.get_mut(&h)) {
-            Some(d) if d.expires > now && d.status == DeviceStatus::Pending => {
-                if approve {
-                    match idp.user_may_sign_in(user, &d.tenant_segment) {
-                        Ok(()) => {
-                            d.status = DeviceStatus::Approved(user.oid.clone());
-                            Ok(d.client_id.clone())
-                        }
-                        Err(e) => Err(format!("AADSTS{}: {}", e.code, e.message)),
-                    }
+        let found = hash.as_ref().and_then(|h| state.devices.get(h)).map(|d| {
+            (
+                d.clone(),
+                d.expires > now && d.status == DeviceStatus::Pending,
+            )
+        });
+        match (hash, found) {
+            (Some(h), Some((d, true))) => {
+                let decided = if approve {
+                    idp.user_may_sign_in(user, &d.tenant_segment)
+                        .map(|()| DeviceStatus::Approved(user.oid.clone()))
+                        .map_err(|e| format!("AADSTS{}: {}", e.code, e.message))
                 } else {
-                    d.status = DeviceStatus::Denied;
-                    Ok(d.client_id.clone())
+                    Ok(DeviceStatus::Denied)
+                };
+                if let Ok(status) = &decided {
+                    if approve
+                        && form.get("consent") == Some("yes")
+                        && let Some(client) = idp.dir.app(&d.client_id)
+                    {
+                        idp.record_consent(&mut state, client, &user.oid, &d.scope);
+                    }
+                    if let Some(rec) = state.devices.get_mut(&h) {
+                        rec.status = status.clone();
+                    }
                 }
+                decided.map(|_| d.client_id)
             }
-            Some(d) if d.expires <= now => Err("AADSTS70020: This code has expired.".to_owned()),
-            Some(_) => Err("This code was already used.".to_owned()),
-            None => Err("That code was not recognised. Check it and try again.".to_owned()),
+            (_, Some((d, false))) if d.expires <= now => {
+                Err("AADSTS70020: This code has expired.".to_owned())
+            }
+            (_, Some(_)) => Err("This code was already used.".to_owned()),
+            _ => Err("That code was not recognised. Check it and try again.".to_owned()),
         }
     };
     match outcome {

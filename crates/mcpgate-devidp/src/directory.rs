@@ -38,6 +38,87 @@ pub const DEFAULT_ROLE: &str = "MCP.Tools.All";
 /// worth keeping; the sign-in page also offers one-click dev users).
 pub const DEFAULT_PASSWORD: &str = "mcpgate-dev";
 
+/// A user's password in a development directory. `Debug` prints
+/// `[redacted]`, so that a configuration can be logged.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct Password(String);
+
+impl Password {
+    /// The password itself, to hash or compare.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Password {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl From<&str> for Password {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// The SHA-256 (hex) of a password or client secret. A hash of a weak
+/// secret is as good as the secret to whoever can guess, so `Debug` prints
+/// `[redacted]` too.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct SecretHash(String);
+
+impl SecretHash {
+    /// The SHA-256 of `secret`.
+    pub fn of(secret: &str) -> Self {
+        Self(sha256_hex(secret.as_bytes()))
+    }
+
+    /// A hash as written in a configuration (lower-cased).
+    pub fn from_hex(hex: &str) -> Self {
+        Self(hex.to_ascii_lowercase())
+    }
+
+    /// The hex digits.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `presented` hashes to this, in constant time.
+    pub fn matches(&self, presented: &str) -> bool {
+        ct_eq(
+            sha256_hex(presented.as_bytes()).as_bytes(),
+            self.0.as_bytes(),
+        )
+    }
+}
+
+impl From<String> for SecretHash {
+    fn from(hex: String) -> Self {
+        Self::from_hex(&hex)
+    }
+}
+
+impl From<&str> for SecretHash {
+    fn from(hex: &str) -> Self {
+        Self::from_hex(hex)
+    }
+}
+
+impl std::fmt::Debug for SecretHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
 /// The whole configuration, as written in TOML.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -89,7 +170,7 @@ pub struct AppConfig {
     pub redirect_uris: Vec<String>,
     /// SHA-256 (hex) of the client secret.
     #[serde(default)]
-    pub secret_sha256: Option<String>,
+    pub secret_sha256: Option<SecretHash>,
     /// Environment variable holding the client secret (hashed on load).
     #[serde(default)]
     pub secret_env: Option<String>,
@@ -130,10 +211,10 @@ pub struct UserConfig {
     pub display_name: String,
     /// Password, for development directories.
     #[serde(default)]
-    pub password: Option<String>,
+    pub password: Option<Password>,
     /// SHA-256 (hex) of the password.
     #[serde(default)]
-    pub password_sha256: Option<String>,
+    pub password_sha256: Option<SecretHash>,
     /// Object id; default derived from tenant and username.
     #[serde(default)]
     pub oid: Option<String>,
@@ -198,12 +279,12 @@ impl IdpConfig {
             ],
             users: vec![
                 UserConfig {
-                    password: Some(DEFAULT_PASSWORD.to_owned()),
+                    password: Some(DEFAULT_PASSWORD.into()),
                     roles: api_role,
                     ..UserConfig::new("alice@mcpgate.test", "Alice Adams")
                 },
                 UserConfig {
-                    password: Some(DEFAULT_PASSWORD.to_owned()),
+                    password: Some(DEFAULT_PASSWORD.into()),
                     ..UserConfig::new("bob@mcpgate.test", "Bob Baker")
                 },
             ],
@@ -265,7 +346,7 @@ pub struct Tenant {
 #[derive(Clone)]
 pub enum Secret {
     /// SHA-256 of the secret.
-    Sha256(String),
+    Sha256(SecretHash),
     /// A confidential client whose secret is generated and stored in the
     /// data directory at start (built-in clients).
     Generated,
@@ -358,12 +439,10 @@ impl App {
     }
 
     /// Checks a presented secret against the stored hash.
-    pub fn secret_matches(&self, presented: &str, generated: Option<&str>) -> bool {
-        let hash = sha256_hex(presented.as_bytes());
+    pub fn secret_matches(&self, presented: &str, generated: Option<&SecretHash>) -> bool {
         match (&self.secret, generated) {
-            (Some(Secret::Sha256(expected)), _) => ct_eq(hash.as_bytes(), expected.as_bytes()),
-            (Some(Secret::Generated), Some(expected)) => {
-                ct_eq(hash.as_bytes(), expected.as_bytes())
+            (Some(Secret::Sha256(expected)), _) | (Some(Secret::Generated), Some(expected)) => {
+                expected.matches(presented)
             }
             _ => false,
         }
@@ -378,7 +457,7 @@ pub struct User {
     /// Display name.
     pub display_name: String,
     /// SHA-256 (hex) of the password, if one is set.
-    pub password_sha256: Option<String>,
+    pub password_sha256: Option<SecretHash>,
     /// Object id.
     pub oid: String,
     /// Home tenant.
@@ -394,12 +473,9 @@ pub struct User {
 impl User {
     /// Checks a password.
     pub fn password_matches(&self, password: &str) -> bool {
-        self.password_sha256.as_ref().is_some_and(|expected| {
-            ct_eq(
-                sha256_hex(password.as_bytes()).as_bytes(),
-                expected.as_bytes(),
-            )
-        })
+        self.password_sha256
+            .as_ref()
+            .is_some_and(|expected| expected.matches(password))
     }
 
     /// Given name and surname, split from the display name for Graph.
@@ -484,13 +560,14 @@ impl Directory {
                     return bad(format!("public client {client_id} cannot have a secret"));
                 }
                 (Some(h), _, false) => {
+                    let h = h.as_str();
                     if h.len() != 64 || !h.chars().all(|c| c.is_ascii_hexdigit()) {
                         return bad(format!("secret_sha256 of {client_id} is not 64 hex digits"));
                     }
-                    Some(Secret::Sha256(h.to_ascii_lowercase()))
+                    Some(Secret::Sha256(SecretHash::from_hex(h)))
                 }
                 (None, Some(var), false) => match std::env::var(var) {
-                    Ok(s) if !s.is_empty() => Some(Secret::Sha256(sha256_hex(s.as_bytes()))),
+                    Ok(s) if !s.is_empty() => Some(Secret::Sha256(SecretHash::of(&s))),
                     _ => {
                         return bad(format!(
                             "secret_env of {client_id} names {var}, which is not set"
@@ -577,8 +654,8 @@ impl Directory {
                 return bad(format!("username {username:?} must look like user@domain"));
             }
             let password_sha256 = match (&u.password, &u.password_sha256) {
-                (_, Some(h)) => Some(h.to_ascii_lowercase()),
-                (Some(p), None) => Some(sha256_hex(p.as_bytes())),
+                (_, Some(h)) => Some(SecretHash::from_hex(h.as_str())),
+                (Some(p), None) => Some(SecretHash::of(p.expose())),
                 (None, None) => None,
             };
             users.push(User {
@@ -702,5 +779,26 @@ mod tests {
                 .expect_err(text);
             assert!(err.to_string().contains(why), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn passwords_and_hashes_print_redacted() {
+        let text = "[[tenants]]\nid = \"7c3e9f2a-0d1b-4e5a-9c8b-2f6a1d4e8b30\"\n\
+[[apps]]\nclient_id = \"3f8c2b1e-6a7d-4e2f-9b0c-5d1e7a9c4f21\"\n\
+secret_sha256 = \"abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789\"\n\
+[[users]]\nusername = \"u@x.test\"\npassword = \"pw-in-plain\"\n\
+[[users]]\nusername = \"v@x.test\"\npassword_sha256 = \"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\"";
+        let config = IdpConfig::from_toml_str(text).expect("config");
+        let dir = Directory::from_config(&config).expect("dir");
+        for printed in [format!("{config:?}"), format!("{dir:?}")] {
+            for secret in ["pw-in-plain", "abcdef0123456789", "0123456789abcdef"] {
+                assert!(!printed.contains(secret), "{secret} in {printed}");
+            }
+        }
+        assert!(
+            dir.user("u@x.test")
+                .expect("u")
+                .password_matches("pw-in-plain")
+        );
     }
 }

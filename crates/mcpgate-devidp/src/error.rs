@@ -95,6 +95,30 @@ impl AadError {
         .with_suberror("consent_required")
     }
 
+    /// `AADSTS90055`: the IdP holds as many `what` as it may; 429, try
+    /// later. Unauthenticated callers cannot grow its memory without bound.
+    pub fn busy(what: &str) -> Self {
+        Self::new(
+            "temporarily_unavailable",
+            90055,
+            format!(
+                "There are too many {what} in progress on this identity provider. Try again later."
+            ),
+        )
+        .with_status(StatusCode::TOO_MANY_REQUESTS)
+    }
+
+    /// `AADSTS90015`: a request, or one of its parameters, is longer than
+    /// the IdP reads.
+    pub fn too_long(what: &str, max: usize) -> Self {
+        Self::new(
+            "invalid_request",
+            90015,
+            format!("The {what} is too long (at most {max} characters)."),
+        )
+        .with_status(StatusCode::BAD_REQUEST)
+    }
+
     /// The full `error_description` Entra writes.
     pub fn description(&self, trace_id: &str, correlation_id: &str, timestamp: &str) -> String {
         format!(
@@ -138,6 +162,9 @@ impl IntoResponse for AadError {
         let headers = resp.headers_mut();
         headers.insert(header::CACHE_CONTROL, "no-store".parse().expect("static"));
         headers.insert(header::PRAGMA, "no-cache".parse().expect("static"));
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            headers.insert(header::RETRY_AFTER, "30".parse().expect("static"));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             headers.insert(
                 header::WWW_AUTHENTICATE,

@@ -7,12 +7,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use mcpgate_token::clock::Clock;
 use serde_json::{Value, json};
 
-use crate::directory::{App, Directory, GRAPH_APP_ID, User};
+use crate::Exposure;
+use crate::directory::{App, Directory, GRAPH_APP_ID, SecretHash, User};
 use crate::error::AadError;
 use crate::keys::KeyRing;
 use crate::mint::{AccessGrant, ClientAuth, Minter, client_info};
 use crate::scope::ScopeRequest;
-use crate::state::{REFRESH_TTL, RefreshRecord, State};
+use crate::state::{Consent, Limits, REFRESH_TTL, RefreshRecord, State};
 use crate::util::{random_token, token_hash};
 
 /// The running IdP's shared state.
@@ -33,14 +34,40 @@ pub struct Idp {
     /// Device-code poll interval.
     pub device_interval: u64,
     /// SHA-256 of generated client secrets, by client id.
-    pub generated_secrets: BTreeMap<String, String>,
+    pub generated_secrets: BTreeMap<String, SecretHash>,
     /// Whether the listener speaks TLS (cookies get `Secure`).
     pub tls: bool,
+    /// Who can reach the IdP: one-click sign-in only on loopback.
+    pub exposure: Exposure,
+    /// Caps on what unauthenticated callers can make it hold.
+    pub limits: Limits,
     state: Mutex<State>,
 }
 
 /// A token response body, ready to send.
 pub type TokenResponse = Value;
+
+/// What a delegated grant issues tokens for.
+#[derive(Debug, Clone, Copy)]
+pub struct Delegated<'a> {
+    /// The client.
+    pub client: &'a App,
+    /// How it authenticated.
+    pub auth: ClientAuth,
+    /// The signed-in user.
+    pub user: &'a User,
+    /// The concrete tenant.
+    pub tenant: &'a str,
+    /// What is asked.
+    pub req: &'a ScopeRequest,
+    /// The ID token's `nonce`.
+    pub nonce: Option<&'a str>,
+    /// The refresh-token family continued (its number and the grant's
+    /// first scope); `None` starts a new one.
+    pub family: Option<(u64, &'a ScopeRequest)>,
+    /// Whether `client_info` was asked.
+    pub want_client_info: bool,
+}
 
 impl Idp {
     /// Assembles the core.
@@ -53,8 +80,10 @@ impl Idp {
         auto_approve: Option<String>,
         token_lifetime: u64,
         device_interval: u64,
-        generated_secrets: BTreeMap<String, String>,
+        generated_secrets: BTreeMap<String, SecretHash>,
         tls: bool,
+        exposure: Exposure,
+        limits: Limits,
     ) -> Self {
         Self {
             dir,
@@ -66,8 +95,25 @@ impl Idp {
             device_interval,
             generated_secrets,
             tls,
+            exposure,
+            limits,
             state: Mutex::new(State::default()),
         }
+    }
+
+    /// The users a page offers for one click: the listed ones on loopback,
+    /// none when the IdP is reachable from elsewhere.
+    pub fn listed_users(&self) -> Vec<&User> {
+        self.dir
+            .users
+            .iter()
+            .filter(|u| self.one_click(u))
+            .collect()
+    }
+
+    /// Whether `user` may sign in without a password.
+    pub fn one_click(&self, user: &User) -> bool {
+        user.listed && self.exposure == Exposure::Loopback
     }
 
     /// Now, in Unix seconds.
@@ -169,12 +215,17 @@ impl Idp {
     }
 
     /// The scopes a request still needs consent for (empty: none).
-    pub fn missing_consent(&self, client: &App, user_oid: &str, req: &ScopeRequest) -> Vec<String> {
+    pub fn missing_consent(
+        &self,
+        state: &State,
+        client: &App,
+        user_oid: &str,
+        req: &ScopeRequest,
+    ) -> Vec<String> {
         if !req.explicit_resource {
             return Vec::new();
         }
-        let state = self.state();
-        let available = self.available_scopes(&state, client, Some(user_oid), &req.resource);
+        let available = self.available_scopes(state, client, Some(user_oid), &req.resource);
         if req.default {
             if available.is_empty() {
                 self.exposed_scopes(&req.resource).into_iter().collect()
@@ -186,30 +237,42 @@ impl Idp {
         }
     }
 
-    /// Records the user's consent to what `req` asks.
-    pub fn record_consent(&self, client: &App, user_oid: &str, req: &ScopeRequest) {
+    /// Records the user's consent to what `req` asks; returns the consents
+    /// that are new, so that a caller whose grant then fails can take
+    /// them back.
+    pub fn record_consent(
+        &self,
+        state: &mut State,
+        client: &App,
+        user_oid: &str,
+        req: &ScopeRequest,
+    ) -> Vec<Consent> {
         if !req.explicit_resource {
-            return;
+            return Vec::new();
         }
         let scopes = if req.default {
             self.exposed_scopes(&req.resource)
         } else {
             req.scopes.clone()
         };
-        let mut state = self.state();
-        for s in scopes {
-            state.consents.insert((
-                user_oid.to_owned(),
-                client.client_id.clone(),
-                req.resource.clone(),
-                s,
-            ));
-        }
+        scopes
+            .into_iter()
+            .map(|s| {
+                (
+                    user_oid.to_owned(),
+                    client.client_id.clone(),
+                    req.resource.clone(),
+                    s,
+                )
+            })
+            .filter(|c| state.consents.insert(c.clone()))
+            .collect()
     }
 
     /// The delegated scopes a token for `req` carries, or consent_required.
     fn granted_scopes(
         &self,
+        state: &State,
         client: &App,
         user_oid: &str,
         req: &ScopeRequest,
@@ -223,9 +286,7 @@ impl Idp {
                 .cloned()
                 .collect());
         }
-        let state = self.state();
-        let available = self.available_scopes(&state, client, Some(user_oid), &req.resource);
-        drop(state);
+        let available = self.available_scopes(state, client, Some(user_oid), &req.resource);
         let granted: BTreeSet<String> = if req.default {
             available
         } else {
@@ -276,19 +337,25 @@ impl Idp {
     /// token continuing `family` (its number, and the scope the grant
     /// started with) or a new one when `offline_access` was asked,
     /// an ID token for `openid`, and `client_info` when asked.
-    #[allow(clippy::too_many_arguments)]
+    ///
+    /// It fails (consent) before it changes anything, and the caller holds
+    /// `state` from its own checks to its own update: one step.
     pub fn issue_delegated(
         &self,
-        client: &App,
-        auth: ClientAuth,
-        user: &User,
-        tenant: &str,
-        req: &ScopeRequest,
-        nonce: Option<&str>,
-        family: Option<(u64, &ScopeRequest)>,
-        want_client_info: bool,
+        state: &mut State,
+        grant: &Delegated<'_>,
     ) -> Result<(TokenResponse, Option<u64>), AadError> {
-        let granted = self.granted_scopes(client, &user.oid, req)?;
+        let Delegated {
+            client,
+            auth,
+            user,
+            tenant,
+            req,
+            nonce,
+            family,
+            want_client_info,
+        } = *grant;
+        let granted = self.granted_scopes(state, client, &user.oid, req)?;
         let roles = if req.explicit_resource {
             user.roles.get(&req.resource).cloned().unwrap_or_default()
         } else {
@@ -315,8 +382,6 @@ impl Idp {
         if req.offline() {
             let now = self.now();
             let refresh = random_token();
-            let mut state = self.state();
-            state.sweep(now);
             let (family, grant_scope) = match family {
                 Some((f, scope)) => (f, scope.clone()),
                 None => (state.new_family(), req.clone()),
@@ -371,8 +436,7 @@ impl Idp {
     }
 
     /// Revokes every refresh token of a family.
-    pub fn revoke_family(&self, family: u64) {
-        let mut state = self.state();
+    pub fn revoke_family(state: &mut State, family: u64) {
         state.revoked_families.insert(family);
         state.refresh.retain(|_, r| r.family != family);
     }

@@ -15,6 +15,17 @@
 //! | [`device`] | the device authorization grant and its page |
 //! | [`metadata`] | OpenID discovery, the key set, Graph's `/me`, sign-out |
 //! | [`error`] | Entra's error JSON |
+//! | [`state`] | what it remembers between requests, and the caps on it |
+//!
+//! # Security
+//!
+//! It is a development IdP: users may sign in with one click, and
+//! `auto_approve` signs everyone in without a page. Both hold only on
+//! loopback. When it listens elsewhere ([`Exposure::Network`], which only an
+//! explicit bind address gives), no user is listed, every sign-in takes a
+//! password, users with the published development password are refused,
+//! and auto-approve is refused at start. Whatever unauthenticated callers
+//! can make it hold is capped ([`Limits`]) and swept on a timer.
 
 pub mod authorize;
 pub mod device;
@@ -47,12 +58,13 @@ use tokio::sync::watch;
 pub use crate::directory::{Directory, IdpConfig};
 pub use crate::error::IdpError;
 pub use crate::keys::rotate_keys;
+pub use crate::state::{Limits, StateSizes};
 pub use crate::tls::TlsMode;
 
-use crate::directory::Secret;
+use crate::directory::{DEFAULT_PASSWORD, Secret, SecretHash};
 use crate::idp::Idp;
 use crate::keys::KeyRing;
-use crate::util::{random_token, sha256_hex, write_private};
+use crate::util::{random_token, write_private};
 
 /// Largest request body the IdP reads.
 const MAX_BODY: usize = 64 * 1024;
@@ -72,6 +84,31 @@ pub struct IdpOptions {
     pub public_url: Option<url::Url>,
     /// The clock (tests move it).
     pub clock: Arc<dyn Clock>,
+    /// Caps on pending sign-ins, device codes, sessions and codes.
+    pub limits: Limits,
+}
+
+/// Who can reach the IdP, derived from where it listens and the URL it is
+/// published at. It decides whether one-click sign-in and auto-approve
+/// are allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Exposure {
+    /// Bound to a loopback address and published on a loopback name: only
+    /// this machine reaches it. One-click users and auto-approve allowed.
+    Loopback,
+    /// Reachable from elsewhere: no user listed, every sign-in takes a
+    /// password, auto-approve refused.
+    Network,
+}
+
+/// Whether `host` (a URL's host) names this machine.
+fn loopback_host(host: &url::Host<&str>) -> bool {
+    match host {
+        url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
+    }
 }
 
 impl IdpOptions {
@@ -84,6 +121,21 @@ impl IdpOptions {
             auto_approve: None,
             public_url: None,
             clock: Arc::new(SystemClock),
+            limits: Limits::default(),
+        }
+    }
+
+    /// Who can reach an IdP started with these options: loopback only when
+    /// it binds a loopback address and any public URL names loopback.
+    pub fn exposure(&self) -> Exposure {
+        let public_ok = self
+            .public_url
+            .as_ref()
+            .is_none_or(|u| u.host().is_some_and(|h| loopback_host(&h)));
+        if self.bind.ip().is_loopback() && public_ok {
+            Exposure::Loopback
+        } else {
+            Exposure::Network
         }
     }
 }
@@ -140,18 +192,22 @@ pub struct IdpInfo {
     pub device_login_url: String,
     /// Registered clients.
     pub clients: Vec<ClientInfo>,
-    /// Users.
+    /// Users offered for one-click sign-in (none unless on loopback).
     pub users: Vec<UserInfo>,
     /// The listening address.
     pub bind: SocketAddr,
+    /// Who can reach it.
+    pub exposure: Exposure,
 }
 
-/// A running IdP.
+/// A running IdP: its listener and the task that sweeps expired state.
 #[derive(Debug)]
 pub struct RunningIdp {
     info: IdpInfo,
+    idp: Arc<Idp>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    sweeper: tokio::task::JoinHandle<()>,
 }
 
 impl RunningIdp {
@@ -160,16 +216,68 @@ impl RunningIdp {
         &self.info
     }
 
-    /// Stops accepting and closes open connections.
+    /// How many entries its state holds now.
+    pub fn state_sizes(&self) -> StateSizes {
+        self.idp.state().sizes()
+    }
+
+    /// Drops expired entries now, as the sweeper does on its timer (tests
+    /// move a manual clock and sweep without waiting).
+    pub fn sweep(&self) {
+        let now = self.idp.now();
+        self.idp.state().sweep(now);
+    }
+
+    /// Stops accepting, closes open connections and stops the sweeper.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
+        let _ = self.sweeper.await;
     }
+}
+
+/// Sweeps expired state every `limits.sweep_interval_secs` until shutdown:
+/// requests never pay for it.
+async fn sweep_until(idp: Arc<Idp>, mut shutdown: watch::Receiver<bool>) {
+    let period = std::time::Duration::from_secs(idp.limits.sweep_interval_secs.max(1));
+    let mut timer = tokio::time::interval(period);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = timer.tick() => {
+                let now = idp.now();
+                idp.state().sweep(now);
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+}
+
+/// Answers a URL longer than the IdP reads before any handler parses it.
+async fn limit_url(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let uri = request.uri();
+    if uri.query().map_or(0, str::len) > params::MAX_QUERY || uri.path().len() > params::MAX_QUERY {
+        let e = error::AadError::too_long("URL", params::MAX_QUERY);
+        let path = uri.path();
+        return if path.ends_with("/authorize")
+            || path == "/devicelogin"
+            || path.ends_with("/logout")
+        {
+            pages::error(&e)
+        } else {
+            e.into_response()
+        };
+    }
+    next.run(request).await
 }
 
 /// Generated secrets: their SHA-256 and their files, by client id.
 struct GeneratedSecrets {
-    hashes: BTreeMap<String, String>,
+    hashes: BTreeMap<String, SecretHash>,
     files: BTreeMap<String, PathBuf>,
 }
 
@@ -193,10 +301,19 @@ fn generated_secrets(dir: &Directory, data_dir: &Path) -> Result<GeneratedSecret
             }
             Err(e) => return Err(IdpError::io(&path, e)),
         };
-        hashes.insert(app.client_id.clone(), sha256_hex(secret.as_bytes()));
+        hashes.insert(app.client_id.clone(), SecretHash::of(&secret));
         files.insert(app.client_id.clone(), path);
     }
     Ok(GeneratedSecrets { hashes, files })
+}
+
+/// ", published at URL" when a public URL is set, for messages.
+fn public_note(options: &IdpOptions) -> String {
+    options
+        .public_url
+        .as_ref()
+        .map(|u| format!(", published at {u}"))
+        .unwrap_or_default()
 }
 
 /// The IdP's routes.
@@ -231,6 +348,7 @@ fn router(idp: Arc<Idp>) -> Router {
         .route("/v1.0/me", get(metadata::me))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(metadata::not_found)
+        .layer(axum::middleware::from_fn(limit_url))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(idp)
 }
@@ -239,17 +357,18 @@ fn router(idp: Arc<Idp>) -> Router {
 /// binds, and serves until [`RunningIdp::shutdown`].
 pub async fn start(config: IdpConfig, options: IdpOptions) -> Result<RunningIdp, IdpError> {
     let dir = Directory::from_config(&config)?;
-    let loopback = options.bind.ip().is_loopback();
+    let exposure = options.exposure();
     let auto_approve = options
         .auto_approve
         .clone()
         .or_else(|| config.auto_approve.clone())
         .filter(|s| !s.is_empty());
     if let Some(user) = &auto_approve {
-        if !loopback {
+        if exposure != Exposure::Loopback {
             return Err(IdpError::Refused(format!(
-                "auto-approve ({user}) signs anyone in without a page; it is refused unless the IdP listens on loopback (it was {})",
-                options.bind
+                "auto-approve ({user}) signs anyone in without a page; it is refused unless the IdP listens on loopback (it was {}{})",
+                options.bind,
+                public_note(&options)
             )));
         }
         if dir.user(user).is_none() {
@@ -258,11 +377,35 @@ pub async fn start(config: IdpConfig, options: IdpOptions) -> Result<RunningIdp,
             )));
         }
     }
-    if matches!(options.tls, TlsMode::PlainHttp) && !loopback {
+    if matches!(options.tls, TlsMode::PlainHttp) && exposure != Exposure::Loopback {
         return Err(IdpError::Refused(format!(
-            "plain http is refused unless the IdP listens on loopback (it was {})",
-            options.bind
+            "plain http is refused unless the IdP listens on loopback (it was {}{})",
+            options.bind,
+            public_note(&options)
         )));
+    }
+    if exposure == Exposure::Network {
+        // The built-in password is published: off loopback it would sign
+        // anyone in as well as a one-click picker would.
+        let published: Vec<&str> = dir
+            .users
+            .iter()
+            .filter(|u| u.password_matches(DEFAULT_PASSWORD))
+            .map(|u| u.username.as_str())
+            .collect();
+        if !published.is_empty() {
+            return Err(IdpError::Refused(format!(
+                "the development IdP is reachable beyond loopback ({}{}), and {} still {} the published development password; give it a directory with passwords of your own, or listen on loopback",
+                options.bind,
+                public_note(&options),
+                published.join(", "),
+                if published.len() == 1 { "has" } else { "have" },
+            )));
+        }
+        tracing::warn!(
+            bind = %options.bind,
+            "development IdP reachable beyond loopback: no user is listed, every sign-in needs a password, auto-approve is refused"
+        );
     }
     std::fs::create_dir_all(&options.data_dir).map_err(|e| IdpError::io(&options.data_dir, e))?;
     let keys = KeyRing::open(&options.data_dir)?;
@@ -339,6 +482,7 @@ pub async fn start(config: IdpConfig, options: IdpOptions) -> Result<RunningIdp,
         users: dir
             .users
             .iter()
+            .filter(|_| exposure == Exposure::Loopback)
             .map(|u| UserInfo {
                 username: u.username.clone(),
                 display_name: u.display_name.clone(),
@@ -346,6 +490,7 @@ pub async fn start(config: IdpConfig, options: IdpOptions) -> Result<RunningIdp,
             .collect(),
         base_url: base.clone(),
         bind: addr,
+        exposure,
     };
 
     let idp = Arc::new(Idp::new(
@@ -358,9 +503,12 @@ pub async fn start(config: IdpConfig, options: IdpOptions) -> Result<RunningIdp,
         config.device_code_interval_secs.unwrap_or(5),
         secret_hashes,
         tls.is_some(),
+        exposure,
+        options.limits,
     ));
-    let app = router(idp);
+    let app = router(idp.clone());
     let (tx, rx) = watch::channel(false);
+    let sweeper = tokio::spawn(sweep_until(idp.clone(), rx.clone()));
     let task = match tls {
         Some(tls) => tokio::spawn(tls::serve_tls(listener, tls.config, app, rx)),
         None => {
@@ -382,7 +530,9 @@ pub async fn start(config: IdpConfig, options: IdpOptions) -> Result<RunningIdp,
     tracing::info!(issuer = %info.issuer, "development identity provider listening");
     Ok(RunningIdp {
         info,
+        idp,
         shutdown: tx,
         task,
+        sweeper,
     })
 }

@@ -9,8 +9,8 @@ use crate::directory::User;
 use crate::error::AadError;
 use crate::util::html_escape as esc;
 
-/// The cookie holding the CSRF value.
-pub const CSRF_COOKIE: &str = "mcpgate_idp_csrf";
+/// The prefix of the cookies holding CSRF values: one cookie per flow.
+pub const CSRF_COOKIE_PREFIX: &str = "mcpgate_idp_csrf_";
 /// The cookie holding the browser session.
 pub const SESSION_COOKIE: &str = "mcpgate_idp_session";
 
@@ -26,6 +26,9 @@ fn page(status: StatusCode, title: &str, body: &str, script: bool) -> Response {
     );
     let mut resp = (status, Html(html)).into_response();
     let h = resp.headers_mut();
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        h.insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+    }
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -45,6 +48,19 @@ fn page(status: StatusCode, title: &str, body: &str, script: bool) -> Response {
         HeaderValue::from_static("nosniff"),
     );
     resp
+}
+
+/// The CSRF cookie of one flow (a sign-in page, a device page): named for
+/// it, so that two flows open in one browser keep their own values.
+pub fn csrf_cookie(flow: &str) -> String {
+    // Flow ids are base64url, which cookie names allow; a prefix of one is
+    // enough to keep flows apart.
+    let short: String = flow
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .take(16)
+        .collect();
+    format!("{CSRF_COOKIE_PREFIX}{short}")
 }
 
 /// Adds a cookie.
@@ -173,31 +189,42 @@ pub fn form_post(redirect_uri: &str, params: &[(&str, String)]) -> Response {
     page(StatusCode::OK, "Working…", &body, true)
 }
 
-/// The device-code page: enter the code, pick a user, approve or deny.
-pub fn device(csrf: &str, users: &[&User], notice: Option<&str>) -> Response {
+/// The device-code page: enter the code, choose who signs in, approve or
+/// deny. `users` are offered for one click; with none (an IdP exposed
+/// beyond loopback), the username is typed and the password is required.
+pub fn device(csrf: &str, flow: &str, users: &[&User], notice: Option<&str>) -> Response {
     let mut body = String::from(
         "<h1>Enter code</h1><p class=\"muted\">Enter the code shown on your other device, then choose who signs in.</p>",
     );
     if let Some(n) = notice {
         body.push_str(&format!("<p class=\"err\" role=\"alert\">{}</p>", esc(n)));
     }
-    let options: String = users
-        .iter()
-        .map(|u| {
-            format!(
-                "<option value=\"{user}\">{name} ({user})</option>",
-                user = esc(&u.username),
-                name = esc(&u.display_name)
-            )
-        })
-        .collect();
+    let who = if users.is_empty() {
+        "<label>Username<input name=\"username\" autocomplete=\"username\"></label>\
+<label>Password<input name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label>"
+            .to_owned()
+    } else {
+        let options: String = users
+            .iter()
+            .map(|u| {
+                format!(
+                    "<option value=\"{user}\">{name} ({user})</option>",
+                    user = esc(&u.username),
+                    name = esc(&u.display_name)
+                )
+            })
+            .collect();
+        format!(
+            "<label>User<select name=\"username\">{options}</select></label>\
+<label>Password (optional for development users)<input name=\"password\" type=\"password\"></label>"
+        )
+    };
     body.push_str(&format!(
-        "<form method=\"post\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
-<label>Code<input name=\"user_code\" autocomplete=\"off\" autofocus></label>\
-<label>User<select name=\"username\">{options}</select></label>\
-<label>Password (optional for development users)<input name=\"password\" type=\"password\"></label>\
+        "<form method=\"post\"><input type=\"hidden\" name=\"csrf\" value=\"{}\"><input type=\"hidden\" name=\"flow\" value=\"{}\">\
+<label>Code<input name=\"user_code\" autocomplete=\"off\" autofocus></label>{who}\
 <button type=\"submit\" name=\"action\" value=\"approve\" id=\"approve\">Approve</button> <button type=\"submit\" name=\"action\" value=\"deny\" id=\"deny\">Deny</button></form>",
-        esc(csrf)
+        esc(csrf),
+        esc(flow)
     ));
     page(StatusCode::OK, "Enter code", &body, false)
 }
@@ -206,6 +233,7 @@ pub fn device(csrf: &str, users: &[&User], notice: Option<&str>) -> Response {
 /// permissions shown and `consent=yes`.
 pub fn device_consent(
     csrf: &str,
+    flow: &str,
     user_code: &str,
     user: &User,
     app_name: &str,
@@ -226,13 +254,14 @@ pub fn device_consent(
         .unwrap_or_default();
     let body = format!(
         "<h1>Permissions requested</h1><p><strong>{app}</strong> wants to, on behalf of {name} ({user}):</p><ul>{items}</ul>\
-<form method=\"post\"><input type=\"hidden\" name=\"csrf\" value=\"{c}\"><input type=\"hidden\" name=\"user_code\" value=\"{code}\">\
+<form method=\"post\"><input type=\"hidden\" name=\"csrf\" value=\"{c}\"><input type=\"hidden\" name=\"flow\" value=\"{f}\"><input type=\"hidden\" name=\"user_code\" value=\"{code}\">\
 <input type=\"hidden\" name=\"username\" value=\"{user}\"><input type=\"hidden\" name=\"consent\" value=\"yes\">{password_field}\
 <button type=\"submit\" name=\"action\" value=\"approve\" id=\"accept\">Accept</button> <button type=\"submit\" name=\"action\" value=\"deny\" id=\"decline\">Cancel</button></form>",
         app = esc(app_name),
         name = esc(&user.display_name),
         user = esc(&user.username),
         c = esc(csrf),
+        f = esc(flow),
         code = esc(user_code),
     );
     page(StatusCode::OK, "Permissions requested", &body, false)

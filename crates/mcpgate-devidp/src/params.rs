@@ -1,10 +1,43 @@
 //! Request parameters (query string or form body), refusing duplicates as
 //! OAuth requires (RFC 6749 §3.1: "Request and response parameters MUST
-//! NOT be included more than once").
+//! NOT be included more than once"), and values longer than the IdP keeps:
+//! what an authorize request carries is held until the sign-in ends, so
+//! each value is bounded (Entra bounds them too, with AADSTS90015).
 
 use std::collections::BTreeMap;
 
 use crate::error::AadError;
+
+/// The longest query string the IdP reads (Entra answers longer ones
+/// with AADSTS90015).
+pub const MAX_QUERY: usize = 8 * 1024;
+
+/// The longest value `name` may have.
+pub fn max_len(name: &str) -> usize {
+    match name {
+        "code_challenge"
+        | "code_challenge_method"
+        | "response_type"
+        | "response_mode"
+        | "prompt"
+        | "grant_type"
+        | "action"
+        | "consent"
+        | "user_code"
+        | "pending"
+        | "csrf"
+        | "flow"
+        | "client_info"
+        | "requested_token_use" => 128,
+        "client_id" | "login_hint" | "username" | "password" | "domain_hint" => 256,
+        "nonce" => 512,
+        "redirect_uri" | "post_logout_redirect_uri" | "resource" => 1024,
+        "state" | "scope" => 2048,
+        "code" | "refresh_token" | "device_code" | "client_secret" => 4096,
+        "assertion" | "client_assertion" => 16 * 1024,
+        _ => 2048,
+    }
+}
 
 /// Parameters by name, each present once.
 #[derive(Debug, Default, Clone)]
@@ -15,6 +48,13 @@ impl Params {
     pub fn new(pairs: Vec<(String, String)>) -> Result<Self, AadError> {
         let mut map = BTreeMap::new();
         for (k, v) in pairs {
+            if k.len() > 128 {
+                return Err(AadError::too_long("parameter name", 128));
+            }
+            let max = max_len(&k);
+            if v.len() > max {
+                return Err(AadError::too_long(&format!("parameter '{k}'"), max));
+            }
             if map.contains_key(&k) {
                 return Err(AadError::new(
                     "invalid_request",
@@ -57,5 +97,8 @@ mod tests {
         let e = Params::new(vec![("a".into(), "1".into()), ("a".into(), "2".into())])
             .expect_err("duplicate");
         assert_eq!(e.code, 9000411);
+        let e = Params::new(vec![("state".into(), "s".repeat(30 * 1024))]).expect_err("long");
+        assert_eq!(e.code, 90015);
+        assert!(!e.message.contains("sss"), "the value is not echoed");
     }
 }

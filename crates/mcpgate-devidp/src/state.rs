@@ -148,7 +148,54 @@ pub struct Session {
 /// One consent: this user let this client use this scope of this resource.
 pub type Consent = (String, String, String, String);
 
-/// Everything, behind one lock (no await while held).
+/// How much an unauthenticated caller can make the IdP hold. A request
+/// past a cap is refused (`AADSTS90055`, 429) instead of growing memory;
+/// expired entries are swept on a timer, so a cap frees up as flows end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Sign-in pages shown and not answered. Default 2,000.
+    pub max_pending: usize,
+    /// Device codes issued and not expired. Default 1,000.
+    pub max_devices: usize,
+    /// Browser sessions. Default 2,000.
+    pub max_sessions: usize,
+    /// Authorization codes (kept a while after expiry, to catch replays).
+    /// Default 10,000.
+    pub max_codes: usize,
+    /// Seconds between sweeps of expired entries. Default 30.
+    pub sweep_interval_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_pending: 2_000,
+            max_devices: 1_000,
+            max_sessions: 2_000,
+            max_codes: 10_000,
+            sweep_interval_secs: 30,
+        }
+    }
+}
+
+/// How many entries each map holds (for tests and diagnostics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StateSizes {
+    /// Sign-ins in progress.
+    pub pending: usize,
+    /// Device codes.
+    pub devices: usize,
+    /// Browser sessions.
+    pub sessions: usize,
+    /// Authorization codes.
+    pub codes: usize,
+    /// Refresh tokens.
+    pub refresh: usize,
+}
+
+/// Everything, behind one lock (no await while held). A grant validates and
+/// changes state under one guard, so that a refused request changes nothing
+/// and two concurrent requests cannot both spend one code or token.
 #[derive(Debug, Default)]
 pub struct State {
     /// Codes by hash.
@@ -172,8 +219,8 @@ pub struct State {
 }
 
 impl State {
-    /// Drops what has expired; called on writes so memory stays bounded by
-    /// the live grants.
+    /// Drops what has expired. Run by the IdP's sweeper task on a timer,
+    /// never on a request's path: lookups check expiry themselves.
     pub fn sweep(&mut self, now: u64) {
         self.codes.retain(|_, c| c.expires + CODE_TTL > now);
         self.refresh.retain(|_, r| r.expires > now);
@@ -182,6 +229,26 @@ impl State {
         self.user_codes.retain(|_, h| devices.contains_key(h));
         self.sessions.retain(|_, s| s.expires > now);
         self.pending.retain(|_, p| p.created + PENDING_TTL > now);
+        // A family with no live token cannot be presented again.
+        let live: HashSet<u64> = self.refresh.values().map(|r| r.family).collect();
+        let codes: HashSet<u64> = self
+            .codes
+            .values()
+            .filter_map(|c| c.redeemed.flatten())
+            .collect();
+        self.revoked_families
+            .retain(|f| live.contains(f) || codes.contains(f));
+    }
+
+    /// How many entries each map holds.
+    pub fn sizes(&self) -> StateSizes {
+        StateSizes {
+            pending: self.pending.len(),
+            devices: self.devices.len(),
+            sessions: self.sessions.len(),
+            codes: self.codes.len(),
+            refresh: self.refresh.len(),
+        }
     }
 
     /// A new refresh-token family.

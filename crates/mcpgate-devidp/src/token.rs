@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::directory::App;
 use crate::error::AadError;
-use crate::idp::Idp;
+use crate::idp::{Delegated, Idp};
 use crate::mint::ClientAuth;
 use crate::params::Params;
 use crate::scope;
@@ -108,10 +108,7 @@ fn authenticate<'a>(
             "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
         ));
     };
-    let generated = idp
-        .generated_secrets
-        .get(&client.client_id)
-        .map(String::as_str);
+    let generated = idp.generated_secrets.get(&client.client_id);
     if !client.secret_matches(&secret, generated) {
         return Err(invalid_client(
             7000215,
@@ -173,31 +170,85 @@ pub(crate) fn read_form(
     }
 }
 
-fn grant(idp: &Idp, tenant: &str, p: &Params, headers: &HeaderMap) -> Result<Value, AadError> {
-    idp.tenant_segment_ok(tenant)?;
-    let grant_type = p.require("grant_type")?;
-    let known = matches!(
-        grant_type,
-        "authorization_code" | "refresh_token" | "client_credentials" | DEVICE_GRANT | JWT_BEARER
-    );
-    if !known {
-        return Err(AadError::new(
-            "unsupported_grant_type",
-            70003,
-            format!("The app requested an unsupported grant type '{grant_type}'."),
-        ));
-    }
-    let (client, auth) = authenticate(idp, tenant, p, headers)?;
-    let want_client_info = p.get("client_info") == Some("1");
-    match grant_type {
-        "authorization_code" => authorization_code(idp, client, auth, p, want_client_info),
-        "refresh_token" => refresh(idp, tenant, client, auth, p, want_client_info),
-        "client_credentials" => client_credentials(idp, tenant, client, auth, p),
-        DEVICE_GRANT => device_code(idp, client, auth, p, want_client_info),
-        _ => on_behalf_of(idp, tenant, client, auth, p, want_client_info),
+/// The grants the token endpoint knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantType {
+    /// `authorization_code`.
+    AuthorizationCode,
+    /// `refresh_token`.
+    RefreshToken,
+    /// `client_credentials`.
+    ClientCredentials,
+    /// RFC 8628's URN, or `device_code` as MSAL (Node, .NET) sends it and
+    /// Entra accepts.
+    DeviceCode,
+    /// `urn:ietf:params:oauth:grant-type:jwt-bearer` (On-Behalf-Of).
+    JwtBearer,
+}
+
+impl GrantType {
+    /// Parses a `grant_type` value; `None` for one the IdP does not know.
+    pub fn parse(value: &str) -> Option<Self> {
+        Some(match value {
+            "authorization_code" => Self::AuthorizationCode,
+            "refresh_token" => Self::RefreshToken,
+            "client_credentials" => Self::ClientCredentials,
+            DEVICE_GRANT | "device_code" => Self::DeviceCode,
+            JWT_BEARER => Self::JwtBearer,
+            _ => return None,
+        })
     }
 }
 
+fn grant(idp: &Idp, tenant: &str, p: &Params, headers: &HeaderMap) -> Result<Value, AadError> {
+    idp.tenant_segment_ok(tenant)?;
+    let raw = p.require("grant_type")?;
+    let grant_type = GrantType::parse(raw).ok_or_else(|| {
+        AadError::new(
+            "unsupported_grant_type",
+            70003,
+            format!("The app requested an unsupported grant type '{raw}'."),
+        )
+    })?;
+    let (client, auth) = authenticate(idp, tenant, p, headers)?;
+    let want_client_info = p.get("client_info") == Some("1");
+    match grant_type {
+        GrantType::AuthorizationCode => authorization_code(idp, client, auth, p, want_client_info),
+        GrantType::RefreshToken => refresh(idp, tenant, client, auth, p, want_client_info),
+        GrantType::ClientCredentials => client_credentials(idp, tenant, client, auth, p),
+        GrantType::DeviceCode => device_code(idp, client, auth, p, want_client_info),
+        GrantType::JwtBearer => on_behalf_of(idp, tenant, client, auth, p, want_client_info),
+    }
+}
+
+/// Checks a PKCE verifier against the code's challenge (RFC 7636 S256).
+fn pkce_ok(challenge: Option<&str>, verifier: Option<&str>) -> Result<(), AadError> {
+    match (challenge, verifier) {
+        (Some(challenge), Some(verifier)) => {
+            let computed = b64url(Sha256::digest(verifier.as_bytes()));
+            if (43..=128).contains(&verifier.len())
+                && ct_eq(computed.as_bytes(), challenge.as_bytes())
+            {
+                Ok(())
+            } else {
+                Err(invalid_grant(
+                    501481,
+                    "The Code_Verifier does not match the code_challenge supplied in the authorization request.",
+                ))
+            }
+        }
+        (Some(_), None) => Err(AadError::missing("code_verifier")),
+        (None, Some(_)) => Err(invalid_grant(
+            501481,
+            "A code_verifier was sent for a code requested without code_challenge.",
+        )),
+        (None, None) => Ok(()),
+    }
+}
+
+/// The authorization code grant. Everything is checked, then the code is
+/// spent, under one lock: a redemption refused for its redirect URI or
+/// verifier leaves the code to its rightful holder, as Entra does.
 fn authorization_code(
     idp: &Idp,
     client: &App,
@@ -206,44 +257,39 @@ fn authorization_code(
     want_client_info: bool,
 ) -> Result<Value, AadError> {
     let code = p.require("code")?;
+    let redirect_uri = p.require("redirect_uri")?;
     let now = idp.now();
     let hash = token_hash(code);
-    let record = {
-        let mut state = idp.state();
-        let Some(record) = state.codes.get_mut(&hash) else {
-            return Err(invalid_grant(
-                9002313,
-                "Invalid request. Request is malformed or invalid: the authorization code is not known.",
-            ));
-        };
-        if record.client_id != client.client_id {
-            return Err(invalid_grant(
-                70000,
-                "Provided grant is invalid or malformed: the authorization code was issued to another client.",
-            ));
-        }
-        if let Some(family) = record.redeemed {
-            // A code presented twice was stolen or replayed: what it
-            // bought is revoked as well (RFC 6749 §4.1.2).
-            drop(state);
-            if let Some(f) = family {
-                idp.revoke_family(f);
-            }
-            return Err(invalid_grant(
-                54005,
-                "OAuth2 Authorization code was already redeemed, please retry with a new valid code or use an existing refresh token.",
-            ));
-        }
-        if now >= record.expires {
-            return Err(invalid_grant(
-                70008,
-                "The provided authorization code or refresh token has expired due to inactivity. Send a new interactive authorization request for this user and resource.",
-            ));
-        }
-        record.redeemed = Some(None);
-        record.clone()
+    let mut state = idp.state();
+    let Some(record) = state.codes.get(&hash).cloned() else {
+        return Err(invalid_grant(
+            9002313,
+            "Invalid request. Request is malformed or invalid: the authorization code is not known.",
+        ));
     };
-    let redirect_uri = p.require("redirect_uri")?;
+    if record.client_id != client.client_id {
+        return Err(invalid_grant(
+            70000,
+            "Provided grant is invalid or malformed: the authorization code was issued to another client.",
+        ));
+    }
+    if let Some(family) = record.redeemed {
+        // A code presented twice was stolen or replayed: what it bought is
+        // revoked as well (RFC 6749 §4.1.2).
+        if let Some(f) = family {
+            Idp::revoke_family(&mut state, f);
+        }
+        return Err(invalid_grant(
+            54005,
+            "OAuth2 Authorization code was already redeemed, please retry with a new valid code or use an existing refresh token.",
+        ));
+    }
+    if now >= record.expires {
+        return Err(invalid_grant(
+            70008,
+            "The provided authorization code or refresh token has expired due to inactivity. Send a new interactive authorization request for this user and resource.",
+        ));
+    }
     if redirect_uri != record.redirect_uri {
         return Err(invalid_grant(
             500112,
@@ -253,41 +299,31 @@ fn authorization_code(
             ),
         ));
     }
-    if let Some(challenge) = &record.code_challenge {
-        let verifier = p.require("code_verifier")?;
-        let computed = b64url(Sha256::digest(verifier.as_bytes()));
-        if !(43..=128).contains(&verifier.len())
-            || !ct_eq(computed.as_bytes(), challenge.as_bytes())
-        {
-            return Err(invalid_grant(
-                501481,
-                "The Code_Verifier does not match the code_challenge supplied in the authorization request.",
-            ));
-        }
-    } else if p.get("code_verifier").is_some() {
-        return Err(invalid_grant(
-            501481,
-            "A code_verifier was sent for a code requested without code_challenge.",
-        ));
-    }
+    pkce_ok(record.code_challenge.as_deref(), p.get("code_verifier"))?;
     let user = grant_user(idp, &record.user_oid)?;
     idp.user_may_sign_in(user, &record.tenant)?;
     let (body, family) = idp.issue_delegated(
-        client,
-        auth,
-        user,
-        &record.tenant,
-        &record.scope,
-        record.nonce.as_deref(),
-        None,
-        want_client_info,
+        &mut state,
+        &Delegated {
+            client,
+            auth,
+            user,
+            tenant: &record.tenant,
+            req: &record.scope,
+            nonce: record.nonce.as_deref(),
+            family: None,
+            want_client_info,
+        },
     )?;
-    if let Some(r) = idp.state().codes.get_mut(&hash) {
+    if let Some(r) = state.codes.get_mut(&hash) {
         r.redeemed = Some(family);
     }
     Ok(body)
 }
 
+/// The refresh grant. A refresh refused for its scope, consent or user
+/// leaves the token and its family as they were; only a successful
+/// exchange rotates it (one lock from lookup to rotation).
 fn refresh(
     idp: &Idp,
     tenant: &str,
@@ -297,68 +333,70 @@ fn refresh(
     want_client_info: bool,
 ) -> Result<Value, AadError> {
     let token = p.require("refresh_token")?;
-    let now = idp.now();
-    let record = {
-        let mut state = idp.state();
-        let hash = token_hash(token);
-        let Some(record) = state.refresh.get(&hash).cloned() else {
-            return Err(invalid_grant(
-                9002313,
-                "Invalid request. Request is malformed or invalid: the refresh token is not known (it may have been revoked).",
-            ));
-        };
-        if record.client_id != client.client_id {
-            return Err(invalid_grant(
-                70000,
-                "Provided grant is invalid or malformed: the refresh token was issued to another client.",
-            ));
-        }
-        if state.revoked_families.contains(&record.family) {
-            return Err(invalid_grant(
-                50173,
-                "The provided grant has expired due to it being revoked, a fresh auth token is needed.",
-            ));
-        }
-        if record.used {
-            // Reuse of a rotated token: someone else holds the family.
-            drop(state);
-            idp.revoke_family(record.family);
-            tracing::warn!(client = %client.client_id, "refresh token reused; family revoked");
-            return Err(invalid_grant(
-                50173,
-                "The provided grant has expired due to it being revoked, a fresh auth token is needed. (A refresh token was used twice; every token of its family is revoked.)",
-            ));
-        }
-        if now >= record.expires {
-            return Err(invalid_grant(
-                700082,
-                "The refresh token has expired due to inactivity.",
-            ));
-        }
-        if let Some(r) = state.refresh.get_mut(&hash) {
-            r.used = true;
-        }
-        record
+    // The scope is parsed before the token is even looked at: it depends
+    // on the directory alone.
+    let asked = match p.get("scope") {
+        Some(s) => Some(scope::parse(Some(s), p.get("resource"), &idp.dir, tenant)?),
+        None => None,
     };
+    let now = idp.now();
+    let hash = token_hash(token);
+    let mut state = idp.state();
+    let Some(record) = state.refresh.get(&hash).cloned() else {
+        return Err(invalid_grant(
+            9002313,
+            "Invalid request. Request is malformed or invalid: the refresh token is not known (it may have been revoked).",
+        ));
+    };
+    if record.client_id != client.client_id {
+        return Err(invalid_grant(
+            70000,
+            "Provided grant is invalid or malformed: the refresh token was issued to another client.",
+        ));
+    }
+    if state.revoked_families.contains(&record.family) {
+        return Err(invalid_grant(
+            50173,
+            "The provided grant has expired due to it being revoked, a fresh auth token is needed.",
+        ));
+    }
+    if record.used {
+        // Reuse of a rotated token: someone else holds the family.
+        Idp::revoke_family(&mut state, record.family);
+        tracing::warn!(client = %client.client_id, "refresh token reused; family revoked");
+        return Err(invalid_grant(
+            50173,
+            "The provided grant has expired due to it being revoked, a fresh auth token is needed. (A refresh token was used twice; every token of its family is revoked.)",
+        ));
+    }
+    if now >= record.expires {
+        return Err(invalid_grant(
+            700082,
+            "The refresh token has expired due to inactivity.",
+        ));
+    }
     let user = grant_user(idp, &record.user_oid)?;
     idp.user_may_sign_in(user, tenant)?;
-    let mut req = match p.get("scope") {
-        Some(s) => scope::parse(Some(s), p.get("resource"), &idp.dir, tenant)?,
-        None => record.scope.clone(),
-    };
+    let mut req = asked.unwrap_or_else(|| record.scope.clone());
     // A refresh token keeps working for as long as offline access was
     // granted, whether or not this request repeats `offline_access`.
     req.oidc.insert("offline_access".to_owned());
     let (body, _) = idp.issue_delegated(
-        client,
-        auth,
-        user,
-        &record.tenant,
-        &req,
-        None,
-        Some((record.family, &record.scope)),
-        want_client_info,
+        &mut state,
+        &Delegated {
+            client,
+            auth,
+            user,
+            tenant: &record.tenant,
+            req: &req,
+            nonce: None,
+            family: Some((record.family, &record.scope)),
+            want_client_info,
+        },
     )?;
+    if let Some(r) = state.refresh.get_mut(&hash) {
+        r.used = true;
+    }
     Ok(body)
 }
 
@@ -390,6 +428,9 @@ fn client_credentials(
     Ok(idp.issue_app_only(client, &tenant, &req))
 }
 
+/// The device code grant. A poll that is answered with an error changes
+/// only what RFC 8628 says a poll changes (its time, `slow_down`'s
+/// interval); the code is spent only when tokens are issued.
 fn device_code(
     idp: &Idp,
     client: &App,
@@ -403,97 +444,115 @@ fn device_code(
         .ok_or_else(|| AadError::missing("device_code"))?;
     let now = idp.now();
     let hash = token_hash(code);
-    let (record, user_oid, auto_approved) = {
-        let mut state = idp.state();
-        let Some(record) = state.devices.get_mut(&hash) else {
-            return Err(AadError::new(
-                "bad_verification_code",
-                70000,
-                "The device code is not known.",
-            ));
-        };
-        if record.client_id != client.client_id {
-            return Err(AadError::new(
-                "bad_verification_code",
-                70000,
-                "The device code was issued to another client.",
-            ));
-        }
-        if now >= record.expires {
-            return Err(AadError::new(
-                "expired_token",
-                70020,
-                "The provided value for the input parameter 'device_code' is not valid. This device code has expired.",
-            ));
-        }
-        let mut auto_approved = None;
-        if record.status == DeviceStatus::Pending
-            && let Some(name) = &idp.auto_approve
-            && let Some(user) = idp.dir.user(name)
-        {
-            record.status = DeviceStatus::Approved(user.oid.clone());
-            auto_approved = Some(user.oid.clone());
-        }
-        let too_fast = record
-            .last_poll
-            .is_some_and(|last| now < last + record.interval);
-        record.last_poll = Some(now);
-        match record.status.clone() {
-            DeviceStatus::Pending if too_fast => {
+    let mut state = idp.state();
+    let Some(record) = state.devices.get(&hash).cloned() else {
+        return Err(AadError::new(
+            "bad_verification_code",
+            70000,
+            "The device code is not known.",
+        ));
+    };
+    if record.client_id != client.client_id {
+        return Err(AadError::new(
+            "bad_verification_code",
+            70000,
+            "The device code was issued to another client.",
+        ));
+    }
+    if now >= record.expires {
+        return Err(AadError::new(
+            "expired_token",
+            70020,
+            "The provided value for the input parameter 'device_code' is not valid. This device code has expired.",
+        ));
+    }
+    let auto_user = match (&record.status, &idp.auto_approve) {
+        (DeviceStatus::Pending, Some(name)) => idp.dir.user(name),
+        _ => None,
+    };
+    let too_fast = record
+        .last_poll
+        .is_some_and(|last| now < last + record.interval);
+    let user_oid = match (&record.status, auto_user) {
+        (DeviceStatus::Pending, Some(user)) => user.oid.clone(),
+        (DeviceStatus::Pending, None) => {
+            let slow_down = too_fast;
+            if let Some(d) = state.devices.get_mut(&hash) {
+                d.last_poll = Some(now);
                 // RFC 8628 §3.5: every slow_down adds five seconds.
-                record.interval += 5;
-                return Err(AadError::new(
+                if slow_down {
+                    d.interval += 5;
+                }
+            }
+            return Err(if slow_down {
+                AadError::new(
                     "slow_down",
                     70016,
                     "OAuth 2.0 device flow error. Polling faster than the interval; slow down.",
-                ));
-            }
-            DeviceStatus::Pending => {
-                return Err(AadError::new(
+                )
+            } else {
+                AadError::new(
                     "authorization_pending",
                     70016,
                     "OAuth 2.0 device flow error. Authorization is pending. Continue polling.",
-                ));
-            }
-            // RFC 8628 §3.5 names this `access_denied`; Entra's documentation
-            // calls it `authorization_declined`. MCP clients follow the RFC.
-            DeviceStatus::Denied => {
-                return Err(AadError::new(
-                    "access_denied",
-                    65004,
-                    "User declined to consent to access the app.",
-                ));
-            }
-            DeviceStatus::Redeemed => {
-                return Err(invalid_grant(
-                    54005,
-                    "The device code was already redeemed.",
-                ));
-            }
-            DeviceStatus::Approved(oid) => {
-                record.status = DeviceStatus::Redeemed;
-                (record.clone(), oid, auto_approved.is_some())
-            }
+                )
+            });
         }
+        // RFC 8628 §3.5 names this `access_denied`; Entra's documentation
+        // calls it `authorization_declined`. MCP clients follow the RFC.
+        (DeviceStatus::Denied, _) => {
+            return Err(AadError::new(
+                "access_denied",
+                65004,
+                "User declined to consent to access the app.",
+            ));
+        }
+        (DeviceStatus::Redeemed, _) => {
+            return Err(invalid_grant(
+                54005,
+                "The device code was already redeemed.",
+            ));
+        }
+        (DeviceStatus::Approved(oid), _) => oid.clone(),
     };
     let user = grant_user(idp, &user_oid)?;
     idp.user_may_sign_in(user, &record.tenant_segment)?;
-    // Auto-approval consents as well; a person consented on the page.
-    if auto_approved {
-        idp.record_consent(client, &user.oid, &record.scope);
-    }
     let tenant = idp.resolve_tenant(&record.tenant_segment, &user.tenant);
-    let (body, _) = idp.issue_delegated(
-        client,
-        auth,
-        user,
-        &tenant,
-        &record.scope,
-        None,
-        None,
-        want_client_info,
-    )?;
-    Ok(body)
+    // Auto-approval consents as well (a person consented on the page); the
+    // consent stays only with the tokens it leads to.
+    let added = if auto_user.is_some() {
+        idp.record_consent(&mut state, client, &user.oid, &record.scope)
+    } else {
+        Vec::new()
+    };
+    let issued = idp.issue_delegated(
+        &mut state,
+        &Delegated {
+            client,
+            auth,
+            user,
+            tenant: &tenant,
+            req: &record.scope,
+            nonce: None,
+            family: None,
+            want_client_info,
+        },
+    );
+    match issued {
+        Ok((body, _)) => {
+            if let Some(d) = state.devices.get_mut(&hash) {
+                d.status = DeviceStatus::Redeemed;
+                d.last_poll = Some(now);
+            }
+            Ok(body)
+        }
+        Err(e) => {
+            for c in &added {
+                state.consents.remove(c);
+            }
+            Err(e)
+        }
+    }
 }
 
 fn on_behalf_of(
@@ -570,7 +629,19 @@ fn on_behalf_of(
             "Application is requesting a token for itself. On-Behalf-Of is for a downstream API.",
         ));
     }
-    let (body, _) =
-        idp.issue_delegated(client, auth, user, tid, &req, None, None, want_client_info)?;
+    let mut state = idp.state();
+    let (body, _) = idp.issue_delegated(
+        &mut state,
+        &Delegated {
+            client,
+            auth,
+            user,
+            tenant: tid,
+            req: &req,
+            nonce: None,
+            family: None,
+            want_client_info,
+        },
+    )?;
     Ok(body)
 }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use mcpgate_devidp::{IdpConfig, IdpInfo, IdpOptions, RunningIdp, TlsMode};
+use mcpgate_devidp::{Exposure, IdpConfig, IdpInfo, IdpOptions, RunningIdp, TlsMode};
 
 use crate::cli::IdpFlags;
 use crate::config::{RawConfig, RawIdp};
@@ -41,9 +41,23 @@ fn directory(flags: &IdpFlags, raw: &RawIdp) -> anyhow::Result<IdpConfig> {
     }
 }
 
+/// Where the IdP listens: the address given explicitly (`mcpgate idp
+/// --bind`, `--idp-bind`, `[idp] bind`), else loopback, whatever the MCP
+/// server's `--bind` says: a server opened to the network must not take a
+/// password-less IdP with it. A server on port 0 (tests, scripts) gets an
+/// IdP on a free port too.
+fn idp_bind(explicit: Option<SocketAddr>, server_bind: Option<SocketAddr>) -> SocketAddr {
+    explicit.unwrap_or_else(|| {
+        let port = match server_bind {
+            Some(b) if b.port() == 0 => 0,
+            _ => DEFAULT_IDP_PORT,
+        };
+        SocketAddr::from(([127, 0, 0, 1], port))
+    })
+}
+
 /// Starts the IdP. `server_bind` is the MCP server's address when it
-/// embeds the IdP: a server on port 0 (tests, scripts) gets an IdP on a
-/// free port too.
+/// embeds the IdP.
 pub async fn start(
     flags: &IdpFlags,
     raw: &RawConfig,
@@ -51,17 +65,15 @@ pub async fn start(
     server_bind: Option<SocketAddr>,
 ) -> anyhow::Result<RunningIdp> {
     let settings = &raw.idp;
-    let bind = bind
-        .or(flags.idp_bind)
-        .or(settings.bind)
-        .unwrap_or_else(|| {
-            let ip = server_bind.map_or([127, 0, 0, 1].into(), |b| b.ip());
-            let port = match server_bind {
-                Some(b) if b.port() == 0 => 0,
-                _ => DEFAULT_IDP_PORT,
-            };
-            SocketAddr::new(ip, port)
-        });
+    let explicit = bind.or(flags.idp_bind).or(settings.bind);
+    let bind = idp_bind(explicit, server_bind);
+    if explicit.is_none()
+        && let Some(server) = server_bind.filter(|b| !b.ip().is_loopback())
+    {
+        eprintln!(
+            "note: the embedded development IdP listens on {bind} (loopback only), although the server listens on {server}; to expose it, set --idp-bind or [idp] bind (then every sign-in needs a password)"
+        );
+    }
     let tls = match (&settings.tls_cert, &settings.tls_key, settings.plain_http) {
         (_, _, true) => TlsMode::PlainHttp,
         (Some(cert), Some(key), false) => TlsMode::Files {
@@ -112,6 +124,14 @@ pub fn public_client(info: &IdpInfo) -> Option<&mcpgate_devidp::ClientInfo> {
 
 /// What to print at start so that a person can sign in.
 pub fn print_summary(info: &IdpInfo) {
+    if info.exposure == Exposure::Network {
+        eprintln!(
+            "WARNING: the development identity provider listens on {} and is reachable beyond this machine.\n\
+             WARNING: no user is listed, every sign-in needs a password, auto-approve is refused.\n\
+             WARNING: it is a development IdP: do not use it for anything that matters.",
+            info.bind
+        );
+    }
     eprintln!("development identity provider (Entra ID v2 compatible):");
     eprintln!("  authority: {}", info.authority);
     eprintln!("  issuer:    {}", info.issuer);
@@ -138,11 +158,37 @@ pub fn print_summary(info: &IdpInfo) {
             c.client_id, c.name
         );
     }
-    let users: Vec<&str> = info.users.iter().map(|u| u.username.as_str()).collect();
-    eprintln!(
-        "  users:     {} (password {}; or pick one on the sign-in page)",
-        users.join(", "),
-        mcpgate_devidp::directory::DEFAULT_PASSWORD
-    );
+    if !info.users.is_empty() {
+        let users: Vec<&str> = info.users.iter().map(|u| u.username.as_str()).collect();
+        eprintln!(
+            "  users:     {} (password {}; or pick one on the sign-in page)",
+            users.join(", "),
+            mcpgate_devidp::directory::DEFAULT_PASSWORD
+        );
+    }
     eprintln!("  device code sign-in page: {}", info.device_login_url);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_idp_stays_on_loopback_whatever_the_server_binds() {
+        let open: SocketAddr = "0.0.0.0:8080".parse().expect("addr");
+        assert_eq!(
+            idp_bind(None, Some(open)),
+            "127.0.0.1:8443".parse().expect("addr")
+        );
+        let tests: SocketAddr = "0.0.0.0:0".parse().expect("addr");
+        assert_eq!(
+            idp_bind(None, Some(tests)),
+            "127.0.0.1:0".parse().expect("addr")
+        );
+        let v6: SocketAddr = "[::]:8080".parse().expect("addr");
+        assert!(idp_bind(None, Some(v6)).ip().is_loopback());
+        // Only an explicit IdP address takes it elsewhere.
+        let explicit: SocketAddr = "0.0.0.0:9443".parse().expect("addr");
+        assert_eq!(idp_bind(Some(explicit), Some(open)), explicit);
+    }
 }

@@ -40,14 +40,16 @@ async fn answer(idp: &Idp, user_code: &str, user: &str, action: &str) -> String 
         .await
         .expect("page");
     assert_eq!(page.headers()["x-frame-options"], "DENY");
-    let cookie = set_cookie(&page, "mcpgate_idp_csrf").expect("csrf cookie");
+    let cookie = csrf_cookie(&page).expect("csrf cookie");
     let html = page.text().await.expect("html");
     let csrf = hidden(&html, "csrf");
+    let flow = hidden(&html, "flow");
     idp.http
         .post(&idp.info.device_login_url)
         .header("cookie", cookie)
         .form(&[
             ("csrf", csrf.as_str()),
+            ("flow", flow.as_str()),
             ("user_code", user_code),
             ("username", user),
             ("action", action),
@@ -200,14 +202,17 @@ async fn unconsented_client_shows_the_permissions_before_approval() {
         .send()
         .await
         .expect("page");
-    let cookie = set_cookie(&page, "mcpgate_idp_csrf").expect("cookie");
-    let csrf = hidden(&page.text().await.expect("html"), "csrf");
+    let cookie = csrf_cookie(&page).expect("cookie");
+    let html = page.text().await.expect("html");
+    let csrf = hidden(&html, "csrf");
+    let page_flow = hidden(&html, "flow");
     let html = idp
         .http
         .post(&idp.info.device_login_url)
         .header("cookie", cookie)
         .form(&[
             ("csrf", csrf.as_str()),
+            ("flow", page_flow.as_str()),
             ("user_code", user_code),
             ("username", "bob@mcpgate.test"),
             ("action", "approve"),
@@ -222,5 +227,21 @@ async fn unconsented_client_shows_the_permissions_before_approval() {
     assert!(html.contains("signed in"), "{html}");
     idp.clock.advance(Duration::from_secs(10));
     let (status, body) = poll(&idp, flow["device_code"].as_str().expect("dc")).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn msal_node_grant_type_device_code_is_accepted() {
+    // MSAL (Node and .NET) sends `grant_type=device_code`, which Entra
+    // accepts beside the RFC 8628 URN.
+    let idp = Idp::auto("device-msal").await;
+    let flow = begin(&idp).await;
+    let (status, body) = idp
+        .token(&[
+            ("client_id", DESKTOP),
+            ("grant_type", "device_code"),
+            ("device_code", flow["device_code"].as_str().expect("dc")),
+        ])
+        .await;
     assert_eq!(status, 200, "{body}");
 }

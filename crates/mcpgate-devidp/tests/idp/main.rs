@@ -4,6 +4,7 @@
 mod device;
 mod fidelity;
 mod flows;
+mod hardening;
 mod negative;
 mod pages;
 mod support;

@@ -32,12 +32,16 @@ fn assert_entra_error(
 }
 
 #[tokio::test]
-async fn wrong_pkce_verifier_is_refused_and_the_code_is_spent() {
+async fn wrong_pkce_verifier_is_refused_and_the_code_stays_usable() {
     let idp = Idp::auto("pkce").await;
     let code = idp.code(&api_scope(), REDIRECT).await;
     let wrong = "x".repeat(43);
     let (status, body) = idp.redeem(&code, REDIRECT, &wrong).await;
     assert_entra_error(status, &body, 400, "invalid_grant", 501481);
+    // Entra keeps a code whose redemption was refused: the refusal changed
+    // nothing, and the holder of the right verifier still redeems it.
+    let (status, body) = idp.redeem(&code, REDIRECT, VERIFIER).await;
+    assert_eq!(status, 200, "{body}");
     let (status, body) = idp.redeem(&code, REDIRECT, VERIFIER).await;
     assert_entra_error(status, &body, 400, "invalid_grant", 54005);
 }
@@ -80,6 +84,62 @@ async fn code_redeemed_with_another_redirect_uri_is_refused() {
         .redeem(&code, "http://127.0.0.1:7777/other", VERIFIER)
         .await;
     assert_entra_error(status, &body, 400, "invalid_grant", 500112);
+    let (status, body) = idp.redeem(&code, REDIRECT, VERIFIER).await;
+    assert_eq!(status, 200, "the refusal did not spend the code: {body}");
+}
+
+#[tokio::test]
+async fn refused_refresh_leaves_the_token_and_its_family_usable() {
+    let idp = Idp::auto("rt-refused").await;
+    let code = idp
+        .code(&format!("{} offline_access", api_scope()), REDIRECT)
+        .await;
+    let (_, first) = idp.redeem(&code, REDIRECT, VERIFIER).await;
+    let rt = first["refresh_token"].as_str().expect("rt").to_owned();
+    let refresh = |scope: Option<String>| {
+        let idp = &idp;
+        let rt = rt.clone();
+        async move {
+            let mut form = vec![
+                ("client_id", DESKTOP.to_owned()),
+                ("grant_type", "refresh_token".to_owned()),
+                ("refresh_token", rt),
+            ];
+            if let Some(s) = scope {
+                form.push(("scope", s));
+            }
+            let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            idp.token(&form).await
+        }
+    };
+    let api = format!("api://{API}");
+    for (scope, error, code) in [
+        (format!("{api}/nope"), "invalid_scope", 650053),
+        (
+            format!("{api}/.default {api}/mcp:tools"),
+            "invalid_scope",
+            70011,
+        ),
+        (format!("{api}/mcp:tools User.Read"), "invalid_scope", 28000),
+        // A Graph permission nobody consented to for this client.
+        ("Mail.Read".to_owned(), "invalid_grant", 65001),
+    ] {
+        let (status, body) = refresh(Some(scope.clone())).await;
+        assert_entra_error(status, &body, 400, error, code);
+    }
+    // Every refusal left the token as it was: it still rotates once.
+    let (status, body) = refresh(None).await;
+    assert_eq!(status, 200, "{body}");
+    let rt2 = body["refresh_token"].as_str().expect("rt2").to_owned();
+    // And the family is alive: the rotated token works.
+    let (status, body) = idp
+        .token(&[
+            ("client_id", DESKTOP),
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &rt2),
+        ])
+        .await;
+    assert_eq!(status, 200, "{body}");
 }
 
 #[tokio::test]

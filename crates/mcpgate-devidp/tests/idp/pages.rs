@@ -54,7 +54,7 @@ async fn page(resp: reqwest::Response) -> Page {
             .expect("csp")
             .contains("frame-ancestors 'none'")
     );
-    let csrf_cookie = set_cookie(&resp, "mcpgate_idp_csrf").expect("csrf cookie");
+    let csrf_cookie = csrf_cookie(&resp).expect("csrf cookie");
     Page {
         html: resp.text().await.expect("html"),
         csrf_cookie,

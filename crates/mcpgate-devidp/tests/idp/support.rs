@@ -64,11 +64,20 @@ impl Idp {
     }
 
     pub async fn start_with(name: &str, config: IdpConfig, auto: Option<&str>) -> Self {
+        Self::start_opts(name, config, |o| o.auto_approve = auto.map(str::to_owned)).await
+    }
+
+    /// Starts with options the test adjusts (bind, limits…).
+    pub async fn start_opts(
+        name: &str,
+        config: IdpConfig,
+        adjust: impl FnOnce(&mut IdpOptions),
+    ) -> Self {
         let data_dir = temp_dir(name);
         let clock = ManualClock::starting_now();
         let mut options = IdpOptions::new(&data_dir);
         options.clock = Arc::new(clock.clone());
-        options.auto_approve = auto.map(str::to_owned);
+        adjust(&mut options);
         let running = mcpgate_devidp::start(config, options)
             .await
             .expect("IdP starts");
@@ -218,6 +227,20 @@ pub fn set_cookie(resp: &reqwest::Response, name: &str) -> Option<String> {
         .filter_map(|v| v.to_str().ok())
         .find(|v| v.starts_with(&format!("{name}=")))
         .and_then(|v| v.split(';').next())
+        .map(str::to_owned)
+}
+
+/// `name=value` of the flow's CSRF cookie (one per flow, named for it).
+pub fn csrf_cookie(resp: &reqwest::Response) -> Option<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .find(|v| {
+            v.starts_with("mcpgate_idp_csrf_")
+                && v.split_once('=').is_some_and(|(_, x)| !x.is_empty())
+        })
         .map(str::to_owned)
 }
 

@@ -49,6 +49,8 @@ struct Shared {
     published: Mutex<Vec<&'static str>>,
     cache_control: Mutex<String>,
     down: AtomicBool,
+    // While true, JWKS requests hang (a black-holed issuer, not a refusing one).
+    stalled: tokio::sync::watch::Sender<bool>,
     jwks_fetches: AtomicUsize,
     base: String,
 }
@@ -77,6 +79,7 @@ impl TestIssuer {
             published: Mutex::new(vec!["key-a"]),
             cache_control: Mutex::new("public, max-age=3600".into()),
             down: AtomicBool::new(false),
+            stalled: tokio::sync::watch::Sender::new(false),
             jwks_fetches: AtomicUsize::new(0),
             base: format!("http://{addr}"),
         });
@@ -145,9 +148,15 @@ impl TestIssuer {
         self.shared.down.store(true, Ordering::SeqCst);
     }
 
-    /// Ends an outage.
+    /// A hung issuer: JWKS requests get no answer until `recover`.
+    pub fn stall(&self) {
+        self.shared.stalled.send_replace(true);
+    }
+
+    /// Ends an outage or a stall.
     pub fn recover(&self) {
         self.shared.down.store(false, Ordering::SeqCst);
+        self.shared.stalled.send_replace(false);
     }
 
     /// How many times the JWKS was fetched.
@@ -265,6 +274,8 @@ async fn discovery(State(s): State<Arc<Shared>>, Path(tenant): Path<String>) -> 
 }
 
 async fn jwks(State(s): State<Arc<Shared>>) -> Response {
+    let mut stalled = s.stalled.subscribe();
+    let _ = stalled.wait_for(|stalled| !*stalled).await;
     if s.down.load(Ordering::SeqCst) {
         return unavailable();
     }

@@ -4,12 +4,17 @@
 //! needs here: a lifetime from `Cache-Control` clamped to sane bounds, a
 //! single-flight, rate-limited refresh when an unknown `kid` appears, and
 //! serving the keys it has while the IdP is unreachable.
+//!
+//! A request never waits on the network for a key the cache holds: once a
+//! key set is past its lifetime it keeps serving while one background task
+//! revalidates it (stale-while-revalidate). Only a `kid` the cache has
+//! never seen, or an empty cache, waits for a fetch.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
@@ -150,6 +155,10 @@ pub struct JwksCache {
     // Held across the fetch: this is what makes refreshes single-flight.
     refresh: tokio::sync::Mutex<RefreshState>,
     generation: AtomicU64,
+    // When (Unix ms) a stale set may next start a background refresh: one
+    // atomic load keeps requests during an outage from spawning tasks.
+    next_background_ms: AtomicU64,
+    background: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl JwksCache {
@@ -171,6 +180,8 @@ impl JwksCache {
             current: RwLock::new(None),
             refresh: tokio::sync::Mutex::new(RefreshState::default()),
             generation: AtomicU64::new(0),
+            next_background_ms: AtomicU64::new(0),
+            background: Mutex::new(None),
         }
     }
 
@@ -179,20 +190,21 @@ impl JwksCache {
         &self.source
     }
 
-    /// The key for `kid`, fetching or refreshing as needed.
-    pub async fn key(&self, kid: Option<&str>) -> Result<Arc<VerifyingKey>, KeyLookupError> {
-        let snapshot = self.snapshot();
-        let stale = snapshot
-            .as_ref()
-            .is_none_or(|set| set.expires_at <= self.clock.now());
-        if let Some(set) = &snapshot
-            && let Some(key) = lookup(set, kid)
-            && !stale
+    /// The key for `kid`. A held key is returned at once, even from a set
+    /// past its lifetime (which then revalidates in the background); an
+    /// unknown `kid` or an empty cache waits for one refresh, unless one ran
+    /// too recently.
+    pub async fn key(
+        self: &Arc<Self>,
+        kid: Option<&str>,
+    ) -> Result<Arc<VerifyingKey>, KeyLookupError> {
+        if let Some(set) = self.snapshot()
+            && let Some(key) = lookup(&set, kid)
         {
+            self.revalidate_if_stale(&set);
             return Ok(key);
         }
-        // Unknown kid, stale set or nothing yet: one refresh, unless one ran
-        // too recently. A failed refresh keeps the keys we have.
+        // A failed refresh keeps the keys we have.
         let refreshed = self.refresh_at_most_every_interval().await;
         match (self.snapshot(), refreshed) {
             (Some(set), _) => lookup(&set, kid).ok_or(KeyLookupError::UnknownKey),
@@ -201,11 +213,53 @@ impl JwksCache {
         }
     }
 
-    /// Whether `kid` is still in the key set; a cached verification of a
-    /// token signed by a key since removed must not outlive the key.
-    pub fn still_published(&self, kid: &str) -> bool {
-        self.snapshot()
-            .is_some_and(|set| set.keys.contains_key(kid) && set.expires_at > self.clock.now())
+    /// Whether `kid` is still in the key set held; a cached verification of
+    /// a token signed by a key since removed must not outlive the key. A
+    /// stale set still answers (and revalidates in the background): during
+    /// an issuer outage, verified tokens stay verified.
+    pub fn still_published(self: &Arc<Self>, kid: &str) -> bool {
+        self.snapshot().is_some_and(|set| {
+            self.revalidate_if_stale(&set);
+            set.keys.contains_key(kid)
+        })
+    }
+
+    /// Waits for the background refresh in flight, if any; for tests and
+    /// tools that want to see its outcome.
+    pub async fn settled(&self) {
+        let pending = lock(&self.background).take();
+        if let Some(task) = pending {
+            let _ = task.await;
+        }
+    }
+
+    /// Starts one background refresh when `set` is past its lifetime, no
+    /// refresh is in flight, and the last began at least the minimum
+    /// refresh interval ago.
+    fn revalidate_if_stale(self: &Arc<Self>, set: &KeySet) {
+        let now = self.clock.now();
+        if set.expires_at > now {
+            return;
+        }
+        let now_ms = unix_ms(now);
+        if now_ms < self.next_background_ms.load(Ordering::Acquire) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut pending = lock(&self.background);
+        if pending.as_ref().is_some_and(|task| !task.is_finished()) {
+            return;
+        }
+        let interval_ms =
+            u64::try_from(self.options.min_refresh_interval.as_millis()).unwrap_or(u64::MAX);
+        self.next_background_ms
+            .store(now_ms.saturating_add(interval_ms), Ordering::Release);
+        let this = Arc::clone(self);
+        *pending = Some(runtime.spawn(async move {
+            let _ = this.refresh_at_most_every_interval().await;
+        }));
     }
 
     /// Fetches now, whatever the rate limit says; for `mcpgate check`.
@@ -356,6 +410,15 @@ pub enum KeyLookupError {
     /// No keys could be fetched and none are held.
     #[error(transparent)]
     Unavailable(FetchError),
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn lookup(set: &KeySet, kid: Option<&str>) -> Option<Arc<VerifyingKey>> {

@@ -77,6 +77,11 @@ async fn removed_key_stops_verifying_once_the_cache_refreshes() {
         .await
         .expect("the cached set still holds key-a");
     clock.advance(Duration::from_secs(601));
+    // The stale set serves while it revalidates in the background; once
+    // that refresh lands, key-a is gone.
+    let _ = v.validate(&token).await;
+    v.key_caches()[0].settled().await;
+    assert_eq!(issuer.jwks_fetches(), 2);
     let err = v.validate(&token).await.expect_err("key-a is gone");
     assert_eq!(
         err,
@@ -114,6 +119,52 @@ async fn outage_keeps_cached_keys_and_unknown_kid_fails_fast() {
             kid: "key-c".into()
         }
     );
+}
+
+/// An issuer that stops answering (not refusing) must not stall requests
+/// whose key the cache holds, first sight or cached alike.
+#[tokio::test]
+async fn a_hung_issuer_stalls_no_request_with_a_known_key() {
+    let issuer = TestIssuer::start().await;
+    issuer.set_cache_control("max-age=300");
+    let clock = ManualClock::starting_now();
+    // No fetch timeout: a request that waited on the hung fetch would wait
+    // for ever.
+    let v = Validator::builder(policy(&issuer))
+        .clock(Arc::new(clock.clone()))
+        .http_client(reqwest::Client::new())
+        .build()
+        .expect("policy compiles");
+    let seen = issuer.sign("key-a", &issuer.claims(clock.unix_now()));
+    v.validate(&seen).await.expect("warm the cache");
+
+    issuer.stall();
+    // Past the key set's lifetime, within the tokens'.
+    clock.advance(Duration::from_secs(301));
+    let now = clock.unix_now();
+    let fresh = issuer.sign("key-a", &issuer.claims(now));
+    // If either waited for the hung fetch, it would never return: the guard
+    // turns that hang into a failure instead of a stuck test.
+    let guard = Duration::from_secs(30);
+    let both = async {
+        v.validate(&seen).await.expect("cached token, stale keys");
+        v.validate(&fresh).await.expect("new token, stale keys");
+        // Many requests, one background fetch in flight.
+        for _ in 0..20 {
+            v.validate(&fresh).await.expect("still served");
+        }
+    };
+    tokio::time::timeout(guard, both)
+        .await
+        .expect("a request waited on the hung issuer");
+
+    // The revalidation is under way, and it lands once the issuer answers.
+    let fetches = issuer.jwks_fetches();
+    issuer.recover();
+    tokio::time::timeout(guard, v.key_caches()[0].settled())
+        .await
+        .expect("the background refresh finishes once the issuer answers");
+    assert_eq!(issuer.jwks_fetches(), fetches + 1, "one revalidation");
 }
 
 #[tokio::test]

@@ -1,5 +1,8 @@
 //! Taking the bearer token from a request, the one way RFC 6750 and the MCP
 //! authorization spec allow it here: one `Authorization: Bearer` header.
+//! The scheme name is case-insensitive (RFC 9110 §11.1); a header with
+//! another scheme carries no bearer credentials, so it is answered like no
+//! header at all (RFC 6750 §3.1), and the client starts its sign-in.
 
 use http::HeaderMap;
 use http::header::AUTHORIZATION;
@@ -13,8 +16,9 @@ pub enum BearerError {
     InQuery,
     /// More than one `Authorization` header.
     Duplicated,
-    /// A scheme other than `Bearer`, spelled exactly so.
-    WrongScheme,
+    /// A scheme other than `Bearer` (Basic, Digest, DPoP…): no bearer
+    /// credentials, answered as [`BearerError::Missing`] is.
+    OtherScheme,
     /// `Bearer` with nothing, or with characters RFC 6750's b64token forbids.
     MalformedToken,
 }
@@ -28,9 +32,7 @@ impl BearerError {
                 "access tokens are accepted only in the Authorization header, never in the URL"
             }
             BearerError::Duplicated => "more than one Authorization header",
-            BearerError::WrongScheme => {
-                "the Authorization header must use the Bearer scheme, written 'Bearer'"
-            }
+            BearerError::OtherScheme => "the Authorization header carries no Bearer credentials",
             BearerError::MalformedToken => {
                 "the bearer token is empty or has characters a token cannot have"
             }
@@ -51,8 +53,8 @@ pub fn extract<'a>(headers: &'a HeaderMap, query: Option<&str>) -> Result<&'a st
     }
     let value = value.to_str().map_err(|_| BearerError::MalformedToken)?;
     let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
-    if scheme != "Bearer" {
-        return Err(BearerError::WrongScheme);
+    if !scheme.eq_ignore_ascii_case("Bearer") {
+        return Err(BearerError::OtherScheme);
     }
     let token = token.trim_start_matches(' ');
     if is_b64token(token) {
@@ -109,16 +111,27 @@ mod tests {
     }
 
     #[test]
+    fn the_scheme_is_case_insensitive() {
+        for value in ["bearer abc", "BEARER abc", "bEaReR abc"] {
+            assert_eq!(extract(&headers(&[value]), None), Ok("abc"), "{value}");
+        }
+    }
+
+    #[test]
     fn refuses_every_other_shape() {
         assert_eq!(extract(&headers(&[]), None), Err(BearerError::Missing));
-        assert_eq!(
-            extract(&headers(&["bearer abc"]), None),
-            Err(BearerError::WrongScheme)
-        );
-        assert_eq!(
-            extract(&headers(&["Basic abc"]), None),
-            Err(BearerError::WrongScheme)
-        );
+        for value in [
+            "Basic abc",
+            "Digest username=\"a\"",
+            "DPoP abc",
+            "Bearerabc",
+        ] {
+            assert_eq!(
+                extract(&headers(&[value]), None),
+                Err(BearerError::OtherScheme),
+                "{value}"
+            );
+        }
         assert_eq!(
             extract(&headers(&["Bearer"]), None),
             Err(BearerError::MalformedToken)

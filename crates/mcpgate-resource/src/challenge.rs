@@ -35,13 +35,14 @@ impl AuthRejection {
     /// mapped here before it compiles.
     pub fn into_response(self, ctx: &ChallengeContext) -> Response {
         let (status, error, description) = match &self {
-            AuthRejection::Request(BearerError::Missing) => (StatusCode::UNAUTHORIZED, None, None),
-            AuthRejection::Request(
-                e @ (BearerError::InQuery | BearerError::Duplicated | BearerError::WrongScheme),
-            ) => (StatusCode::BAD_REQUEST, Some("invalid_request"), Some(e.describe().to_owned())),
-            AuthRejection::Request(e @ BearerError::MalformedToken) => {
-                (StatusCode::UNAUTHORIZED, Some("invalid_token"), Some(e.describe().to_owned()))
+            // RFC 6750 §3.1: a request with no bearer credentials gets a
+            // challenge with no error code, so that the client signs in.
+            AuthRejection::Request(BearerError::Missing | BearerError::OtherScheme) => {
+                (StatusCode::UNAUTHORIZED, None, None)
             }
+            AuthRejection::Request(
+                e @ (BearerError::InQuery | BearerError::Duplicated | BearerError::MalformedToken),
+            ) => (StatusCode::BAD_REQUEST, Some("invalid_request"), Some(e.describe().to_owned())),
             AuthRejection::Token(e) => match e {
                 ValidationError::InsufficientScope { .. } => {
                     (StatusCode::FORBIDDEN, Some("insufficient_scope"), Some(e.to_string()))
@@ -146,6 +147,26 @@ mod tests {
         assert_eq!(
             challenge(&r),
             "Bearer resource_metadata=\"http://127.0.0.1:1/.well-known/oauth-protected-resource/mcp\", scope=\"api://app/mcp:tools\""
+        );
+    }
+
+    #[test]
+    fn another_scheme_is_answered_as_no_token() {
+        let bare = AuthRejection::Request(BearerError::Missing).into_response(&ctx());
+        let other = AuthRejection::Request(BearerError::OtherScheme).into_response(&ctx());
+        assert_eq!(other.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(challenge(&other), challenge(&bare));
+        assert!(!challenge(&other).contains("error="));
+    }
+
+    #[test]
+    fn a_malformed_header_is_a_bad_request() {
+        let r = AuthRejection::Request(BearerError::MalformedToken).into_response(&ctx());
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        assert!(
+            challenge(&r).starts_with("Bearer error=\"invalid_request\""),
+            "{}",
+            challenge(&r)
         );
     }
 

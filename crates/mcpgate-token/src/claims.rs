@@ -147,8 +147,14 @@ pub struct Principal {
 impl Principal {
     /// A stable key for "the same caller": issuer, tenant and object id (or
     /// subject). Sessions are bound to it.
+    /// The validator refuses tokens that carry neither, so `who` is never
+    /// empty.
     pub fn identity_key(&self) -> String {
-        let who = self.object_id.as_deref().unwrap_or(&self.subject);
+        let who = self
+            .object_id
+            .as_deref()
+            .filter(|oid| !oid.is_empty())
+            .unwrap_or(&self.subject);
         format!(
             "{}|{}|{}",
             self.issuer,
@@ -164,6 +170,7 @@ impl Principal {
             subject: claims
                 .sub
                 .clone()
+                .filter(|sub| !sub.is_empty())
                 .or_else(|| claims.oid.clone())
                 .unwrap_or_default(),
             object_id: claims.oid.clone(),

@@ -75,7 +75,7 @@ pub enum ValidationError {
         /// The accepted audiences, comma separated.
         expected: String,
     },
-    /// A required time claim is missing.
+    /// A required claim (a time claim, or `sub`/`oid`) is missing.
     #[error("the token has no {0} claim")]
     MissingClaim(&'static str),
     /// `exp` is in the past.

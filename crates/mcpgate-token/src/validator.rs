@@ -211,6 +211,7 @@ impl Validator {
             })?
             .claims;
 
+        check_subject(&claims)?;
         self.check_tenant(&claims)?;
         self.check_audience(&claims)?;
         let exp = self.check_lifetime(&claims)?;
@@ -334,6 +335,17 @@ impl Validator {
         } else {
             Err(ValidationError::ClientAppNotAllowed(app.to_owned()))
         }
+    }
+}
+
+/// Sessions and audit records are keyed by who the caller is: a token that
+/// names nobody (no `oid`, no `sub`) would make all such callers one.
+fn check_subject(claims: &Claims) -> Result<(), ValidationError> {
+    let named = |c: &Option<String>| c.as_deref().is_some_and(|v| !v.is_empty());
+    if named(&claims.oid) || named(&claims.sub) {
+        Ok(())
+    } else {
+        Err(ValidationError::MissingClaim("sub"))
     }
 }
 

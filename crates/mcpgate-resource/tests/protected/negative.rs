@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use crate::support::*;
 
 /// What a refused request must look like.
+#[derive(Clone, Copy)]
 struct Expect {
     status: u16,
     error: Option<&'static str>,
@@ -346,6 +347,20 @@ async fn client_app_not_allowed() {
     .await;
 }
 
+/// Sessions are bound to who the caller is; a token naming nobody would
+/// make every such caller one and the same.
+#[tokio::test]
+async fn a_token_naming_nobody_is_refused() {
+    let gate = Gate::start().await;
+    for edits in [
+        vec![("oid", Value::Null), ("sub", Value::Null)],
+        vec![("oid", json!("")), ("sub", json!(""))],
+    ] {
+        let token = gate.issuer.sign("key-a", &with(claims(&gate), &edits));
+        token_case(&gate, &token, refused(401, "invalid_token", "no sub claim")).await;
+    }
+}
+
 #[tokio::test]
 async fn missing_scope_is_403_naming_every_scope() {
     let gate = Gate::start().await;
@@ -411,23 +426,39 @@ async fn token_in_the_query_string() {
 }
 
 #[tokio::test]
-async fn lower_case_bearer_and_other_schemes() {
+async fn the_scheme_name_is_case_insensitive() {
     let gate = Gate::start().await;
     let token = gate.token();
+    for (n, scheme) in ["bearer", "BEARER", "Bearer"].into_iter().enumerate() {
+        let resp = gate
+            .whoami_request()
+            .header("authorization", format!("{scheme} {token}"))
+            .send()
+            .await
+            .expect("request sent");
+        assert_eq!(resp.status(), 200, "{scheme}");
+        assert_eq!(gate.tool_calls(), n as u64 + 1, "{scheme}");
+    }
+}
+
+/// RFC 6750 §3.1: another scheme carries no bearer credentials; the bare
+/// challenge makes an MCP client start its sign-in.
+#[tokio::test]
+async fn other_schemes_get_the_bare_challenge() {
+    let gate = Gate::start().await;
+    let token = gate.token();
+    let no_error = Expect {
+        status: 401,
+        error: None,
+        says: "",
+    };
     for value in [
-        format!("bearer {token}"),
-        format!("BEARER {token}"),
         "Basic dXNlcjpwYXNz".to_owned(),
+        "Digest username=\"alice\", realm=\"mcp\"".to_owned(),
         format!("DPoP {token}"),
     ] {
         let request = gate.whoami_request().header("authorization", value);
-        assert_refused(
-            &gate,
-            request,
-            refused(400, "invalid_request", "Bearer scheme"),
-            Some(&token),
-        )
-        .await;
+        assert_refused(&gate, request, no_error, Some(&token)).await;
     }
 }
 
@@ -451,12 +482,12 @@ async fn two_authorization_headers() {
 #[tokio::test]
 async fn empty_and_non_token_characters() {
     let gate = Gate::start().await;
-    for value in ["Bearer ", "Bearer a,b", "Bearer a\tb"] {
+    for value in ["Bearer ", "Bearer a,b", "Bearer a\tb", "bearer a b"] {
         let request = gate.whoami_request().header("authorization", value);
         assert_refused(
             &gate,
             request,
-            refused(401, "invalid_token", "empty or has characters"),
+            refused(400, "invalid_request", "empty or has characters"),
             None,
         )
         .await;

@@ -75,6 +75,11 @@ pub struct ClientArgs {
     /// A Client ID Metadata Document URL, used where the server supports it.
     #[arg(long, value_name = "URL")]
     pub client_metadata_url: Option<String>,
+    /// The authorization server (issuer) the client id, secret and key
+    /// belong to: they are sent to no other. Without it, a secret or key
+    /// is bound to the first authorization server it is used at.
+    #[arg(long, env = "MCPGATE_CLIENT_ISSUER", value_name = "URL")]
+    pub issuer: Option<String>,
     /// Sign in with a device code (machines without a browser).
     #[arg(long)]
     pub device_code: bool,
@@ -167,7 +172,7 @@ pub struct ConfigArgs {
     pub required_scopes: Vec<String>,
     /// Fetch signing keys from this JWKS URL instead of OpenID discovery.
     #[arg(long, value_name = "URL")]
-    pub jwks_uri: Option<String>,
+    pub jwks_uri: Option<url::Url>,
     /// Extra CA certificates (PEM) to trust for outbound HTTPS.
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,

@@ -84,7 +84,7 @@ pub struct RawAuth {
     /// Trusted issuers (exact, or with `{tenantid}`).
     pub issuers: Vec<String>,
     /// A JWKS URL, instead of OpenID discovery, for every issuer.
-    pub jwks_uri: Option<String>,
+    pub jwks_uri: Option<url::Url>,
     /// Accepted audiences.
     pub audiences: Vec<String>,
     /// Scopes every delegated token must carry.
@@ -384,6 +384,44 @@ mod tests {
     fn nothing_configured_says_what_to_do() {
         let err = RawConfig::default().policy().expect_err("no issuer");
         assert!(err.to_string().contains("--issuer"), "{err}");
+    }
+
+    /// Every configuration example in the README loads as written: the
+    /// server's config compiles into a validator, an IdP directory into a
+    /// directory.
+    #[test]
+    fn every_readme_example_loads() {
+        let readme = include_str!("../../../README.md");
+        let blocks: Vec<&str> = readme
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|rest| rest.split("\n```").next())
+            .collect();
+        assert!(blocks.len() >= 3, "found {} TOML examples", blocks.len());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        for block in blocks {
+            if block.contains("[[apps]]") || block.contains("[[tenants]]") {
+                mcpgate_devidp::IdpConfig::from_toml_str(block)
+                    .unwrap_or_else(|e| panic!("IdP directory example: {e}\n{block}"));
+                continue;
+            }
+            let mut raw = from_toml(block).unwrap_or_else(|e| panic!("{e}\n{block}"));
+            // The example's CA file is the reader's, not this machine's.
+            raw.ca_file = None;
+            if raw.has_issuer() {
+                // reqwest's client needs a runtime to be built in.
+                let _guard = runtime.enter();
+                crate::validator::build(&raw, None).unwrap_or_else(|e| panic!("{e:#}\n{block}"));
+            }
+        }
+    }
+
+    #[test]
+    fn an_empty_jwks_uri_is_a_load_error() {
+        assert!(from_toml("[auth]\njwks_uri = \"\"").is_err());
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub fn build(
         .jwks_options(raw.jwks_options());
     if let Some(jwks) = &raw.auth.jwks_uri {
         for i in 0..policy.issuers.len() {
-            builder = builder.keys_for(i, KeysFrom::Jwks(jwks.clone()));
+            builder = builder.keys_for(i, KeysFrom::Jwks(jwks.to_string()));
         }
     } else if let Some(v1) = raw.entra_v1_issuer_index(&policy) {
         // sts.windows.net serves no discovery; its tokens are signed with

@@ -378,7 +378,7 @@ async function mcpgateLogin(browser) {
       `xdg-open was asked to open ${opened().length} URL(s), not the one printed`);
 
     // The cache: one token file, the owner's only.
-    const tokensDir = join(cache, 'tokens');
+    const tokensDir = join(cache, 'mcpgate', 'tokens');
     const files = readdirSync(tokensDir).filter((f) => f.endsWith('.json'));
     check(files.length === 1, `${files.length} token files in ${tokensDir}`);
     const file = join(tokensDir, files[0]);

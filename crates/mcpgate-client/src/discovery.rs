@@ -3,7 +3,9 @@
 //! `resource_metadata`, else the path-suffixed well-known URL, else the
 //! root one; then the authorization server's metadata by RFC 8414 and
 //! OpenID Connect Discovery, in the specification's order, with the
-//! document's `issuer` checked against the URL it was built from.
+//! document's `issuer` checked against the URL it was built from. Every
+//! URL discovery hands on (metadata, authorize, token, device,
+//! registration) is https, or http on a loopback address.
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -34,6 +36,44 @@ pub enum DiscoveryError {
     /// A document is not what it must be.
     #[error("{0}")]
     Invalid(String),
+    /// A discovered URL is plain http on a host that is not loopback (or
+    /// not http(s) at all): nothing is sent there.
+    #[error("refusing the {what} {url}: it must be https (plain http only on loopback)")]
+    Insecure {
+        /// Which URL.
+        what: &'static str,
+        /// The URL.
+        url: String,
+    },
+    /// The resource metadata names no authorization server.
+    #[error("{resource} names no authorization server in its metadata")]
+    NoAuthorizationServer {
+        /// The server.
+        resource: String,
+    },
+}
+
+/// Whether `host` is a loopback name or address.
+pub fn is_loopback_host(host: &url::Host<&str>) -> bool {
+    match host {
+        url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
+    }
+}
+
+/// Refuses a URL that is neither https nor http on loopback.
+pub fn require_secure(what: &'static str, url: &str) -> Result<Url, DiscoveryError> {
+    let insecure = || DiscoveryError::Insecure {
+        what,
+        url: url.to_owned(),
+    };
+    let parsed = Url::parse(url).map_err(|_| insecure())?;
+    match parsed.scheme() {
+        "https" => Ok(parsed),
+        "http" if parsed.host().is_some_and(|h| is_loopback_host(&h)) => Ok(parsed),
+        _ => Err(insecure()),
+    }
 }
 
 /// RFC 9728 Protected Resource Metadata.
@@ -99,6 +139,41 @@ impl AuthServer {
     pub fn is_entra_v2(&self) -> bool {
         (self.cloud_instance_name.is_some() || self.msgraph_host.is_some())
             && self.issuer.trim_end_matches('/').ends_with("/v2.0")
+    }
+
+    /// Refuses metadata whose endpoints are not https (or loopback http).
+    pub fn check_endpoints(&self) -> Result<(), DiscoveryError> {
+        for (what, url) in [
+            ("authorization endpoint", &self.authorization_endpoint),
+            ("token endpoint", &self.token_endpoint),
+            (
+                "device authorization endpoint",
+                &self.device_authorization_endpoint,
+            ),
+            ("registration endpoint", &self.registration_endpoint),
+        ] {
+            if let Some(url) = url {
+                require_secure(what, url)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the server offers the grant `grant` (RFC 8414: an absent
+    /// list means `authorization_code` and `implicit`).
+    pub fn supports_grant(&self, grant: &str) -> bool {
+        if self.grant_types_supported.is_empty() {
+            return matches!(grant, "authorization_code" | "implicit");
+        }
+        self.grant_types_supported.iter().any(|g| g == grant)
+    }
+
+    /// Whether client credentials is the only grant for a client to get a
+    /// token with (refresh aside).
+    pub fn only_client_credentials(&self) -> bool {
+        self.supports_grant("client_credentials")
+            && !self.supports_grant("authorization_code")
+            && !self.supports_grant("urn:ietf:params:oauth:grant-type:device_code")
     }
 
     /// Whether PKCE with S256 can be used.
@@ -203,6 +278,7 @@ pub async fn protected_resource(
 ) -> Result<ProtectedResource, DiscoveryError> {
     let urls = prm_urls(server, challenge);
     for url in &urls {
+        require_secure("protected resource metadata URL", url.as_str())?;
         let Some(doc) = get_json(http, url).await? else {
             continue;
         };
@@ -244,9 +320,7 @@ pub async fn auth_server(
     http: &reqwest::Client,
     issuer: &str,
 ) -> Result<AuthServer, DiscoveryError> {
-    let url = Url::parse(issuer).map_err(|e| {
-        DiscoveryError::Invalid(format!("authorization server {issuer:?} is not a URL: {e}"))
-    })?;
+    let url = require_secure("authorization server", issuer)?;
     let urls = as_metadata_urls(&url);
     for candidate in &urls {
         let Some(doc) = get_json(http, candidate).await? else {
@@ -261,6 +335,7 @@ pub async fn auth_server(
                 meta.issuer
             )));
         }
+        meta.check_endpoints()?;
         return Ok(meta);
     }
     Err(DiscoveryError::NotFound {
@@ -273,11 +348,13 @@ pub async fn auth_server(
 /// Metadata: the authorization server is the MCP server's origin; its RFC
 /// 8414 document at the root, else the default endpoints `/authorize`,
 /// `/token` and `/register`. That revision did not tie the document's
-/// `issuer` to anything, so it is not checked here.
+/// `issuer` to anything, so it is not checked here (and the client knows
+/// this authorization server by its origin, not by what it claims).
 pub async fn legacy_auth_server(
     http: &reqwest::Client,
     server: &Url,
 ) -> Result<AuthServer, DiscoveryError> {
+    require_secure("MCP server", server.as_str())?;
     let origin = server.origin().ascii_serialization();
     let mut url = server.clone();
     url.set_path("/.well-known/oauth-authorization-server");
@@ -285,6 +362,7 @@ pub async fn legacy_auth_server(
     if let Some(doc) = get_json(http, &url).await?
         && let Ok(meta) = serde_json::from_value::<AuthServer>(doc)
     {
+        meta.check_endpoints()?;
         return Ok(meta);
     }
     Ok(AuthServer {
@@ -302,6 +380,53 @@ pub async fn legacy_auth_server(
         cloud_instance_name: None,
         msgraph_host: None,
     })
+}
+
+/// What discovery found for a server.
+#[derive(Debug, Clone)]
+pub struct Discovered {
+    /// The resource metadata (none for a 2025-03-26 server).
+    pub prm: Option<ProtectedResource>,
+    /// The authorization server as the client knows it: the issuer the
+    /// resource metadata names (and its metadata confirms), or, for a
+    /// 2025-03-26 server, the server's origin.
+    pub issuer: String,
+    /// Its metadata.
+    pub meta: AuthServer,
+}
+
+/// The specification's discovery for `server`: the resource metadata, then
+/// its first authorization server's metadata; for a server of the
+/// 2025-03-26 revision (no resource metadata), its origin's.
+pub async fn discover(
+    http: &reqwest::Client,
+    server: &Url,
+    challenge: Option<&BearerChallenge>,
+) -> Result<Discovered, DiscoveryError> {
+    match protected_resource(http, server, challenge).await {
+        Ok(prm) => {
+            let Some(issuer) = prm.authorization_servers.first().cloned() else {
+                return Err(DiscoveryError::NoAuthorizationServer {
+                    resource: server.to_string(),
+                });
+            };
+            let meta = auth_server(http, &issuer).await?;
+            Ok(Discovered {
+                prm: Some(prm),
+                issuer,
+                meta,
+            })
+        }
+        Err(DiscoveryError::NotFound { .. }) => {
+            let meta = legacy_auth_server(http, server).await?;
+            Ok(Discovered {
+                prm: None,
+                issuer: server.origin().ascii_serialization(),
+                meta,
+            })
+        }
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
@@ -360,6 +485,18 @@ mod tests {
         assert!(!resource_matches("https://s.example/mc", &server));
         assert!(!resource_matches("https://evil.example/mcp", &server));
         assert!(!resource_matches("http://s.example/mcp", &server));
+    }
+
+    #[test]
+    fn only_https_or_loopback_http() {
+        assert!(require_secure("x", "https://as.example/token").is_ok());
+        assert!(require_secure("x", "http://127.0.0.1:8080/token").is_ok());
+        assert!(require_secure("x", "http://[::1]:8080/token").is_ok());
+        assert!(require_secure("x", "http://localhost/token").is_ok());
+        assert!(require_secure("x", "http://as.example/token").is_err());
+        assert!(require_secure("x", "http://127.0.0.1.evil.example/token").is_err());
+        assert!(require_secure("x", "ftp://as.example/token").is_err());
+        assert!(require_secure("x", "not a url").is_err());
     }
 
     #[test]

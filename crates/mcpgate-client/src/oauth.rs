@@ -15,37 +15,10 @@ use sha2::{Digest, Sha256};
 use url::Url;
 
 use crate::discovery::AuthServer;
-
-/// An OAuth error from the token or device endpoint.
-#[derive(Debug, Clone, Deserialize, Serialize, thiserror::Error)]
-#[error("{error}{}", description.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
-pub struct OAuthError {
-    /// `error`.
-    pub error: String,
-    /// `error_description`.
-    #[serde(rename = "error_description", default)]
-    pub description: Option<String>,
-}
-
-/// Failures of an OAuth exchange.
-#[derive(Debug, thiserror::Error)]
-pub enum FlowError {
-    /// The server refused (OAuth error).
-    #[error("the authorization server refused: {0}")]
-    Refused(OAuthError),
-    /// Transport failure.
-    #[error("cannot reach {url}: {source}")]
-    Http {
-        /// URL.
-        url: String,
-        /// Why.
-        #[source]
-        source: reqwest::Error,
-    },
-    /// A response that breaks the protocol.
-    #[error("{0}")]
-    Protocol(String),
-}
+pub use crate::error::{FlowError, OAuthError};
+use crate::secret::{
+    AccessToken, ClientAssertion, ClientSecret, DeviceCode, PkceVerifier, RefreshToken,
+};
 
 /// 32 random bytes from the OS, base64url: `state` values and verifiers.
 pub fn random_string() -> String {
@@ -56,11 +29,12 @@ pub fn random_string() -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// A PKCE pair (RFC 7636, S256).
-#[derive(Debug, Clone)]
+/// A PKCE pair (RFC 7636, S256). Not `Clone`: the verifier is spent by
+/// one token request.
+#[derive(Debug)]
 pub struct Pkce {
     /// The verifier, kept by the client.
-    pub verifier: String,
+    pub verifier: PkceVerifier,
     /// `BASE64URL(SHA256(verifier))`, sent on the authorize request.
     pub challenge: String,
 }
@@ -71,7 +45,7 @@ impl Pkce {
         let verifier = random_string();
         let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
         Self {
-            verifier,
+            verifier: PkceVerifier::new(verifier),
             challenge,
         }
     }
@@ -84,7 +58,7 @@ impl Default for Pkce {
 }
 
 /// What an authorization request asks for.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct AuthorizeRequest {
     /// Client id.
     pub client_id: String,
@@ -103,10 +77,10 @@ pub struct AuthorizeRequest {
 impl AuthorizeRequest {
     /// The URL to open.
     pub fn url(&self, endpoint: &str) -> Result<Url, FlowError> {
-        let mut url = Url::parse(endpoint).map_err(|e| {
-            FlowError::Protocol(format!(
-                "authorization endpoint {endpoint:?} is not a URL: {e}"
-            ))
+        let mut url = Url::parse(endpoint).map_err(|e| FlowError::BadUrl {
+            what: "authorization endpoint",
+            url: endpoint.to_owned(),
+            reason: e.to_string(),
         })?;
         {
             let mut q = url.query_pairs_mut();
@@ -139,23 +113,20 @@ pub fn read_authorization_response(
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
     if params.get("state").map(String::as_str) != Some(state) {
-        return Err(FlowError::Protocol(
-            "the authorization response's state does not match the request: refusing it (possible CSRF)".into(),
-        ));
+        return Err(FlowError::StateMismatch);
     }
     match params.get("iss") {
         // Compared as strings, with no normalisation (RFC 9207 §2.4).
         Some(iss) if *iss != server.issuer => {
-            return Err(FlowError::Protocol(format!(
-                "the authorization response comes from issuer {iss}, not {}: refusing it (RFC 9207 mix-up defence)",
-                server.issuer
-            )));
+            return Err(FlowError::IssuerMismatch {
+                got: iss.clone(),
+                expected: server.issuer.clone(),
+            });
         }
         None if server.authorization_response_iss_parameter_supported => {
-            return Err(FlowError::Protocol(format!(
-                "{} says it sends `iss` in authorization responses, and this one has none: refusing it (RFC 9207)",
-                server.issuer
-            )));
+            return Err(FlowError::IssuerMissing {
+                issuer: server.issuer.clone(),
+            });
         }
         _ => {}
     }
@@ -163,25 +134,25 @@ pub fn read_authorization_response(
         return Err(FlowError::Refused(OAuthError {
             error: error.clone(),
             description: params.get("error_description").cloned(),
+            uri: params.get("error_uri").cloned(),
+            status: None,
+            body: crate::error::truncate_body(redirect.query().unwrap_or_default().as_bytes()),
         }));
     }
-    params
-        .get("code")
-        .cloned()
-        .ok_or_else(|| FlowError::Protocol("the authorization response has no code".into()))
+    params.get("code").cloned().ok_or(FlowError::NoCode)
 }
 
-/// A token endpoint answer.
+/// A token endpoint answer. `Debug` shows no token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TokenSet {
     /// The access token.
-    pub access_token: String,
+    pub access_token: AccessToken,
     /// `Bearer`.
     #[serde(default)]
     pub token_type: String,
     /// A refresh token, if issued.
     #[serde(default)]
-    pub refresh_token: Option<String>,
+    pub refresh_token: Option<RefreshToken>,
     /// Granted scopes, if said.
     #[serde(default)]
     pub scope: Option<String>,
@@ -192,11 +163,11 @@ pub struct TokenSet {
 
 #[derive(Deserialize)]
 struct RawToken {
-    access_token: String,
+    access_token: AccessToken,
     #[serde(default)]
     token_type: String,
     #[serde(default)]
-    refresh_token: Option<String>,
+    refresh_token: Option<RefreshToken>,
     #[serde(default)]
     scope: Option<String>,
     #[serde(default)]
@@ -211,56 +182,63 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// How the client authenticates at the token endpoint.
-#[derive(Clone)]
+/// How the client authenticates at the token endpoint. `Debug` shows no
+/// secret.
+#[derive(Debug, Clone)]
 pub enum ClientAuth {
     /// A public client: `client_id` only.
     None,
     /// `client_secret_basic` or `client_secret_post`.
     Secret {
         /// The secret.
-        secret: String,
+        secret: ClientSecret,
         /// Use HTTP Basic rather than the form.
         basic: bool,
     },
     /// `private_key_jwt` with an assertion built by the caller.
-    Assertion(String),
-}
-
-impl std::fmt::Debug for ClientAuth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::None => "ClientAuth::None",
-            Self::Secret { .. } => "ClientAuth::Secret(..)",
-            Self::Assertion(_) => "ClientAuth::Assertion(..)",
-        })
-    }
+    Assertion(ClientAssertion),
 }
 
 /// Sends a form to an OAuth endpoint; a non-2xx answer becomes the OAuth
-/// error it carries.
+/// error it carries, with its raw body.
 async fn send_form(
     req: reqwest::RequestBuilder,
-    endpoint: &str,
+    url: &str,
     form: &[(&str, String)],
-    what: &str,
-) -> Result<bytes::Bytes, FlowError> {
+    endpoint: &'static str,
+) -> Result<(u16, bytes::Bytes), FlowError> {
     let http_err = |source| FlowError::Http {
-        url: endpoint.to_owned(),
+        url: url.to_owned(),
         source,
     };
     let resp = req.form(form).send().await.map_err(http_err)?;
     let status = resp.status();
     let body = resp.bytes().await.map_err(http_err)?;
     if !status.is_success() {
-        return Err(match serde_json::from_slice::<OAuthError>(&body) {
-            Ok(e) => FlowError::Refused(e),
-            Err(_) => FlowError::Protocol(format!(
-                "the {what} endpoint answered {status} without an OAuth error"
-            )),
+        return Err(match OAuthError::from_body(status.as_u16(), &body) {
+            Some(e) => FlowError::Refused(e),
+            None => FlowError::Malformed {
+                endpoint,
+                what: "OAuth error",
+                status: status.as_u16(),
+                detail: "no `error` member".into(),
+                body: Some(crate::error::truncate_body(&body)),
+            },
         });
     }
-    Ok(body)
+    Ok((status.as_u16(), body))
+}
+
+/// What is wrong with a JSON document, without quoting its values (the
+/// document may hold tokens).
+pub(crate) fn json_problem(e: &serde_json::Error) -> String {
+    let kind = match e.classify() {
+        serde_json::error::Category::Io => "unreadable",
+        serde_json::error::Category::Syntax => "not JSON",
+        serde_json::error::Category::Data => "a member is missing or of the wrong type",
+        serde_json::error::Category::Eof => "truncated",
+    };
+    format!("{kind} (line {}, column {})", e.line(), e.column())
 }
 
 /// Posts a form to the token endpoint and reads the answer.
@@ -280,14 +258,14 @@ pub async fn token_request(
         } => {
             let enc =
                 |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-            req = req.basic_auth(enc(client_id), Some(enc(secret)));
+            req = req.basic_auth(enc(client_id), Some(enc(secret.secret())));
         }
         ClientAuth::Secret {
             secret,
             basic: false,
         } => {
             form.push(("client_id", client_id.to_owned()));
-            form.push(("client_secret", secret.clone()));
+            form.push(("client_secret", secret.secret().to_owned()));
         }
         ClientAuth::Assertion(jwt) => {
             form.push(("client_id", client_id.to_owned()));
@@ -295,14 +273,16 @@ pub async fn token_request(
                 "client_assertion_type",
                 "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".to_owned(),
             ));
-            form.push(("client_assertion", jwt.clone()));
+            form.push(("client_assertion", jwt.secret().to_owned()));
         }
     }
-    let body = send_form(req, endpoint, &form, "token").await?;
-    let raw: RawToken = serde_json::from_slice(&body).map_err(|e| {
-        FlowError::Protocol(format!(
-            "the token endpoint's answer is not a token response: {e}"
-        ))
+    let (status, body) = send_form(req, endpoint, &form, "token").await?;
+    let raw: RawToken = serde_json::from_slice(&body).map_err(|e| FlowError::Malformed {
+        endpoint: "token",
+        what: "token response",
+        status,
+        detail: json_problem(&e),
+        body: None,
     })?;
     let expires_in = raw.expires_in.and_then(|v| {
         v.as_u64()
@@ -317,11 +297,12 @@ pub async fn token_request(
     })
 }
 
-/// The device authorization response (RFC 8628 §3.2).
+/// The device authorization response (RFC 8628 §3.2). `Debug` shows no
+/// device code.
 #[derive(Debug, Clone, Deserialize)]
 pub struct DeviceAuthorization {
     /// The device code.
-    pub device_code: String,
+    pub device_code: DeviceCode,
     /// The code a person types.
     pub user_code: String,
     /// Where to type it.
@@ -356,9 +337,15 @@ pub async fn device_authorization(
     if let Some(r) = resource {
         form.push(("resource", r.to_owned()));
     }
-    let body = send_form(http.post(endpoint), endpoint, &form, "device").await?;
-    serde_json::from_slice(&body)
-        .map_err(|e| FlowError::Protocol(format!("the device endpoint's answer is malformed: {e}")))
+    let (status, body) =
+        send_form(http.post(endpoint), endpoint, &form, "device authorization").await?;
+    serde_json::from_slice(&body).map_err(|e| FlowError::Malformed {
+        endpoint: "device authorization",
+        what: "device authorization response",
+        status,
+        detail: json_problem(&e),
+        body: None,
+    })
 }
 
 /// Polls the token endpoint for a device code until it is approved,
@@ -380,21 +367,19 @@ pub async fn poll_device(
         }
         first = false;
         if std::time::Instant::now() > deadline {
-            return Err(FlowError::Protocol(
-                "the device code expired before it was approved".into(),
-            ));
+            return Err(FlowError::DeviceCodeExpired);
         }
         let form = vec![
             (
                 "grant_type",
                 "urn:ietf:params:oauth:grant-type:device_code".to_owned(),
             ),
-            ("device_code", device.device_code.clone()),
+            ("device_code", device.device_code.secret().to_owned()),
         ];
         match token_request(http, endpoint, client_id, auth, form).await {
             Ok(t) => return Ok(t),
-            Err(FlowError::Refused(e)) if e.error == "authorization_pending" => {}
-            Err(FlowError::Refused(e)) if e.error == "slow_down" => {
+            Err(FlowError::Refused(e)) if e.is("authorization_pending") => {}
+            Err(FlowError::Refused(e)) if e.is("slow_down") => {
                 interval += Duration::from_secs(5);
             }
             Err(e) => return Err(e),
@@ -417,10 +402,10 @@ mod tests {
     #[test]
     fn pkce_challenge_is_s256_of_the_verifier() {
         let p = Pkce::new();
-        assert_eq!(p.verifier.len(), 43);
+        assert_eq!(p.verifier.secret().len(), 43);
         assert_eq!(
             p.challenge,
-            URL_SAFE_NO_PAD.encode(Sha256::digest(p.verifier.as_bytes()))
+            URL_SAFE_NO_PAD.encode(Sha256::digest(p.verifier.secret().as_bytes()))
         );
         assert_ne!(Pkce::new().verifier, p.verifier);
     }

@@ -1,8 +1,11 @@
 //! What the client keeps between runs: client registrations per
-//! authorization server, and tokens per server, authorization server and
-//! client. Files readable by their owner only (0600, in a 0700 directory),
-//! written atomically; refreshes are serialised across processes with a
-//! lock file so that two processes never spend the same refresh token.
+//! authorization server, the authorization server each configured client
+//! credential is bound to, and tokens per server, authorization server and
+//! client. Everything lives in a private subdirectory `mcpgate` (0700) of
+//! the cache directory it is given, whose own mode is left alone; files are
+//! readable by their owner only (0600) and written atomically. Refreshes
+//! are serialised across processes with a lock file so that two processes
+//! never spend the same refresh token.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -11,8 +14,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::oauth::TokenSet;
+use crate::secret::ClientSecret;
 
-/// A client identity at one authorization server.
+/// The store's subdirectory in the cache directory.
+const SUBDIR: &str = "mcpgate";
+
+/// A client identity at one authorization server. `Debug` shows no secret.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Registration {
     /// The authorization server's issuer: a registration is never used
@@ -22,7 +29,7 @@ pub struct Registration {
     pub client_id: String,
     /// Client secret, when the server issued one.
     #[serde(default)]
-    pub client_secret: Option<String>,
+    pub client_secret: Option<ClientSecret>,
     /// Registered redirect URIs.
     #[serde(default)]
     pub redirect_uris: Vec<String>,
@@ -54,9 +61,18 @@ pub struct CachedTokens {
     pub tokens: TokenSet,
 }
 
+/// Which authorization server a configured client credential (secret or
+/// key) belongs to, recorded the first time it is used.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Binding {
+    client_id: String,
+    issuer: String,
+}
+
 /// The on-disk store.
 #[derive(Debug, Clone)]
 pub struct Store {
+    /// The private subdirectory.
     dir: PathBuf,
 }
 
@@ -82,8 +98,18 @@ fn key(parts: &[&str]) -> String {
         .collect()
 }
 
+/// Creates `dir` (mode 0700 from the start) or makes an existing one
+/// private. Only for directories the store owns, never the one a user
+/// named.
 fn private_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -92,45 +118,65 @@ fn private_dir(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Writes `data` to `path` atomically: a uniquely named temporary file
+/// (0600, created by `tempfile`) in the same directory, synced, renamed.
 fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     private_dir(dir)?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut f = options.open(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(data)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 impl Store {
-    /// A store in `dir`.
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+    /// A store in the cache directory `cache_dir`: its files go in the
+    /// private subdirectory `mcpgate` there, and `cache_dir` itself keeps
+    /// its mode (it is created if missing).
+    pub fn new(cache_dir: impl AsRef<Path>) -> Self {
+        Self {
+            dir: cache_dir.as_ref().join(SUBDIR),
+        }
     }
 
-    /// The default directory: `$XDG_CACHE_HOME/mcpgate`, else
-    /// `~/.cache/mcpgate`.
+    /// The platform's cache directory (`$XDG_CACHE_HOME`, else `~/.cache`
+    /// on Linux; `~/Library/Caches` on macOS; the local app data folder on
+    /// Windows), so that the store is `~/.cache/mcpgate` on Linux.
     pub fn default_dir() -> PathBuf {
-        if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
-            return PathBuf::from(x).join("mcpgate");
-        }
-        match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
-            Some(h) => PathBuf::from(h).join(".cache/mcpgate"),
-            None => PathBuf::from(".mcpgate-cache"),
-        }
+        directories::BaseDirs::new()
+            .map(|d| d.cache_dir().to_path_buf())
+            .unwrap_or_else(|| PathBuf::from(".cache"))
     }
 
-    /// The directory.
+    /// The store's own (private) directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    fn binding_path(&self, client_id: &str) -> PathBuf {
+        self.dir
+            .join("bindings")
+            .join(format!("{}.json", key(&[client_id])))
+    }
+
+    /// The authorization server that the configured credentials of
+    /// `client_id` were bound to, if they were.
+    pub fn credential_issuer(&self, client_id: &str) -> Option<String> {
+        Self::read::<Binding>(&self.binding_path(client_id))
+            .filter(|b| b.client_id == client_id)
+            .map(|b| b.issuer)
+    }
+
+    /// Binds the configured credentials of `client_id` to `issuer`.
+    pub fn bind_credentials(&self, client_id: &str, issuer: &str) -> std::io::Result<()> {
+        private_dir(&self.dir)?;
+        let json = serde_json::to_vec_pretty(&Binding {
+            client_id: client_id.to_owned(),
+            issuer: issuer.to_owned(),
+        })
+        .map_err(std::io::Error::other)?;
+        write_private(&self.binding_path(client_id), &json)
     }
 
     fn registration_path(&self, issuer: &str) -> PathBuf {
@@ -215,6 +261,7 @@ impl Store {
     /// Takes the exclusive lock for this server, issuer and client,
     /// waiting for another process that holds it.
     pub fn lock(&self, resource: &str, issuer: &str, client_id: &str) -> std::io::Result<Lock> {
+        private_dir(&self.dir)?;
         let dir = self.dir.join("locks");
         private_dir(&dir)?;
         let path = dir.join(format!("{}.lock", key(&[resource, issuer, client_id])));
@@ -244,6 +291,12 @@ mod tests {
     #[test]
     fn files_are_private_and_keyed() {
         let dir = temp("private");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
         let store = Store::new(&dir);
         let t = CachedTokens {
             resource: "https://s/mcp".into(),
@@ -253,7 +306,7 @@ mod tests {
             token_endpoint: None,
             resource_indicator: None,
             tokens: TokenSet {
-                access_token: "at".into(),
+                access_token: crate::secret::AccessToken::new("at"),
                 token_type: "Bearer".into(),
                 refresh_token: None,
                 scope: None,
@@ -273,11 +326,21 @@ mod tests {
             let path = store.tokens_path("https://s/mcp", "https://as", "c");
             let mode = std::fs::metadata(path).expect("meta").permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
-            let mode = std::fs::metadata(dir.join("tokens"))
-                .expect("meta")
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o700);
+            let mode_of =
+                |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+            assert_eq!(
+                mode_of(&dir.join("mcpgate")),
+                0o700,
+                "the store's own directory is private"
+            );
+            assert_eq!(mode_of(&dir.join("mcpgate/tokens")), 0o700);
+            assert_eq!(mode_of(&dir), 0o755, "the named directory keeps its mode");
+            let leftovers: Vec<_> = std::fs::read_dir(dir.join("mcpgate/tokens"))
+                .expect("dir")
+                .flatten()
+                .filter(|e| !e.file_name().to_string_lossy().ends_with(".json"))
+                .collect();
+            assert!(leftovers.is_empty(), "no temporary files are left");
         }
         assert_eq!(store.remove_tokens("https://s/mcp"), 1);
         assert!(store.tokens("https://s/mcp", "https://as", "c").is_none());
@@ -302,6 +365,17 @@ mod tests {
             Some("ca".into())
         );
         assert!(store.registration("https://b").is_none());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn credentials_stay_bound_to_their_issuer() {
+        let dir = temp("binding");
+        let store = Store::new(&dir);
+        assert_eq!(store.credential_issuer("c"), None);
+        store.bind_credentials("c", "https://a").expect("bind");
+        assert_eq!(store.credential_issuer("c").as_deref(), Some("https://a"));
+        assert_eq!(store.credential_issuer("other"), None);
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -56,7 +56,9 @@ impl Server {
             .arg(self.ca_file())
             .arg("--cache-dir")
             .arg(self.cache())
-            .env_remove("MCPGATE_CLIENT_ID");
+            .env_remove("MCPGATE_CLIENT_ID")
+            .env_remove("MCPGATE_CLIENT_ISSUER")
+            .env_remove("MCPGATE_CLIENT_SECRET");
         cmd
     }
 }
@@ -110,7 +112,7 @@ fn stderr(o: &Output) -> String {
 }
 
 fn token_files(cache: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(cache.join("tokens"))
+    std::fs::read_dir(cache.join("mcpgate").join("tokens"))
         .map(|d| d.flatten().map(|e| e.path()).collect())
         .unwrap_or_default()
 }
@@ -317,23 +319,27 @@ async fn device_code_approved_by_a_person_on_the_page() {
         .get_all("set-cookie")
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with("mcpgate_idp_csrf="))
+        .find(|v| v.starts_with("mcpgate_idp_csrf"))
         .and_then(|v| v.split(';').next())
         .expect("csrf cookie")
         .to_owned();
     let html = page.text().await.expect("html");
-    let marker = "name=\"csrf\" value=\"";
-    let start = html.find(marker).expect("csrf field") + marker.len();
-    let csrf = &html[start..start + html[start..].find('"').expect("quote")];
+    // Every hidden field of the form (the CSRF value, and the flow's id
+    // where the page has one), then what a person fills in.
+    let mut form = hidden_fields(&html);
+    assert!(
+        form.iter().any(|(k, _)| k == "csrf"),
+        "a CSRF field: {html}"
+    );
+    form.extend([
+        ("user_code".to_owned(), code.clone()),
+        ("username".to_owned(), "bob@mcpgate.test".to_owned()),
+        ("action".to_owned(), "approve".to_owned()),
+    ]);
     let answer = http
         .post(&page_url)
         .header("cookie", cookie)
-        .form(&[
-            ("csrf", csrf),
-            ("user_code", code.as_str()),
-            ("username", "bob@mcpgate.test"),
-            ("action", "approve"),
-        ])
+        .form(&form)
         .send()
         .await
         .expect("approve");
@@ -353,4 +359,19 @@ async fn device_code_approved_by_a_person_on_the_page() {
         result["structuredContent"]["preferred_username"],
         "bob@mcpgate.test"
     );
+}
+
+/// The `name` and `value` of each hidden input in a page.
+fn hidden_fields(html: &str) -> Vec<(String, String)> {
+    let attr = |tag: &str, name: &str| {
+        let marker = format!("{name}=\"");
+        let start = tag.find(&marker)? + marker.len();
+        Some(tag[start..start + tag[start..].find('"')?].to_owned())
+    };
+    html.split("<input")
+        .skip(1)
+        .filter_map(|rest| rest.split('>').next())
+        .filter(|tag| tag.contains("type=\"hidden\""))
+        .filter_map(|tag| Some((attr(tag, "name")?, attr(tag, "value")?)))
+        .collect()
 }

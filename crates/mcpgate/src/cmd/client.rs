@@ -7,18 +7,30 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use mcpgate_client::redirect::SystemBrowser;
+use mcpgate_client::secret::ClientSecret;
 use mcpgate_client::store::Store;
-use mcpgate_client::{Client, ClientOptions, SignIn};
+use mcpgate_client::{Client, ClientOptions, Credentials, SignIn};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::cli::ClientArgs;
 use crate::outbound::{client_builder, http_client};
 
+/// The server URL as the client keys its cache: parsed and serialised, so
+/// that `logout` forgets what `login` kept however the URL is typed.
+fn server_url(args: &ClientArgs) -> anyhow::Result<url::Url> {
+    url::Url::parse(&args.url).with_context(|| format!("{:?} is not a URL", args.url))
+}
+
+fn store(args: &ClientArgs) -> Store {
+    Store::new(args.cache_dir.clone().unwrap_or_else(Store::default_dir))
+}
+
 /// Builds the client from the flags.
 fn client(args: &ClientArgs) -> anyhow::Result<Client> {
-    let url = url::Url::parse(&args.url).with_context(|| format!("{:?} is not a URL", args.url))?;
-    if url.scheme() != "https" && !url.host_str().is_some_and(is_loopback_host) {
+    let url = server_url(args)?;
+    if mcpgate_client::discovery::require_secure("MCP server", url.as_str()).is_err() {
         anyhow::bail!(
             "refusing to send tokens to {url} over plain http: use https (http is for loopback only)"
         );
@@ -32,13 +44,12 @@ fn client(args: &ClientArgs) -> anyhow::Result<Client> {
         &args.client_secret_file,
         std::env::var("MCPGATE_CLIENT_SECRET"),
     ) {
-        (Some(path), _) => Some(
+        (Some(path), _) => Some(ClientSecret::new(
             std::fs::read_to_string(path)
                 .with_context(|| format!("reading the client secret from {}", path.display()))?
-                .trim()
-                .to_owned(),
-        ),
-        (None, Ok(s)) if !s.is_empty() => Some(s),
+                .trim(),
+        )),
+        (None, Ok(s)) if !s.is_empty() => Some(ClientSecret::new(s)),
         _ => None,
     };
     let client_key = match &args.client_key_file {
@@ -62,30 +73,26 @@ fn client(args: &ClientArgs) -> anyhow::Result<Client> {
     } else {
         SignIn::Browser
     };
-    let store = Store::new(args.cache_dir.clone().unwrap_or_else(Store::default_dir));
     Ok(Client::new(
         http,
         no_redirect,
         url,
         ClientOptions {
-            client_id: args.client_id.clone(),
-            client_secret: secret,
-            client_metadata_url: args.client_metadata_url.clone(),
+            credentials: Credentials {
+                client_id: args.client_id.clone(),
+                secret,
+                key: client_key,
+                issuer: args.issuer.clone(),
+                metadata_url: args.client_metadata_url.clone(),
+            },
             sign_in,
             scopes: args.scopes.clone(),
-            store,
+            store: store(args),
             notify: Arc::new(|m: &str| say(m)),
             protocol_version: args.protocol_version.clone(),
-            client_key,
+            browser: Arc::new(SystemBrowser),
         },
     ))
-}
-
-fn is_loopback_host(h: &str) -> bool {
-    h == "localhost"
-        || h.parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-        || h == "[::1]"
 }
 
 /// A line on stderr; a closed stderr (the host went away) is not an error.
@@ -104,9 +111,9 @@ pub async fn login(args: ClientArgs) -> anyhow::Result<ExitCode> {
 
 /// `mcpgate logout URL`.
 pub async fn logout(args: ClientArgs) -> anyhow::Result<ExitCode> {
-    let store = Store::new(args.cache_dir.clone().unwrap_or_else(Store::default_dir));
-    let n = store.remove_tokens(&args.url);
-    say(&format!("forgot {n} cached token set(s) for {}", args.url));
+    let url = server_url(&args)?;
+    let n = store(&args).remove_tokens(url.as_str());
+    say(&format!("forgot {n} cached token set(s) for {url}"));
     Ok(ExitCode::SUCCESS)
 }
 

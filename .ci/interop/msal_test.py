@@ -219,10 +219,12 @@ def answer_device_code(idp, user_code, username, action):
         check(username in form["options"], f"/devicelogin does not offer {username}")
         ids = {b.get("id") for b in form["buttons"]}
         check({"approve", "deny"} <= ids, "/devicelogin lacks #approve/#deny")
-        return s.post(idp["device_login_url"], timeout=30, data={
-            "csrf": form["inputs"]["csrf"], "user_code": user_code,
-            "username": username, "password": "", "action": action,
-        })
+        # Every field of the form as the page gave it (the CSRF value and
+        # the flow it belongs to), then what a person fills in.
+        data = dict(form["inputs"])
+        data.update({"user_code": user_code, "username": username,
+                     "password": "", "action": action})
+        return s.post(idp["device_login_url"], timeout=30, data=data)
 
 
 def sign_in_by_form(auth_uri, redirect_uri, username):

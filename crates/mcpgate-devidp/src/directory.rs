@@ -395,6 +395,16 @@ pub struct App {
 }
 
 impl App {
+    /// Its exposed scopes in full (`api://<app>/mcp:tools`), as clients ask
+    /// for them: the first identifier URI (else the client id) as prefix.
+    pub fn full_scopes(&self) -> Vec<String> {
+        let prefix = self.identifier_uris.first().unwrap_or(&self.client_id);
+        self.scopes
+            .iter()
+            .map(|s| format!("{prefix}/{s}"))
+            .collect()
+    }
+
     /// Whether this app exposes an API (scopes or roles).
     pub fn is_api(&self) -> bool {
         !self.scopes.is_empty() || !self.roles.is_empty()

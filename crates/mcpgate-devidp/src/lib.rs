@@ -353,6 +353,22 @@ fn router(idp: Arc<Idp>) -> Router {
         .with_state(idp)
 }
 
+/// The URL an IdP listening on `addr` names itself by when it has no
+/// public URL; its issuers and endpoints hang below it. Also what tools
+/// that do not start the IdP (`mcpgate explain`) expect its tokens to name.
+pub fn base_url(addr: SocketAddr, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    let host = if addr.ip().is_unspecified() {
+        "localhost".to_owned()
+    } else {
+        match addr {
+            SocketAddr::V4(a) => a.ip().to_string(),
+            SocketAddr::V6(a) => format!("[{}]", a.ip()),
+        }
+    };
+    format!("{scheme}://{host}:{}", addr.port())
+}
+
 /// Starts the IdP: opens the data directory (keys, certificates, secrets),
 /// binds, and serves until [`RunningIdp::shutdown`].
 pub async fn start(config: IdpConfig, options: IdpOptions) -> Result<RunningIdp, IdpError> {
@@ -435,18 +451,7 @@ pub async fn start(config: IdpConfig, options: IdpOptions) -> Result<RunningIdp,
     )?;
     let base = match &options.public_url {
         Some(u) => u.as_str().trim_end_matches('/').to_owned(),
-        None => {
-            let scheme = if tls.is_some() { "https" } else { "http" };
-            let host = if addr.ip().is_unspecified() {
-                "localhost".to_owned()
-            } else {
-                match addr {
-                    SocketAddr::V4(a) => a.ip().to_string(),
-                    SocketAddr::V6(a) => format!("[{}]", a.ip()),
-                }
-            };
-            format!("{scheme}://{host}:{}", addr.port())
-        }
+        None => base_url(addr, tls.is_some()),
     };
 
     let tenant = dir.default_tenant().id.clone();
@@ -467,14 +472,7 @@ pub async fn start(config: IdpConfig, options: IdpOptions) -> Result<RunningIdp,
                 name: a.name.clone(),
                 public: a.public_client,
                 redirect_uris: a.redirect_uris.clone(),
-                scopes: a
-                    .scopes
-                    .iter()
-                    .map(|s| {
-                        let prefix = a.identifier_uris.first().unwrap_or(&a.client_id);
-                        format!("{prefix}/{s}")
-                    })
-                    .collect(),
+                scopes: a.full_scopes(),
                 roles: a.roles.clone(),
                 secret_file: secret_files.get(&a.client_id).cloned(),
             })

@@ -24,7 +24,7 @@ pub enum Command {
     /// Decode a token and say whether this server would accept it, and why.
     Explain(ExplainArgs),
     /// Validate the configuration and probe the issuers' discovery and keys.
-    Check(ConfigArgs),
+    Check(CheckArgs),
     /// Run the development identity provider alone (Entra ID v2 shapes).
     Idp(IdpArgs),
     /// Sign in to a protected MCP server and keep the tokens.
@@ -104,21 +104,42 @@ pub struct ClientArgs {
     pub cache_dir: Option<PathBuf>,
 }
 
-/// Where the embedded development IdP keeps its state and how it listens.
+/// Where the embedded development IdP keeps its state, where it listens
+/// and which directory it serves: what `serve` starts with no issuer
+/// configured, and what `explain` and `check` then expect.
 #[derive(Debug, Clone, Args)]
-pub struct IdpFlags {
+pub struct IdpPlace {
     /// State directory (signing keys, TLS certificates, generated secrets).
     #[arg(long, env = "MCPGATE_DATA_DIR", value_name = "DIR", global = true)]
     pub data_dir: Option<PathBuf>,
     /// The development IdP's listen address.
     #[arg(long, value_name = "ADDR")]
     pub idp_bind: Option<SocketAddr>,
-    /// Sign this user in, and consent, without a page (loopback only).
-    #[arg(long, env = "MCPGATE_IDP_AUTO_APPROVE", value_name = "USERNAME")]
-    pub idp_auto_approve: Option<String>,
     /// The development IdP's directory (tenants, apps, users) as TOML.
     #[arg(long, value_name = "FILE")]
     pub idp_directory: Option<PathBuf>,
+}
+
+/// How the embedded development IdP runs.
+#[derive(Debug, Clone, Args)]
+pub struct IdpFlags {
+    /// State, listen address and directory.
+    #[command(flatten)]
+    pub place: IdpPlace,
+    /// Sign this user in, and consent, without a page (loopback only).
+    #[arg(long, env = "MCPGATE_IDP_AUTO_APPROVE", value_name = "USERNAME")]
+    pub idp_auto_approve: Option<String>,
+}
+
+/// `mcpgate check`.
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// Configuration.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// With no issuer configured: the development IdP `serve` would embed.
+    #[command(flatten)]
+    pub idp: IdpPlace,
 }
 
 /// `mcpgate idp`.
@@ -211,6 +232,9 @@ pub struct ExplainArgs {
     /// Configuration.
     #[command(flatten)]
     pub config: ConfigArgs,
+    /// With no issuer configured: the development IdP `serve` would embed.
+    #[command(flatten)]
+    pub idp: IdpPlace,
     /// The access token, or `-` to read it from standard input.
     #[arg(value_name = "TOKEN")]
     pub token: String,

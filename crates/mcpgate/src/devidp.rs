@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use mcpgate_devidp::{Exposure, IdpConfig, IdpInfo, IdpOptions, RunningIdp, TlsMode};
+use mcpgate_devidp::{Directory, Exposure, IdpConfig, IdpInfo, IdpOptions, RunningIdp, TlsMode};
 
-use crate::cli::IdpFlags;
+use crate::cli::{IdpFlags, IdpPlace};
 use crate::config::{RawConfig, RawIdp};
 
 /// The embedded IdP's usual port; a server on port 0 gets one on port 0.
@@ -16,7 +16,7 @@ const DEFAULT_IDP_PORT: u16 = 8443;
 
 /// The state directory: flag or `MCPGATE_DATA_DIR`, config, then the XDG
 /// data directory.
-pub fn data_dir(flags: &IdpFlags, raw: &RawConfig) -> PathBuf {
+pub fn data_dir(flags: &IdpPlace, raw: &RawConfig) -> PathBuf {
     if let Some(d) = flags.data_dir.clone().or_else(|| raw.data_dir.clone()) {
         return d;
     }
@@ -30,7 +30,7 @@ pub fn data_dir(flags: &IdpFlags, raw: &RawConfig) -> PathBuf {
 }
 
 /// The directory to serve: a file, or the built-in one.
-fn directory(flags: &IdpFlags, raw: &RawIdp) -> anyhow::Result<IdpConfig> {
+fn directory(flags: &IdpPlace, raw: &RawIdp) -> anyhow::Result<IdpConfig> {
     match flags.idp_directory.as_ref().or(raw.directory.as_ref()) {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -65,7 +65,7 @@ pub async fn start(
     server_bind: Option<SocketAddr>,
 ) -> anyhow::Result<RunningIdp> {
     let settings = &raw.idp;
-    let explicit = bind.or(flags.idp_bind).or(settings.bind);
+    let explicit = bind.or(flags.place.idp_bind).or(settings.bind);
     let bind = idp_bind(explicit, server_bind);
     if explicit.is_none()
         && let Some(server) = server_bind.filter(|b| !b.ip().is_loopback())
@@ -83,7 +83,7 @@ pub async fn start(
         (None, None, false) => TlsMode::Generate,
         _ => anyhow::bail!("[idp] tls_cert and tls_key go together"),
     };
-    let mut options = IdpOptions::new(data_dir(flags, raw).join("idp"));
+    let mut options = IdpOptions::new(data_dir(&flags.place, raw).join("idp"));
     options.bind = bind;
     options.tls = tls;
     options.auto_approve = flags
@@ -91,7 +91,7 @@ pub async fn start(
         .clone()
         .or_else(|| settings.auto_approve.clone())
         .filter(|s| !s.is_empty());
-    let config = directory(flags, settings)?;
+    let config = directory(&flags.place, settings)?;
     mcpgate_devidp::start(config, options)
         .await
         .context("starting the development identity provider")
@@ -110,11 +110,42 @@ pub fn api_of(info: &IdpInfo) -> Option<(String, String)> {
 pub fn trust(raw: &mut RawConfig, info: &IdpInfo) -> anyhow::Result<()> {
     let (app_id, scope) =
         api_of(info).context("the IdP directory exposes no API scope for the MCP server")?;
-    raw.auth.issuers = vec![info.issuer.clone()];
+    trust_issuer(raw, &info.issuer, app_id, scope);
+    Ok(())
+}
+
+/// What `serve` would trust on this configuration, without starting the
+/// IdP: `explain` and `check` with no issuer configured use it, so that a
+/// token from the quick start explains itself. Returns the IdP's CA file,
+/// when it has made one, for fetching its keys.
+pub fn trust_as_serve_would(
+    flags: &IdpPlace,
+    raw: &mut RawConfig,
+) -> anyhow::Result<Option<PathBuf>> {
+    let dir = Directory::from_config(&directory(flags, &raw.idp)?)?;
+    let api = dir
+        .apps
+        .iter()
+        .find(|a| !a.scopes.is_empty())
+        .context("the IdP directory exposes no API scope for the MCP server")?;
+    let scope = api.full_scopes().swap_remove(0);
+    let bind = idp_bind(flags.idp_bind.or(raw.idp.bind), None);
+    let tls = !raw.idp.plain_http;
+    let issuer = format!(
+        "{}/{}/v2.0",
+        mcpgate_devidp::base_url(bind, tls),
+        dir.default_tenant().id
+    );
+    trust_issuer(raw, &issuer, api.client_id.clone(), scope);
+    let ca = data_dir(flags, raw).join("idp/tls/ca.pem");
+    Ok((tls && raw.idp.tls_cert.is_none() && ca.exists()).then_some(ca))
+}
+
+fn trust_issuer(raw: &mut RawConfig, issuer: &str, app_id: String, scope: String) {
+    raw.auth.issuers = vec![issuer.to_owned()];
     raw.auth.audiences = vec![format!("api://{app_id}"), app_id];
     raw.auth.required_scopes = vec![scope];
-    raw.auth.authorization_servers = vec![info.issuer.clone()];
-    Ok(())
+    raw.auth.authorization_servers = vec![issuer.to_owned()];
 }
 
 /// A public client a person can sign in with.

@@ -6,8 +6,24 @@ use std::sync::Arc;
 use mcpgate_token::jwks::KeysFrom;
 use mcpgate_token::{ValidationPolicy, Validator};
 
+use crate::cli::IdpPlace;
 use crate::config::RawConfig;
+use crate::devidp;
 use crate::outbound::http_client;
+
+/// The policy and validator `serve` would use on this configuration: with
+/// no issuer configured, the embedded development IdP's, as `serve` trusts
+/// it (for `explain` and `check`, which do not start the IdP).
+pub fn build_as_serve_would(
+    raw: &mut RawConfig,
+    idp: &IdpPlace,
+) -> anyhow::Result<(ValidationPolicy, Arc<Validator>)> {
+    if raw.has_issuer() {
+        return build(raw, None);
+    }
+    let ca = devidp::trust_as_serve_would(idp, raw)?;
+    build(raw, ca.as_deref())
+}
 
 /// The policy and a validator for it; outbound calls trust the configured
 /// CA file and `extra_ca` (the embedded IdP's).

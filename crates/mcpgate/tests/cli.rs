@@ -212,6 +212,43 @@ async fn serve_on_defaults_signs_a_user_in_by_device_code() {
     assert_eq!(resp.status(), 200);
     let body = resp.text().await.expect("body");
     assert!(body.contains("alice@mcpgate.test"), "{body}");
+
+    // With no configuration, explain and check judge as serve does: the
+    // quick start's token explains itself.
+    let idp_bind = authority
+        .trim_start_matches("https://")
+        .split('/')
+        .next()
+        .expect("host:port")
+        .to_owned();
+    let run = |args: Vec<String>| {
+        let data_dir = data_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            Command::new(BIN)
+                .args(&args)
+                .arg("--data-dir")
+                .arg(&data_dir)
+                .env_remove("MCPGATE_CONFIG")
+                .output()
+        })
+    };
+    let explain = vec![
+        "explain".to_owned(),
+        "--idp-bind".to_owned(),
+        idp_bind.clone(),
+        access_token.to_owned(),
+    ];
+    let out = run(explain).await.expect("join").expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("verdict: ACCEPTED"), "{text}");
+    assert!(text.contains("alice@mcpgate.test"), "{text}");
+    let check = vec!["check".to_owned(), "--idp-bind".to_owned(), idp_bind];
+    let out = run(check).await.expect("join").expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("development IdP"), "{text}");
+
     drop(server);
     let _ = std::fs::remove_dir_all(data_dir);
 }

@@ -5,19 +5,20 @@ use std::process::ExitCode;
 
 use mcpgate_token::jwks::KeysFrom;
 
-use crate::cli::ConfigArgs;
+use crate::cli::CheckArgs;
 use crate::validator;
 
 /// Prints one line per check; exit 0 when all pass.
-pub async fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
-    let raw = match args.load() {
+pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let mut raw = match args.config.load() {
         Ok(r) => r,
         Err(e) => {
             println!("FAIL config: {e}");
             return Ok(ExitCode::FAILURE);
         }
     };
-    let (policy, validator) = match validator::build(&raw, None) {
+    let embedded = !raw.has_issuer();
+    let (policy, validator) = match validator::build_as_serve_would(&mut raw, &args.idp) {
         Ok(v) => v,
         Err(e) => {
             println!("FAIL config: {e:#}");
@@ -29,6 +30,12 @@ pub async fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
         policy.issuers.len(),
         policy.audiences.join(", ")
     );
+    if embedded {
+        println!(
+            "note config: no issuer is configured: checking the development IdP that `mcpgate serve` embeds ({})",
+            policy.issuers.join(", ")
+        );
+    }
     if policy.required_scopes.is_empty() && policy.required_roles.is_empty() {
         println!("warn config: no required scope or role: any token for this audience gets in");
     }
@@ -50,9 +57,15 @@ pub async fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
             Err(e) => {
                 failed = true;
                 println!("FAIL {issuer}: {e}");
-                println!(
-                    "     fix: check the issuer URL and the network; for a private CA pass --ca-file; or give --jwks-uri"
-                );
+                if embedded {
+                    println!(
+                        "     fix: start it with `mcpgate serve` (or `mcpgate idp`) on the same settings, or configure your issuer"
+                    );
+                } else {
+                    println!(
+                        "     fix: check the issuer URL and the network; for a private CA pass --ca-file; or give --jwks-uri"
+                    );
+                }
             }
         }
     }

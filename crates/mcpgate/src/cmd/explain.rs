@@ -33,14 +33,21 @@ pub async fn run(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         print_times(c);
     }
 
-    let raw = args.config.load()?;
-    let (policy, validator) = match validator::build(&raw, None) {
+    let mut raw = args.config.load()?;
+    let embedded = !raw.has_issuer();
+    let (policy, validator) = match validator::build_as_serve_would(&mut raw, &args.idp) {
         Ok(v) => v,
         Err(e) => {
             println!("verdict: cannot validate: {e:#}");
             return Ok(ExitCode::from(2));
         }
     };
+    if embedded {
+        println!(
+            "judged as `mcpgate serve` with no issuer configured would: trusting its development IdP {}",
+            policy.issuers.join(", ")
+        );
+    }
     let explanation = validator.explain(&token).await;
     match explanation.verdict {
         Ok(p) => {
@@ -60,7 +67,12 @@ pub async fn run(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         Err(e) => {
             println!("verdict: REJECTED ({})", e.code());
             println!("  reason: {e}");
-            println!("  fix:    {}", hint(&e, &policy));
+            match &e {
+                ValidationError::KeysUnavailable(_) if embedded => println!(
+                    "  fix:    start the development IdP (`mcpgate serve` or `mcpgate idp`) with the same settings, or configure the issuer this token came from"
+                ),
+                _ => println!("  fix:    {}", hint(&e, &policy)),
+            }
             Ok(ExitCode::FAILURE)
         }
     }

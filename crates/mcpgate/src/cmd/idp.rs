@@ -13,7 +13,7 @@ use crate::{devidp, ready};
 /// Runs the IdP until interrupted, or rotates its keys.
 pub async fn run(args: IdpArgs) -> anyhow::Result<ExitCode> {
     let raw = RawConfig::load(args.config.as_deref())?;
-    let data_dir = devidp::data_dir(&args.idp, &raw).join("idp");
+    let data_dir = devidp::data_dir(&args.idp.place, &raw).join("idp");
     if let Some(IdpAction::RotateKeys { grace_secs }) = args.action {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -108,24 +108,21 @@ pub fn entra_timestamp(unix: u64) -> String {
     )
 }
 
-/// Writes `data` to `path` atomically (temp file, then rename), readable by
-/// the owner only: the data directory holds private keys and secrets.
+/// Writes `data` to `path` atomically, readable by the owner only: the
+/// data directory holds private keys and secrets. The temporary file has
+/// an unpredictable name, is created 0600 with `O_EXCL` (never through a
+/// planted symlink) in the same directory, and is renamed over `path`.
 pub fn write_private(path: &Path, data: &[u8]) -> Result<(), IdpError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| IdpError::io(dir, e))?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(&tmp).map_err(|e| IdpError::io(&tmp, e))?;
-    file.write_all(data).map_err(|e| IdpError::io(&tmp, e))?;
-    file.sync_all().map_err(|e| IdpError::io(&tmp, e))?;
-    drop(file);
-    std::fs::rename(&tmp, path).map_err(|e| IdpError::io(path, e))
+    // tempfile creates its files 0600 on Unix.
+    let mut file = tempfile::NamedTempFile::new_in(dir).map_err(|e| IdpError::io(dir, e))?;
+    file.write_all(data)
+        .and_then(|()| file.as_file().sync_all())
+        .map_err(|e| IdpError::io(file.path(), e))?;
+    file.persist(path)
+        .map_err(|e| IdpError::io(path, e.error))?;
+    Ok(())
 }
 
 /// Constant-time equality for secrets and hashes.
@@ -167,6 +164,25 @@ mod tests {
     fn timestamp_has_entra_shape() {
         assert_eq!(entra_timestamp(0), "1970-01-01 00:00:00Z");
         assert_eq!(entra_timestamp(1_700_000_000), "2023-11-14 22:13:20Z");
+    }
+
+    #[test]
+    fn private_files_are_0600_and_replaced_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sub").join("secret");
+        write_private(&path, b"one").expect("write");
+        write_private(&path, b"two").expect("rewrite");
+        assert_eq!(std::fs::read(&path).expect("read"), b"two");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let leftovers = std::fs::read_dir(path.parent().expect("dir"))
+            .expect("list")
+            .count();
+        assert_eq!(leftovers, 1, "no temporary file left behind");
     }
 
     #[test]

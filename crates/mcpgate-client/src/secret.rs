@@ -90,6 +90,68 @@ mod tests {
         assert!(shown.contains("AccessToken([redacted])"), "{shown}");
     }
 
+    /// Every structure that holds a credential, formatted with `{:?}`.
+    #[test]
+    fn no_struct_that_holds_a_secret_prints_it() {
+        use crate::oauth::{AuthorizeRequest, ClientAuth, DeviceAuthorization, Pkce, TokenSet};
+        use crate::store::{CachedTokens, Registration};
+
+        let tokens = TokenSet {
+            access_token: AccessToken::new("secret-access"),
+            token_type: "Bearer".into(),
+            refresh_token: Some(RefreshToken::new("secret-refresh")),
+            scope: None,
+            expires_at: None,
+        };
+        let registration = Registration {
+            issuer: "https://as.example".into(),
+            client_id: "c".into(),
+            client_secret: Some(ClientSecret::new("secret-client")),
+            redirect_uris: vec![],
+            token_endpoint_auth_method: None,
+        };
+        let cached = CachedTokens {
+            resource: "https://s.example/mcp".into(),
+            issuer: "https://as.example".into(),
+            client_id: "c".into(),
+            scopes: vec![],
+            token_endpoint: None,
+            resource_indicator: None,
+            tokens: tokens.clone(),
+        };
+        let pkce = Pkce::new();
+        let verifier = pkce.verifier.secret().to_owned();
+        let request = AuthorizeRequest {
+            client_id: "c".into(),
+            redirect_uri: "http://127.0.0.1:1/callback".into(),
+            scopes: vec![],
+            resource: None,
+            state: "s".into(),
+            pkce,
+        };
+        let device: DeviceAuthorization = serde_json::from_value(serde_json::json!({
+            "device_code": "secret-device",
+            "user_code": "U",
+            "verification_uri": "https://as.example/device",
+        }))
+        .expect("device");
+        let credentials = crate::registration::Credentials {
+            client_id: Some("c".into()),
+            secret: Some(ClientSecret::new("secret-configured")),
+            ..Default::default()
+        };
+        let shown = format!(
+            "{tokens:?} {registration:?} {cached:?} {request:?} {device:?} {credentials:?} {:?} {:?}",
+            ClientAuth::Secret {
+                secret: ClientSecret::new("secret-basic"),
+                basic: true,
+            },
+            ClientAuth::Assertion(ClientAssertion::new("secret-assertion")),
+        );
+        assert!(!shown.contains("secret-"), "{shown}");
+        assert!(!shown.contains(&verifier), "{shown}");
+    }
+
     #[test]
     fn serialised_as_the_bare_string() {
         let t = AccessToken::new("abc");

@@ -375,3 +375,72 @@ fn hidden_fields(html: &str) -> Vec<(String, String)> {
         .filter_map(|tag| Some((attr(tag, "name")?, attr(tag, "value")?)))
         .collect()
 }
+
+#[test]
+fn logout_forgets_what_login_kept_however_the_url_is_typed() {
+    let server = serve("logout", None);
+    let url = server.mcp_url();
+    // The named cache directory is the user's: its mode stays as it was.
+    std::fs::create_dir_all(server.cache()).expect("mkdir");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(server.cache(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+    }
+    let out = server.run(&[
+        "login",
+        &url,
+        "--client-id",
+        DEFAULT_DESKTOP_CLIENT_ID,
+        "--non-interactive",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(token_files(&server.cache()).len(), 1);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(
+            mode(&server.cache()),
+            0o755,
+            "--cache-dir's mode is left alone"
+        );
+        assert_eq!(mode(&server.cache().join("mcpgate")), 0o700);
+    }
+
+    // The same server, typed differently: the scheme and host in capitals.
+    let shouted = url.replacen("http://", "HTTP://", 1);
+    assert_ne!(shouted, url);
+    let out = server.run(&["logout", &shouted]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        token_files(&server.cache()).is_empty(),
+        "logout forgot nothing: {}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn without_a_browser_login_uses_the_device_code_instead_of_waiting() {
+    let server = serve("no-browser", None);
+    let url = server.mcp_url();
+    // No display, and no xdg-open on PATH.
+    let empty = server.dir.join("empty-path");
+    std::fs::create_dir_all(&empty).expect("mkdir");
+    let out = server
+        .command(&["login", &url, "--client-id", DEFAULT_DESKTOP_CLIENT_ID])
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .env("PATH", &empty)
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--device-code") && stderr(&out).contains("devicelogin"),
+        "the fallback is said, and the code's page shown: {}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("Sign in at:"), "{}", stderr(&out));
+    assert_eq!(token_files(&server.cache()).len(), 1);
+}

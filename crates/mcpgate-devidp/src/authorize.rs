@@ -305,7 +305,7 @@ fn show_sign_in(idp: &Idp, req: AuthorizeRequest, user_oid: Option<String>) -> R
 /// The page for a pending sign-in: the sign-in form, or consent once the
 /// user is known. Its CSRF cookie is named for the flow, so that two
 /// sign-ins open in one browser do not overwrite each other's.
-fn render(idp: &Idp, id: &str, pending: &Pending, error: Option<&AadError>) -> Response {
+fn render(idp: &Idp, id: &str, pending: &Pending, error: Option<(&AadError, &str)>) -> Response {
     let req = &pending.request;
     let client = client_of(idp, req);
     let app_name = client.map_or(req.client_id.clone(), |a| a.name.clone());
@@ -325,8 +325,9 @@ fn render(idp: &Idp, id: &str, pending: &Pending, error: Option<&AadError>) -> R
             &pending.csrf,
             &app_name,
             &idp.listed_users(),
-            req.login_hint.as_deref(),
-            error,
+            // After a failed attempt, the name the person typed.
+            error.map(|(_, typed)| typed).or(req.login_hint.as_deref()),
+            error.map(|(e, _)| e),
         ),
     };
     pages::set_cookie(
@@ -550,7 +551,10 @@ pub async fn post(
                 Ok(u) => u,
                 // The same page again, with the error: a failed attempt
                 // changes nothing.
-                Err(e) => return render(&idp, pending_id, &pending, Some(&e)),
+                Err(e) => {
+                    let typed = form.get("username").unwrap_or_default();
+                    return render(&idp, pending_id, &pending, Some((&e, typed)));
+                }
             };
             let session = random_token();
             let (mut resp, session_made, done) = {

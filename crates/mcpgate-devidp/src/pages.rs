@@ -121,8 +121,13 @@ pub fn sign_in(
             ));
         }
     }
+    let heading = if users.is_empty() {
+        "Sign in with a password"
+    } else {
+        "Or sign in with a password"
+    };
     body.push_str(&format!(
-        "<h2>Or sign in with a password</h2><form method=\"post\">{hidden}<input type=\"hidden\" name=\"action\" value=\"password\"><label>Username<input name=\"username\" autocomplete=\"username\" value=\"{}\"></label><label>Password<input name=\"password\" type=\"password\" autocomplete=\"current-password\"></label><button type=\"submit\" id=\"sign-in\">Sign in</button></form>",
+        "<h2>{heading}</h2><form method=\"post\">{hidden}<input type=\"hidden\" name=\"action\" value=\"password\"><label>Username<input name=\"username\" autocomplete=\"username\" value=\"{}\"></label><label>Password<input name=\"password\" type=\"password\" autocomplete=\"current-password\"></label><button type=\"submit\" id=\"sign-in\">Sign in</button></form>",
         esc(login_hint.unwrap_or_default())
     ));
     page(StatusCode::OK, "Sign in", &body, false)
@@ -193,8 +198,13 @@ pub fn form_post(redirect_uri: &str, params: &[(&str, String)]) -> Response {
 /// deny. `users` are offered for one click; with none (an IdP exposed
 /// beyond loopback), the username is typed and the password is required.
 pub fn device(csrf: &str, flow: &str, users: &[&User], notice: Option<&str>) -> Response {
-    let mut body = String::from(
-        "<h1>Enter code</h1><p class=\"muted\">Enter the code shown on your other device, then choose who signs in.</p>",
+    let mut body = format!(
+        "<h1>Enter code</h1><p class=\"muted\">Enter the code shown on your other device, then {}.</p>",
+        if users.is_empty() {
+            "sign in with your username and password"
+        } else {
+            "choose who signs in"
+        }
     );
     if let Some(n) = notice {
         body.push_str(&format!("<p class=\"err\" role=\"alert\">{}</p>", esc(n)));

@@ -1,20 +1,20 @@
 //! Signing keys: generated on first start, persisted in the data directory,
 //! rotated on command with the old key published for a grace period.
 //!
-//! Tokens are signed with aws-lc-rs directly: the keys live as PKCS#8,
-//! which `jsonwebtoken`'s encoder does not take for RSA, and RS256 over
-//! `header.payload` is one call.
+//! Keys are generated with aws-lc-rs and kept as PKCS#8; tokens are signed
+//! and verified with `jsonwebtoken` (RS256), which reads PKCS#8 from PEM and
+//! writes the `kid`, `x5t` and Graph's `nonce` header fields.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
 use aws_lc_rs::encoding::AsDer;
-use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::{KeyPair, KeySize, PublicKeyComponents};
-use aws_lc_rs::signature::{KeyPair as _, RSA_PKCS1_SHA256};
+use aws_lc_rs::signature::KeyPair as _;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -41,10 +41,11 @@ struct StoredKeys {
 
 struct LoadedKey {
     kid: String,
-    pair: KeyPair,
     n: String,
     e: String,
     retire_at: Option<u64>,
+    signing: EncodingKey,
+    verifying: DecodingKey,
 }
 
 struct Loaded {
@@ -121,15 +122,31 @@ fn load(stored: &StoredKeys) -> Result<Vec<LoadedKey>, IdpError> {
             let pair = KeyPair::from_pkcs8(&der)
                 .map_err(|e| IdpError::Crypto(format!("key {}: {e}", k.kid)))?;
             let components = PublicKeyComponents::<Vec<u8>>::from(pair.public_key());
+            // jsonwebtoken takes PKCS#8 as PEM.
+            let signing = EncodingKey::from_rsa_pem(pkcs8_pem(&der).as_bytes())
+                .map_err(|e| IdpError::Crypto(format!("key {}: {e}", k.kid)))?;
             Ok(LoadedKey {
                 kid: k.kid.clone(),
+                verifying: DecodingKey::from_rsa_raw_components(&components.n, &components.e),
                 n: b64url(&components.n),
                 e: b64url(&components.e),
-                pair,
+                signing,
                 retire_at: k.retire_at,
             })
         })
         .collect()
+}
+
+/// PKCS#8 DER as a PEM `PRIVATE KEY` block.
+fn pkcs8_pem(der: &[u8]) -> String {
+    let b64 = STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(&String::from_utf8_lossy(line));
+        pem.push('\n');
+    }
+    pem.push_str("-----END PRIVATE KEY-----\n");
+    pem
 }
 
 /// Rotates the keys in `data_dir`: a new active key, the current one
@@ -225,9 +242,9 @@ impl KeyRing {
         })
     }
 
-    /// Signs claims as a compact JWS with the active key. `extra_header`
-    /// adds header fields (Graph tokens carry a `nonce`).
-    pub fn sign(&self, claims: &Value, extra_header: Option<(&str, &str)>) -> String {
+    /// Signs claims as a compact JWS (RS256) with the active key. `nonce`
+    /// goes in the header, as Graph's tokens carry one.
+    pub fn sign(&self, claims: &Value, nonce: Option<&str>) -> String {
         self.with_keys(|keys| {
             let key = keys
                 .iter()
@@ -235,59 +252,37 @@ impl KeyRing {
                 .find(|k| k.retire_at.is_none())
                 .or_else(|| keys.last())
                 .expect("a key ring always holds an active key");
-            let mut header =
-                json!({ "typ": "JWT", "alg": "RS256", "kid": key.kid, "x5t": key.kid });
-            if let Some((k, v)) = extra_header {
-                header[k] = json!(v);
-            }
-            let signing_input = format!(
-                "{}.{}",
-                b64url(header.to_string()),
-                b64url(claims.to_string())
-            );
-            let mut sig = vec![0u8; key.pair.public_modulus_len()];
-            key.pair
-                .sign(
-                    &RSA_PKCS1_SHA256,
-                    &SystemRandom::new(),
-                    signing_input.as_bytes(),
-                    &mut sig,
-                )
-                .expect("RSA signing with a valid key does not fail");
-            format!("{signing_input}.{}", b64url(sig))
+            let mut header = Header::new(Algorithm::RS256);
+            header.kid = Some(key.kid.clone());
+            header.x5t = Some(key.kid.clone());
+            header.nonce = nonce.map(str::to_owned);
+            jsonwebtoken::encode(&header, claims, &key.signing)
+                .expect("RS256 signing with a loaded key does not fail")
         })
     }
 
     /// Verifies one of our own tokens (RS256, a published key) and returns
     /// its claims; lifetime and audience are the caller's to check.
     pub fn verify(&self, token: &str, now: u64) -> Option<Value> {
-        let mut parts = token.split('.');
-        let (h, p, s) = (parts.next()?, parts.next()?, parts.next()?);
-        if parts.next().is_some() {
+        let header = jsonwebtoken::decode_header(token).ok()?;
+        if header.alg != Algorithm::RS256 {
             return None;
         }
-        let header: Value = serde_json::from_slice(&crate::util::b64url_decode(h)?).ok()?;
-        if header["alg"] != "RS256" {
-            return None;
-        }
-        let kid = header["kid"].as_str()?;
-        let sig = crate::util::b64url_decode(s)?;
-        let ok = self.with_keys(|keys| {
-            keys.iter()
+        let kid = header.kid?;
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.required_spec_claims.clear();
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        self.with_keys(|keys| {
+            let key = keys
+                .iter()
                 .filter(|k| k.retire_at.is_none_or(|t| t > now))
-                .find(|k| k.kid == kid)
-                .is_some_and(|k| {
-                    let public = aws_lc_rs::signature::UnparsedPublicKey::new(
-                        &aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256,
-                        k.pair.public_key().as_ref(),
-                    );
-                    public.verify(format!("{h}.{p}").as_bytes(), &sig).is_ok()
-                })
-        });
-        if !ok {
-            return None;
-        }
-        serde_json::from_slice(&crate::util::b64url_decode(p)?).ok()
+                .find(|k| k.kid == kid)?;
+            jsonwebtoken::decode::<Value>(token, &key.verifying, &validation)
+                .ok()
+                .map(|data| data.claims)
+        })
     }
 }
 
@@ -339,7 +334,11 @@ mod tests {
     fn tampered_tokens_do_not_verify() {
         let dir = temp_dir("tamper");
         let ring = KeyRing::open(&dir).expect("open");
-        let token = ring.sign(&json!({"sub": "x"}), Some(("nonce", "n")));
+        let token = ring.sign(&json!({"sub": "x"}), Some("n"));
+        let header = jsonwebtoken::decode_header(&token).expect("header");
+        assert_eq!(header.nonce.as_deref(), Some("n"));
+        assert_eq!(header.kid, header.x5t);
+        assert!(ring.verify(&token, 0).is_some());
         let mut parts: Vec<&str> = token.split('.').collect();
         let forged = b64url(json!({"sub": "y"}).to_string());
         parts[1] = &forged;

@@ -32,11 +32,6 @@ pub fn b64url(bytes: impl AsRef<[u8]>) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// Decodes base64url without padding; `None` if malformed.
-pub fn b64url_decode(s: &str) -> Option<Vec<u8>> {
-    URL_SAFE_NO_PAD.decode(s).ok()
-}
-
 /// SHA-256, base64url: how opaque tokens are keyed in memory, so that the
 /// state never holds a usable token.
 pub fn token_hash(token: &str) -> String {

@@ -12,6 +12,7 @@
 //! | [`mint`] | access, ID and refresh tokens shaped like Entra's |
 //! | [`authorize`] | the authorization endpoint, sign-in and consent pages |
 //! | [`token`] | the token endpoint and its grants |
+//! | [`token_error`] | its refusals, mapped to Entra's errors in one place |
 //! | [`device`] | the device authorization grant and its page |
 //! | [`metadata`] | OpenID discovery, the key set, Graph's `/me`, sign-out |
 //! | [`error`] | Entra's error JSON |
@@ -41,6 +42,7 @@ pub mod scope;
 pub mod state;
 pub mod tls;
 pub mod token;
+pub mod token_error;
 mod util;
 
 use std::collections::BTreeMap;

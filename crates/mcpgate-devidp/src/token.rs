@@ -20,18 +20,11 @@ use crate::mint::ClientAuth;
 use crate::params::Params;
 use crate::scope;
 use crate::state::DeviceStatus;
+use crate::token_error::TokenError;
 use crate::util::{b64url, ct_eq, token_hash};
 
 const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
-
-fn invalid_client(code: u32, message: impl Into<String>) -> AadError {
-    AadError::new("invalid_client", code, message).with_status(StatusCode::UNAUTHORIZED)
-}
-
-fn invalid_grant(code: u32, message: impl Into<String>) -> AadError {
-    AadError::new("invalid_grant", code, message)
-}
 
 /// Client credentials from HTTP Basic (RFC 6749 §2.3.1: form-urlencoded
 /// inside the base64).
@@ -61,10 +54,7 @@ fn authenticate<'a>(
     let basic = basic_credentials(headers);
     let client_id = match (p.get("client_id"), &basic) {
         (Some(id), Some((basic_id, _))) if !id.eq_ignore_ascii_case(basic_id) => {
-            return Err(invalid_client(
-                700016,
-                "The client_id in the body does not match the one in the Authorization header.",
-            ));
+            return Err(AadError::from(TokenError::ClientIdMismatch));
         }
         (Some(id), _) => id.to_owned(),
         (None, Some((id, _))) => id.clone(),
@@ -86,37 +76,23 @@ fn authenticate<'a>(
     let assertion = p.get("client_assertion");
     if client.public_client {
         if secret.is_some() || assertion.is_some() {
-            return Err(invalid_client(
-                700025,
-                "Client is public so neither 'client_assertion' nor 'client_secret' should be presented.",
-            ));
+            return Err(AadError::from(TokenError::PublicClientWithCredential));
         }
         return Ok((client, ClientAuth::Public));
     }
     if assertion.is_some() {
-        return Err(invalid_client(
-            700027,
-            format!(
-                "Client assertion failed signature validation: no certificate credential is registered for application '{}' on the development IdP.",
-                client.client_id
-            ),
-        ));
+        return Err(AadError::from(TokenError::AssertionUnsupported {
+            client_id: client.client_id.clone(),
+        }));
     }
     let Some(secret) = secret else {
-        return Err(invalid_client(
-            7000218,
-            "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
-        ));
+        return Err(AadError::from(TokenError::CredentialMissing));
     };
     let generated = idp.generated_secrets.get(&client.client_id);
     if !client.secret_matches(&secret, generated) {
-        return Err(invalid_client(
-            7000215,
-            format!(
-                "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{}'.",
-                client.client_id
-            ),
-        ));
+        return Err(AadError::from(TokenError::SecretWrong {
+            client_id: client.client_id.clone(),
+        }));
     }
     Ok((client, ClientAuth::Secret))
 }
@@ -125,7 +101,7 @@ fn authenticate<'a>(
 fn grant_user<'a>(idp: &'a Idp, oid: &str) -> Result<&'a crate::directory::User, AadError> {
     idp.dir
         .user_by_oid(oid)
-        .ok_or_else(|| invalid_grant(50034, "The user account no longer exists."))
+        .ok_or_else(|| AadError::from(TokenError::UserGone))
 }
 
 fn ok(body: Value) -> Response {
@@ -203,13 +179,8 @@ impl GrantType {
 fn grant(idp: &Idp, tenant: &str, p: &Params, headers: &HeaderMap) -> Result<Value, AadError> {
     idp.tenant_segment_ok(tenant)?;
     let raw = p.require("grant_type")?;
-    let grant_type = GrantType::parse(raw).ok_or_else(|| {
-        AadError::new(
-            "unsupported_grant_type",
-            70003,
-            format!("The app requested an unsupported grant type '{raw}'."),
-        )
-    })?;
+    let grant_type = GrantType::parse(raw)
+        .ok_or_else(|| AadError::from(TokenError::UnsupportedGrantType(raw.to_owned())))?;
     let (client, auth) = authenticate(idp, tenant, p, headers)?;
     let want_client_info = p.get("client_info") == Some("1");
     match grant_type {
@@ -231,17 +202,11 @@ fn pkce_ok(challenge: Option<&str>, verifier: Option<&str>) -> Result<(), AadErr
             {
                 Ok(())
             } else {
-                Err(invalid_grant(
-                    501481,
-                    "The Code_Verifier does not match the code_challenge supplied in the authorization request.",
-                ))
+                Err(AadError::from(TokenError::VerifierMismatch))
             }
         }
         (Some(_), None) => Err(AadError::missing("code_verifier")),
-        (None, Some(_)) => Err(invalid_grant(
-            501481,
-            "A code_verifier was sent for a code requested without code_challenge.",
-        )),
+        (None, Some(_)) => Err(AadError::from(TokenError::VerifierWithoutChallenge)),
         (None, None) => Ok(()),
     }
 }
@@ -262,16 +227,10 @@ fn authorization_code(
     let hash = token_hash(code);
     let mut state = idp.state();
     let Some(record) = state.codes.get(&hash).cloned() else {
-        return Err(invalid_grant(
-            9002313,
-            "Invalid request. Request is malformed or invalid: the authorization code is not known.",
-        ));
+        return Err(AadError::from(TokenError::CodeUnknown));
     };
     if record.client_id != client.client_id {
-        return Err(invalid_grant(
-            70000,
-            "Provided grant is invalid or malformed: the authorization code was issued to another client.",
-        ));
+        return Err(AadError::from(TokenError::CodeOtherClient));
     }
     if let Some(family) = record.redeemed {
         // A code presented twice was stolen or replayed: what it bought is
@@ -279,25 +238,16 @@ fn authorization_code(
         if let Some(f) = family {
             Idp::revoke_family(&mut state, f);
         }
-        return Err(invalid_grant(
-            54005,
-            "OAuth2 Authorization code was already redeemed, please retry with a new valid code or use an existing refresh token.",
-        ));
+        return Err(AadError::from(TokenError::CodeRedeemed));
     }
     if now >= record.expires {
-        return Err(invalid_grant(
-            70008,
-            "The provided authorization code or refresh token has expired due to inactivity. Send a new interactive authorization request for this user and resource.",
-        ));
+        return Err(AadError::from(TokenError::CodeExpired));
     }
     if redirect_uri != record.redirect_uri {
-        return Err(invalid_grant(
-            500112,
-            format!(
-                "The reply address '{redirect_uri}' does not match the reply address '{}' provided when requesting Authorization code.",
-                record.redirect_uri
-            ),
-        ));
+        return Err(AadError::from(TokenError::RedirectMismatch {
+            given: redirect_uri.to_owned(),
+            expected: record.redirect_uri.clone(),
+        }));
     }
     pkce_ok(record.code_challenge.as_deref(), p.get("code_verifier"))?;
     let user = grant_user(idp, &record.user_oid)?;
@@ -343,37 +293,22 @@ fn refresh(
     let hash = token_hash(token);
     let mut state = idp.state();
     let Some(record) = state.refresh.get(&hash).cloned() else {
-        return Err(invalid_grant(
-            9002313,
-            "Invalid request. Request is malformed or invalid: the refresh token is not known (it may have been revoked).",
-        ));
+        return Err(AadError::from(TokenError::RefreshUnknown));
     };
     if record.client_id != client.client_id {
-        return Err(invalid_grant(
-            70000,
-            "Provided grant is invalid or malformed: the refresh token was issued to another client.",
-        ));
+        return Err(AadError::from(TokenError::RefreshOtherClient));
     }
     if state.revoked_families.contains(&record.family) {
-        return Err(invalid_grant(
-            50173,
-            "The provided grant has expired due to it being revoked, a fresh auth token is needed.",
-        ));
+        return Err(AadError::from(TokenError::RefreshRevoked));
     }
     if record.used {
         // Reuse of a rotated token: someone else holds the family.
         Idp::revoke_family(&mut state, record.family);
         tracing::warn!(client = %client.client_id, "refresh token reused; family revoked");
-        return Err(invalid_grant(
-            50173,
-            "The provided grant has expired due to it being revoked, a fresh auth token is needed. (A refresh token was used twice; every token of its family is revoked.)",
-        ));
+        return Err(AadError::from(TokenError::RefreshReused));
     }
     if now >= record.expires {
-        return Err(invalid_grant(
-            700082,
-            "The refresh token has expired due to inactivity.",
-        ));
+        return Err(AadError::from(TokenError::RefreshExpired));
     }
     let user = grant_user(idp, &record.user_oid)?;
     idp.user_may_sign_in(user, tenant)?;
@@ -408,21 +343,13 @@ fn client_credentials(
     p: &Params,
 ) -> Result<Value, AadError> {
     if auth == ClientAuth::Public {
-        return Err(invalid_client(
-            7000218,
-            "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
-        ));
+        return Err(AadError::from(TokenError::CredentialMissing));
     }
     let req = scope::parse(p.get("scope"), p.get("resource"), &idp.dir, tenant)?;
     if !req.default || !req.explicit_resource || !req.oidc.is_empty() {
-        return Err(AadError::new(
-            "invalid_scope",
-            1002012,
-            format!(
-                "The provided value for scope {} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI).",
-                p.get("scope").unwrap_or_default()
-            ),
-        ));
+        return Err(AadError::from(TokenError::ClientCredentialsScope(
+            p.get("scope").unwrap_or_default().to_owned(),
+        )));
     }
     let tenant = idp.resolve_tenant(tenant, &client.tenant);
     Ok(idp.issue_app_only(client, &tenant, &req))
@@ -446,25 +373,13 @@ fn device_code(
     let hash = token_hash(code);
     let mut state = idp.state();
     let Some(record) = state.devices.get(&hash).cloned() else {
-        return Err(AadError::new(
-            "bad_verification_code",
-            70000,
-            "The device code is not known.",
-        ));
+        return Err(AadError::from(TokenError::DeviceUnknown));
     };
     if record.client_id != client.client_id {
-        return Err(AadError::new(
-            "bad_verification_code",
-            70000,
-            "The device code was issued to another client.",
-        ));
+        return Err(AadError::from(TokenError::DeviceOtherClient));
     }
     if now >= record.expires {
-        return Err(AadError::new(
-            "expired_token",
-            70020,
-            "The provided value for the input parameter 'device_code' is not valid. This device code has expired.",
-        ));
+        return Err(AadError::from(TokenError::DeviceExpired));
     }
     let auto_user = match (&record.status, &idp.auto_approve) {
         (DeviceStatus::Pending, Some(name)) => idp.dir.user(name),
@@ -485,33 +400,18 @@ fn device_code(
                 }
             }
             return Err(if slow_down {
-                AadError::new(
-                    "slow_down",
-                    70016,
-                    "OAuth 2.0 device flow error. Polling faster than the interval; slow down.",
-                )
+                AadError::from(TokenError::SlowDown)
             } else {
-                AadError::new(
-                    "authorization_pending",
-                    70016,
-                    "OAuth 2.0 device flow error. Authorization is pending. Continue polling.",
-                )
+                AadError::from(TokenError::AuthorizationPending)
             });
         }
         // RFC 8628 §3.5 names this `access_denied`; Entra's documentation
         // calls it `authorization_declined`. MCP clients follow the RFC.
         (DeviceStatus::Denied, _) => {
-            return Err(AadError::new(
-                "access_denied",
-                65004,
-                "User declined to consent to access the app.",
-            ));
+            return Err(AadError::from(TokenError::DeviceDeclined));
         }
         (DeviceStatus::Redeemed, _) => {
-            return Err(invalid_grant(
-                54005,
-                "The device code was already redeemed.",
-            ));
+            return Err(AadError::from(TokenError::DeviceRedeemed));
         }
         (DeviceStatus::Approved(oid), _) => oid.clone(),
     };
@@ -564,70 +464,47 @@ fn on_behalf_of(
     want_client_info: bool,
 ) -> Result<Value, AadError> {
     if p.get("requested_token_use") != Some("on_behalf_of") {
-        return Err(AadError::new(
-            "invalid_request",
-            50027,
-            "The jwt-bearer grant needs requested_token_use=on_behalf_of.",
-        ));
+        return Err(AadError::from(TokenError::OboNotRequested));
     }
     if auth == ClientAuth::Public {
-        return Err(invalid_client(
-            7000218,
-            "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
-        ));
+        return Err(AadError::from(TokenError::CredentialMissing));
     }
     let assertion = p.require("assertion")?;
     let now = idp.now();
     let claims = idp
         .keys
         .verify(assertion, now)
-        .ok_or_else(|| invalid_grant(50013, "Assertion failed signature validation."))?;
+        .ok_or_else(|| AadError::from(TokenError::AssertionSignature))?;
     let iss = claims["iss"].as_str().unwrap_or_default();
     let tid = claims["tid"].as_str().unwrap_or_default();
     let ours = idp.dir.tenant(tid).is_some()
         && (iss == format!("{}/{tid}/v2.0", idp.base) || iss == format!("{}/{tid}/", idp.base));
     if !ours {
-        return Err(invalid_grant(
-            50013,
-            "Assertion is not issued by this identity provider.",
-        ));
+        return Err(AadError::from(TokenError::AssertionIssuer));
     }
     let exp = claims["exp"].as_u64().unwrap_or(0);
     let nbf = claims["nbf"].as_u64().unwrap_or(0);
     if now >= exp || now + 300 < nbf {
-        return Err(invalid_grant(
-            500133,
-            "Assertion is not within its valid time range.",
-        ));
+        return Err(AadError::from(TokenError::AssertionTime));
     }
     let aud = claims["aud"].as_str().unwrap_or_default();
     if !client.is_named_by(aud) {
-        return Err(invalid_grant(
-            50013,
-            format!(
-                "Assertion audience does not match the Client app presenting the assertion. The audience in the assertion was '{aud}' and the expected audience is '{}' or one of the Application Id URIs of this application.",
-                client.client_id
-            ),
-        ));
+        return Err(AadError::from(TokenError::AssertionAudience {
+            aud: aud.to_owned(),
+            client_id: client.client_id.clone(),
+        }));
     }
     if claims["idtyp"] == "app" || claims.get("scp").is_none() {
-        return Err(invalid_grant(
-            50013,
-            "Assertion is an application token; On-Behalf-Of needs a token issued to a user.",
-        ));
+        return Err(AadError::from(TokenError::AssertionAppOnly));
     }
     let user = claims["oid"]
         .as_str()
         .and_then(|o| idp.dir.user_by_oid(o))
-        .ok_or_else(|| invalid_grant(50034, "The user account in the assertion does not exist."))?;
+        .ok_or_else(|| AadError::from(TokenError::AssertionUserGone))?;
     idp.user_may_sign_in(user, tid)?;
     let req = scope::parse(p.get("scope"), p.get("resource"), &idp.dir, tenant)?;
     if req.resource == client.client_id {
-        return Err(AadError::new(
-            "invalid_request",
-            90009,
-            "Application is requesting a token for itself. On-Behalf-Of is for a downstream API.",
-        ));
+        return Err(AadError::from(TokenError::OboForItself));
     }
     let mut state = idp.state();
     let (body, _) = idp.issue_delegated(

@@ -48,7 +48,7 @@ pub struct AuthorizeRequest {
 }
 
 /// A sign-in page shown and not yet answered.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Pending {
     /// The request.
     pub request: AuthorizeRequest,
@@ -58,6 +58,17 @@ pub struct Pending {
     pub user_oid: Option<String>,
     /// Created at.
     pub created: u64,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("request", &self.request)
+            .field("csrf", &"[redacted]")
+            .field("user_oid", &self.user_oid)
+            .field("created", &self.created)
+            .finish()
+    }
 }
 
 /// An issued authorization code.
@@ -116,7 +127,7 @@ pub enum DeviceStatus {
 }
 
 /// A device authorization.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DeviceRecord {
     /// Client.
     pub client_id: String,
@@ -134,6 +145,20 @@ pub struct DeviceRecord {
     pub last_poll: Option<u64>,
     /// Status.
     pub status: DeviceStatus,
+}
+
+impl std::fmt::Debug for DeviceRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The user code approves the grant on the device page.
+        f.debug_struct("DeviceRecord")
+            .field("client_id", &self.client_id)
+            .field("tenant_segment", &self.tenant_segment)
+            .field("scope", &self.scope)
+            .field("user_code", &"[redacted]")
+            .field("expires", &self.expires)
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A browser session (cookie).
@@ -196,7 +221,8 @@ pub struct StateSizes {
 /// Everything, behind one lock (no await while held). A grant validates and
 /// changes state under one guard, so that a refused request changes nothing
 /// and two concurrent requests cannot both spend one code or token.
-#[derive(Debug, Default)]
+/// `Debug` prints sizes only: the maps hold user codes and CSRF values.
+#[derive(Default)]
 pub struct State {
     /// Codes by hash.
     pub codes: HashMap<String, CodeRecord>,
@@ -216,6 +242,14 @@ pub struct State {
     pub sessions: HashMap<String, Session>,
     /// Sign-ins in progress by id.
     pub pending: HashMap<String, Pending>,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("sizes", &self.sizes())
+            .finish_non_exhaustive()
+    }
 }
 
 impl State {

@@ -326,3 +326,27 @@ fn config_debug_prints_no_secret() {
         "the password's hash is not printed either"
     );
 }
+
+#[tokio::test]
+async fn running_idp_debug_prints_no_secret() {
+    let idp = Idp::start("debug-running").await;
+    let page = open_sign_in(&idp, &[]).await.text().await.expect("html");
+    let csrf = hidden(&page, "csrf");
+    let (_, flow) = idp
+        .post_json(
+            "/oauth2/v2.0/devicecode",
+            &[("client_id", DESKTOP), ("scope", &api_scope())],
+        )
+        .await;
+    let user_code = flow["user_code"].as_str().expect("user code").to_owned();
+    let secret = idp.secret(DAEMON);
+    let printed = format!("{:?}", idp._running);
+    for s in [&csrf, &user_code, &secret] {
+        assert!(!printed.contains(s.as_str()), "{printed}");
+    }
+    let secret_hash: String = sha2::Sha256::digest(secret.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert!(!printed.contains(&secret_hash), "{printed}");
+}

@@ -335,13 +335,17 @@ async function mcpgateLogin(browser) {
 
   // No browser but Chromium here: the desktop's xdg-open (Debian has one in
   // /usr/bin) is hidden; PATH holds only one that records its argument and
-  // fails, as on a machine whose browser will not start.
+  // succeeds, and a DISPLAY says there is a desktop, so that mcpgate takes
+  // the browser path; this script then plays the browser with Chromium.
+  // (Where no browser can be opened, mcpgate does not wait: it falls back
+  // to the device code, which crates/mcpgate/tests/client.rs checks.)
   const noBrowser = join(WORK, 'no-browser');
   mkdirSync(noBrowser, { recursive: true });
-  writeFileSync(join(noBrowser, 'xdg-open'), '#!/bin/sh\nprintf \'%s\\n\' "$*" >>"$0.calls"\nexit 1\n', { mode: 0o755 });
+  writeFileSync(join(noBrowser, 'xdg-open'), '#!/bin/sh\nprintf \'%s\\n\' "$*" >>"$0.calls"\nexit 0\n', { mode: 0o755 });
   const opened = () => { try { return readFileSync(join(noBrowser, 'xdg-open.calls'), 'utf8').split('\n').filter(Boolean); } catch { return []; } };
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('MCPGATE_')));
   env.PATH = noBrowser;
+  env.DISPLAY = env.DISPLAY || ':0';
 
   const runs = [];
   try {

@@ -183,7 +183,7 @@ impl Client {
         );
         let lock = tokio::task::spawn_blocking(move || store.lock(&resource, &issuer, &id))
             .await
-            .map_err(ClientError::Lock)??;
+            .map_err(ClientError::Task)??;
         // Another process may have refreshed while this one waited: what
         // the store holds now is either its fresh token or the one to spend.
         let current = self
@@ -400,7 +400,7 @@ impl Client {
                 let url = start.url().clone();
                 let opened = tokio::task::spawn_blocking(move || browser.open(&url))
                     .await
-                    .map_err(ClientError::Lock)?;
+                    .map_err(ClientError::Task)?;
                 if let Err(reason) = opened {
                     // Nothing would ever arrive: do not wait for it.
                     drop(start);

@@ -277,9 +277,10 @@ pub enum ClientError {
         /// Message.
         message: String,
     },
-    /// A blocking task (the store's lock) did not finish.
-    #[error("the token cache's lock could not be taken: {0}")]
-    Lock(#[source] tokio::task::JoinError),
+    /// A blocking task (taking the store's lock, opening the browser)
+    /// did not finish.
+    #[error("a background task failed: {0}")]
+    Task(#[source] tokio::task::JoinError),
 }
 
 #[cfg(test)]

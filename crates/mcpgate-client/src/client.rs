@@ -2,7 +2,8 @@
 //! says 401 or 403, the authorization the specification prescribes —
 //! discovery ([`crate::discovery`]), the scopes ([`crate::scopes`]), the
 //! client's identity ([`crate::registration`]), a grant
-//! ([`crate::grants`]) — then the token cached and refreshed.
+//! ([`crate::grants`]) — then the token cached and refreshed
+//! ([`crate::session`]).
 
 use std::sync::Arc;
 
@@ -13,20 +14,18 @@ use url::Url;
 use crate::challenge::BearerChallenge;
 use crate::discovery::{self, AuthServer};
 pub use crate::error::ClientError;
-use crate::error::FlowError;
 pub use crate::grants::SignIn;
 use crate::grants::{self, ExpectCallback, Grant, TokenEndpoint};
 use crate::mcp::{McpHttp, Reply};
-use crate::oauth::{TokenSet, unix_now};
+use crate::oauth::TokenSet;
 use crate::redirect::Browser;
 use crate::registration::{self, Credentials, Identity};
 use crate::scopes;
-use crate::store::{CachedTokens, Store};
+use crate::session::Session;
+use crate::store::Store;
 
 /// At most this many sign-ins (first one plus step-ups) per operation.
 const MAX_AUTH_ROUNDS: usize = 3;
-/// Refresh this long before expiry.
-const REFRESH_MARGIN: u64 = 60;
 
 /// What the client is configured with.
 #[derive(Clone)]
@@ -62,25 +61,13 @@ impl std::fmt::Debug for ClientOptions {
     }
 }
 
-/// The current authorization.
-#[derive(Debug, Clone)]
-struct Auth {
-    meta: Option<AuthServer>,
-    identity: Identity,
-    issuer: String,
-    token_endpoint: String,
-    resource_indicator: Option<String>,
-    scopes: Vec<String>,
-    tokens: TokenSet,
-}
-
 /// A client for one MCP server.
 pub struct Client {
     http: reqwest::Client,
     http_no_redirect: reqwest::Client,
     mcp: McpHttp,
     options: ClientOptions,
-    auth: Mutex<Option<Auth>>,
+    auth: Mutex<Option<Session>>,
     initialized: Mutex<bool>,
 }
 
@@ -121,135 +108,29 @@ impl Client {
         self.mcp.url()
     }
 
-    /// The cached authorization for this server, if any (and if the
-    /// configured credentials may be used with it).
-    fn cached_auth(&self) -> Option<Auth> {
-        let creds = &self.options.credentials;
-        let t = self
-            .options
-            .store
-            .latest_tokens(self.url().as_str(), creds.client_id.as_deref())?;
-        let identity = registration::for_cached(
-            creds,
-            &self.options.store,
-            self.url().as_str(),
-            &t.issuer,
-            &t.client_id,
-        )?;
-        Some(Auth {
-            meta: None,
-            token_endpoint: t.token_endpoint.clone().unwrap_or_default(),
-            resource_indicator: t.resource_indicator.clone(),
-            identity,
-            issuer: t.issuer,
-            scopes: t.scopes,
-            tokens: t.tokens,
-        })
-    }
-
-    fn save(&self, auth: &Auth) -> Result<(), ClientError> {
-        self.options.store.save_tokens(&CachedTokens {
-            resource: self.url().to_string(),
-            issuer: auth.issuer.clone(),
-            client_id: auth.identity.registration.client_id.clone(),
-            scopes: auth.scopes.clone(),
-            token_endpoint: Some(auth.token_endpoint.clone()),
-            resource_indicator: auth.resource_indicator.clone(),
-            tokens: auth.tokens.clone(),
-        })?;
-        Ok(())
-    }
-
-    /// Refreshes when the access token is about to expire. Holds the
-    /// store's lock so that another process refreshing at the same moment
-    /// waits and then uses the token this one got.
-    async fn refresh_if_due(&self, auth: &mut Auth) -> Result<bool, ClientError> {
-        let due = auth
-            .tokens
-            .expires_at
-            .is_some_and(|e| e <= unix_now() + REFRESH_MARGIN);
-        if !due {
-            return Ok(true);
-        }
-        if auth.tokens.refresh_token.is_none() {
-            return Ok(false);
-        }
-        let store = self.options.store.clone();
-        let client_id = auth.identity.registration.client_id.clone();
-        let (resource, issuer, id) = (
-            self.url().to_string(),
-            auth.issuer.clone(),
-            client_id.clone(),
-        );
-        let lock = tokio::task::spawn_blocking(move || store.lock(&resource, &issuer, &id))
-            .await
-            .map_err(ClientError::Task)??;
-        // Another process may have refreshed while this one waited: what
-        // the store holds now is either its fresh token or the one to spend.
-        let current = self
-            .options
-            .store
-            .tokens(self.url().as_str(), &auth.issuer, &client_id)
-            .map_or_else(|| auth.tokens.clone(), |c| c.tokens);
-        if current
-            .expires_at
-            .is_some_and(|e| e > unix_now() + REFRESH_MARGIN)
-        {
-            auth.tokens = current;
-            drop(lock);
-            return Ok(true);
-        }
-        let Some(refresh_token) = current.refresh_token.clone() else {
-            return Ok(false);
-        };
-        let client_auth =
-            auth.identity
-                .client_auth(auth.meta.as_ref(), &auth.issuer, &auth.token_endpoint)?;
-        let endpoint = TokenEndpoint {
-            http: &self.http,
-            url: &auth.token_endpoint,
-            client_id: &client_id,
-            auth: &client_auth,
-        };
-        let result = endpoint
-            .refresh(
-                &refresh_token,
-                &auth.scopes,
-                auth.resource_indicator.as_deref(),
-            )
-            .await;
-        match result {
-            Ok(mut t) => {
-                if t.refresh_token.is_none() {
-                    t.refresh_token = current.refresh_token;
-                }
-                auth.tokens = t;
-                self.save(auth)?;
-                drop(lock);
-                Ok(true)
-            }
-            Err(FlowError::Refused(e)) => {
-                self.notify(&format!(
-                    "the refresh token was refused ({}); signing in again",
-                    e.error
-                ));
-                drop(lock);
-                Ok(false)
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-
     /// The access token to send now, if one is held (refreshed if due).
     async fn current_token(&self) -> Result<Option<String>, ClientError> {
         let mut guard = self.auth.lock().await;
         if guard.is_none() {
-            *guard = self.cached_auth();
+            *guard = Session::cached(
+                &self.options.credentials,
+                &self.options.store,
+                self.url().as_str(),
+            );
         }
         let Some(auth) = guard.as_mut() else {
             return Ok(None);
         };
-        if self.refresh_if_due(auth).await? {
+        let notify = |m: &str| self.notify(m);
+        if auth
+            .refresh_if_due(
+                &self.http,
+                &self.options.store,
+                self.url().as_str(),
+                &notify,
+            )
+            .await?
+        {
             Ok(Some(auth.tokens.access_token.secret().to_owned()))
         } else {
             *guard = None;
@@ -339,7 +220,7 @@ impl Client {
             )
             .await?;
         identity.commit(&self.options.store)?;
-        let auth = Auth {
+        let auth = Session {
             meta: Some(meta),
             identity,
             issuer,
@@ -348,7 +229,7 @@ impl Client {
             scopes,
             tokens,
         };
-        self.save(&auth)?;
+        auth.save(&self.options.store, self.url().as_str())?;
         *self.auth.lock().await = Some(auth);
         Ok(())
     }

@@ -15,6 +15,7 @@
 //! | [`mcp`] | JSON-RPC over Streamable HTTP, seeing every 401 and 403 |
 //! | [`store`] | registrations and tokens on disk (0600), the refresh lock |
 //! | [`redirect`] | the loopback redirect, the browser, the non-interactive mode |
+//! | [`session`] | the authorization held for a server: cached, refreshed under a lock |
 //! | [`client`] | MCP requests that sign in as the server asks |
 //!
 //! Security: a configured client secret or key goes only to the
@@ -34,6 +35,7 @@ pub mod redirect;
 pub mod registration;
 pub mod scopes;
 pub mod secret;
+pub mod session;
 pub mod store;
 
 pub use client::{Client, ClientOptions};

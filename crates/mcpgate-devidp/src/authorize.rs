@@ -12,6 +12,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::authorize_error::AuthorizeError;
 use crate::directory::{App, User};
 use crate::error::AadError;
 use crate::idp::Idp;
@@ -80,11 +81,7 @@ fn send_to_client(redirect_uri: &str, mode: &str, params: &[(&str, String)]) -> 
         return pages::form_post(redirect_uri, params);
     }
     let Ok(mut url) = url::Url::parse(redirect_uri) else {
-        return pages::error(&AadError::new(
-            "invalid_request",
-            50011,
-            "The redirect URI is not a valid URL.",
-        ));
+        return pages::error(&AadError::from(AuthorizeError::RedirectInvalid));
     };
     if mode == "fragment" {
         let encoded = url::form_urlencoded::Serializer::new(String::new())
@@ -114,13 +111,11 @@ fn validate(idp: &Idp, tenant: &str, p: &Params) -> Result<(AuthorizeRequest, bo
         .ok_or_else(|| Failure::Page(AadError::unknown_client(client_id, tenant)))?;
     let redirect_uri = p.require("redirect_uri").map_err(Failure::Page)?;
     if !client.redirect_allowed(redirect_uri) {
-        return Err(Failure::Page(AadError::new(
-            "invalid_request",
-            50011,
-            format!(
-                "The redirect URI '{redirect_uri}' specified in the request does not match the redirect URIs configured for the application '{}'. Make sure the redirect URI sent in the request matches one added to your application in the Azure portal.",
-                client.client_id
-            ),
+        return Err(Failure::Page(AadError::from(
+            AuthorizeError::RedirectNotRegistered {
+                redirect_uri: redirect_uri.to_owned(),
+                client_id: client.client_id.clone(),
+            },
         )));
     }
     let response_mode = match p.get("response_mode") {
@@ -128,10 +123,8 @@ fn validate(idp: &Idp, tenant: &str, p: &Params) -> Result<(AuthorizeRequest, bo
         Some("fragment") => "fragment",
         Some("form_post") => "form_post",
         Some(other) => {
-            return Err(Failure::Page(AadError::new(
-                "invalid_request",
-                900144,
-                format!("The response_mode '{other}' is not supported."),
+            return Err(Failure::Page(AadError::from(
+                AuthorizeError::ResponseModeUnsupported(other.to_owned()),
             )));
         }
     };
@@ -148,10 +141,8 @@ fn validate(idp: &Idp, tenant: &str, p: &Params) -> Result<(AuthorizeRequest, bo
         Some("code") => {}
         None => return Err(redirect(AadError::missing("response_type"))),
         Some(other) => {
-            return Err(redirect(AadError::new(
-                "unsupported_response_type",
-                700054,
-                format!("response_type '{other}' is not enabled for the application."),
+            return Err(redirect(AadError::from(
+                AuthorizeError::ResponseTypeUnsupported(other.to_owned()),
             )));
         }
     }
@@ -162,26 +153,16 @@ fn validate(idp: &Idp, tenant: &str, p: &Params) -> Result<(AuthorizeRequest, bo
     let method = p.get("code_challenge_method");
     match (challenge, method) {
         (None, _) if client.public_client => {
-            return Err(redirect(AadError::new(
-                "invalid_request",
-                9002325,
-                "Proof Key for Code Exchange is required for public clients. Send code_challenge with code_challenge_method=S256.",
-            )));
+            return Err(redirect(AadError::from(AuthorizeError::PkceRequired)));
         }
         (None, _) => {}
         (Some(_), Some("S256")) => {}
         (Some(_), None | Some("plain")) => {
-            return Err(redirect(AadError::new(
-                "invalid_request",
-                9002325,
-                "Proof Key for Code Exchange must use code_challenge_method=S256; 'plain' is not accepted.",
-            )));
+            return Err(redirect(AadError::from(AuthorizeError::PkcePlain)));
         }
         (Some(_), Some(other)) => {
-            return Err(redirect(AadError::new(
-                "invalid_request",
-                9002325,
-                format!("The code_challenge_method '{other}' is not supported; use S256."),
+            return Err(redirect(AadError::from(
+                AuthorizeError::PkceMethodUnsupported(other.to_owned()),
             )));
         }
     }
@@ -191,11 +172,7 @@ fn validate(idp: &Idp, tenant: &str, p: &Params) -> Result<(AuthorizeRequest, bo
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
     {
-        return Err(redirect(AadError::new(
-            "invalid_request",
-            501491,
-            "Invalid size of Code_Challenge parameter: an S256 challenge is 43 base64url characters.",
-        )));
+        return Err(redirect(AadError::from(AuthorizeError::ChallengeSize)));
     }
 
     let prompt = p.get("prompt");
@@ -362,11 +339,9 @@ pub async fn get(
 
     if let Some(name) = &idp.auto_approve {
         let Some(user) = idp.dir.user(name) else {
-            return redirect_err(AadError::new(
-                "invalid_request",
-                50034,
-                format!("The user account {name} does not exist in the directory."),
-            ));
+            return redirect_err(AadError::from(AuthorizeError::AutoApproveUserMissing(
+                name.clone(),
+            )));
         };
         if let Err(e) = idp.user_may_sign_in(user, &req.tenant_segment) {
             return redirect_err(e);
@@ -396,11 +371,7 @@ pub async fn get(
         .filter(|u| hint_ok(u) && idp.user_may_sign_in(u, &req.tenant_segment).is_ok());
     if silent {
         let Some(user) = current else {
-            return redirect_err(AadError::new(
-                "interaction_required",
-                50058,
-                "A silent sign-in request was sent but no user is signed in.",
-            ));
+            return redirect_err(AadError::from(AuthorizeError::InteractionRequired));
         };
         let code = {
             let mut state = idp.state();
@@ -410,9 +381,11 @@ pub async fn get(
             {
                 issue_code(&idp, &mut state, &req, user)
             } else {
-                let mut e = AadError::consent_required(&client.client_id, &req.scope.resource);
-                e.error = "consent_required";
-                Err(e)
+                Err(AuthorizeError::ConsentRequired {
+                    client_id: client.client_id.clone(),
+                    resource: req.scope.resource.clone(),
+                }
+                .into())
             }
         };
         return send_code(&req, code);
@@ -431,32 +404,20 @@ pub async fn get(
     }
 }
 
-fn bad_credentials() -> AadError {
-    AadError::new(
-        "invalid_grant",
-        50126,
-        "Error validating credentials due to invalid username or password.",
-    )
-}
-
 /// The user a sign-in form names, checked: a password always when the IdP
 /// is exposed beyond loopback; one click for a listed user on loopback.
 fn form_user<'a>(idp: &'a Idp, form: &Params) -> Result<&'a User, AadError> {
     let action = form.get("action").unwrap_or_default();
     let username = form.get("username").unwrap_or_default();
     let Some(user) = idp.dir.user(username) else {
-        return Err(AadError::new(
-            "invalid_grant",
-            50034,
-            format!(
-                "The user account {username} does not exist in the directory. To sign into this application, the account must be added to the directory."
-            ),
-        ));
+        return Err(AadError::from(AuthorizeError::UserUnknown(
+            username.to_owned(),
+        )));
     };
     match action {
         "pick" if idp.one_click(user) => Ok(user),
         "password" if user.password_matches(form.get("password").unwrap_or_default()) => Ok(user),
-        _ => Err(bad_credentials()),
+        _ => Err(AadError::from(AuthorizeError::BadCredentials)),
     }
 }
 
@@ -482,24 +443,14 @@ pub async fn post(
         .filter(|p| p.created + PENDING_TTL > now)
         .cloned();
     let Some(pending) = found else {
-        return pages::error(&AadError::new(
-            "invalid_request",
-            50058,
-            "This sign-in page has expired or was already used. Start the sign-in again from the application.",
-        ));
+        return pages::error(&AadError::from(AuthorizeError::PageExpired));
     };
     let cookie = pages::cookie(&headers, &pages::csrf_cookie(pending_id)).unwrap_or_default();
     let field = form.get("csrf").unwrap_or_default();
     if !(ct_eq(field.as_bytes(), pending.csrf.as_bytes())
         && ct_eq(cookie.as_bytes(), pending.csrf.as_bytes()))
     {
-        let mut e = AadError::new(
-            "invalid_request",
-            90012,
-            "The sign-in form was not submitted from this sign-in page (CSRF check failed). Start the sign-in again.",
-        );
-        e.status = StatusCode::FORBIDDEN;
-        return pages::error(&e);
+        return pages::error(&AuthorizeError::CsrfFailed.into());
     }
     let req = &pending.request;
     let Some(client) = client_of(&idp, req) else {
@@ -520,11 +471,7 @@ pub async fn post(
             };
             if action == "decline" {
                 idp.state().pending.remove(pending_id);
-                let e = AadError::new(
-                    "access_denied",
-                    65004,
-                    "User declined to consent to access the app.",
-                );
+                let e = AadError::from(AuthorizeError::Declined);
                 respond(Failure::Redirect(e, Box::new(req.into())))
             } else {
                 // Consent, code and the page's end in one step.

@@ -4,11 +4,12 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::{Form, Json};
 use serde_json::json;
 
+use crate::authorize_error::AuthorizeError;
 use crate::error::AadError;
 use crate::idp::Idp;
 use crate::pages;
@@ -98,6 +99,11 @@ fn page(idp: &Idp, notice: Option<&str>) -> Response {
     resp
 }
 
+/// An error as the device page shows it: `AADSTS<code>: <text>`.
+fn notice(e: AadError) -> String {
+    format!("AADSTS{}: {}", e.code, e.message)
+}
+
 /// `GET /devicelogin`.
 pub async fn login_page(State(idp): State<Arc<Idp>>) -> Response {
     page(&idp, None)
@@ -117,13 +123,7 @@ pub async fn login_submit(
     let cookie = pages::cookie(&headers, &pages::csrf_cookie(flow)).unwrap_or_default();
     let field = form.get("csrf").unwrap_or_default();
     if flow.is_empty() || cookie.is_empty() || !ct_eq(cookie.as_bytes(), field.as_bytes()) {
-        let mut e = AadError::new(
-            "invalid_request",
-            90012,
-            "The form was not submitted from this page (CSRF check failed). Reload the page and try again.",
-        );
-        e.status = StatusCode::FORBIDDEN;
-        return pages::error(&e);
+        return pages::error(&AuthorizeError::CsrfFailed.into());
     }
     let code: String = form
         .get("user_code")
@@ -137,17 +137,14 @@ pub async fn login_submit(
         Some(u) if idp.one_click(u) && form.get("password").is_none() => u,
         Some(u) if form.get("password").is_some_and(|p| u.password_matches(p)) => u,
         Some(_) => {
-            return page(
-                &idp,
-                Some(
-                    "AADSTS50126: Error validating credentials due to invalid username or password.",
-                ),
-            );
+            return page(&idp, Some(&notice(AuthorizeError::BadCredentials.into())));
         }
         None => {
             return page(
                 &idp,
-                Some("AADSTS50034: The user account does not exist in the directory."),
+                Some(&notice(
+                    AuthorizeError::UserUnknown(username.to_owned()).into(),
+                )),
             );
         }
     };
@@ -208,7 +205,7 @@ pub async fn login_submit(
                 let decided = if approve {
                     idp.user_may_sign_in(user, &d.tenant_segment)
                         .map(|()| DeviceStatus::Approved(user.oid.clone()))
-                        .map_err(|e| format!("AADSTS{}: {}", e.code, e.message))
+                        .map_err(notice)
                 } else {
                     Ok(DeviceStatus::Denied)
                 };

@@ -11,6 +11,7 @@
 //! | [`scope`] | Entra's scope grammar and its errors (AADSTS28000, 70011, 9010010) |
 //! | [`mint`] | access, ID and refresh tokens shaped like Entra's |
 //! | [`authorize`] | the authorization endpoint, sign-in and consent pages |
+//! | [`authorize_error`] | its refusals, mapped to Entra's errors in one place |
 //! | [`token`] | the token endpoint and its grants |
 //! | [`token_error`] | its refusals, mapped to Entra's errors in one place |
 //! | [`device`] | the device authorization grant and its page |
@@ -29,6 +30,7 @@
 //! can make it hold is capped ([`Limits`]) and swept on a timer.
 
 pub mod authorize;
+pub mod authorize_error;
 pub mod device;
 pub mod directory;
 pub mod error;

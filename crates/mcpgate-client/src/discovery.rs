@@ -33,9 +33,38 @@ pub enum DiscoveryError {
         /// The URLs tried.
         tried: String,
     },
-    /// A document is not what it must be.
-    #[error("{0}")]
-    Invalid(String),
+    /// A document does not parse as what it must be.
+    #[error("the {what} at {url} is malformed: {reason}")]
+    Malformed {
+        /// Which document.
+        what: &'static str,
+        /// Where it was.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The resource metadata describes another resource (RFC 9728 §3.3).
+    #[error(
+        "the protected resource metadata at {url} describes {described}, not {server}: refusing to sign in for another resource"
+    )]
+    ResourceMismatch {
+        /// Where it was.
+        url: String,
+        /// The resource it names.
+        described: String,
+        /// The server asked.
+        server: String,
+    },
+    /// The metadata names another issuer (RFC 8414 §3.3).
+    #[error("the metadata at {url} names issuer {named}, not {asked}: refusing it (RFC 8414 §3.3)")]
+    IssuerMismatch {
+        /// Where it was.
+        url: String,
+        /// The issuer it names.
+        named: String,
+        /// The issuer asked.
+        asked: String,
+    },
     /// A discovered URL is plain http on a host that is not loopback (or
     /// not http(s) at all): nothing is sent there.
     #[error("refusing the {what} {url}: it must be https (plain http only on loopback)")]
@@ -282,16 +311,18 @@ pub async fn protected_resource(
         let Some(doc) = get_json(http, url).await? else {
             continue;
         };
-        let prm: ProtectedResource = serde_json::from_value(doc).map_err(|e| {
-            DiscoveryError::Invalid(format!(
-                "the protected resource metadata at {url} is malformed: {e}"
-            ))
-        })?;
+        let prm: ProtectedResource =
+            serde_json::from_value(doc).map_err(|e| DiscoveryError::Malformed {
+                what: "protected resource metadata",
+                url: url.to_string(),
+                reason: e.to_string(),
+            })?;
         if !resource_matches(&prm.resource, server) {
-            return Err(DiscoveryError::Invalid(format!(
-                "the protected resource metadata at {url} describes {}, not {server}: refusing to sign in for another resource",
-                prm.resource
-            )));
+            return Err(DiscoveryError::ResourceMismatch {
+                url: url.to_string(),
+                described: prm.resource,
+                server: server.to_string(),
+            });
         }
         return Ok(prm);
     }
@@ -326,14 +357,18 @@ pub async fn auth_server(
         let Some(doc) = get_json(http, candidate).await? else {
             continue;
         };
-        let meta: AuthServer = serde_json::from_value(doc).map_err(|e| {
-            DiscoveryError::Invalid(format!("the metadata at {candidate} is malformed: {e}"))
-        })?;
+        let meta: AuthServer =
+            serde_json::from_value(doc).map_err(|e| DiscoveryError::Malformed {
+                what: "authorization server metadata",
+                url: candidate.to_string(),
+                reason: e.to_string(),
+            })?;
         if !issuer_matches(&meta.issuer, issuer) {
-            return Err(DiscoveryError::Invalid(format!(
-                "the metadata at {candidate} names issuer {}, not {issuer}: refusing it (RFC 8414 §3.3)",
-                meta.issuer
-            )));
+            return Err(DiscoveryError::IssuerMismatch {
+                url: candidate.to_string(),
+                named: meta.issuer,
+                asked: issuer.to_owned(),
+            });
         }
         meta.check_endpoints()?;
         return Ok(meta);

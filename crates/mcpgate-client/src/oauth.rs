@@ -136,7 +136,13 @@ pub fn read_authorization_response(
             description: params.get("error_description").cloned(),
             uri: params.get("error_uri").cloned(),
             status: None,
-            body: crate::error::truncate_body(redirect.query().unwrap_or_default().as_bytes()),
+            // The parameters as received, but never a code.
+            body: crate::error::truncate_body(
+                url::form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(redirect.query_pairs().filter(|(k, _)| k != "code"))
+                    .finish()
+                    .as_bytes(),
+            ),
         }));
     }
     params.get("code").cloned().ok_or(FlowError::NoCode)

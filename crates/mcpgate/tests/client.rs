@@ -444,3 +444,38 @@ fn without_a_browser_login_uses_the_device_code_instead_of_waiting() {
     assert!(!stderr(&out).contains("Sign in at:"), "{}", stderr(&out));
     assert_eq!(token_files(&server.cache()).len(), 1);
 }
+
+#[test]
+fn a_refused_client_shows_the_servers_answer_but_not_its_secret() {
+    let server = serve("refused", None);
+    let url = server.mcp_url();
+    let confidential = server.ready["idp"]["clients"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["public"] == false))
+        .and_then(|c| c["client_id"].as_str())
+        .expect("a confidential client")
+        .to_owned();
+    let secret = "not-the-secret-of-this-client";
+    let out = server
+        .command(&[
+            "call",
+            &url,
+            "whoami",
+            "--client-id",
+            &confidential,
+            "--client-credentials",
+        ])
+        .env("MCPGATE_CLIENT_SECRET", secret)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("invalid_client"), "{err}");
+    // The raw body, with what only it carries (Entra's correlation id).
+    assert!(
+        err.contains("the authorization server answered:") && err.contains("correlation_id"),
+        "{err}"
+    );
+    assert!(!err.contains(secret), "{err}");
+    assert!(token_files(&server.cache()).is_empty());
+}

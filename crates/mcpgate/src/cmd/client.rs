@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use mcpgate_client::error::FlowError;
 use mcpgate_client::redirect::SystemBrowser;
 use mcpgate_client::secret::ClientSecret;
 use mcpgate_client::store::Store;
-use mcpgate_client::{Client, ClientOptions, Credentials, SignIn};
+use mcpgate_client::{Client, ClientError, ClientOptions, Credentials, SignIn};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -101,10 +102,24 @@ fn say(message: &str) {
     let _ = writeln!(std::io::stderr(), "{message}");
 }
 
+/// An authorization server's refusal, with the body it sent on stderr:
+/// Entra's trace and correlation ids are there and nowhere else.
+fn with_body(e: ClientError) -> anyhow::Error {
+    let body = match &e {
+        ClientError::Flow(FlowError::Refused(o)) if o.status.is_some() => Some(o.body.as_str()),
+        ClientError::Flow(FlowError::Malformed { body, .. }) => body.as_deref(),
+        _ => None,
+    };
+    if let Some(body) = body.filter(|b| !b.is_empty()) {
+        say(&format!("the authorization server answered: {body}"));
+    }
+    e.into()
+}
+
 /// `mcpgate login URL`.
 pub async fn login(args: ClientArgs) -> anyhow::Result<ExitCode> {
     let c = client(&args)?;
-    c.ensure_initialized().await?;
+    c.ensure_initialized().await.map_err(with_body)?;
     say(&format!("signed in to {}", c.url()));
     Ok(ExitCode::SUCCESS)
 }
@@ -120,14 +135,14 @@ pub async fn logout(args: ClientArgs) -> anyhow::Result<ExitCode> {
 /// `mcpgate token URL`: the one command that prints a token.
 pub async fn token(args: ClientArgs) -> anyhow::Result<ExitCode> {
     let c = client(&args)?;
-    println!("{}", c.token().await?);
+    println!("{}", c.token().await.map_err(with_body)?);
     Ok(ExitCode::SUCCESS)
 }
 
 /// `mcpgate tools URL`.
 pub async fn tools(args: ClientArgs) -> anyhow::Result<ExitCode> {
     let c = client(&args)?;
-    let result = c.list_tools().await?;
+    let result = c.list_tools().await.map_err(with_body)?;
     for t in result["tools"].as_array().into_iter().flatten() {
         println!(
             "{}\t{}",
@@ -149,7 +164,7 @@ pub async fn call(
         None => Value::Object(Default::default()),
     };
     let c = client(&args)?;
-    let result = c.call_tool(&tool, arguments).await?;
+    let result = c.call_tool(&tool, arguments).await.map_err(with_body)?;
     println!("{}", serde_json::to_string_pretty(&result)?);
     Ok(if result["isError"] == true {
         ExitCode::FAILURE

@@ -190,7 +190,7 @@ impl Client {
             server.as_str(),
             &meta,
             &issuer,
-            grant == Grant::ClientCredentials,
+            grant,
         )
         .await?;
         let token_endpoint =

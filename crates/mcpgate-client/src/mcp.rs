@@ -43,9 +43,20 @@ pub enum McpError {
         #[source]
         source: reqwest::Error,
     },
-    /// The server answered outside the protocol.
-    #[error("{0}")]
-    Protocol(String),
+    /// The server answered with an HTTP error and no JSON-RPC error.
+    #[error("{url} answered HTTP {status}")]
+    Status {
+        /// URL.
+        url: String,
+        /// The status.
+        status: u16,
+    },
+    /// The server's answer holds no response to the request.
+    #[error("{url} sent no JSON-RPC response")]
+    NoResponse {
+        /// URL.
+        url: String,
+    },
 }
 
 /// One MCP endpoint.
@@ -227,10 +238,10 @@ impl McpHttp {
             {
                 return Ok(Reply::Message(v));
             }
-            return Err(McpError::Protocol(format!(
-                "{} answered {status}",
-                self.url
-            )));
+            return Err(McpError::Status {
+                url: self.url.to_string(),
+                status: status.as_u16(),
+            });
         }
         let message = if is_sse {
             sse_response(&text, &body["id"])
@@ -239,7 +250,9 @@ impl McpHttp {
         };
         message
             .map(Reply::Message)
-            .ok_or_else(|| McpError::Protocol(format!("{} sent no JSON-RPC response", self.url)))
+            .ok_or_else(|| McpError::NoResponse {
+                url: self.url.to_string(),
+            })
     }
 }
 

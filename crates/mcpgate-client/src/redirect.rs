@@ -12,6 +12,9 @@ use url::Url;
 
 use crate::error::FlowError;
 
+/// Connections read at once by the loopback listener.
+const MAX_CONNECTIONS: usize = 32;
+
 /// A loopback listener waiting for the redirect.
 #[derive(Debug)]
 pub struct Loopback {
@@ -54,14 +57,29 @@ impl Loopback {
             reason: e.to_string(),
         })?;
         let deadline = tokio::time::Instant::now() + timeout;
+        // Each connection is read on its own, so that a page holding
+        // connections open cannot delay the browser's; a few dozen at once
+        // at most.
+        let mut reading = tokio::task::JoinSet::new();
         loop {
-            let accepted = tokio::time::timeout_at(deadline, self.listener.accept())
-                .await
-                .map_err(|_| FlowError::CallbackTimeout(timeout.as_secs()))?;
-            let Ok((mut stream, _)) = accepted else {
+            let accepted = tokio::select! {
+                accepted = self.listener.accept(), if reading.len() < MAX_CONNECTIONS => {
+                    if let Ok((mut stream, _)) = accepted {
+                        reading.spawn(async move {
+                            let target = read_target(&mut stream, deadline).await;
+                            (stream, target)
+                        });
+                    }
+                    continue;
+                }
+                Some(read) = reading.join_next() => read,
+                () = tokio::time::sleep_until(deadline) => {
+                    return Err(FlowError::CallbackTimeout(timeout.as_secs()));
+                }
+            };
+            let Ok((mut stream, target)) = accepted else {
                 continue;
             };
-            let target = read_target(&mut stream, deadline).await;
             let callback = target
                 .filter(|t| t.starts_with("/callback"))
                 .and_then(|t| base.join(&t).ok());
@@ -330,6 +348,13 @@ mod tests {
                 .wait("the-real-state", Duration::from_secs(60))
                 .await
         });
+        // A connection that says nothing does not hold the listener.
+        let _silent = tokio::net::TcpStream::connect((
+            "127.0.0.1",
+            Url::parse(&uri).expect("url").port().expect("port"),
+        ))
+        .await
+        .expect("connect");
         // Any web page can send the browser here; the sign-in goes on.
         let forged = get(&uri, "code=attacker&state=forged").await;
         assert!(forged.starts_with("HTTP/1.1 400"), "{forged}");

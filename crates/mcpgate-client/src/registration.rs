@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use crate::assertion::ClientKey;
 use crate::discovery::AuthServer;
 use crate::error::{ClientError, FlowError, OAuthError, truncate_body};
+use crate::grants::Grant;
 use crate::oauth::{ClientAuth, json_problem};
 use crate::redirect::Loopback;
 use crate::secret::{ClientAssertion, ClientSecret};
@@ -248,7 +249,7 @@ pub async fn identify(
     server: &str,
     meta: &AuthServer,
     issuer: &str,
-    client_credentials: bool,
+    grant: Grant,
 ) -> Result<Identity, ClientError> {
     if let Some(identity) = configured_at(creds, store, server, issuer)? {
         return Ok(identity);
@@ -280,28 +281,49 @@ pub async fn identify(
             entra: meta.is_entra_v2(),
         });
     };
-    let registration = register(http, endpoint, issuer, client_credentials).await?;
+    let registration = register(http, endpoint, issuer, grant).await?;
     store.save_registration(&registration)?;
     Ok(kept(registration))
 }
 
 /// RFC 7591 dynamic registration: a native public client with a loopback
-/// redirect URI, or a confidential one for client credentials.
+/// redirect URI for the grant it will use, or a confidential one for
+/// client credentials.
 async fn register(
     http: &reqwest::Client,
     endpoint: &str,
     issuer: &str,
-    client_credentials: bool,
+    grant: Grant,
 ) -> Result<Registration, ClientError> {
     let loopback = Loopback::bind(None).await?;
     let redirect_uri = loopback.redirect_uri.clone();
     drop(loopback);
+    let (grant_types, response_types, auth_method) = match grant {
+        Grant::ClientCredentials => (
+            json!(["client_credentials"]),
+            json!([]),
+            "client_secret_basic",
+        ),
+        Grant::DeviceCode => (
+            json!([
+                "urn:ietf:params:oauth:grant-type:device_code",
+                "refresh_token"
+            ]),
+            json!([]),
+            "none",
+        ),
+        Grant::Browser | Grant::FollowRedirect => (
+            json!(["authorization_code", "refresh_token"]),
+            json!(["code"]),
+            "none",
+        ),
+    };
     let body = json!({
         "client_name": "mcpgate",
         "redirect_uris": [redirect_uri],
-        "grant_types": if client_credentials { json!(["client_credentials"]) } else { json!(["authorization_code", "refresh_token"]) },
-        "response_types": if client_credentials { json!([]) } else { json!(["code"]) },
-        "token_endpoint_auth_method": if client_credentials { "client_secret_basic" } else { "none" },
+        "grant_types": grant_types,
+        "response_types": response_types,
+        "token_endpoint_auth_method": auth_method,
         "application_type": "native",
     });
     let http_err = |source| FlowError::Http {

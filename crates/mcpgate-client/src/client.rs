@@ -219,7 +219,12 @@ impl Client {
                 resource.as_deref(),
             )
             .await?;
-        identity.commit(&self.options.store)?;
+        if identity.commit(&self.options.store)? {
+            self.notify(&format!(
+                "The client secret or key of {} is now bound to {issuer}: it will be sent to no other authorization server (--issuer names it explicitly).",
+                identity.registration.client_id
+            ));
+        }
         let auth = Session {
             meta: Some(meta),
             identity,

@@ -119,9 +119,11 @@ impl Identity {
     }
 
     /// Records what a successful sign-in settles: the credentials' issuer,
-    /// the pre-registered client id.
-    pub fn commit(&mut self, store: &Store) -> std::io::Result<()> {
+    /// the pre-registered client id. Returns whether the credentials were
+    /// bound just now.
+    pub fn commit(&mut self, store: &Store) -> std::io::Result<bool> {
         let reg = &self.registration;
+        let bound_now = self.bind_on_success;
         if self.bind_on_success {
             store.bind_credentials(&reg.client_id, &reg.issuer)?;
             self.bind_on_success = false;
@@ -138,7 +140,7 @@ impl Identity {
             }
             self.keep_on_success = false;
         }
-        Ok(())
+        Ok(bound_now)
     }
 }
 

@@ -109,6 +109,11 @@ async fn a_secret_stays_with_the_first_authorization_server_it_was_used_at() {
         store.credential_issuer("app").as_deref(),
         Some(good.issuer.as_str())
     );
+    let said = c.said.lock().expect("lock").join("\n");
+    assert!(
+        said.contains("now bound to"),
+        "the binding is announced: {said}"
+    );
 
     let c = client(
         &evil_server.url,

@@ -13,6 +13,7 @@
 //!
 //! | module | what it owns |
 //! | --- | --- |
+//! | [`redirect`] | redirect URIs: registration rules, exact matching (loopback: any port) |
 //! | [`pkce`] | PKCE S256: challenge and verifier syntax, constant-time verification |
 //! | [`wire`] | the OAuth error JSON every refusal is mapped to |
 //! | [`secret`] | client secrets, their stored hash, CSRF values (redacted `Debug`) |
@@ -24,6 +25,7 @@
 //! - Secrets print as `[redacted]`; a code verifier is not `Clone`.
 
 pub mod pkce;
+pub mod redirect;
 pub mod secret;
 pub mod wire;
 

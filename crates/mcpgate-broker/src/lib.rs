@@ -14,6 +14,7 @@
 //! | module | what it owns |
 //! | --- | --- |
 //! | [`redirect`] | redirect URIs: registration rules, exact matching (loopback: any port) |
+//! | [`registration`] | RFC 7591 registration: validated [`registration::ClientMetadata`], bounded sizes, the response |
 //! | [`pkce`] | PKCE S256: challenge and verifier syntax, constant-time verification |
 //! | [`wire`] | the OAuth error JSON every refusal is mapped to |
 //! | [`secret`] | client secrets, their stored hash, CSRF values (redacted `Debug`) |
@@ -26,6 +27,7 @@
 
 pub mod pkce;
 pub mod redirect;
+pub mod registration;
 pub mod secret;
 pub mod wire;
 

@@ -1,0 +1,513 @@
+//! The store's logic written once, over a transactional key-value engine.
+//!
+//! Memory and SQLite both run each [`Store`] method as one closure over a
+//! [`Txn`]: under a mutex for memory, inside `BEGIN IMMEDIATE` for SQLite.
+//! The closures read and check everything before they write, so a refusal
+//! writes nothing even where the engine cannot roll back (memory).
+
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Kind, StoreError};
+use crate::options::Limits;
+use crate::records::{
+    ClientId, ClientRecord, CodeRecord, CodeState, ConsentRecord, FamilyId, FamilyState,
+    IdentityKey, PendingAuthorization, Redemption, RefreshRecord, RefreshState, Rotation,
+    SessionId, SessionRecord, StoredCode, StoredRefresh, Subject, Timestamp, TokenHash,
+    UpstreamKey, UpstreamTokens,
+};
+use crate::store::Store;
+
+/// A live entry: its encoded value and when it expires.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub value: Vec<u8>,
+    pub expires_at: Option<Timestamp>,
+}
+
+impl Entry {
+    pub fn live_at(&self, now: Timestamp) -> bool {
+        self.expires_at.is_none_or(|at| at > now)
+    }
+}
+
+/// One transaction's view of the engine. Reads see only live entries.
+pub(crate) trait Txn {
+    /// The time this transaction runs at.
+    fn now(&self) -> Timestamp;
+    fn get(&mut self, kind: Kind, key: &str) -> Result<Option<Entry>, StoreError>;
+    fn put(
+        &mut self,
+        kind: Kind,
+        key: &str,
+        value: &[u8],
+        expires_at: Option<Timestamp>,
+    ) -> Result<(), StoreError>;
+    /// Whether a live entry was deleted.
+    fn delete(&mut self, kind: Kind, key: &str) -> Result<bool, StoreError>;
+    /// Whether fewer than `cap` live entries of `kind` exist (sweeping
+    /// expired ones if needed to tell).
+    fn has_room(&mut self, kind: Kind, cap: u64) -> Result<bool, StoreError>;
+    /// Deletes every expired entry; how many.
+    fn purge(&mut self) -> Result<u64, StoreError>;
+}
+
+/// Runs closures as transactions.
+pub(crate) trait Engine: Send + Sync + fmt::Debug + 'static {
+    fn run<R, F>(&self, f: F) -> impl Future<Output = Result<R, StoreError>> + Send
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut dyn Txn) -> Result<R, StoreError> + Send + 'static;
+}
+
+/// A [`Store`] over an [`Engine`].
+#[derive(Debug)]
+pub(crate) struct EngineStore<E> {
+    engine: E,
+    limits: Limits,
+}
+
+impl<E: Engine> EngineStore<E> {
+    pub fn new(engine: E, limits: Limits) -> Self {
+        Self { engine, limits }
+    }
+}
+
+pub(crate) fn encode<T: Serialize>(
+    what: Kind,
+    value: &T,
+    limit: usize,
+) -> Result<Vec<u8>, StoreError> {
+    let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Backend(Box::new(e)))?;
+    if bytes.len() > limit {
+        return Err(StoreError::TooLarge {
+            what,
+            size: bytes.len(),
+            limit,
+        });
+    }
+    Ok(bytes)
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(what: Kind, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::corrupt(what, &e))
+}
+
+/// The key of a consent: length-prefixed so that no two pairs collide.
+pub(crate) fn consent_key(subject: &Subject, client: &ClientId) -> String {
+    format!("{}:{}{}", subject.as_str().len(), subject, client)
+}
+
+fn get_decoded<T: DeserializeOwned>(
+    tx: &mut dyn Txn,
+    kind: Kind,
+    key: &str,
+) -> Result<Option<(T, Option<Timestamp>)>, StoreError> {
+    match tx.get(kind, key)? {
+        Some(entry) => Ok(Some((decode(kind, &entry.value)?, entry.expires_at))),
+        None => Ok(None),
+    }
+}
+
+fn put_capped(
+    tx: &mut dyn Txn,
+    kind: Kind,
+    key: &str,
+    value: &[u8],
+    expires_at: Option<Timestamp>,
+    cap: u64,
+) -> Result<(), StoreError> {
+    if tx.get(kind, key)?.is_none() && !tx.has_room(kind, cap)? {
+        return Err(StoreError::Full(kind));
+    }
+    tx.put(kind, key, value, expires_at)
+}
+
+/// Keeps a family alive at least until `until`, revoked or not as it was.
+fn extend_family(
+    tx: &mut dyn Txn,
+    family: &FamilyId,
+    until: Timestamp,
+    revoke: bool,
+    limit: usize,
+) -> Result<(), StoreError> {
+    let (state, expires) = match get_decoded::<FamilyState>(tx, Kind::Family, family.as_str())? {
+        Some((state, expires)) => (state, expires),
+        None => (FamilyState { revoked: false }, None),
+    };
+    let state = FamilyState {
+        revoked: state.revoked || revoke,
+    };
+    let expires = expires.map_or(until, |at| at.max(until));
+    let value = encode(Kind::Family, &state, limit)?;
+    tx.put(Kind::Family, family.as_str(), &value, Some(expires))
+}
+
+fn family_revoked(tx: &mut dyn Txn, family: &FamilyId) -> Result<bool, StoreError> {
+    Ok(
+        get_decoded::<FamilyState>(tx, Kind::Family, family.as_str())?
+            .is_some_and(|(state, _)| state.revoked),
+    )
+}
+
+fn revoke_family(tx: &mut dyn Txn, family: &FamilyId, limits: &Limits) -> Result<(), StoreError> {
+    let until = tx.now().plus(limits.revocation_memory);
+    extend_family(tx, family, until, true, limits.max_record_bytes)
+}
+
+fn store_refresh(
+    tx: &mut dyn Txn,
+    hash: &TokenHash,
+    record: RefreshRecord,
+    limit: usize,
+) -> Result<(), StoreError> {
+    let expires = record.expires_at;
+    let family = record.family.clone();
+    let value = encode(
+        Kind::Refresh,
+        &StoredRefresh {
+            record,
+            used: false,
+        },
+        limit,
+    )?;
+    extend_family(tx, &family, expires, false, limit)?;
+    tx.put(Kind::Refresh, &hash.to_hex(), &value, Some(expires))
+}
+
+#[async_trait]
+impl<E: Engine> Store for EngineStore<E> {
+    async fn put_client(&self, client: &ClientRecord) -> Result<(), StoreError> {
+        let value = encode(Kind::Client, client, self.limits.max_record_bytes)?;
+        let (id, expires, cap) = (
+            client.id.clone(),
+            client.expires_at,
+            self.limits.max_clients,
+        );
+        self.engine
+            .run(move |tx| put_capped(tx, Kind::Client, id.as_str(), &value, expires, cap))
+            .await
+    }
+
+    async fn get_client(&self, id: &ClientId) -> Result<Option<ClientRecord>, StoreError> {
+        let id = id.clone();
+        self.engine
+            .run(move |tx| Ok(get_decoded(tx, Kind::Client, id.as_str())?.map(|(c, _)| c)))
+            .await
+    }
+
+    async fn delete_client(&self, id: &ClientId) -> Result<bool, StoreError> {
+        let id = id.clone();
+        self.engine
+            .run(move |tx| tx.delete(Kind::Client, id.as_str()))
+            .await
+    }
+
+    async fn bump_counter(&self, key: &str, window: Duration) -> Result<u64, StoreError> {
+        let key = key.to_owned();
+        let (cap, limit) = (self.limits.max_counters, self.limits.max_record_bytes);
+        self.engine
+            .run(move |tx| {
+                let (count, expires) = match get_decoded::<u64>(tx, Kind::Counter, &key)? {
+                    Some((count, expires)) => (count.saturating_add(1), expires),
+                    None => {
+                        if !tx.has_room(Kind::Counter, cap)? {
+                            return Err(StoreError::Full(Kind::Counter));
+                        }
+                        (1, Some(tx.now().plus(window)))
+                    }
+                };
+                let value = encode(Kind::Counter, &count, limit)?;
+                tx.put(Kind::Counter, &key, &value, expires)?;
+                Ok(count)
+            })
+            .await
+    }
+
+    async fn put_pending(
+        &self,
+        key: &TokenHash,
+        pending: &PendingAuthorization,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let value = encode(Kind::Pending, pending, self.limits.max_record_bytes)?;
+        let (key, cap) = (key.to_hex(), self.limits.max_pending);
+        self.engine
+            .run(move |tx| {
+                let expires = tx.now().plus(ttl);
+                put_capped(tx, Kind::Pending, &key, &value, Some(expires), cap)
+            })
+            .await
+    }
+
+    async fn take_pending(
+        &self,
+        key: &TokenHash,
+    ) -> Result<Option<PendingAuthorization>, StoreError> {
+        let key = key.to_hex();
+        self.engine
+            .run(move |tx| {
+                let Some((pending, _)) = get_decoded(tx, Kind::Pending, &key)? else {
+                    return Ok(None);
+                };
+                tx.delete(Kind::Pending, &key)?;
+                Ok(Some(pending))
+            })
+            .await
+    }
+
+    async fn put_code(
+        &self,
+        hash: &TokenHash,
+        code: &CodeRecord,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let stored = StoredCode {
+            record: code.clone(),
+            redeemed_by: None,
+        };
+        let value = encode(Kind::Code, &stored, self.limits.max_record_bytes)?;
+        let key = hash.to_hex();
+        self.engine
+            .run(move |tx| {
+                let expires = tx.now().plus(ttl);
+                tx.put(Kind::Code, &key, &value, Some(expires))
+            })
+            .await
+    }
+
+    async fn get_code(&self, hash: &TokenHash) -> Result<Option<CodeState>, StoreError> {
+        let key = hash.to_hex();
+        self.engine
+            .run(move |tx| {
+                Ok(
+                    get_decoded::<StoredCode>(tx, Kind::Code, &key)?.map(|(code, _)| CodeState {
+                        record: code.record,
+                        redeemed_by: code.redeemed_by,
+                    }),
+                )
+            })
+            .await
+    }
+
+    async fn redeem_code(
+        &self,
+        hash: &TokenHash,
+        family: &FamilyId,
+    ) -> Result<Redemption, StoreError> {
+        let (key, family, limit) = (hash.to_hex(), family.clone(), self.limits.max_record_bytes);
+        self.engine
+            .run(move |tx| {
+                let Some((mut code, expires)) = get_decoded::<StoredCode>(tx, Kind::Code, &key)?
+                else {
+                    return Ok(Redemption::Unknown);
+                };
+                if let Some(first) = code.redeemed_by {
+                    return Ok(Redemption::AlreadyRedeemed { family: first });
+                }
+                code.redeemed_by = Some(family);
+                let value = encode(Kind::Code, &code, limit)?;
+                tx.put(Kind::Code, &key, &value, expires)?;
+                Ok(Redemption::Redeemed)
+            })
+            .await
+    }
+
+    async fn put_refresh(
+        &self,
+        hash: &TokenHash,
+        record: &RefreshRecord,
+    ) -> Result<(), StoreError> {
+        let (hash, record, limit) = (*hash, record.clone(), self.limits.max_record_bytes);
+        self.engine
+            .run(move |tx| store_refresh(tx, &hash, record, limit))
+            .await
+    }
+
+    async fn get_refresh(&self, hash: &TokenHash) -> Result<Option<RefreshState>, StoreError> {
+        let key = hash.to_hex();
+        self.engine
+            .run(move |tx| {
+                let Some((stored, _)) = get_decoded::<StoredRefresh>(tx, Kind::Refresh, &key)?
+                else {
+                    return Ok(None);
+                };
+                let family_revoked = family_revoked(tx, &stored.record.family)?;
+                Ok(Some(RefreshState {
+                    record: stored.record,
+                    used: stored.used,
+                    family_revoked,
+                }))
+            })
+            .await
+    }
+
+    async fn rotate_refresh(
+        &self,
+        old: &TokenHash,
+        new_hash: &TokenHash,
+        new: &RefreshRecord,
+    ) -> Result<Rotation, StoreError> {
+        let (old, new_hash, mut new) = (old.to_hex(), *new_hash, new.clone());
+        let limits = self.limits.clone();
+        self.engine
+            .run(move |tx| {
+                let Some((mut stored, expires)) =
+                    get_decoded::<StoredRefresh>(tx, Kind::Refresh, &old)?
+                else {
+                    return Ok(Rotation::Unknown);
+                };
+                let family = stored.record.family.clone();
+                if family_revoked(tx, &family)? {
+                    return Ok(Rotation::Revoked { family });
+                }
+                if stored.used {
+                    revoke_family(tx, &family, &limits)?;
+                    return Ok(Rotation::Reuse { family });
+                }
+                stored.used = true;
+                let used = encode(Kind::Refresh, &stored, limits.max_record_bytes)?;
+                new.family = family;
+                store_refresh(tx, &new_hash, new, limits.max_record_bytes)?;
+                tx.put(Kind::Refresh, &old, &used, expires)?;
+                Ok(Rotation::Rotated)
+            })
+            .await
+    }
+
+    async fn revoke_refresh(&self, hash: &TokenHash) -> Result<Option<FamilyId>, StoreError> {
+        let (key, limits) = (hash.to_hex(), self.limits.clone());
+        self.engine
+            .run(move |tx| {
+                let Some((stored, _)) = get_decoded::<StoredRefresh>(tx, Kind::Refresh, &key)?
+                else {
+                    return Ok(None);
+                };
+                revoke_family(tx, &stored.record.family, &limits)?;
+                Ok(Some(stored.record.family))
+            })
+            .await
+    }
+
+    async fn revoke_family(&self, family: &FamilyId) -> Result<(), StoreError> {
+        let (family, limits) = (family.clone(), self.limits.clone());
+        self.engine
+            .run(move |tx| revoke_family(tx, &family, &limits))
+            .await
+    }
+
+    async fn put_consent(
+        &self,
+        subject: &Subject,
+        client: &ClientId,
+        consent: &ConsentRecord,
+    ) -> Result<(), StoreError> {
+        let value = encode(Kind::Consent, consent, self.limits.max_record_bytes)?;
+        let (key, expires) = (consent_key(subject, client), consent.expires_at);
+        self.engine
+            .run(move |tx| tx.put(Kind::Consent, &key, &value, Some(expires)))
+            .await
+    }
+
+    async fn get_consent(
+        &self,
+        subject: &Subject,
+        client: &ClientId,
+    ) -> Result<Option<ConsentRecord>, StoreError> {
+        let key = consent_key(subject, client);
+        self.engine
+            .run(move |tx| Ok(get_decoded(tx, Kind::Consent, &key)?.map(|(c, _)| c)))
+            .await
+    }
+
+    async fn delete_consent(
+        &self,
+        subject: &Subject,
+        client: &ClientId,
+    ) -> Result<bool, StoreError> {
+        let key = consent_key(subject, client);
+        self.engine
+            .run(move |tx| tx.delete(Kind::Consent, &key))
+            .await
+    }
+
+    async fn put_upstream(
+        &self,
+        key: &UpstreamKey,
+        tokens: &UpstreamTokens,
+    ) -> Result<(), StoreError> {
+        let value = encode(Kind::Upstream, tokens, self.limits.max_record_bytes)?;
+        let (key, expires) = (key.clone(), tokens.expires_at);
+        self.engine
+            .run(move |tx| tx.put(Kind::Upstream, key.as_str(), &value, Some(expires)))
+            .await
+    }
+
+    async fn get_upstream(&self, key: &UpstreamKey) -> Result<Option<UpstreamTokens>, StoreError> {
+        let key = key.clone();
+        self.engine
+            .run(move |tx| Ok(get_decoded(tx, Kind::Upstream, key.as_str())?.map(|(t, _)| t)))
+            .await
+    }
+
+    async fn delete_upstream(&self, key: &UpstreamKey) -> Result<bool, StoreError> {
+        let key = key.clone();
+        self.engine
+            .run(move |tx| tx.delete(Kind::Upstream, key.as_str()))
+            .await
+    }
+
+    async fn put_session(
+        &self,
+        id: &SessionId,
+        owner: &IdentityKey,
+        idle: Duration,
+    ) -> Result<(), StoreError> {
+        let record = SessionRecord {
+            owner: owner.clone(),
+        };
+        let value = encode(Kind::Session, &record, self.limits.max_record_bytes)?;
+        let (id, cap) = (id.clone(), self.limits.max_sessions);
+        self.engine
+            .run(move |tx| {
+                let expires = tx.now().plus(idle);
+                put_capped(tx, Kind::Session, id.as_str(), &value, Some(expires), cap)
+            })
+            .await
+    }
+
+    async fn touch_session(
+        &self,
+        id: &SessionId,
+        idle: Duration,
+    ) -> Result<Option<IdentityKey>, StoreError> {
+        let id = id.clone();
+        self.engine
+            .run(move |tx| {
+                let Some(entry) = tx.get(Kind::Session, id.as_str())? else {
+                    return Ok(None);
+                };
+                let record: SessionRecord = decode(Kind::Session, &entry.value)?;
+                let expires = tx.now().plus(idle);
+                tx.put(Kind::Session, id.as_str(), &entry.value, Some(expires))?;
+                Ok(Some(record.owner))
+            })
+            .await
+    }
+
+    async fn delete_session(&self, id: &SessionId) -> Result<bool, StoreError> {
+        let id = id.clone();
+        self.engine
+            .run(move |tx| tx.delete(Kind::Session, id.as_str()))
+            .await
+    }
+
+    async fn purge_expired(&self) -> Result<u64, StoreError> {
+        self.engine.run(|tx| tx.purge()).await
+    }
+}

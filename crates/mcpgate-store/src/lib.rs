@@ -10,7 +10,7 @@
 //! | --- | --- | --- |
 //! | `memory:` | [`memory`] | tests, throwaway development runs |
 //! | `sqlite:PATH` | [`sqlite`] | the embedded default: one file, survives kill -9 |
-//! | `redis://HOST:PORT/DB` | `redis` | several replicas sharing one state; TTLs native |
+//! | `redis://HOST:PORT/DB` | [`redis`](mod@redis) | several replicas sharing one state; TTLs native |
 //!
 //! # Contents
 //!
@@ -39,6 +39,7 @@ pub mod error;
 pub mod memory;
 pub mod options;
 pub mod records;
+pub mod redis;
 pub mod seal;
 pub mod sqlite;
 mod store;
@@ -68,6 +69,9 @@ pub async fn open(url: &str, options: Options) -> Result<Arc<dyn Store>, OpenErr
             return Err(OpenError::MissingPath);
         }
         return sqlite::open_sqlite(std::path::Path::new(path), options).await;
+    }
+    if url.starts_with("redis://") {
+        return Ok(Arc::new(self::redis::open_redis(url, options).await?));
     }
     Err(OpenError::UnknownScheme)
 }

@@ -47,6 +47,86 @@ mod sqlite {
     contract_tests!(super::sqlite);
 }
 
+/// The Redis every test uses: 127.0.0.1:6379 unless `MCPGATE_TEST_REDIS_URL`
+/// says otherwise. There is no skipping: CI runs one.
+pub fn redis_url() -> String {
+    std::env::var("MCPGATE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
+}
+
+/// Deletes a test's keys when the test ends, however it ends.
+struct RedisCleanup {
+    prefix: String,
+}
+
+impl Drop for RedisCleanup {
+    fn drop(&mut self) {
+        let Ok(client) = redis::Client::open(redis_url()) else {
+            return;
+        };
+        let Ok(mut conn) = client.get_connection() else {
+            return;
+        };
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", self.prefix))
+            .query(&mut conn)
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: Result<i64, _> = redis::cmd("DEL").arg(keys).query(&mut conn);
+        }
+    }
+}
+
+async fn redis() -> Harness {
+    let prefix = format!("mcpgate-test-{}", mcpgate_store::FamilyId::random());
+    let options = Options {
+        limits: test_limits(),
+        key_prefix: prefix.clone(),
+        ..Options::default()
+    };
+    Harness {
+        store: mcpgate_store::open(&redis_url(), options).await.unwrap(),
+        clock: None,
+        keep: Box::new(RedisCleanup { prefix }),
+    }
+}
+
+mod redis_backend {
+    contract_tests!(super::redis);
+
+    /// The test leaves no key behind.
+    #[tokio::test]
+    async fn a_test_prefix_is_cleaned_up() {
+        let harness = super::redis().await;
+        let ttl = std::time::Duration::from_secs(60);
+        harness
+            .store
+            .bump_counter("left-behind", ttl)
+            .await
+            .unwrap();
+        drop(harness);
+        let client = redis::Client::open(super::redis_url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("mcpgate-test-*:counter:left-behind")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(keys.is_empty(), "{keys:?}");
+    }
+
+    #[tokio::test]
+    async fn a_malformed_url_is_named_without_repeating_it() {
+        let err = mcpgate_store::open("redis://:hunter2@[::1", mcpgate_store::Options::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, mcpgate_store::OpenError::BadRedisUrl(_)),
+            "{err:?}"
+        );
+        assert!(!err.to_string().contains("hunter2"));
+    }
+}
+
 /// What only the SQLite backend promises: the file outlives the process.
 mod sqlite_file {
     use std::io::{BufRead as _, BufReader};

@@ -16,6 +16,7 @@
 //! | [`redirect`] | redirect URIs: registration rules, exact matching (loopback: any port) |
 //! | [`registration`] | RFC 7591 registration: validated [`registration::ClientMetadata`], bounded sizes, the response |
 //! | [`metadata`] | the RFC 8414 document (also at OpenID discovery), the issuer and endpoint paths |
+//! | [`cimd`] | Client ID Metadata Documents: the SSRF-fenced fetch, the checks, the cache |
 //! | [`pkce`] | PKCE S256: challenge and verifier syntax, constant-time verification |
 //! | [`wire`] | the OAuth error JSON every refusal is mapped to |
 //! | [`secret`] | client secrets, their stored hash, CSRF values (redacted `Debug`) |
@@ -26,6 +27,7 @@
 //!   `plain`).
 //! - Secrets print as `[redacted]`; a code verifier is not `Clone`.
 
+pub mod cimd;
 pub mod metadata;
 pub mod pkce;
 pub mod redirect;

@@ -1,3 +1,4 @@
 //! The broker's integration tests, one binary.
 
+mod cimd;
 mod metadata;

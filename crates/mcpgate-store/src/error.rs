@@ -30,6 +30,19 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every kind.
+    pub const ALL: [Kind; 9] = [
+        Kind::Client,
+        Kind::Counter,
+        Kind::Pending,
+        Kind::Code,
+        Kind::Refresh,
+        Kind::Family,
+        Kind::Consent,
+        Kind::Upstream,
+        Kind::Session,
+    ];
+
     /// The short name the backends file records under (a SQLite column, a
     /// Redis key segment). Never change one: stored data is keyed by it.
     pub const fn as_str(self) -> &'static str {

@@ -9,9 +9,10 @@
 //! consistency), in exchange for no fsync per commit, which matters because
 //! session touches and refresh rotations are writes on the request path.
 //!
-//! Every operation is one `BEGIN IMMEDIATE` transaction run on tokio's
-//! blocking pool, so it never stalls the async workers, and two processes
-//! sharing the file (or two stores in one) serialise on SQLite's write lock.
+//! Every operation is one `BEGIN IMMEDIATE` transaction, run in order on a
+//! thread that owns the connection (so it never stalls the async workers,
+//! and a burst of requests queues instead of parking a thread each); two
+//! processes sharing the file serialise on SQLite's write lock.
 //! The schema is one table of typed records keyed by kind and key; its
 //! version lives in `PRAGMA user_version` and is migrated at open.
 
@@ -19,10 +20,11 @@ use std::fs::OpenOptions;
 use std::future::Future;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OptionalExtension as _, TransactionBehavior, params};
+use tokio::sync::oneshot;
 
 use crate::engine::{Engine, EngineStore, Entry, Txn};
 use crate::error::{Kind, OpenError, StoreError};
@@ -54,8 +56,13 @@ pub async fn open_sqlite(path: &Path, options: Options) -> Result<Arc<dyn Store>
     let conn = tokio::task::spawn_blocking(move || open_connection(&path))
         .await
         .map_err(|e| StoreError::Backend(Box::new(e)))??;
+    let (jobs, queue) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("mcpgate-sqlite".into())
+        .spawn(move || serve(conn, queue))
+        .map_err(|e| StoreError::Backend(Box::new(e)))?;
     let engine = SqliteEngine {
-        conn: Arc::new(Mutex::new(conn)),
+        jobs,
         clock: options.clock,
     };
     Ok(Arc::new(EngineStore::new(engine, options.limits)))
@@ -135,9 +142,13 @@ fn millis(at: Timestamp) -> i64 {
     i64::try_from(at.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// An operation for the connection's thread.
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
 #[derive(Debug)]
 struct SqliteEngine {
-    conn: Arc<Mutex<Connection>>,
+    /// To the thread that owns the connection.
+    jobs: mpsc::Sender<Job>,
     clock: Clock,
 }
 
@@ -225,14 +236,18 @@ impl Txn for SqliteTxn<'_> {
     }
 
     fn purge(&mut self) -> Result<u64, StoreError> {
-        let n = self
+        let mut stmt = self
             .tx
-            .execute(
-                "DELETE FROM entries WHERE expires_at <= ?1",
-                [millis(self.now)],
-            )
+            .prepare_cached("DELETE FROM entries WHERE kind = ?1 AND expires_at <= ?2")
             .map_err(sql_error)?;
-        Ok(u64::try_from(n).unwrap_or(u64::MAX))
+        let mut purged = 0;
+        // Kind by kind, so that each delete walks the (kind, expires_at) index.
+        for kind in Kind::ALL {
+            purged += stmt
+                .execute(params![kind.as_str(), millis(self.now)])
+                .map_err(sql_error)?;
+        }
+        Ok(u64::try_from(purged).unwrap_or(u64::MAX))
     }
 }
 
@@ -242,26 +257,46 @@ impl Engine for SqliteEngine {
         R: Send + 'static,
         F: FnOnce(&mut dyn Txn) -> Result<R, StoreError> + Send + 'static,
     {
-        let (conn, clock) = (self.conn.clone(), self.clock.clone());
+        let (reply, answer) = oneshot::channel();
+        let clock = self.clock.clone();
+        let job: Job = Box::new(move |conn| {
+            let _ = reply.send(transaction(conn, clock.now(), f));
+        });
+        let sent = self
+            .jobs
+            .send(job)
+            .map_err(|_| StoreError::Unavailable("the SQLite thread has stopped".into()));
         async move {
-            tokio::task::spawn_blocking(move || {
-                let mut conn = conn.lock().map_err(|_| {
-                    StoreError::Backend("the SQLite connection's lock is poisoned".into())
-                })?;
-                let tx = conn
-                    .transaction_with_behavior(TransactionBehavior::Immediate)
-                    .map_err(sql_error)?;
-                let mut txn = SqliteTxn {
-                    tx: &tx,
-                    now: clock.now(),
-                };
-                // An error drops `tx`, which rolls back.
-                let value = f(&mut txn)?;
-                tx.commit().map_err(sql_error)?;
-                Ok(value)
-            })
-            .await
-            .map_err(|e| StoreError::Backend(Box::new(e)))?
+            sent?;
+            answer
+                .await
+                .map_err(|_| StoreError::Backend("the SQLite thread dropped an operation".into()))?
+        }
+    }
+}
+
+/// One operation as one `BEGIN IMMEDIATE` transaction; an error rolls back.
+fn transaction<R>(
+    conn: &mut Connection,
+    now: Timestamp,
+    f: impl FnOnce(&mut dyn Txn) -> Result<R, StoreError>,
+) -> Result<R, StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sql_error)?;
+    let mut txn = SqliteTxn { tx: &tx, now };
+    let value = f(&mut txn)?;
+    tx.commit().map_err(sql_error)?;
+    Ok(value)
+}
+
+/// The connection's own thread: runs jobs in order until every sender is
+/// gone, then closes the database. A panicking job fails alone.
+fn serve(mut conn: Connection, jobs: mpsc::Receiver<Job>) {
+    for job in jobs {
+        let run = std::panic::AssertUnwindSafe(|| job(&mut conn));
+        if std::panic::catch_unwind(run).is_err() {
+            tracing::error!("a SQLite store operation panicked; its caller gets an error");
         }
     }
 }

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::client_assertion::CertificateCredential;
 use crate::error::IdpError;
 use crate::util::{ct_eq, sha256_hex, stable_guid};
 
@@ -174,6 +175,11 @@ pub struct AppConfig {
     /// Environment variable holding the client secret (hashed on load).
     #[serde(default)]
     pub secret_env: Option<String>,
+    /// Certificate credentials: PEM certificates or public keys (RSA or
+    /// P-256) whose private keys sign the app's client assertions
+    /// (`private_key_jwt`), read at start.
+    #[serde(default)]
+    pub certificates: Vec<std::path::PathBuf>,
     /// Application ID URIs; default `api://<client_id>` when it exposes
     /// scopes or roles.
     #[serde(default)]
@@ -259,6 +265,12 @@ impl IdpConfig {
                     pre_authorized: vec![DEFAULT_DESKTOP_CLIENT_ID.to_owned()],
                     access_token_version: Some(2),
                     granted: graph_user_read.clone(),
+                    // The broker signs users in here as this confidential
+                    // client, at the server's callback on any loopback port.
+                    redirect_uris: vec![
+                        "http://127.0.0.1/auth/callback".to_owned(),
+                        "http://localhost/auth/callback".to_owned(),
+                    ],
                     ..AppConfig::new(DEFAULT_API_APP_ID, "mcpgate MCP server")
                 },
                 AppConfig {
@@ -305,6 +317,7 @@ impl AppConfig {
             redirect_uris: Vec::new(),
             secret_sha256: None,
             secret_env: None,
+            certificates: Vec::new(),
             identifier_uris: Vec::new(),
             scopes: Vec::new(),
             roles: Vec::new(),
@@ -376,6 +389,8 @@ pub struct App {
     pub redirect_uris: Vec<String>,
     /// How its secret is checked; `None` for public clients.
     pub secret: Option<Secret>,
+    /// Keys its client assertions may be signed with.
+    pub certificates: Vec<CertificateCredential>,
     /// Application ID URIs.
     pub identifier_uris: Vec<String>,
     /// Exposed delegated scopes.
@@ -610,6 +625,16 @@ impl Directory {
             } else {
                 a.identifier_uris.clone()
             };
+            if a.public_client && !a.certificates.is_empty() {
+                return bad(format!(
+                    "{client_id} is a public client: it cannot hold certificate credentials"
+                ));
+            }
+            let certificates = a
+                .certificates
+                .iter()
+                .map(|path| CertificateCredential::load(path))
+                .collect::<Result<Vec<_>, _>>()?;
             let version = a.access_token_version.unwrap_or(2);
             if !matches!(version, 1 | 2) {
                 return bad(format!(
@@ -628,6 +653,7 @@ impl Directory {
                 public_client: a.public_client,
                 redirect_uris: a.redirect_uris.clone(),
                 secret,
+                certificates,
                 identifier_uris,
                 scopes: a.scopes.clone(),
                 roles: a.roles.clone(),

@@ -410,8 +410,15 @@ impl Idp {
         Ok((body, family_used))
     }
 
-    /// Issues an app-only token (client credentials).
-    pub fn issue_app_only(&self, client: &App, tenant: &str, req: &ScopeRequest) -> TokenResponse {
+    /// Issues an app-only token (client credentials) to a client that
+    /// authenticated with `client_auth`.
+    pub fn issue_app_only(
+        &self,
+        client: &App,
+        client_auth: ClientAuth,
+        tenant: &str,
+        req: &ScopeRequest,
+    ) -> TokenResponse {
         let roles = client
             .app_roles
             .get(&req.resource)
@@ -423,7 +430,7 @@ impl Idp {
             scopes: &none,
             roles,
             client,
-            client_auth: ClientAuth::Secret,
+            client_auth,
             user: None,
             tenant,
         });

@@ -14,6 +14,7 @@
 //! | [`authorize_error`] | its refusals, mapped to Entra's errors in one place |
 //! | [`token`] | the token endpoint and its grants |
 //! | [`token_error`] | its refusals, mapped to Entra's errors in one place |
+//! | [`client_assertion`] | certificate credentials: `private_key_jwt` client assertions |
 //! | [`device`] | the device authorization grant and its page |
 //! | [`metadata`] | OpenID discovery, the key set, Graph's `/me`, sign-out |
 //! | [`error`] | Entra's error JSON |
@@ -31,6 +32,7 @@
 
 pub mod authorize;
 pub mod authorize_error;
+pub mod client_assertion;
 pub mod device;
 pub mod directory;
 pub mod error;

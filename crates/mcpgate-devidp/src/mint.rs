@@ -22,6 +22,8 @@ pub enum ClientAuth {
     Public,
     /// A client secret: "1".
     Secret,
+    /// A certificate (a signed client assertion): "2".
+    Certificate,
 }
 
 impl ClientAuth {
@@ -29,6 +31,7 @@ impl ClientAuth {
         match self {
             Self::Public => "0",
             Self::Secret => "1",
+            Self::Certificate => "2",
         }
     }
 }

@@ -13,6 +13,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::client_assertion;
 use crate::directory::App;
 use crate::error::AadError;
 use crate::idp::{Delegated, Idp};
@@ -80,10 +81,31 @@ fn authenticate<'a>(
         }
         return Ok((client, ClientAuth::Public));
     }
-    if assertion.is_some() {
-        return Err(AadError::from(TokenError::AssertionUnsupported {
-            client_id: client.client_id.clone(),
-        }));
+    if let Some(assertion) = assertion {
+        if secret.is_some() {
+            return Err(AadError::from(TokenError::TwoCredentials));
+        }
+        if p.get("client_assertion_type") != Some(client_assertion::JWT_BEARER_ASSERTION) {
+            return Err(AadError::from(TokenError::ClientAssertionType));
+        }
+        let endpoints: Vec<String> = [tenant, client.tenant.as_str()]
+            .iter()
+            .flat_map(|t| {
+                [
+                    format!("{}/{t}/oauth2/v2.0/token", idp.base),
+                    format!("{}/{t}/oauth2/token", idp.base),
+                ]
+            })
+            .collect();
+        client_assertion::verify(
+            &client.client_id,
+            &client.certificates,
+            assertion,
+            &endpoints,
+            idp.now(),
+        )
+        .map_err(AadError::from)?;
+        return Ok((client, ClientAuth::Certificate));
     }
     let Some(secret) = secret else {
         return Err(AadError::from(TokenError::CredentialMissing));
@@ -352,7 +374,7 @@ fn client_credentials(
         )));
     }
     let tenant = idp.resolve_tenant(tenant, &client.tenant);
-    Ok(idp.issue_app_only(client, &tenant, &req))
+    Ok(idp.issue_app_only(client, auth, &tenant, &req))
 }
 
 /// The device code grant. A poll that is answered with an error changes

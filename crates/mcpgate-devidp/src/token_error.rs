@@ -19,11 +19,31 @@ pub enum TokenError {
     ClientIdMismatch,
     /// A public client presented a secret or an assertion (700025).
     PublicClientWithCredential,
-    /// A certificate assertion, which the dev IdP cannot check (700027).
+    /// A client assertion from an app that registered no certificate
+    /// (700027).
     AssertionUnsupported {
         /// The client.
         client_id: String,
     },
+    /// `client_assertion_type` is not the JWT bearer type (AADSTS50027's
+    /// family: the assertion cannot be read).
+    ClientAssertionType,
+    /// The client assertion cannot be read (50027).
+    ClientAssertionInvalid(&'static str),
+    /// No registered key verifies the client assertion (700027).
+    ClientAssertionSignature {
+        /// The client.
+        client_id: String,
+    },
+    /// The client assertion names another audience than this token
+    /// endpoint (700027, with the reason).
+    ClientAssertionAudience,
+    /// The client assertion's `iss`/`sub` is not the client id (700021).
+    ClientAssertionOtherClient,
+    /// The client assertion is expired or not yet valid (700024).
+    ClientAssertionTimeRange,
+    /// Both a secret and an assertion were sent (700016's family).
+    TwoCredentials,
     /// A confidential client sent no credential (7000218).
     CredentialMissing,
     /// The secret is wrong (7000215).
@@ -130,8 +150,35 @@ impl From<TokenError> for AadError {
             E::AssertionUnsupported { client_id } => client(
                 700027,
                 format!(
-                    "Client assertion failed signature validation: no certificate credential is registered for application '{client_id}' on the development IdP."
+                    "Client assertion failed signature validation: no certificate credential is registered for application '{client_id}'."
                 ),
+            ),
+            E::ClientAssertionType => client(
+                50027,
+                format!("Invalid JWT token: client_assertion_type must be '{}'.", crate::client_assertion::JWT_BEARER_ASSERTION),
+            ),
+            E::ClientAssertionInvalid(why) => client(50027, format!("Invalid JWT token: {why}.")),
+            E::ClientAssertionSignature { client_id } => client(
+                700027,
+                format!(
+                    "Client assertion failed signature validation: no certificate credential registered for application '{client_id}' verifies it."
+                ),
+            ),
+            E::ClientAssertionAudience => client(
+                700027,
+                "Client assertion contains an invalid audience: it must be this tenant's token endpoint.".into(),
+            ),
+            E::ClientAssertionOtherClient => client(
+                700021,
+                "Client assertion application identifier doesn't match 'client_id' parameter.".into(),
+            ),
+            E::ClientAssertionTimeRange => client(
+                700024,
+                "Client assertion is not within its valid time range.".into(),
+            ),
+            E::TwoCredentials => client(
+                700016,
+                "Only one client credential may be presented: 'client_secret' or 'client_assertion'.".into(),
             ),
             E::CredentialMissing => client(
                 7000218,

@@ -1,6 +1,7 @@
 //! The development IdP over real HTTPS on loopback: every grant, the
 //! pages, the negative cases, and the Entra behaviours it reproduces.
 
+mod certificates;
 mod device;
 mod fidelity;
 mod flows;

@@ -33,6 +33,45 @@
 //! - What an unauthenticated caller can create is bounded in count and size
 //!   by the backends themselves ([`Limits`], [`StoreError::Full`]).
 //! - Errors carry no stored values, keys or URLs.
+//!
+//! # Example: a code redeemed once, a refused redemption spending nothing
+//!
+//! ```
+//! use mcpgate_store::{FamilyId, Options, Redemption, Store, StoreError, TokenHash};
+//!
+//! /// The token endpoint's use of the store; `None` is `invalid_grant`.
+//! async fn redeem(
+//!     store: &dyn Store,
+//!     code: &str,
+//!     pkce_ok: impl Fn(&str) -> bool,
+//! ) -> Result<Option<FamilyId>, StoreError> {
+//!     let hash = TokenHash::of(code.as_bytes());
+//!     let Some(state) = store.get_code(&hash).await? else {
+//!         return Ok(None);
+//!     };
+//!     if let Some(bought) = state.redeemed_by {
+//!         store.revoke_family(&bought).await?; // a replay revokes what it bought
+//!         return Ok(None);
+//!     }
+//!     if !pkce_ok(&state.record.code_challenge) {
+//!         return Ok(None); // refused: the code is still good for the real client
+//!     }
+//!     let family = FamilyId::random();
+//!     match store.redeem_code(&hash, &family).await? {
+//!         Redemption::Redeemed => Ok(Some(family)), // now issue tokens in `family`
+//!         Redemption::AlreadyRedeemed { family: bought } => {
+//!             store.revoke_family(&bought).await?; // lost a race to a replay
+//!             Ok(None)
+//!         }
+//!         Redemption::Unknown => Ok(None),
+//!     }
+//! }
+//! # let runtime = tokio::runtime::Runtime::new().expect("runtime");
+//! # runtime.block_on(async {
+//! # let store = mcpgate_store::open("memory:", Options::default()).await.expect("open");
+//! # assert_eq!(redeem(store.as_ref(), "nope", |_| true).await.expect("redeem"), None);
+//! # });
+//! ```
 
 mod engine;
 pub mod error;

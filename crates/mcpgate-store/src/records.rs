@@ -111,12 +111,23 @@ id_type!(
 impl FamilyId {
     /// A fresh family id: 128 random bits, hex.
     pub fn random() -> Self {
-        let mut bytes = [0u8; 16];
-        // The system RNG failing leaves no safe way on; aws-lc aborts the same way.
-        #[allow(clippy::expect_used)]
-        aws_lc_rs::rand::fill(&mut bytes).expect("system random generator");
-        Self(hex(&bytes))
+        Self(random_id())
     }
+}
+
+impl UpstreamKey {
+    /// A fresh key for a grant's upstream tokens: 128 random bits, hex.
+    pub fn random() -> Self {
+        Self(random_id())
+    }
+}
+
+fn random_id() -> String {
+    let mut bytes = [0u8; 16];
+    // No safe way on without the system RNG; aws-lc aborts the same way.
+    #[allow(clippy::expect_used)]
+    aws_lc_rs::rand::fill(&mut bytes).expect("system random generator");
+    hex(&bytes)
 }
 
 /// The SHA-256 of a secret (a code, a refresh token, a `state`): what the

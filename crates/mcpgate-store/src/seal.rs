@@ -5,8 +5,9 @@
 //! seals per key, far below the 2^32 bound for random GCM nonces). The
 //! associated data binds the version, the key id and the *record key* the
 //! caller names, so a ciphertext copied to another record does not open.
-//! The key id (the first four bytes of a hash of the key) lets a later
-//! release rotate keys while old ciphertexts still name theirs.
+//! The key id (the first four bytes of a hash of the key) names the key in
+//! each value, so keys rotate: seal with the new one, and keep opening old
+//! values with [`TokenCipher::also_opening_with`] the retired one.
 
 use std::fmt;
 use std::fs;
@@ -151,9 +152,13 @@ pub enum SealError {
 }
 
 /// Seals and opens secrets with AES-256-GCM, binding each to its record.
+/// Seals with one key; opens with it or any retired key added with
+/// [`also_opening_with`](TokenCipher::also_opening_with), chosen by the key
+/// id each sealed value carries.
 pub struct TokenCipher {
     key: LessSafeKey,
     key_id: [u8; KEY_ID_LEN],
+    retired: Vec<([u8; KEY_ID_LEN], LessSafeKey)>,
 }
 
 impl fmt::Debug for TokenCipher {
@@ -167,6 +172,21 @@ impl fmt::Debug for TokenCipher {
 impl TokenCipher {
     /// A cipher with the given key.
     pub fn new(key: &KeyBytes) -> Result<Self, SealError> {
+        let (key_id, key) = Self::load(key)?;
+        Ok(Self {
+            key,
+            key_id,
+            retired: Vec::new(),
+        })
+    }
+
+    /// The same cipher, also opening values sealed with a retired key.
+    pub fn also_opening_with(mut self, retired: &KeyBytes) -> Result<Self, SealError> {
+        self.retired.push(Self::load(retired)?);
+        Ok(self)
+    }
+
+    fn load(key: &KeyBytes) -> Result<([u8; KEY_ID_LEN], LessSafeKey), SealError> {
         let unbound = UnboundKey::new(&AES_256_GCM, &key.0)
             .map_err(|_| SealError::KeyLength { found: key.0.len() })?;
         let digest = Sha256::new_with_prefix(b"mcpgate-store sealing key id\0")
@@ -174,10 +194,7 @@ impl TokenCipher {
             .finalize();
         let mut key_id = [0u8; KEY_ID_LEN];
         key_id.copy_from_slice(&digest[..KEY_ID_LEN]);
-        Ok(Self {
-            key: LessSafeKey::new(unbound),
-            key_id,
-        })
+        Ok((key_id, LessSafeKey::new(unbound)))
     }
 
     /// A cipher with the key in `path`: 32 raw bytes. A missing file is
@@ -190,7 +207,10 @@ impl TokenCipher {
             source,
         };
         match fs::read(path) {
-            Ok(bytes) => return Self::new(&KeyBytes::try_from(bytes.as_slice())?),
+            Ok(bytes) => {
+                warn_if_shared(path);
+                return Self::new(&KeyBytes::try_from(bytes.as_slice())?);
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(key_file_error(e)),
         }
@@ -223,7 +243,7 @@ impl TokenCipher {
         out.extend_from_slice(&self.key_id);
         out.extend_from_slice(&nonce);
         let mut body = plaintext.to_vec();
-        let aad = self.associated_data(record_key);
+        let aad = associated_data(&self.key_id, record_key);
         self.key
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
@@ -235,21 +255,28 @@ impl TokenCipher {
         Ok(Sealed(out))
     }
 
-    /// Opens a value sealed to `record_key` by this key.
+    /// Opens a value sealed to `record_key` by this key or a retired one.
     pub fn open(&self, record_key: &[u8], sealed: &Sealed) -> Result<SecretBytes, SealError> {
         let bytes = sealed.as_bytes();
         if bytes.len() < HEADER_LEN + TAG_LEN || bytes[0] != VERSION {
             return Err(SealError::Open);
         }
-        if bytes[1..1 + KEY_ID_LEN] != self.key_id {
-            return Err(SealError::UnknownKey);
-        }
+        let mut key_id = [0u8; KEY_ID_LEN];
+        key_id.copy_from_slice(&bytes[1..1 + KEY_ID_LEN]);
+        let key = if key_id == self.key_id {
+            &self.key
+        } else {
+            self.retired
+                .iter()
+                .find(|(id, _)| *id == key_id)
+                .map(|(_, key)| key)
+                .ok_or(SealError::UnknownKey)?
+        };
         let mut nonce = [0u8; NONCE_LEN];
         nonce.copy_from_slice(&bytes[1 + KEY_ID_LEN..HEADER_LEN]);
         let mut body = bytes[HEADER_LEN..].to_vec();
-        let aad = self.associated_data(record_key);
-        let plain = self
-            .key
+        let aad = associated_data(&key_id, record_key);
+        let plain = key
             .open_in_place(
                 Nonce::assume_unique_for_key(nonce),
                 Aad::from(&aad),
@@ -260,13 +287,27 @@ impl TokenCipher {
         body.truncate(len);
         Ok(SecretBytes(body))
     }
+}
 
-    fn associated_data(&self, record_key: &[u8]) -> Vec<u8> {
-        let mut aad = Vec::with_capacity(1 + KEY_ID_LEN + record_key.len());
-        aad.push(VERSION);
-        aad.extend_from_slice(&self.key_id);
-        aad.extend_from_slice(record_key);
-        aad
+fn associated_data(key_id: &[u8; KEY_ID_LEN], record_key: &[u8]) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(1 + KEY_ID_LEN + record_key.len());
+    aad.push(VERSION);
+    aad.extend_from_slice(key_id);
+    aad.extend_from_slice(record_key);
+    aad
+}
+
+/// A key file others can read is used (a mounted secret often is 0644)
+/// but said out loud.
+fn warn_if_shared(path: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    if let Ok(meta) = fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            path = %path.display(),
+            "the sealing key file is readable by other users; chmod 600 it"
+        );
     }
 }
 
@@ -319,6 +360,24 @@ mod tests {
         let other = TokenCipher::new(&KeyBytes::new([8; KEY_LEN])).expect("cipher");
         assert!(matches!(
             other.open(b"k", &sealed),
+            Err(SealError::UnknownKey)
+        ));
+    }
+
+    #[test]
+    fn a_rotated_cipher_opens_what_the_retired_key_sealed() {
+        let old = cipher().seal(b"k", b"before rotation").expect("seal");
+        let rotated = TokenCipher::new(&KeyBytes::new([8; KEY_LEN]))
+            .and_then(|c| c.also_opening_with(&KeyBytes::new([7; KEY_LEN])))
+            .expect("cipher");
+        assert_eq!(
+            rotated.open(b"k", &old).expect("open").expose(),
+            b"before rotation"
+        );
+        assert!(matches!(rotated.open(b"other", &old), Err(SealError::Open)));
+        let new = rotated.seal(b"k", b"after").expect("seal");
+        assert!(matches!(
+            cipher().open(b"k", &new),
             Err(SealError::UnknownKey)
         ));
     }

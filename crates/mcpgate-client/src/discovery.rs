@@ -153,6 +153,10 @@ pub struct AuthServer {
     /// Scopes.
     #[serde(default)]
     pub scopes_supported: Vec<String>,
+    /// OpenID Connect RP-initiated logout: where a relying party ends the
+    /// user's session.
+    #[serde(default)]
+    pub end_session_endpoint: Option<String>,
     /// Entra publishes these in its OpenID document; used to recognise it.
     #[serde(default)]
     cloud_instance_name: Option<String>,
@@ -180,6 +184,7 @@ impl AuthServer {
                 &self.device_authorization_endpoint,
             ),
             ("registration endpoint", &self.registration_endpoint),
+            ("end-session endpoint", &self.end_session_endpoint),
         ] {
             if let Some(url) = url {
                 require_secure(what, url)?;

@@ -417,6 +417,7 @@ pub async fn legacy_auth_server(
         token_endpoint_auth_methods_supported: vec![],
         grant_types_supported: vec![],
         scopes_supported: vec![],
+        end_session_endpoint: None,
         cloud_instance_name: None,
         msgraph_host: None,
     })

@@ -13,21 +13,44 @@
 //!
 //! | module | what it owns |
 //! | --- | --- |
-//! | [`redirect`] | redirect URIs: registration rules, exact matching (loopback: any port) |
-//! | [`registration`] | RFC 7591 registration: validated [`registration::ClientMetadata`], bounded sizes, the response |
 //! | [`metadata`] | the RFC 8414 document (also at OpenID discovery), the issuer and endpoint paths |
+//! | [`registration`] | RFC 7591 registration: validated [`registration::ClientMetadata`], bounded sizes, the response |
+//! | [`redirect`] | redirect URIs: registration rules, exact matching (loopback: any port) |
 //! | [`cimd`] | Client ID Metadata Documents: the SSRF-fenced fetch, the checks, the cache |
 //! | [`pkce`] | PKCE S256: challenge and verifier syntax, constant-time verification |
-//! | [`wire`] | the OAuth error JSON every refusal is mapped to |
+//! | [`consent_page`] | the consent page: client, redirect host, scopes, CSRF field, security headers |
+//! | [`consent_cookie`] | the signed `__Host-` consent cookie bound to client, user and scopes |
 //! | [`secret`] | client secrets, their stored hash, CSRF values (redacted `Debug`) |
+//! | [`wire`] | the OAuth error JSON every refusal is mapped to |
+//!
+//! Each module's error enum has one exhaustive `to_oauth()` mapping to
+//! [`OAuthError`].
 //!
 //! # Security
 //!
+//! - **Redirect URIs match byte for byte**, never by prefix or after
+//!   normalization; only loopback URIs match on any port (RFC 8252 §7.3).
+//! - **Fetching a Client ID Metadata Document is an SSRF surface**: an
+//!   unauthenticated caller picks the URL. [`cimd::CimdFetcher`] resolves
+//!   names itself, refuses every non-public address, connects only to the
+//!   addresses it checked, uses no proxy, follows no redirect, and caps
+//!   size, time, concurrency and cache. [`cimd::CimdOptions::development`]
+//!   allows loopback and `http`; it logs a warning and must never be used
+//!   off a developer's machine.
+//! - **Registration is unauthenticated**: every size is bounded here, but
+//!   the caller must rate-limit `/register` and cap what the store holds.
+//! - **Client names are self-asserted.** The consent page shows the
+//!   redirect host prominently, since that, not the name, says where the
+//!   code goes. Names are sanitised (no bidi overrides or invisible
+//!   characters) and HTML-escaped.
 //! - PKCE `plain` is refused, and so is a missing method (which means
 //!   `plain`).
-//! - Secrets print as `[redacted]`; a code verifier is not `Clone`.
+//! - Secrets print as `[redacted]`; a code verifier is not `Clone`; client
+//!   secrets are stored as hashes and compared in constant time.
 
 pub mod cimd;
+pub mod consent_cookie;
+pub mod consent_page;
 pub mod metadata;
 pub mod pkce;
 pub mod redirect;

@@ -20,7 +20,7 @@
 //! | [`pkce`] | PKCE S256: challenge and verifier syntax, constant-time verification |
 //! | [`consent_page`] | the consent page: client, redirect host, scopes, CSRF field, security headers |
 //! | [`consent_cookie`] | the signed `__Host-` consent cookie bound to client, user and scopes |
-//! | [`secret`] | client secrets, their stored hash, CSRF values (redacted `Debug`) |
+//! | [`secret`] | client secrets, codes, refresh tokens and their stored digests, CSRF values (redacted `Debug`) |
 //! | [`wire`] | the OAuth error JSON every refusal is mapped to |
 //!
 //! Each module's error enum has one exhaustive `to_oauth()` mapping to

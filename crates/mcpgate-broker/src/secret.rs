@@ -1,5 +1,5 @@
-//! Newtypes for the secrets the broker handles: client secrets, CSRF
-//! values. Each prints as `[redacted]` in `Debug`, so that no `{:?}` of a
+//! Newtypes for the secrets the broker handles: client secrets,
+//! authorization codes, refresh tokens, CSRF values. Each prints as `[redacted]` in `Debug`, so that no `{:?}` of a
 //! struct holding one can put it in a log or an error; the value is
 //! reached only through `secret()`. Generated values come from the
 //! system's CSPRNG through aws-lc-rs.
@@ -113,6 +113,85 @@ impl std::fmt::Debug for CsrfToken {
     }
 }
 
+macro_rules! bearer_secret {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        ///
+        /// Not `Clone`: it is minted once and handed out once; the store
+        /// keeps its [`SecretDigest`], which is also how a presented value
+        /// is looked up.
+        #[derive(PartialEq, Eq)]
+        pub struct $name(String);
+
+        impl $name {
+            /// A fresh value: 32 random bytes.
+            pub fn generate() -> Result<Self, RandomUnavailable> {
+                random_token(32).map(Self)
+            }
+
+            /// Wraps a value a client presented.
+            pub fn presented(value: impl Into<String>) -> Self {
+                Self(value.into())
+            }
+
+            /// The value itself, for the one response that carries it.
+            pub fn secret(&self) -> &str {
+                &self.0
+            }
+
+            /// The store's key for it.
+            pub fn digest(&self) -> SecretDigest {
+                SecretDigest(Sha256::digest(self.0.as_bytes()).into())
+            }
+        }
+
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(concat!(stringify!($name), "([redacted])"))
+            }
+        }
+    };
+}
+
+bearer_secret!(
+    /// A one-time authorization code returned to an MCP client.
+    AuthorizationCode
+);
+bearer_secret!(
+    /// A refresh token issued to an MCP client.
+    RefreshToken
+);
+
+/// The SHA-256 of a code or token: what the store keys on, so that a copy
+/// of the store yields no usable credential. Lookup by digest needs no
+/// constant-time compare: the digest of a guess reveals nothing about
+/// the stored values.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SecretDigest([u8; 32]);
+
+impl SecretDigest {
+    /// Wraps stored bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The bytes to store.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A prefix is enough to correlate log lines, and is no credential.
+        write!(
+            f,
+            "SecretDigest({:02x}{:02x}{:02x}{:02x}…)",
+            self.0[0], self.0[1], self.0[2], self.0[3]
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +220,20 @@ mod tests {
         assert!(!h.verify(&s.secret()[1..]));
         assert!(!h.verify(""));
         assert_ne!(ClientSecret::generate()?.secret(), s.secret());
+        Ok(())
+    }
+
+    #[test]
+    fn codes_and_tokens_are_redacted_and_keyed_by_digest() -> Result<(), RandomUnavailable> {
+        let code = AuthorizationCode::generate()?;
+        let token = RefreshToken::generate()?;
+        assert_eq!(format!("{code:?}"), "AuthorizationCode([redacted])");
+        assert_eq!(format!("{token:?}"), "RefreshToken([redacted])");
+        let presented = AuthorizationCode::presented(code.secret());
+        assert_eq!(presented.digest(), code.digest());
+        assert_ne!(AuthorizationCode::presented("x").digest(), code.digest());
+        let printed = format!("{:?}", code.digest());
+        assert!(printed.len() < 30 && !printed.contains(code.secret()));
         Ok(())
     }
 

@@ -207,6 +207,16 @@ pub enum IdpError {
     Refused(String),
 }
 
+impl From<mcpgate_keys::KeyError> for IdpError {
+    fn from(e: mcpgate_keys::KeyError) -> Self {
+        match e {
+            mcpgate_keys::KeyError::Io { path, source } => IdpError::Io { path, source },
+            other @ mcpgate_keys::KeyError::Corrupt { .. } => IdpError::Config(other.to_string()),
+            mcpgate_keys::KeyError::Crypto(why) => IdpError::Crypto(why),
+        }
+    }
+}
+
 impl IdpError {
     pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
         Self::Io {

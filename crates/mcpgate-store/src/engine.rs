@@ -98,6 +98,18 @@ pub(crate) fn decode<T: DeserializeOwned>(what: Kind, bytes: &[u8]) -> Result<T,
     serde_json::from_slice(bytes).map_err(|e| StoreError::corrupt(what, &e))
 }
 
+/// Refuses a caller-chosen key longer than the limits allow.
+pub(crate) fn check_key(what: Kind, key: &str, limits: &Limits) -> Result<(), StoreError> {
+    if key.len() > limits.max_key_bytes {
+        return Err(StoreError::TooLarge {
+            what,
+            size: key.len(),
+            limit: limits.max_key_bytes,
+        });
+    }
+    Ok(())
+}
+
 /// The key of a consent: length-prefixed so that no two pairs collide.
 pub(crate) fn consent_key(subject: &Subject, client: &ClientId) -> String {
     format!("{}:{}{}", subject.as_str().len(), subject, client)
@@ -183,6 +195,7 @@ fn store_refresh(
 #[async_trait]
 impl<E: Engine> Store for EngineStore<E> {
     async fn put_client(&self, client: &ClientRecord) -> Result<(), StoreError> {
+        check_key(Kind::Client, client.id.as_str(), &self.limits)?;
         let value = encode(Kind::Client, client, self.limits.max_record_bytes)?;
         let (id, expires, cap) = (
             client.id.clone(),
@@ -209,6 +222,7 @@ impl<E: Engine> Store for EngineStore<E> {
     }
 
     async fn bump_counter(&self, key: &str, window: Duration) -> Result<u64, StoreError> {
+        check_key(Kind::Counter, key, &self.limits)?;
         let key = key.to_owned();
         let (cap, limit) = (self.limits.max_counters, self.limits.max_record_bytes);
         self.engine
@@ -409,6 +423,7 @@ impl<E: Engine> Store for EngineStore<E> {
     ) -> Result<(), StoreError> {
         let value = encode(Kind::Consent, consent, self.limits.max_record_bytes)?;
         let (key, expires) = (consent_key(subject, client), consent.expires_at);
+        check_key(Kind::Consent, &key, &self.limits)?;
         self.engine
             .run(move |tx| tx.put(Kind::Consent, &key, &value, Some(expires)))
             .await
@@ -441,6 +456,7 @@ impl<E: Engine> Store for EngineStore<E> {
         key: &UpstreamKey,
         tokens: &UpstreamTokens,
     ) -> Result<(), StoreError> {
+        check_key(Kind::Upstream, key.as_str(), &self.limits)?;
         let value = encode(Kind::Upstream, tokens, self.limits.max_record_bytes)?;
         let (key, expires) = (key.clone(), tokens.expires_at);
         self.engine
@@ -471,6 +487,7 @@ impl<E: Engine> Store for EngineStore<E> {
         let record = SessionRecord {
             owner: owner.clone(),
         };
+        check_key(Kind::Session, id.as_str(), &self.limits)?;
         let value = encode(Kind::Session, &record, self.limits.max_record_bytes)?;
         let (id, cap) = (id.clone(), self.limits.max_sessions);
         self.engine

@@ -56,6 +56,10 @@ pub struct Limits {
     pub max_counters: u64,
     /// The largest encoded record of any kind, in bytes. Default 64 KiB.
     pub max_record_bytes: usize,
+    /// The longest key a caller chooses (client id, session id, counter
+    /// key, upstream key, consent subject and client), in bytes.
+    /// Default 2 KiB, room for a CIMD client id's URL.
+    pub max_key_bytes: usize,
     /// How long a revoked family is remembered when it had no longer-lived
     /// token (revoked before its first refresh token was stored).
     /// Default one day.
@@ -70,6 +74,7 @@ impl Default for Limits {
             max_sessions: 10_000,
             max_counters: 100_000,
             max_record_bytes: 64 * 1024,
+            max_key_bytes: 2048,
             revocation_memory: Duration::from_secs(24 * 60 * 60),
         }
     }

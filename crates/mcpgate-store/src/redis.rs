@@ -28,7 +28,7 @@ use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{AsyncCommands as _, RedisError};
 use async_trait::async_trait;
 
-use crate::engine::{consent_key, decode, encode};
+use crate::engine::{check_key, consent_key, decode, encode};
 use crate::error::{Kind, OpenError, StoreError};
 use crate::options::{Clock, Limits, Options};
 use crate::records::{
@@ -217,6 +217,7 @@ impl RedisStore {
 #[async_trait]
 impl Store for RedisStore {
     async fn put_client(&self, client: &ClientRecord) -> Result<(), StoreError> {
+        check_key(Kind::Client, client.id.as_str(), &self.limits)?;
         let value = encode(Kind::Client, client, self.limit())?;
         self.put_capped(
             Kind::Client,
@@ -237,6 +238,7 @@ impl Store for RedisStore {
     }
 
     async fn bump_counter(&self, key: &str, window: Duration) -> Result<u64, StoreError> {
+        check_key(Kind::Counter, key, &self.limits)?;
         let now = self.clock.now();
         let count: i64 = BUMP
             .key(self.key(Kind::Counter, key))
@@ -441,6 +443,7 @@ impl Store for RedisStore {
     ) -> Result<(), StoreError> {
         let value = encode(Kind::Consent, consent, self.limit())?;
         let key = consent_key(subject, client);
+        check_key(Kind::Consent, &key, &self.limits)?;
         self.put_until(Kind::Consent, &key, &value, consent.expires_at)
             .await
     }
@@ -468,6 +471,7 @@ impl Store for RedisStore {
         key: &UpstreamKey,
         tokens: &UpstreamTokens,
     ) -> Result<(), StoreError> {
+        check_key(Kind::Upstream, key.as_str(), &self.limits)?;
         let value = encode(Kind::Upstream, tokens, self.limit())?;
         self.put_until(Kind::Upstream, key.as_str(), &value, tokens.expires_at)
             .await
@@ -490,6 +494,7 @@ impl Store for RedisStore {
         let record = SessionRecord {
             owner: owner.clone(),
         };
+        check_key(Kind::Session, id.as_str(), &self.limits)?;
         let value = encode(Kind::Session, &record, self.limit())?;
         let expires = self.clock.now().plus(idle);
         self.put_capped(

@@ -42,6 +42,7 @@ pub fn test_limits() -> Limits {
         max_sessions: 4,
         max_counters: 4,
         max_record_bytes: 4096,
+        max_key_bytes: 256,
         revocation_memory: Duration::from_secs(3600),
     }
 }
@@ -508,6 +509,24 @@ pub async fn unauthenticated_records_are_capped(h: &Harness) {
         h.store.put_client(&big).await,
         Err(StoreError::TooLarge {
             what: Kind::Client,
+            ..
+        })
+    ));
+    // Keys a caller chooses are bounded too.
+    let long = "k".repeat(300);
+    assert!(matches!(
+        h.store.bump_counter(&long, ttl).await,
+        Err(StoreError::TooLarge {
+            what: Kind::Counter,
+            ..
+        })
+    ));
+    assert!(matches!(
+        h.store
+            .put_session(&SessionId::new(long.clone()), &IdentityKey::new("u"), ttl)
+            .await,
+        Err(StoreError::TooLarge {
+            what: Kind::Session,
             ..
         })
     ));

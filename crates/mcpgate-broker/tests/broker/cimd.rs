@@ -392,3 +392,75 @@ async fn a_stalled_server_times_out() {
         .expect_err("timeout");
     assert!(matches!(err, CimdError::Timeout), "{err:?}");
 }
+
+/// A document served over real TLS on loopback, with the development CA
+/// the dev IdP generates.
+async fn serve_tls(dir: &std::path::Path) -> (u16, reqwest::Certificate, Arc<AtomicUsize>) {
+    use mcpgate_devidp::tls::{TlsMode, cert_hosts, prepare};
+    let hosts = cert_hosts(IpAddr::V4(Ipv4Addr::LOCALHOST), None);
+    let tls = prepare(&TlsMode::Generate, dir, &hosts)
+        .expect("tls")
+        .expect("generated mode");
+    let ca = std::fs::read(tls.ca_file.as_ref().expect("ca file")).expect("ca");
+    let ca = reqwest::Certificate::from_pem(&ca).expect("ca pem");
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    let id = format!("https://localhost:{port}/client.json");
+    let app = Router::new().route(
+        "/client.json",
+        get(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let id = id.clone();
+            async move {
+                axum::Json(json!({
+                    "client_id": id,
+                    "client_name": "TLS Client",
+                    "redirect_uris": ["http://127.0.0.1/callback"]
+                }))
+            }
+        }),
+    );
+    let (keep, shutdown) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        mcpgate_devidp::tls::serve_tls(listener, tls.config, app, shutdown).await;
+        drop(keep);
+    });
+    (port, ca, hits)
+}
+
+#[tokio::test]
+async fn an_https_document_on_loopback_is_fetched_in_development_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (port, ca, hits) = serve_tls(dir.path()).await;
+    let id = format!("https://localhost:{port}/client.json");
+    let builder = move || reqwest::Client::builder().tls_certs_merge([ca.clone()]);
+
+    let dev = CimdFetcher::new(CimdOptions::development(), builder.clone()).expect("fetcher");
+    let doc = dev.fetch(&id).await.expect("document over TLS");
+    assert_eq!(doc.client_id.as_str(), id);
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+
+    // The same URL in production: localhost resolves to loopback and is
+    // refused before any connection.
+    let prod = CimdFetcher::new(CimdOptions::default(), builder).expect("fetcher");
+    let err = prod.fetch(&id).await.expect_err("refused");
+    assert!(
+        matches!(
+            err,
+            CimdError::AddressRefused {
+                class: AddressClass::Loopback,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        1,
+        "production mode reached loopback"
+    );
+}

@@ -58,6 +58,16 @@ struct RedisCleanup {
     prefix: String,
 }
 
+impl Harness {
+    /// The Redis key prefix of a Redis harness.
+    fn prefix(&self) -> &str {
+        self.keep
+            .downcast_ref::<RedisCleanup>()
+            .map(|cleanup| cleanup.prefix.as_str())
+            .unwrap_or_default()
+    }
+}
+
 impl Drop for RedisCleanup {
     fn drop(&mut self) {
         let Ok(client) = redis::Client::open(redis_url()) else {
@@ -112,6 +122,70 @@ mod redis_backend {
             .await
             .unwrap();
         assert!(keys.is_empty(), "{keys:?}");
+    }
+
+    /// Two replicas (two connections, one prefix) racing on one code and
+    /// one refresh token: one redemption, one rotation.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_replicas_spend_a_code_and_a_refresh_token_once() {
+        use mcpgate_store::{FamilyId, Redemption, Rotation, TokenHash};
+
+        use crate::suite::{RACERS, code, refresh};
+
+        let first = super::redis().await;
+        let options = mcpgate_store::Options {
+            key_prefix: first.prefix().to_owned(),
+            ..mcpgate_store::Options::default()
+        };
+        let second = mcpgate_store::open(&super::redis_url(), options)
+            .await
+            .unwrap();
+        let replicas = [first.store.clone(), second];
+        let hour = std::time::Duration::from_secs(3600);
+        let now = first.now();
+        let (code_hash, old) = (TokenHash::of(b"replica-code"), TokenHash::of(b"replica-rt"));
+        let family = FamilyId::random();
+        replicas[0]
+            .put_code(&code_hash, &code(now), hour)
+            .await
+            .unwrap();
+        replicas[1]
+            .put_refresh(&old, &refresh(&family, now, hour))
+            .await
+            .unwrap();
+
+        let mut tasks = Vec::new();
+        for i in 0..RACERS {
+            let store = replicas[i % 2].clone();
+            let record = refresh(&family, now, hour);
+            tasks.push(tokio::spawn(async move {
+                let new = TokenHash::of(format!("replica-rt-{i}").as_bytes());
+                let redeemed = store
+                    .redeem_code(&code_hash, &FamilyId::new(format!("f{i}")))
+                    .await
+                    .unwrap();
+                let rotated = store.rotate_refresh(&old, &new, &record).await.unwrap();
+                (
+                    redeemed == Redemption::Redeemed,
+                    rotated == Rotation::Rotated,
+                )
+            }));
+        }
+        let outcomes: Vec<_> = futures::future::join_all(tasks)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            outcomes.iter().filter(|(r, _)| *r).count(),
+            1,
+            "one redemption"
+        );
+        assert_eq!(
+            outcomes.iter().filter(|(_, r)| *r).count(),
+            1,
+            "one rotation"
+        );
     }
 
     #[tokio::test]

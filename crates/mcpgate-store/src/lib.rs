@@ -34,6 +34,19 @@
 //!   by the backends themselves ([`Limits`], [`StoreError::Full`]).
 //! - Errors carry no stored values, keys or URLs.
 //!
+//! # Operating it
+//!
+//! - SQLite: WAL with `synchronous=NORMAL` (why, in [`sqlite`]); call
+//!   [`Store::purge_expired`] now and then (hourly is plenty) to reclaim the
+//!   space of expired rows, which read as absent already. Capped kinds sweep
+//!   their own expired rows when they reach the cap.
+//! - Redis: one primary, not Redis Cluster (the scripts name family keys
+//!   they read from a token). Give each deployment its own
+//!   [`Options::key_prefix`]. Keys expire by Redis's clock; the store's
+//!   [`Clock`] only turns `expires_at` into TTLs.
+//! - Refresh: `get_refresh` → validate (client, scopes, resource) →
+//!   `rotate_refresh`; on [`Rotation::Reuse`] the family is already revoked.
+//!
 //! # Example: a code redeemed once, a refused redemption spending nothing
 //!
 //! ```

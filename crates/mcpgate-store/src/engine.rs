@@ -10,9 +10,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::codec::{check_key, consent_key, decode, encode};
 use crate::error::{Kind, StoreError};
 use crate::options::Limits;
 use crate::records::{
@@ -76,43 +76,6 @@ impl<E: Engine> EngineStore<E> {
     pub fn new(engine: E, limits: Limits) -> Self {
         Self { engine, limits }
     }
-}
-
-pub(crate) fn encode<T: Serialize>(
-    what: Kind,
-    value: &T,
-    limit: usize,
-) -> Result<Vec<u8>, StoreError> {
-    let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Backend(Box::new(e)))?;
-    if bytes.len() > limit {
-        return Err(StoreError::TooLarge {
-            what,
-            size: bytes.len(),
-            limit,
-        });
-    }
-    Ok(bytes)
-}
-
-pub(crate) fn decode<T: DeserializeOwned>(what: Kind, bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::corrupt(what, &e))
-}
-
-/// Refuses a caller-chosen key longer than the limits allow.
-pub(crate) fn check_key(what: Kind, key: &str, limits: &Limits) -> Result<(), StoreError> {
-    if key.len() > limits.max_key_bytes {
-        return Err(StoreError::TooLarge {
-            what,
-            size: key.len(),
-            limit: limits.max_key_bytes,
-        });
-    }
-    Ok(())
-}
-
-/// The key of a consent: length-prefixed so that no two pairs collide.
-pub(crate) fn consent_key(subject: &Subject, client: &ClientId) -> String {
-    format!("{}:{}{}", subject.as_str().len(), subject, client)
 }
 
 fn get_decoded<T: DeserializeOwned>(

@@ -86,6 +86,7 @@
 //! # });
 //! ```
 
+mod codec;
 mod engine;
 pub mod error;
 pub mod memory;

@@ -28,7 +28,7 @@ use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{AsyncCommands as _, RedisError};
 use async_trait::async_trait;
 
-use crate::engine::{check_key, consent_key, decode, encode};
+use crate::codec::{check_key, consent_key, decode, encode};
 use crate::error::{Kind, OpenError, StoreError};
 use crate::options::{Clock, Limits, Options};
 use crate::records::{

@@ -8,6 +8,7 @@ use crate::error::{Kind, StoreError};
 use crate::options::Limits;
 use crate::records::{ClientId, Subject};
 
+/// A record as JSON bytes; `TooLarge` past `limit`.
 pub(crate) fn encode<T: Serialize>(
     what: Kind,
     value: &T,
@@ -24,6 +25,8 @@ pub(crate) fn encode<T: Serialize>(
     Ok(bytes)
 }
 
+/// A record from JSON bytes; `Corrupt` (with no value quoted) if they
+/// do not decode.
 pub(crate) fn decode<T: DeserializeOwned>(what: Kind, bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::corrupt(what, &e))
 }

@@ -43,7 +43,8 @@
 //! - Redis: one primary, not Redis Cluster (the scripts name family keys
 //!   they read from a token). Give each deployment its own
 //!   [`Options::key_prefix`]. Keys expire by Redis's clock; the store's
-//!   [`Clock`] only turns `expires_at` into TTLs.
+//!   [`Clock`] only turns `expires_at` into TTLs. Nothing survives a Redis
+//!   restart unless Redis persists (AOF, `appendfsync everysec` or stricter).
 //! - Refresh: `get_refresh` → validate (client, scopes, resource) →
 //!   `rotate_refresh`; on [`Rotation::Reuse`] the family is already revoked.
 //!

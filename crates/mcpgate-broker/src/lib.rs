@@ -21,6 +21,7 @@
 //! | [`consent_page`] | the consent page: client, redirect host, scopes, CSRF field, security headers |
 //! | [`consent_cookie`] | the signed `__Host-` consent cookie bound to client, user and scopes |
 //! | [`secret`] | client secrets, codes, refresh tokens and their stored digests, CSRF values (redacted `Debug`) |
+//! | [`upstream`] | the confidential client upstream: sign-in, code redemption, refresh, On-Behalf-Of |
 //! | [`wire`] | the OAuth error JSON every refusal is mapped to |
 //!
 //! Each module's error enum has one exhaustive `to_oauth()` mapping to
@@ -56,6 +57,7 @@ pub mod pkce;
 pub mod redirect;
 pub mod registration;
 pub mod secret;
+pub mod upstream;
 pub mod wire;
 
 pub use wire::{ErrorCode, OAuthError};

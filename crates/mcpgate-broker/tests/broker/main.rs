@@ -2,3 +2,4 @@
 
 mod cimd;
 mod metadata;
+mod upstream;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use mcpgate_store::{ClientId, IdentityKey, Kind, SessionId, StoreError};
 
-use super::{Harness, client, hash, pending, test_limits};
+use super::{Harness, PAST_SHORT_TTL, SHORT_TTL, client, hash, pending, test_limits};
 
 pub async fn unauthenticated_records_are_capped(h: &Harness) {
     let limits = test_limits();
@@ -127,7 +127,7 @@ pub async fn unauthenticated_records_are_capped(h: &Harness) {
 
 pub async fn expired_capped_records_free_their_room(h: &Harness) {
     let limits = test_limits();
-    let short = Duration::from_millis(1000);
+    let short = SHORT_TTL;
     for i in 0..limits.max_pending {
         h.store
             .put_pending(&hash(&format!("pe{i}")), &pending("c0"), short)
@@ -140,7 +140,7 @@ pub async fn expired_capped_records_free_their_room(h: &Harness) {
             .await,
         Err(StoreError::Full(Kind::Pending))
     ));
-    h.pass(Duration::from_millis(2500)).await;
+    h.pass(PAST_SHORT_TTL).await;
     h.store
         .put_pending(&hash("pe-extra"), &pending("c0"), short)
         .await

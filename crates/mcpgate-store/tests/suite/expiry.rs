@@ -9,10 +9,10 @@ use mcpgate_store::{
     Subject, TokenCipher, UpstreamKey, UpstreamTokens,
 };
 
-use super::{HOUR, Harness, client, code, hash, pending, refresh};
+use super::{HOUR, Harness, PAST_SHORT_TTL, SHORT_TTL, client, code, hash, pending, refresh};
 
 pub async fn everything_expires(h: &Harness) {
-    let ttl = Duration::from_millis(1000);
+    let ttl = SHORT_TTL;
     let now = h.now();
     let mut expiring = client("expiring", now);
     expiring.expires_at = Some(now.plus(ttl));
@@ -69,7 +69,7 @@ pub async fn everything_expires(h: &Harness) {
     );
 
     // And gone after expiry plus a margin.
-    h.pass(Duration::from_millis(2500)).await;
+    h.pass(PAST_SHORT_TTL).await;
     assert_eq!(h.store.get_client(&expiring.id).await.unwrap(), None);
     assert_eq!(h.store.take_pending(&hash("ttl-p")).await.unwrap(), None);
     assert_eq!(h.store.get_code(&hash("ttl-c")).await.unwrap(), None);

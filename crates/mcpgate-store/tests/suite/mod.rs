@@ -137,6 +137,13 @@ pub fn hash(label: &str) -> TokenHash {
     TokenHash::of(label.as_bytes())
 }
 
+/// A TTL short enough to wait out on Redis, long enough that a loaded
+/// machine still reads a record back before it expires.
+pub const SHORT_TTL: Duration = Duration::from_secs(2);
+
+/// Past [`SHORT_TTL`] with a margin for Redis's lazy and active expiry.
+pub const PAST_SHORT_TTL: Duration = Duration::from_millis(4500);
+
 pub const HOUR: Duration = Duration::from_secs(3600);
 
 /// One `#[tokio::test]` per contract case, for the harness `$make` builds.

@@ -14,7 +14,8 @@
 //! | [`jsonrpc`] | a malformed JSON-RPC body is a 400 parse error |
 //! | [`session`] | binding `Mcp-Session-Id` to the caller who opened it |
 //! | [`prm`] | the Protected Resource Metadata document |
-//! | [`tools`] | the built-in tools (`whoami`) |
+//! | [`tools`] | the built-in tools (`whoami`, `get_user_details`) |
+//! | [`downstream`] | acting for the caller against a downstream API, with the server's own token for them |
 //!
 //! # Security
 //!
@@ -26,6 +27,7 @@
 pub mod auth;
 pub mod bearer;
 pub mod challenge;
+pub mod downstream;
 pub mod jsonrpc;
 pub mod prm;
 pub mod session;
@@ -49,6 +51,7 @@ use url::Url;
 
 use crate::auth::AuthState;
 use crate::challenge::ChallengeContext;
+use crate::downstream::UserDetailsSource;
 use crate::prm::ProtectedResourceMetadata;
 use crate::session::SessionBindings;
 use crate::tools::GateTools;
@@ -80,6 +83,9 @@ pub struct ResourceSettings {
     pub max_body_bytes: usize,
     /// How long an idle session's owner is remembered. Default: 1 hour.
     pub session_idle: Duration,
+    /// Where `get_user_details` gets the caller's profile; without one the
+    /// tool is not listed. Default: none.
+    pub user_details: Option<Arc<dyn UserDetailsSource>>,
 }
 
 impl ResourceSettings {
@@ -102,6 +108,7 @@ impl ResourceSettings {
             allowed_origins: Vec::new(),
             max_body_bytes: 1024 * 1024,
             session_idle: Duration::from_secs(3600),
+            user_details: None,
         }
     }
 
@@ -145,7 +152,10 @@ pub fn router(settings: &ResourceSettings, access: Access, stats: Arc<Stats>) ->
         .with_json_response(true)
         .with_max_request_body_bytes(settings.max_body_bytes);
     let mcp_service = StreamableHttpService::new(
-        move || Ok(GateTools::new(stats.clone())),
+        {
+            let user_details = settings.user_details.clone();
+            move || Ok(GateTools::new(stats.clone(), user_details.clone()))
+        },
         Arc::new(LocalSessionManager::default()),
         rmcp_config,
     );

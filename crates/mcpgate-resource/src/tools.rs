@@ -14,20 +14,28 @@ use std::sync::atomic::Ordering;
 
 use crate::Stats;
 use crate::auth::Caller;
+use crate::downstream::{UserDetails, UserDetailsSource};
 
 /// The MCP server behind the gate.
 #[derive(Debug, Clone)]
 pub struct GateTools {
     tool_router: ToolRouter<Self>,
     stats: Arc<Stats>,
+    user_details: Option<Arc<dyn UserDetailsSource>>,
 }
 
 impl GateTools {
-    /// The tools, counting their calls in `stats`.
-    pub fn new(stats: Arc<Stats>) -> Self {
+    /// The tools, counting their calls in `stats`. `get_user_details` is
+    /// listed only when there is a `user_details` source to answer it.
+    pub fn new(stats: Arc<Stats>, user_details: Option<Arc<dyn UserDetailsSource>>) -> Self {
+        let mut tool_router = Self::tool_router();
+        if user_details.is_none() {
+            tool_router.remove_route("get_user_details");
+        }
         Self {
-            tool_router: Self::tool_router(),
+            tool_router,
             stats,
+            user_details,
         }
     }
 }
@@ -103,6 +111,35 @@ impl GateTools {
             client_app_id: p.client_app_id.clone(),
             token_kind: Some(p.kind.as_str().to_owned()),
         })
+    }
+
+    /// The signed-in user's profile from the directory, fetched with a
+    /// token the server obtained for them.
+    #[tool(
+        description = "The signed-in user's profile from Microsoft Graph (/me): display name, mail, user principal name, job title and id. The server asks the directory with its own token for the user, never the caller's."
+    )]
+    async fn get_user_details(
+        &self,
+        Extension(parts): Extension<http::request::Parts>,
+    ) -> Result<Json<UserDetails>, String> {
+        self.stats.tool_calls.fetch_add(1, Ordering::Relaxed);
+        let Some(source) = &self.user_details else {
+            return Err("this server has no directory API configured".to_owned());
+        };
+        let Some(Caller(p)) = parts.extensions.get::<Caller>() else {
+            return Err("get_user_details needs a signed-in caller".to_owned());
+        };
+        let result = source.user_details(p).await;
+        tracing::info!(
+            target: "mcpgate::audit",
+            tool = "get_user_details",
+            oid = p.object_id.as_deref().unwrap_or(""),
+            tid = p.tenant_id.as_deref().unwrap_or(""),
+            client_app = p.client_app_id.as_deref().unwrap_or(""),
+            ok = result.is_ok(),
+            "tool called"
+        );
+        result.map(Json).map_err(|e| e.to_string())
     }
 }
 

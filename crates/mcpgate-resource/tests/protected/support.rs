@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use mcpgate_resource::downstream::UserDetailsSource;
 use mcpgate_resource::{Access, ResourceSettings, Stats, router};
 use mcpgate_testkit::{API_APP_ID, TestIssuer};
 use mcpgate_token::{ValidationPolicy, Validator};
@@ -55,7 +56,24 @@ impl Gate {
         Self::serve(issuer, Access::Open).await
     }
 
+    /// Starts with the default policy and a `get_user_details` source.
+    pub async fn with_user_details(source: Arc<dyn UserDetailsSource>) -> Self {
+        let issuer = TestIssuer::start().await;
+        let validator = Validator::builder(policy(&issuer))
+            .build()
+            .expect("policy compiles");
+        Self::serve_with(issuer, Access::Validate(Arc::new(validator)), Some(source)).await
+    }
+
     async fn serve(issuer: TestIssuer, access: Access) -> Self {
+        Self::serve_with(issuer, access, None).await
+    }
+
+    async fn serve_with(
+        issuer: TestIssuer,
+        access: Access,
+        user_details: Option<Arc<dyn UserDetailsSource>>,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -64,6 +82,7 @@ impl Gate {
         let mut settings = ResourceSettings::new(base.parse().expect("url"), vec![issuer.issuer()]);
         settings.scopes = vec![SCOPE.to_owned()];
         settings.max_body_bytes = 64 * 1024;
+        settings.user_details = user_details;
         let stats = Arc::new(Stats::default());
         let app = router(&settings, access, stats.clone());
         let server = tokio::spawn(async move {
@@ -96,32 +115,48 @@ impl Gate {
     /// `tools/call whoami` in the stateless 2026-07-28 form, which needs no
     /// session.
     pub fn whoami_request(&self) -> reqwest::RequestBuilder {
-        self.http
+        self.stateless("tools/call", Some("whoami"), whoami_body())
+    }
+
+    /// A stateless 2026-07-28 request with its routing headers.
+    pub fn stateless(
+        &self,
+        method: &str,
+        name: Option<&str>,
+        body: Value,
+    ) -> reqwest::RequestBuilder {
+        let mut request = self
+            .http
             .post(self.mcp_url())
             .header("accept", "application/json, text/event-stream")
             .header("content-type", "application/json")
             .header("mcp-protocol-version", "2026-07-28")
-            .header("mcp-method", "tools/call")
-            .header("mcp-name", "whoami")
-            .json(&whoami_body())
+            .header("mcp-method", method);
+        if let Some(name) = name {
+            request = request.header("mcp-name", name);
+        }
+        request.json(&body)
     }
 }
 
 pub fn whoami_body() -> Value {
-    json!({
-        "jsonrpc": "2.0",
-        "id": 7,
-        "method": "tools/call",
-        "params": {
-            "name": "whoami",
-            "arguments": {},
-            "_meta": {
-                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "1"},
-                "io.modelcontextprotocol/clientCapabilities": {}
-            }
-        }
-    })
+    call_body("whoami")
+}
+
+/// `tools/call NAME` with no arguments, in the stateless form.
+pub fn call_body(name: &str) -> Value {
+    stateless_body("tools/call", json!({ "name": name, "arguments": {} }))
+}
+
+/// A stateless 2026-07-28 JSON-RPC request: `params` plus the `_meta` the
+/// wire requires.
+pub fn stateless_body(method: &str, mut params: Value) -> Value {
+    params["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {}
+    });
+    json!({ "jsonrpc": "2.0", "id": 7, "method": method, "params": params })
 }
 
 /// The JSON-RPC message in a response body, plain JSON or one SSE event.

@@ -49,6 +49,18 @@ impl ConsentKey {
     }
 }
 
+impl ConsentKey {
+    /// An HMAC-SHA256 tag over `message` under a purpose label, for the
+    /// broker's other browser-bound values (the consent form's CSRF value).
+    pub(crate) fn tag(&self, purpose: &str, message: &[u8]) -> String {
+        let mut input = Vec::with_capacity(purpose.len() + 1 + message.len());
+        input.extend_from_slice(purpose.as_bytes());
+        input.push(0);
+        input.extend_from_slice(message);
+        URL_SAFE_NO_PAD.encode(hmac::sign(&self.0, &input).as_ref())
+    }
+}
+
 impl std::fmt::Debug for ConsentKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("ConsentKey([redacted])")

@@ -196,6 +196,47 @@ impl ConsentPage<'_> {
     }
 }
 
+/// A page that says why a sign-in stopped: the same look and headers as
+/// the consent page. `back`, when given, is a link to the client's
+/// redirect URI carrying the error (only ever a URI already matched
+/// against the client's registration).
+pub fn error_page(
+    status: StatusCode,
+    title: &str,
+    message: &str,
+    back: Option<&str>,
+) -> Response<String> {
+    let back = back
+        .map(|url| {
+            format!(
+                "<div class=\"actions\"><a class=\"button primary\" id=\"back\" href=\"{}\">Return to the application</a></div>",
+                esc(url)
+            )
+        })
+        .unwrap_or_default();
+    let html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<meta name=\"referrer\" content=\"no-referrer\">\
+<title>{title} · mcpgate</title><style>{STYLE}</style></head><body>\
+<main class=\"card\"><p class=\"brand\">mcpgate</p>\
+<h1 id=\"error-title\">{title}</h1><p id=\"error-message\">{message}</p>{back}\
+<p class=\"muted small\">You can close this window and start the sign-in again from your application.</p>\
+</main></body></html>",
+        title = esc(title),
+        message = esc(message),
+    );
+    let mut response = Response::new(html);
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    page_headers(headers);
+    response
+}
+
 /// The headers every broker page carries: CSP, no framing, no caching, no
 /// referrer, no sniffing.
 pub fn page_headers(headers: &mut HeaderMap) {

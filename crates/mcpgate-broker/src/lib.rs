@@ -8,8 +8,15 @@
 //! host signs in at mcpgate, mcpgate signs the user in at Entra, and the
 //! host only ever holds mcpgate's own tokens.
 //!
-//! This crate holds the parts that need no storage; the HTTP handlers
-//! compose them with `mcpgate-store`.
+//! [`router`] serves the authorization server over HTTP from a [`Broker`]
+//! built from a [`BrokerConfig`], a store (`mcpgate-store`), the upstream
+//! client, the signing keys (`mcpgate-keys`), the consent key, the sealing
+//! cipher and the CIMD fetcher. The flow: `/authorize` checks the client
+//! and sends the user to the upstream; `/auth/callback` redeems the
+//! upstream code, learns who the user is, asks consent (or finds it
+//! given) and issues the client's code; `/token` redeems it for the
+//! broker's own JWT. [`Broker::upstream_token_for`] lets the MCP server's
+//! tools act for the user downstream (On-Behalf-Of).
 //!
 //! | module | what it owns |
 //! | --- | --- |
@@ -23,6 +30,20 @@
 //! | [`secret`] | client secrets, codes, refresh tokens and their stored digests, CSRF values (redacted `Debug`) |
 //! | [`upstream`] | the confidential client upstream: sign-in, code redemption, refresh, On-Behalf-Of |
 //! | [`wire`] | the OAuth error JSON every refusal is mapped to |
+//! | [`config`] | [`BrokerConfig`]: lifetimes, scopes, resources, limits, with defaults |
+//! | [`server`] | [`Broker`] and [`router`]: the state, the routes, shared responses |
+//! | [`register`] | `POST /register` with its rate limit |
+//! | [`authorize`] | `GET /authorize`: client, redirect URI, PKCE, scopes, resource; to the upstream |
+//! | [`callback`] | `GET /auth/callback`: the upstream code redeemed, consent found or asked, the code issued |
+//! | [`consent`] | `POST /authorize/consent`: the user's decision, CSRF-checked |
+//! | [`client_auth`] | client authentication at `/token` and `/revoke` |
+//! | [`token`] | `POST /token`: authorization code and refresh token grants |
+//! | [`mint`] | the broker's access tokens (JWT claims) |
+//! | [`revoke`] | `POST /revoke` (RFC 7009) |
+//! | [`logout`] | `GET /logout`: the grant and the upstream session ended |
+//! | [`grant`] | what is sealed in the store: upstream grants, pending secrets, grant keys |
+//! | [`downstream`] | [`Broker::upstream_token_for`]: On-Behalf-Of for the MCP server's tools |
+//! | [`params`] | bounded, duplicate-free request parameters |
 //!
 //! Each module's error enum has one exhaustive `to_oauth()` mapping to
 //! [`OAuthError`].
@@ -49,15 +70,32 @@
 //! - Secrets print as `[redacted]`; a code verifier is not `Clone`; client
 //!   secrets are stored as hashes and compared in constant time.
 
+pub mod authorize;
+pub mod callback;
 pub mod cimd;
+pub mod client_auth;
+pub mod config;
+pub mod consent;
 pub mod consent_cookie;
 pub mod consent_page;
+pub mod downstream;
+pub mod grant;
+pub mod logout;
 pub mod metadata;
+pub mod mint;
+pub mod params;
 pub mod pkce;
 pub mod redirect;
+pub mod register;
 pub mod registration;
+pub mod revoke;
 pub mod secret;
+pub mod server;
+pub mod token;
 pub mod upstream;
 pub mod wire;
 
+pub use config::BrokerConfig;
+pub use downstream::{DownstreamError, DownstreamToken};
+pub use server::{Broker, BrokerError, router};
 pub use wire::{ErrorCode, OAuthError};

@@ -25,6 +25,12 @@ pub mod paths {
     pub const JWKS: &str = "/.well-known/jwks.json";
     /// RFC 8414's well-known suffix.
     pub const OAUTH_METADATA: &str = "/.well-known/oauth-authorization-server";
+    /// Where the upstream redirects back after sign-in.
+    pub const CALLBACK: &str = "/auth/callback";
+    /// Where the consent form posts.
+    pub const CONSENT: &str = "/authorize/consent";
+    /// Ends the broker's grant and the upstream session.
+    pub const LOGOUT: &str = "/logout";
     /// OpenID Connect Discovery's well-known suffix.
     pub const OPENID_CONFIGURATION: &str = "/.well-known/openid-configuration";
 }
@@ -84,6 +90,31 @@ impl Issuer {
         format!("{}{path}", self.0)
     }
 
+    /// The issuer's path ("" or `/gate`), under which the endpoints are
+    /// served.
+    pub fn base_path(&self) -> String {
+        Url::parse(&self.0)
+            .map(|u| u.path().trim_end_matches('/').to_owned())
+            .unwrap_or_default()
+    }
+
+    /// Whether the issuer's host is loopback (development).
+    pub fn is_loopback(&self) -> bool {
+        Url::parse(&self.0).is_ok_and(|u| {
+            matches!(
+                u.host(),
+                Some(url::Host::Domain("localhost"))
+                    | Some(url::Host::Ipv4(std::net::Ipv4Addr::LOCALHOST))
+                    | Some(url::Host::Ipv6(std::net::Ipv6Addr::LOCALHOST))
+            )
+        })
+    }
+
+    /// Whether the issuer is https (so `Secure` cookies reach it).
+    pub fn is_https(&self) -> bool {
+        self.0.starts_with("https://")
+    }
+
     /// The request paths at which the metadata is served: RFC 8414 §3.1
     /// inserts the well-known segment before the issuer's path; OpenID
     /// Discovery appends it; the MCP specification has hosts try both.
@@ -130,6 +161,8 @@ pub struct AuthorizationServerMetadata {
     pub revocation_endpoint: String,
     /// The broker's signing keys.
     pub jwks_uri: String,
+    /// `/logout`: ends the broker's grant and the upstream session.
+    pub end_session_endpoint: String,
     /// The scopes a client may request.
     pub scopes_supported: Vec<String>,
     /// `["code"]`.
@@ -160,6 +193,7 @@ impl AuthorizationServerMetadata {
             registration_endpoint: issuer.endpoint(paths::REGISTER),
             revocation_endpoint: issuer.endpoint(paths::REVOKE),
             jwks_uri: issuer.endpoint(paths::JWKS),
+            end_session_endpoint: issuer.endpoint(paths::LOGOUT),
             scopes_supported: scopes,
             response_types_supported: vec![ResponseType::Code],
             response_modes_supported: vec!["query"],

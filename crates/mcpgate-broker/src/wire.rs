@@ -28,21 +28,53 @@ pub enum ErrorCode {
     InvalidRedirectUri,
     /// RFC 7591: another registration field is invalid.
     InvalidClientMetadata,
+    /// RFC 6749: the response type is not served.
+    UnsupportedResponseType,
+    /// RFC 6749: the grant type is not served.
+    UnsupportedGrantType,
+    /// RFC 8707: the resource is not one this server issues tokens for.
+    InvalidTarget,
+    /// RFC 6749: the server is overloaded (a store at its cap, a rate
+    /// limit); the client may retry later.
+    TemporarilyUnavailable,
 }
 
 impl ErrorCode {
+    /// The name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::InvalidClient => "invalid_client",
+            ErrorCode::InvalidGrant => "invalid_grant",
+            ErrorCode::UnauthorizedClient => "unauthorized_client",
+            ErrorCode::InvalidScope => "invalid_scope",
+            ErrorCode::AccessDenied => "access_denied",
+            ErrorCode::ServerError => "server_error",
+            ErrorCode::InvalidRedirectUri => "invalid_redirect_uri",
+            ErrorCode::InvalidClientMetadata => "invalid_client_metadata",
+            ErrorCode::UnsupportedResponseType => "unsupported_response_type",
+            ErrorCode::UnsupportedGrantType => "unsupported_grant_type",
+            ErrorCode::InvalidTarget => "invalid_target",
+            ErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
+        }
+    }
+
     /// The HTTP status this code is sent with from a JSON endpoint.
     pub fn status(self) -> StatusCode {
         match self {
             ErrorCode::InvalidClient => StatusCode::UNAUTHORIZED,
             ErrorCode::AccessDenied => StatusCode::FORBIDDEN,
             ErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::InvalidRequest
             | ErrorCode::InvalidGrant
             | ErrorCode::UnauthorizedClient
             | ErrorCode::InvalidScope
             | ErrorCode::InvalidRedirectUri
-            | ErrorCode::InvalidClientMetadata => StatusCode::BAD_REQUEST,
+            | ErrorCode::InvalidClientMetadata
+            | ErrorCode::UnsupportedResponseType
+            | ErrorCode::UnsupportedGrantType
+            | ErrorCode::InvalidTarget => StatusCode::BAD_REQUEST,
         }
     }
 }
@@ -70,6 +102,11 @@ impl OAuthError {
     /// The HTTP status to send it with.
     pub fn status(&self) -> StatusCode {
         self.error.status()
+    }
+
+    /// The `error` code as on the wire.
+    pub fn code(&self) -> &'static str {
+        self.error.as_str()
     }
 
     /// The JSON body.

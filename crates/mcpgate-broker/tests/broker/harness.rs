@@ -29,6 +29,8 @@ pub struct Harness {
     /// Trusts the IdP's CA; follows no redirects.
     pub http: reqwest::Client,
     pub idp: RunningIdp,
+    /// The sealing key the broker was given, for tests that look inside.
+    pub seal_key: [u8; 32],
     _dirs: Vec<tempfile::TempDir>,
 }
 
@@ -104,7 +106,8 @@ impl Harness {
         let keys_dir = tempfile::tempdir().expect("temp dir");
         let keys = KeyRing::open(keys_dir.path()).expect("keys");
         let (consent_key, _) = ConsentKey::generate().expect("consent key");
-        let cipher = TokenCipher::new(&KeyBytes::random().expect("key")).expect("cipher");
+        let seal_key: [u8; 32] = std::array::from_fn(|i| (i as u8).wrapping_mul(37) ^ 0x5a);
+        let cipher = TokenCipher::new(&KeyBytes::new(seal_key)).expect("cipher");
         let cimd = CimdFetcher::new(config.cimd.clone(), reqwest::Client::builder).expect("cimd");
         let broker = Broker::new(
             config,
@@ -130,6 +133,7 @@ impl Harness {
             store,
             http,
             idp,
+            seal_key,
             _dirs: vec![idp_dir, keys_dir],
         }
     }
@@ -266,6 +270,25 @@ impl Harness {
         ])
         .await
     }
+}
+
+/// A hidden form field's value in the consent page.
+pub fn hidden(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker).expect("field") + marker.len();
+    let end = html[start..].find('"').expect("end of value");
+    html[start..start + end].to_owned()
+}
+
+/// The `name=value` of the response's cookie whose name starts with `prefix`.
+pub fn set_cookie(resp: &reqwest::Response, prefix: &str) -> Option<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(prefix))
+        .and_then(|v| v.split(';').next())
+        .map(str::to_owned)
 }
 
 pub fn location(resp: &reqwest::Response) -> String {

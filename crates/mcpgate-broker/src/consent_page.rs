@@ -224,7 +224,7 @@ pub fn error_page(
 <p class=\"muted small\">You can close this window and start the sign-in again from your application.</p>\
 </main></body></html>",
         title = esc(title),
-        message = esc(message),
+        message = esc(&sentence(message)),
     );
     let mut response = Response::new(html);
     *response.status_mut() = status;
@@ -235,6 +235,20 @@ pub fn error_page(
     );
     page_headers(headers);
     response
+}
+
+/// Error texts are written for logs ("the client is not registered"); a
+/// page shows them as a sentence.
+fn sentence(text: &str) -> String {
+    let mut chars = text.chars();
+    let mut out: String = match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => return String::new(),
+    };
+    if !out.ends_with(['.', '!', '?']) {
+        out.push('.');
+    }
+    out
 }
 
 /// The headers every broker page carries: CSP, no framing, no caching, no

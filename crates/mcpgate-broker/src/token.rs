@@ -13,6 +13,7 @@ use axum::response::Response;
 use http::{HeaderMap, StatusCode};
 use mcpgate_store::{
     FamilyId, Redemption, RefreshRecord, Rotation, SealError, StoreError, TokenHash, UpstreamKey,
+    UpstreamTokens,
 };
 use serde_json::json;
 
@@ -169,7 +170,7 @@ async fn code_grant(
     let challenge = CodeChallenge::parse(Some(&record.code_challenge), Some("S256"))?;
     challenge.verify(&verifier)?;
     let upstream = record.upstream.clone().ok_or(TokenError::GrantEnded)?;
-    let grant = load_grant(broker, &upstream).await?;
+    let (grant, _) = load_grant(broker, &upstream).await?;
 
     let family = FamilyId::random();
     match broker.store.redeem_code(&hash, &family).await? {
@@ -287,7 +288,18 @@ async fn refresh_grant(
         }
         Rotation::Revoked { .. } | Rotation::Unknown => return Err(TokenError::BadRefresh),
     }
-    let grant = grant.ok_or(TokenError::RefreshReused)?;
+    let (grant, stored) = grant.ok_or(TokenError::RefreshReused)?;
+    // The upstream grant lives as long as the refresh token that uses it.
+    broker
+        .store
+        .put_upstream(
+            &upstream,
+            &UpstreamTokens {
+                expires_at: new_record.expires_at.max(stored.expires_at),
+                ..stored
+            },
+        )
+        .await?;
     let resource = record
         .resource
         .clone()
@@ -305,17 +317,17 @@ async fn refresh_grant(
 
 /// The sealed upstream grant: who the user is. Gone means the sign-in
 /// ended (logout), and no new token is minted for it.
-async fn load_grant(broker: &Broker, key: &UpstreamKey) -> Result<UpstreamGrant, TokenError> {
+async fn load_grant(
+    broker: &Broker,
+    key: &UpstreamKey,
+) -> Result<(UpstreamGrant, UpstreamTokens), TokenError> {
     let stored = broker
         .store
         .get_upstream(key)
         .await?
         .ok_or(TokenError::GrantEnded)?;
-    Ok(open(
-        &broker.cipher,
-        key.as_str().as_bytes(),
-        &stored.sealed,
-    )?)
+    let grant = open(&broker.cipher, key.as_str().as_bytes(), &stored.sealed)?;
+    Ok((grant, stored))
 }
 
 fn respond(

@@ -386,3 +386,50 @@ async fn metadata_document_clients_sign_in_and_a_mismatched_one_is_refused() {
             .contains("client_id does not equal its URL")
     );
 }
+
+#[tokio::test]
+async fn a_confidential_client_authenticates_as_it_registered() {
+    let h = Harness::start(Setup::default()).await;
+    // No token_endpoint_auth_method: RFC 7591's default, client_secret_basic.
+    let reg = h
+        .register(json!({"redirect_uris": ["http://127.0.0.1/callback"], "grant_types": ["authorization_code", "refresh_token"]}))
+        .await;
+    let id = reg["client_id"].as_str().expect("id").to_owned();
+    let secret = reg["client_secret"].as_str().expect("secret").to_owned();
+    let pkce = Pkce::new();
+    let code = h.code(&id, &pkce).await;
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("code_verifier", pkce.verifier.secret()),
+        ("redirect_uri", "http://127.0.0.1:53682/callback"),
+    ];
+    let send = |user: String, pass: Option<String>, extra: Vec<(&'static str, String)>| {
+        let mut form: Vec<(&str, String)> =
+            form.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+        form.extend(extra);
+        let req = h.http.post(h.url("/token")).form(&form);
+        let req = if user.is_empty() {
+            req
+        } else {
+            req.basic_auth(user, pass)
+        };
+        async move { req.send().await.expect("token") }
+    };
+    // A public-style request, a wrong secret, the secret in the body: refused.
+    let r = send(String::new(), None, vec![("client_id", id.clone())]).await;
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().get("www-authenticate").is_some());
+    let r = send(id.clone(), Some("wrong".into()), vec![]).await;
+    assert_eq!(r.status(), 401);
+    let r = send(
+        String::new(),
+        None,
+        vec![("client_id", id.clone()), ("client_secret", secret.clone())],
+    )
+    .await;
+    assert_eq!(r.status(), 401, "registered for Basic, not the body");
+    // Basic with the secret: the code, unspent by the refusals, redeems.
+    let r = send(id.clone(), Some(secret.clone()), vec![]).await;
+    assert_eq!(r.status(), 200);
+}

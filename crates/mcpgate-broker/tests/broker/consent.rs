@@ -182,3 +182,44 @@ async fn deny_sends_access_denied_and_issues_nothing() {
     // Nothing was remembered: the next sign-in asks again.
     consent_page(&h, &client_id, &Pkce::new(), None).await;
 }
+
+#[tokio::test]
+async fn a_pre_authorized_client_skips_the_page() {
+    // A metadata-document client: its id is known before it signs in.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let id = format!("http://{addr}/client.json");
+    let doc = serde_json::json!({
+        "client_id": id,
+        "client_name": "Trusted Client",
+        "redirect_uris": ["http://127.0.0.1/callback"],
+        "grant_types": ["authorization_code"],
+        "token_endpoint_auth_method": "none",
+    });
+    let app = axum::Router::new().route(
+        "/client.json",
+        axum::routing::get(move || {
+            let doc = doc.clone();
+            async move { axum::Json(doc) }
+        }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let h = Harness::start(Setup {
+        auto_approve: false,
+        pre_authorized: vec![id.clone()],
+        ..Setup::default()
+    })
+    .await;
+    let pkce = Pkce::new();
+    let code = h.code(&id, &pkce).await;
+    let (status, tokens) = h.redeem(&id, &code, pkce.verifier.secret()).await;
+    assert_eq!(status, 200, "{tokens}");
+    assert!(
+        tokens.get("refresh_token").is_none(),
+        "no refresh_token grant registered"
+    );
+}

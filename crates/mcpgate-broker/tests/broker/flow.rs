@@ -241,3 +241,50 @@ fn uuid_like() -> String {
         .unwrap_or(0);
     format!("{nanos:x}-{}", std::process::id())
 }
+
+#[tokio::test]
+async fn an_expired_upstream_token_is_refreshed_and_sealed_again_before_obo() {
+    let h = Harness::start(Setup::default()).await;
+    let client_id = h.register_public().await;
+    let pkce = Pkce::new();
+    let code = h.code(&client_id, &pkce).await;
+    let (_, tokens) = h.redeem(&client_id, &code, pkce.verifier.secret()).await;
+    let at = tokens["access_token"].as_str().expect("access token");
+    let principal = validator(&h, RESOURCE).validate(at).await.expect("valid");
+    let c = claims(at);
+    let key = mcpgate_broker::grant::grant_key(
+        c["tid"].as_str(),
+        c["oid"].as_str().expect("oid"),
+        &client_id,
+    );
+    let before = h
+        .store
+        .get_upstream(&key)
+        .await
+        .expect("store")
+        .expect("kept");
+
+    // Two hours on, by the broker's clock: the upstream token has expired.
+    h.clock_ahead
+        .store(7200, std::sync::atomic::Ordering::SeqCst);
+    let graph = h
+        .broker
+        .upstream_token_for(
+            &principal,
+            &["https://graph.microsoft.com/User.Read".to_owned()],
+        )
+        .await
+        .expect("refreshed upstream, then On-Behalf-Of");
+    assert!(!graph.access_token.secret().is_empty());
+    let after = h
+        .store
+        .get_upstream(&key)
+        .await
+        .expect("store")
+        .expect("kept");
+    assert_ne!(
+        after.sealed, before.sealed,
+        "the refreshed tokens are sealed back"
+    );
+    assert_eq!(after.expires_at, before.expires_at);
+}

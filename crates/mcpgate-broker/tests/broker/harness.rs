@@ -29,6 +29,8 @@ pub struct Harness {
     /// Trusts the IdP's CA; follows no redirects.
     pub http: reqwest::Client,
     pub idp: RunningIdp,
+    /// Seconds the broker's clock runs ahead of the system's.
+    pub clock_ahead: Arc<std::sync::atomic::AtomicU64>,
     /// The sealing key the broker was given, for tests that look inside.
     pub seal_key: [u8; 32],
     _dirs: Vec<tempfile::TempDir>,
@@ -100,6 +102,12 @@ impl Harness {
         config.pre_authorized_clients = setup.pre_authorized;
         config.register_rate_limit = setup.register_rate_limit;
         config.cimd = CimdOptions::development();
+        let clock_ahead = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let ahead = clock_ahead.clone();
+        config.clock = mcpgate_store::Clock::from_fn(move || {
+            std::time::SystemTime::now()
+                + std::time::Duration::from_secs(ahead.load(std::sync::atomic::Ordering::SeqCst))
+        });
         let store = mcpgate_store::open(&setup.store_url, setup.store_options)
             .await
             .expect("store");
@@ -133,6 +141,7 @@ impl Harness {
             store,
             http,
             idp,
+            clock_ahead,
             seal_key,
             _dirs: vec![idp_dir, keys_dir],
         }

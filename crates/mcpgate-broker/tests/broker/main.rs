@@ -6,4 +6,5 @@ mod consent;
 mod flow;
 mod harness;
 mod metadata;
+mod screenshots;
 mod upstream;

@@ -45,6 +45,9 @@ pub enum CallbackError {
     /// The upstream answered with an error.
     #[error("the identity provider did not sign you in ({0})")]
     Upstream(String),
+    /// The response names another issuer than the upstream (RFC 9207).
+    #[error("the sign-in response came from another identity provider")]
+    WrongIssuer,
     /// The upstream sent neither code nor error.
     #[error("the identity provider sent no code")]
     NoCode,
@@ -72,7 +75,7 @@ impl CallbackError {
     /// The OAuth error reported to the client.
     pub fn to_oauth(&self) -> OAuthError {
         let code = match self {
-            CallbackError::UnknownState => ErrorCode::InvalidRequest,
+            CallbackError::UnknownState | CallbackError::WrongIssuer => ErrorCode::InvalidRequest,
             CallbackError::Upstream(_) | CallbackError::NoCode => ErrorCode::AccessDenied,
             CallbackError::Redeem(_)
             | CallbackError::Identity(_)
@@ -116,7 +119,10 @@ pub(crate) async fn callback(
     match signed_in(&broker, &headers, &params, &key, &pending).await {
         Ok(response) => response,
         Err(e) => {
-            tracing::info!(client_id = %pending.client_id, error = %e, "broker: callback failed");
+            // The cause keeps the upstream's own refusal (AADSTS code,
+            // trace and correlation ids); it holds no token.
+            let cause = std::error::Error::source(&e).map(ToString::to_string);
+            tracing::warn!(client_id = %pending.client_id, error = %e, cause = ?cause, "broker: callback failed");
             let o = e.to_oauth();
             let back = client_redirect_url(
                 &broker,
@@ -155,12 +161,25 @@ async fn signed_in(
     else {
         return Err(SealError::Open.into());
     };
+    // RFC 9207: a response naming another issuer is a mix-up attempt.
+    if params
+        .get("iss")
+        .is_some_and(|iss| iss != broker.upstream.issuer())
+    {
+        return Err(CallbackError::WrongIssuer);
+    }
     if let Some(error) = params.get("error") {
-        let shown: String = error
+        let mut shown: String = error
             .chars()
             .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
             .take(40)
             .collect();
+        // Entra's description (AADSTS code, trace id) is what a person
+        // needs; it is escaped on the page and bounded here.
+        if let Some(d) = params.get("error_description") {
+            shown.push_str(": ");
+            shown.extend(d.chars().filter(|c| !c.is_control()).take(200));
+        }
         return Err(CallbackError::Upstream(shown));
     }
     let code = params.get("code").ok_or(CallbackError::NoCode)?;

@@ -69,6 +69,23 @@
 //!   `plain`).
 //! - Secrets print as `[redacted]`; a code verifier is not `Clone`; client
 //!   secrets are stored as hashes and compared in constant time.
+//! - **The user signs in upstream before consent**: consent is per (user,
+//!   client) and only the upstream says who the user is. The upstream
+//!   sends its code to the broker's own callback, never to the client, so
+//!   nothing reaches a client's redirect URI before consent (or a
+//!   pre-authorization, or a stored consent or valid consent cookie for
+//!   that user, client and scopes).
+//! - **A refused request spends nothing**: codes, refresh tokens, states
+//!   and consent forms are checked on what the store reads back (or, for
+//!   the consent form's CSRF value, by HMAC) before they are spent; only a
+//!   replayed code or a reused refresh token revokes, by design.
+//! - **Upstream tokens stay on the server**, sealed (AES-256-GCM) to their
+//!   record; the client only ever holds the broker's own tokens, and
+//!   [`Broker::upstream_token_for`] never sends a client's token anywhere.
+//! - **Rate limits key on the peer address** (`ConnectInfo<SocketAddr>`):
+//!   behind a proxy, the caller must supply the client's address.
+//! - [`BrokerConfig::dev_auto_approve`] gives consent without a page; it is
+//!   refused unless the issuer is on loopback, and logged at start.
 
 pub mod authorize;
 pub mod callback;

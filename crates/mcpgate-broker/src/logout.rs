@@ -6,11 +6,13 @@
 //! the client holds, expired or not). It must carry the broker's
 //! signature and issuer; then its refresh family is revoked and the sealed
 //! upstream tokens for its (user, client) are deleted. Without a valid
-//! hint only the upstream session is ended. Nothing here redirects to a
+//! hint only the upstream session is ended. `POST /logout` takes the same
+//! as a form, keeping the token out of URLs. Nothing here redirects to a
 //! caller-chosen address.
 
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::response::Response;
 use http::StatusCode;
@@ -25,8 +27,19 @@ pub(crate) async fn logout(
     RawQuery(query): RawQuery,
 ) -> Response {
     let params = Params::parse(query.unwrap_or_default().as_bytes()).unwrap_or_default();
+    end(&broker, &params).await
+}
+
+/// The same as a form post, which keeps the token out of URLs and the
+/// access logs that record them.
+pub(crate) async fn logout_post(State(broker): State<Arc<Broker>>, body: Body) -> Response {
+    let params = Params::from_body(body).await.unwrap_or_default();
+    end(&broker, &params).await
+}
+
+async fn end(broker: &Broker, params: &Params) -> Response {
     if let Some(hint) = params.get("id_token_hint") {
-        end_grant(&broker, hint).await;
+        end_grant(broker, hint).await;
     }
     match broker.upstream.logout_url(None) {
         Some(url) => redirect(StatusCode::FOUND, url.as_str()),

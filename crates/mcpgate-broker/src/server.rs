@@ -275,7 +275,10 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route(&at(paths::CONSENT), post(crate::consent::consent))
         .route(&at(paths::TOKEN), post(crate::token::token))
         .route(&at(paths::REVOKE), post(crate::revoke::revoke))
-        .route(&at(paths::LOGOUT), get(crate::logout::logout))
+        .route(
+            &at(paths::LOGOUT),
+            get(crate::logout::logout).post(crate::logout::logout_post),
+        )
         .with_state(broker)
 }
 

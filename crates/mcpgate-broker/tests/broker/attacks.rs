@@ -241,6 +241,30 @@ async fn an_upstream_error_is_shown_and_reported_as_access_denied() {
     );
     assert_eq!(param(&back, "error").as_deref(), Some("access_denied"));
     assert_eq!(param(&back, "state").as_deref(), Some("s-1"));
+
+    // RFC 9207: a response naming another issuer is refused.
+    let resp = h
+        .authorize(&Harness::request(&client_id, &pkce, "s-2"))
+        .await;
+    let state = param(&location(&resp), "state").expect("upstream state");
+    let resp = h
+        .http
+        .get(h.url("/auth/callback"))
+        .query(&[
+            ("state", state.as_str()),
+            ("code", "x"),
+            ("iss", "https://evil.example"),
+        ])
+        .send()
+        .await
+        .expect("callback");
+    assert_eq!(resp.status(), 400);
+    assert!(
+        resp.text()
+            .await
+            .expect("page")
+            .contains("another identity provider")
+    );
 }
 
 #[tokio::test]

@@ -160,8 +160,8 @@ async fn full_flow_on_memory_with_obo_and_logout() {
     // Logout with the token as hint: the grant ends, then the IdP's session.
     let resp = h
         .http
-        .get(h.url("/logout"))
-        .query(&[("id_token_hint", at)])
+        .post(h.url("/logout"))
+        .form(&[("id_token_hint", at)])
         .send()
         .await
         .expect("logout");

@@ -457,3 +457,37 @@ async fn a_confidential_client_authenticates_as_it_registered() {
     let r = send(id.clone(), Some(secret.clone()), vec![]).await;
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test]
+async fn an_oversized_registration_is_refused_and_nothing_is_stored() {
+    let h = Harness::start(Setup::default()).await;
+    let body = json!({
+        "redirect_uris": ["http://127.0.0.1/callback"],
+        "client_name": "x".repeat(20 * 1024),
+    });
+    let resp = h
+        .http
+        .post(h.url("/register"))
+        .json(&body)
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(resp.status(), 400);
+    assert_eq!(
+        resp.headers()
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok()),
+        Some("no-store")
+    );
+    let body: Value = resp.json().await.expect("JSON");
+    assert_eq!(body["error"], "invalid_client_metadata");
+    let resp = h
+        .http
+        .post(h.url("/register"))
+        .json(&json!({"redirect_uris": ["http://evil.example/cb"]}))
+        .send()
+        .await
+        .expect("register");
+    let body: Value = resp.json().await.expect("JSON");
+    assert_eq!(body["error"], "invalid_redirect_uri");
+}

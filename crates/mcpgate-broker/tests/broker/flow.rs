@@ -288,3 +288,39 @@ async fn an_expired_upstream_token_is_refreshed_and_sealed_again_before_obo() {
     );
     assert_eq!(after.expires_at, before.expires_at);
 }
+
+#[tokio::test]
+async fn an_issuer_with_a_path_serves_metadata_where_rfc_8414_and_openid_look() {
+    let h = Harness::start(Setup {
+        issuer_path: "/gate",
+        ..Setup::default()
+    })
+    .await;
+    let root = h.issuer.trim_end_matches("/gate").to_owned();
+    for path in [
+        "/.well-known/oauth-authorization-server/gate",
+        "/.well-known/openid-configuration/gate",
+        "/gate/.well-known/openid-configuration",
+    ] {
+        let doc: serde_json::Value = h
+            .http
+            .get(format!("{root}{path}"))
+            .send()
+            .await
+            .expect("metadata")
+            .json()
+            .await
+            .expect("JSON");
+        assert_eq!(doc["issuer"], h.issuer, "{path}");
+        assert_eq!(doc["token_endpoint"], format!("{}/token", h.issuer));
+    }
+    let jwks = h
+        .http
+        .get(format!("{root}/gate/.well-known/jwks.json"))
+        .send()
+        .await
+        .expect("jwks");
+    assert_eq!(jwks.status(), 200);
+    let client_id = h.register_public().await;
+    assert!(!client_id.is_empty(), "/gate/register serves");
+}

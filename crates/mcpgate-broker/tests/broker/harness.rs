@@ -43,6 +43,8 @@ pub struct Setup {
     pub auto_approve: bool,
     pub pre_authorized: Vec<String>,
     pub register_rate_limit: u64,
+    /// A path under which the broker's issuer lives ("" or `/gate`).
+    pub issuer_path: &'static str,
 }
 
 impl Default for Setup {
@@ -53,6 +55,7 @@ impl Default for Setup {
             auto_approve: true,
             pre_authorized: Vec::new(),
             register_rate_limit: 20,
+            issuer_path: "",
         }
     }
 }
@@ -96,7 +99,7 @@ impl Harness {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let issuer = format!("http://{addr}");
+        let issuer = format!("http://{addr}{}", setup.issuer_path);
         let mut config = BrokerConfig::new(Issuer::new(&issuer).expect("issuer"), RESOURCE);
         config.dev_auto_approve = setup.auto_approve.then(|| ALICE.to_owned());
         config.pre_authorized_clients = setup.pre_authorized;

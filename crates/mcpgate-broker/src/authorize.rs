@@ -289,3 +289,42 @@ fn scopes(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shown_and_redirected_refusals_map_to_oauth_codes() {
+        assert_eq!(
+            UntrustedError::RedirectUri.to_oauth().error,
+            ErrorCode::InvalidRequest
+        );
+        assert_eq!(
+            UntrustedError::Client(ClientLookupError::Unknown)
+                .to_oauth()
+                .error,
+            ErrorCode::InvalidClient
+        );
+        assert_eq!(
+            UntrustedError::RateLimited.to_oauth().error,
+            ErrorCode::TemporarilyUnavailable
+        );
+        assert_eq!(
+            RequestError::ResponseType.to_oauth().error,
+            ErrorCode::UnsupportedResponseType
+        );
+        assert_eq!(
+            RequestError::Resource.to_oauth().error,
+            ErrorCode::InvalidTarget
+        );
+        assert_eq!(
+            RequestError::Pkce(PkceError::PlainRefused).to_oauth().error,
+            ErrorCode::InvalidRequest
+        );
+        // A scope echoed back is bounded and wire-safe.
+        let o = RequestError::Scope("\"x\"".repeat(100)).to_oauth();
+        assert_eq!(o.error, ErrorCode::InvalidScope);
+        assert!(!o.error_description.contains('"'));
+    }
+}

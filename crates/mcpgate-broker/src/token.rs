@@ -357,3 +357,54 @@ fn respond(
     }
     Ok(body.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_map_to_rfc_6749_codes_and_never_echo_a_token() {
+        let cases = [
+            (
+                TokenError::UnsupportedGrant,
+                ErrorCode::UnsupportedGrantType,
+            ),
+            (
+                TokenError::GrantNotRegistered,
+                ErrorCode::UnauthorizedClient,
+            ),
+            (TokenError::CodeReplayed, ErrorCode::InvalidGrant),
+            (TokenError::RedirectUri, ErrorCode::InvalidGrant),
+            (TokenError::RefreshReused, ErrorCode::InvalidGrant),
+            (TokenError::Resource, ErrorCode::InvalidTarget),
+            (TokenError::ScopeWidened, ErrorCode::InvalidScope),
+            (
+                TokenError::Pkce(PkceError::Mismatch),
+                ErrorCode::InvalidGrant,
+            ),
+            (
+                TokenError::Store(StoreError::Full(mcpgate_store::Kind::Code)),
+                ErrorCode::TemporarilyUnavailable,
+            ),
+            (
+                TokenError::Client(ClientAuthError::BadSecret),
+                ErrorCode::InvalidClient,
+            ),
+        ];
+        for (e, code) in cases {
+            let o = e.to_oauth();
+            assert_eq!(o.error, code, "{e}");
+            assert!(!o.error_description.is_empty());
+        }
+        assert_eq!(
+            TokenError::Resource.to_oauth().status(),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            TokenError::Client(ClientAuthError::Missing)
+                .to_oauth()
+                .status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+}

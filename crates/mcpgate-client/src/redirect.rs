@@ -267,6 +267,9 @@ pub fn open_browser(url: &Url) -> Result<(), NoBrowser> {
     Ok(())
 }
 
+/// Redirects followed before giving up on a non-interactive sign-in.
+const MAX_HOPS: usize = 8;
+
 /// Non-interactive authorization: requests the authorization URL without
 /// following redirects and returns the `Location` it sends to the
 /// redirect URI. For automated runs against servers that approve without
@@ -282,9 +285,10 @@ pub async fn follow(
         reason: e.to_string(),
     })?;
     let mut current = url.clone();
-    // A few hops within the authorization server are allowed (a sign-in
-    // step that redirects on); the first hop to the redirect URI ends it.
-    for _ in 0..5 {
+    // A few hops are allowed (a sign-in step that redirects on, or a
+    // federated sign-in through the upstream identity provider and back:
+    // broker, Entra, broker); the first hop to the redirect URI ends it.
+    for _ in 0..MAX_HOPS {
         let resp = http_no_redirect
             .get(current.clone())
             .send()
@@ -307,9 +311,14 @@ pub async fn follow(
         if target.origin() == expected.origin() && target.path() == expected.path() {
             return Ok(target);
         }
-        if target.origin() != current.origin() {
+        // Another origin gets the hop only over https, or http on loopback,
+        // as every endpoint the client uses; no cookie or credential goes
+        // with it.
+        if target.origin() != current.origin()
+            && crate::discovery::require_secure("redirect target", target.as_str()).is_err()
+        {
             return Err(FlowError::Redirect(
-                "it redirected to another origin that is not the redirect URI",
+                "it redirected to a plain-http origin off loopback",
             ));
         }
         current = target;
@@ -370,5 +379,54 @@ mod tests {
             .find(|(k, _)| k == "code")
             .map(|(_, v)| v.into_owned());
         assert_eq!(code.as_deref(), Some("c"));
+    }
+
+    /// A server that answers every request with a redirect to `to`.
+    async fn redirector(to: String) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let app = axum::Router::new().fallback(move || {
+            let to = to.clone();
+            async move { axum::response::Redirect::to(&to) }
+        });
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        format!("http://{addr}/authorize")
+    }
+
+    fn no_redirect() -> reqwest::Client {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client")
+    }
+
+    /// A federated sign-in: the authorization server sends the browser to
+    /// the upstream identity provider (another origin), which sends it
+    /// back, which sends it to the redirect URI.
+    #[tokio::test]
+    async fn follows_a_federated_sign_in_across_secure_origins() {
+        let redirect_uri = "http://127.0.0.1:9/callback";
+        let back = redirector(format!("{redirect_uri}?code=c&state=s")).await;
+        let upstream = redirector(back).await;
+        let start = redirector(upstream).await;
+        let url = Url::parse(&start).expect("url");
+        let landed = follow(&no_redirect(), &url, redirect_uri)
+            .await
+            .expect("followed");
+        assert_eq!(landed.query(), Some("code=c&state=s"));
+    }
+
+    #[tokio::test]
+    async fn refuses_a_hop_to_plain_http_off_loopback() {
+        let start = redirector("http://example.invalid/steal".to_owned()).await;
+        let url = Url::parse(&start).expect("url");
+        let err = follow(&no_redirect(), &url, "http://127.0.0.1:9/callback")
+            .await
+            .expect_err("refused before any request to it");
+        assert!(matches!(err, FlowError::Redirect(_)), "{err:?}");
     }
 }

@@ -43,6 +43,49 @@ impl KeyBytes {
         aws_lc_rs::rand::fill(&mut bytes).map_err(|_| SealError::Random)?;
         Ok(Self(bytes))
     }
+
+    /// The key in `path`: 32 raw bytes. A missing file is created with a
+    /// fresh random key, readable by its owner only (0600, through a
+    /// temporary file so that no reader sees half a key and no planted
+    /// symlink is followed). Other secrets kept as key files (the broker's
+    /// consent key) use it too.
+    pub fn from_file(path: &Path) -> Result<Self, SealError> {
+        let key_file_error = |source| SealError::KeyFile {
+            path: path.to_owned(),
+            source,
+        };
+        match fs::read(path) {
+            Ok(bytes) => {
+                warn_if_shared(path);
+                return Self::try_from(bytes.as_slice());
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(key_file_error(e)),
+        }
+        let key = Self::random()?;
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        fs::create_dir_all(dir).map_err(key_file_error)?;
+        let mut file = tempfile::NamedTempFile::new_in(dir).map_err(key_file_error)?;
+        file.write_all(&key.0).map_err(key_file_error)?;
+        file.as_file().sync_all().map_err(key_file_error)?;
+        match file.persist_noclobber(path) {
+            Ok(_) => Ok(key),
+            // Another process created it first: use theirs.
+            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {
+                let bytes = fs::read(path).map_err(key_file_error)?;
+                Self::try_from(bytes.as_slice())
+            }
+            Err(e) => Err(key_file_error(e.error)),
+        }
+    }
+
+    /// The key material, for a keyed primitive other than the sealer.
+    pub fn expose(&self) -> &[u8; KEY_LEN] {
+        &self.0
+    }
 }
 
 impl TryFrom<&[u8]> for KeyBytes {
@@ -197,40 +240,9 @@ impl TokenCipher {
         Ok((key_id, LessSafeKey::new(unbound)))
     }
 
-    /// A cipher with the key in `path`: 32 raw bytes. A missing file is
-    /// created with a fresh random key, readable by its owner only (0600,
-    /// through a temporary file so that no reader sees half a key and no
-    /// planted symlink is followed).
+    /// A cipher with the key in `path` (see [`KeyBytes::from_file`]).
     pub fn from_key_file(path: &Path) -> Result<Self, SealError> {
-        let key_file_error = |source| SealError::KeyFile {
-            path: path.to_owned(),
-            source,
-        };
-        match fs::read(path) {
-            Ok(bytes) => {
-                warn_if_shared(path);
-                return Self::new(&KeyBytes::try_from(bytes.as_slice())?);
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(key_file_error(e)),
-        }
-        let key = KeyBytes::random()?;
-        let dir = match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
-        let mut file = tempfile::NamedTempFile::new_in(dir).map_err(key_file_error)?;
-        file.write_all(&key.0).map_err(key_file_error)?;
-        file.as_file().sync_all().map_err(key_file_error)?;
-        match file.persist_noclobber(path) {
-            Ok(_) => Self::new(&key),
-            // Another process created it first: use theirs.
-            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {
-                let bytes = fs::read(path).map_err(key_file_error)?;
-                Self::new(&KeyBytes::try_from(bytes.as_slice())?)
-            }
-            Err(e) => Err(key_file_error(e.error)),
-        }
+        Self::new(&KeyBytes::from_file(path)?)
     }
 
     /// Seals `plaintext` to the record named `record_key` (for upstream

@@ -131,6 +131,18 @@ pub struct IdpFlags {
     pub idp_auto_approve: Option<String>,
 }
 
+impl IdpFlags {
+    /// The user signed in, and consenting, without a page (flag or
+    /// `MCPGATE_IDP_AUTO_APPROVE`, else config): development, loopback
+    /// only; the IdP and the broker each refuse it elsewhere.
+    pub fn auto_approve(&self, raw: &crate::config::RawIdp) -> Option<String> {
+        self.idp_auto_approve
+            .clone()
+            .or_else(|| raw.auto_approve.clone())
+            .filter(|s| !s.is_empty())
+    }
+}
+
 /// `mcpgate check`.
 #[derive(Debug, Clone, Args)]
 pub struct CheckArgs {
@@ -221,6 +233,10 @@ pub struct ServeArgs {
     /// Allow plain http on a non-loopback address (development only).
     #[arg(long)]
     pub dangerous_allow_http: bool,
+    /// Where durable state lives: `sqlite:PATH` (default: in the data
+    /// directory) or `redis://HOST:PORT/DB` for several replicas.
+    #[arg(long, env = "MCPGATE_STORE", value_name = "URL")]
+    pub store: Option<String>,
     /// The embedded development IdP (used when no issuer is configured).
     #[command(flatten)]
     pub idp: IdpFlags,

@@ -17,15 +17,17 @@ use thiserror::Error;
 
 /// The sections an `MCPGATE_…` variable may set; anything else under the
 /// prefix (`MCPGATE_LOG`, `MCPGATE_CONFIG`) is not configuration.
-const ENV_SECTIONS: [&str; 8] = [
+const ENV_SECTIONS: [&str; 10] = [
     "bind",
     "public_url",
     "ca_file",
     "data_dir",
+    "store",
     "auth",
     "jwks",
     "http",
     "idp",
+    "broker",
 ];
 
 /// The whole configuration file. Every key can also be set by environment
@@ -52,6 +54,58 @@ pub struct RawConfig {
     pub data_dir: Option<PathBuf>,
     /// The embedded development identity provider.
     pub idp: RawIdp,
+    /// Where durable state lives: `sqlite:PATH` (default: `mcpgate.db` in
+    /// the data directory) or `redis://HOST:PORT/DB` for several replicas.
+    pub store: Option<String>,
+    /// The authorization server mcpgate runs for MCP clients.
+    pub broker: RawBroker,
+}
+
+/// `[broker]`: mcpgate as the authorization server MCP clients sign in at,
+/// federated to the upstream identity provider as a confidential client.
+/// On by default whenever mcpgate knows an upstream client for itself: the
+/// embedded development IdP's, or `client_id` here.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawBroker {
+    /// `broker` (default where an upstream client is known) or `direct`
+    /// (the metadata names the upstream itself; clients hold
+    /// pre-registered ids).
+    pub mode: Option<BrokerMode>,
+    /// The upstream issuer. Default: the embedded IdP's, or the
+    /// `[auth.entra]` tenant's v2.0 issuer.
+    pub issuer: Option<String>,
+    /// mcpgate's client id at the upstream.
+    pub client_id: Option<String>,
+    /// A file holding the client secret (never the secret itself: it
+    /// would show in `ps` and in the config). Also
+    /// `MCPGATE_BROKER_CLIENT_SECRET`.
+    pub client_secret_file: Option<PathBuf>,
+    /// A PEM private key whose certificate is registered upstream
+    /// (`private_key_jwt`): no secret at all.
+    pub certificate_key_file: Option<PathBuf>,
+    /// A federated token file (Azure workload or managed identity);
+    /// default `AZURE_FEDERATED_TOKEN_FILE` when set.
+    pub federated_token_file: Option<PathBuf>,
+    /// The scopes asked of the upstream for the user. Default: the
+    /// protected API's scope (`api://<app>/mcp:tools`).
+    pub scopes: Vec<String>,
+    /// Client ids that skip the consent page (as Entra's pre-authorized
+    /// applications do).
+    pub pre_authorized: Vec<String>,
+    /// Graph's `/me`, for `get_user_details`. Default: Microsoft Graph, or
+    /// the embedded IdP's `/v1.0/me`.
+    pub graph_url: Option<url::Url>,
+}
+
+/// Whether mcpgate brokers sign-ins or points clients at the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BrokerMode {
+    /// mcpgate is the authorization server MCP clients see.
+    Broker,
+    /// The metadata names the upstream; mcpgate only validates its tokens.
+    Direct,
 }
 
 /// `[idp]`: the development identity provider (`mcpgate idp`, and
@@ -259,24 +313,31 @@ impl RawConfig {
         if !self.auth.authorization_servers.is_empty() {
             return self.auth.authorization_servers.clone();
         }
-        if let Some(e) = &self.auth.entra {
-            // Clients discover Entra through its v2.0 issuer; a
-            // multi-tenant app points them at `organizations`.
-            let tenant = if is_multi_tenant(&e.tenant_id) {
-                "organizations"
-            } else {
-                &e.tenant_id
-            };
-            return vec![format!(
-                "{}/{tenant}/v2.0",
-                e.authority.trim_end_matches('/')
-            )];
+        // Clients discover Entra through its v2.0 issuer; a multi-tenant
+        // app points them at `organizations`.
+        if let Some(issuer) = self.entra_v2_issuer() {
+            return vec![issuer];
         }
         policy
             .issuers
             .iter()
             .map(|i| i.replace(mcpgate_token::issuer::TENANT_TEMPLATE, "organizations"))
             .collect()
+    }
+
+    /// The `[auth.entra]` tenant's v2.0 issuer (`organizations` for a
+    /// multi-tenant app), if the shorthand is used.
+    pub fn entra_v2_issuer(&self) -> Option<String> {
+        let e = self.auth.entra.as_ref()?;
+        let tenant = if is_multi_tenant(&e.tenant_id) {
+            "organizations"
+        } else {
+            &e.tenant_id
+        };
+        Some(format!(
+            "{}/{tenant}/v2.0",
+            e.authority.trim_end_matches('/')
+        ))
     }
 
     /// Where the `[auth.entra]` shorthand put its v1.0 issuer (right after

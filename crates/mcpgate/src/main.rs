@@ -1,5 +1,6 @@
 //! `mcpgate`: parses the command line and runs one subcommand.
 
+mod broker;
 mod cli;
 mod cmd;
 mod config;

@@ -152,14 +152,20 @@ async fn serve_on_defaults_signs_a_user_in_by_device_code() {
     let idp = &server.ready["idp"];
     let authority = idp["authority"].as_str().expect("authority");
     assert!(authority.starts_with("https://127.0.0.1:"), "{authority}");
-    assert_eq!(server.ready["issuers"], json!([idp["issuer"]]));
-    assert_eq!(
-        server.ready["authorization_servers"],
-        json!([idp["issuer"]])
-    );
-    let scope = server.ready["scopes"][0]
-        .as_str()
-        .expect("scope")
+    // Broker mode on defaults: the metadata names mcpgate itself, whose
+    // tokens are trusted beside the IdP's.
+    let mcp_url = server.ready["mcp_url"].as_str().expect("mcp_url");
+    let broker = mcp_url.trim_end_matches("/mcp");
+    assert_eq!(server.ready["issuers"], json!([idp["issuer"], broker]));
+    assert_eq!(server.ready["authorization_servers"], json!([broker]));
+    assert_eq!(server.ready["scopes"], json!(["mcp:tools"]));
+    // The device code goes to the IdP itself, for the API's own scope.
+    let scope = idp["clients"]
+        .as_array()
+        .expect("clients")
+        .iter()
+        .find_map(|c| c["scopes"].as_array()?.first()?.as_str())
+        .expect("the API's scope")
         .to_owned();
     assert!(scope.ends_with("/mcp:tools"), "{scope}");
     assert!(
@@ -206,7 +212,6 @@ async fn serve_on_defaults_signs_a_user_in_by_device_code() {
         .expect("json");
     let access_token = token["access_token"].as_str().expect("access token");
 
-    let mcp_url = server.ready["mcp_url"].as_str().expect("mcp_url");
     assert_eq!(whoami(mcp_url, None).await.status(), 401);
     let resp = whoami(mcp_url, Some(access_token)).await;
     assert_eq!(resp.status(), 200);

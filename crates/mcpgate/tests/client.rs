@@ -1,6 +1,8 @@
-//! The desktop client against `mcpgate serve` and its development IdP:
-//! sign-in without a browser, device code, the cache and its silent
-//! refresh, two processes refreshing at once, and what is printed.
+//! The desktop client against `mcpgate serve` and its development IdP in
+//! direct mode (the metadata names the IdP, as it names Entra for clients
+//! with pre-registered ids): sign-in without a browser, device code, the
+//! cache and its silent refresh, two processes refreshing at once, and what
+//! is printed. Broker mode has its own file (`broker.rs`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -88,6 +90,7 @@ fn serve_with(name: &str, config: Option<IdpConfig>, auto_approve: bool) -> Serv
         .arg(dir.join("data"))
         .env_remove("MCPGATE_IDP_AUTO_APPROVE")
         .env_remove("MCPGATE_CONFIG")
+        .env("MCPGATE_BROKER__MODE", "direct")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     if auto_approve {

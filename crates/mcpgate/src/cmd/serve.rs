@@ -10,8 +10,8 @@ use mcpgate_resource::{Access, ResourceSettings, Stats, router};
 use serde::Serialize;
 
 use crate::cli::ServeArgs;
-use crate::config::ConfigError;
-use crate::{devidp, ready, validator};
+use crate::config::{BrokerMode, ConfigError};
+use crate::{broker, devidp, outbound, ready, validator};
 
 const DEFAULT_BIND: &str = "127.0.0.1:8080";
 
@@ -55,22 +55,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let idp_info = idp.as_ref().map(|i| i.info());
     let idp_ca = idp_info.and_then(|i| i.ca_file.as_deref());
-
-    let (access, issuers, scopes, authorization_servers) = if args.no_auth {
-        (Access::Open, Vec::new(), Vec::new(), Vec::new())
-    } else {
-        if !raw.has_issuer() {
-            return Err(ConfigError::NoIssuer.into());
-        }
-        let (policy, validator) = validator::build(&raw, idp_ca)?;
-        let servers = raw.authorization_servers(&policy);
-        (
-            Access::Validate(validator),
-            policy.issuers.clone(),
-            policy.required_scopes.clone(),
-            servers,
-        )
-    };
+    if !args.no_auth && !raw.has_issuer() {
+        return Err(ConfigError::NoIssuer.into());
+    }
 
     let listener = tokio::net::TcpListener::bind(bind)
         .await
@@ -85,8 +72,76 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             "refusing plain http on {addr}: set --public-url https://… (TLS at a reverse proxy), bind to loopback, or pass --dangerous-allow-http for development"
         );
     }
+    let mut settings = ResourceSettings::new(public_url.clone(), Vec::new());
 
-    let mut settings = ResourceSettings::new(public_url, authorization_servers.clone());
+    // Broker mode: mcpgate is the authorization server MCP clients see,
+    // and signs users in upstream as a confidential client. Its tokens are
+    // validated like any issuer's; the upstream's own stay accepted too.
+    let broker = if !args.no_auth && broker::mode(&raw, idp.is_some()) == BrokerMode::Broker {
+        let data_dir = devidp::data_dir(&args.idp.place, &raw);
+        let store_url = broker::store_url(args.store.as_deref(), &raw, &data_dir);
+        let store = broker::open_store(&store_url).await?;
+        broker::purge_periodically(store.clone());
+        let ca_files: Vec<std::path::PathBuf> = raw
+            .ca_file
+            .iter()
+            .cloned()
+            .chain(idp_ca.map(Into::into))
+            .collect();
+        let http =
+            outbound::http_client(ca_files.iter().map(|p| p.as_path()), raw.fetch_timeout())?;
+        let issuer = public_url.as_str().trim_end_matches('/').to_owned();
+        let broker = broker::start(broker::Setup {
+            raw: &raw,
+            idp: idp_info,
+            data_dir: &data_dir,
+            store,
+            http: http.clone(),
+            ca_files,
+            issuer: &issuer,
+            resource: settings.mcp_url(),
+            auto_approve: args.idp.auto_approve(&raw.idp),
+        })
+        .await?;
+        let broker_issuer = broker.config().issuer.as_str().to_owned();
+        raw.auth.issuers.push(broker_issuer.clone());
+        raw.auth.audiences.push(settings.mcp_url());
+        raw.auth.authorization_servers = vec![broker_issuer];
+        settings.user_details = Some(Arc::new(broker::GraphProfile {
+            broker: broker.clone(),
+            me_url: broker::graph_me_url(&raw, idp_info),
+            scopes: vec![broker::GRAPH_USER_READ.to_owned()],
+            http,
+        }));
+        Some(broker)
+    } else {
+        None
+    };
+
+    let (access, issuers, mut scopes, authorization_servers) = if args.no_auth {
+        (Access::Open, Vec::new(), Vec::new(), Vec::new())
+    } else {
+        let (policy, validator) = validator::build(&raw, idp_ca)?;
+        let servers = raw.authorization_servers(&policy);
+        (
+            Access::Validate(validator),
+            policy.issuers.clone(),
+            policy.required_scopes.clone(),
+            servers,
+        )
+    };
+    settings.authorization_servers = authorization_servers.clone();
+    if let Some(broker) = &broker {
+        // Clients ask the broker for its own scope names; its tokens
+        // carry them, and the policy reads them as the API's.
+        scopes = broker
+            .config()
+            .scopes
+            .iter()
+            .filter(|s| s.as_str() != mcpgate_broker::config::OFFLINE_ACCESS)
+            .cloned()
+            .collect();
+    }
     settings.scopes = scopes.clone();
     settings
         .allowed_hosts
@@ -98,7 +153,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(name) = &raw.http.resource_name {
         settings.resource_name = name.clone();
     }
-    let app = router(&settings, access, Arc::new(Stats::default()));
+    let mut app = router(&settings, access, Arc::new(Stats::default()));
+    if let Some(broker) = &broker {
+        app = app.merge(mcpgate_broker::router(broker.clone()));
+    }
 
     if args.no_auth {
         tracing::warn!(
@@ -110,14 +168,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             "plain http on a non-loopback address (--dangerous-allow-http): tokens cross the network in clear text"
         );
     }
-    // The exact command that signs a person in to this server.
+    // The exact command that signs a person in to this server: through the
+    // broker (the client registers itself), or with the IdP's public client.
     let login = idp_info.and_then(|info| {
-        let client = devidp::public_client(info)?;
         let ca = info
             .ca_file
             .as_ref()
             .map(|p| format!(" --ca-file {}", shell_word(&p.display().to_string())))
             .unwrap_or_default();
+        if broker.is_some() {
+            return Some(format!("mcpgate login {}{ca}", settings.mcp_url()));
+        }
+        let client = devidp::public_client(info)?;
         Some(format!(
             "mcpgate login {} --client-id {}{ca}",
             settings.mcp_url(),
@@ -136,7 +198,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         eprintln!("  scopes:   {}", scopes.join(" "));
     }
     if let Some(line) = &login {
-        eprintln!("  sign in:  {line}   (add --device-code without a browser)");
+        if broker.is_some() {
+            eprintln!("  sign in:  {line}");
+        } else {
+            eprintln!("  sign in:  {line}   (add --device-code without a browser)");
+        }
     }
 
     if let Some(path) = &args.ready_file {
@@ -160,10 +226,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("server failed")?;
+    // The broker rate-limits registrations per peer address.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .context("server failed")?;
     if let Some(idp) = idp {
         idp.shutdown().await;
     }

@@ -1,0 +1,310 @@
+//! Wiring of the broker into `mcpgate serve`: which mode, which store,
+//! which upstream client and credential, and the `get_user_details` source
+//! that acts for the user with the broker's upstream grant.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use mcpgate_broker::cimd::{CimdFetcher, CimdOptions};
+use mcpgate_broker::consent_cookie::ConsentKey;
+use mcpgate_broker::metadata::Issuer;
+use mcpgate_broker::upstream::{Upstream, UpstreamConfig, UpstreamCredential};
+use mcpgate_broker::{Broker, BrokerConfig};
+use mcpgate_client::assertion::ClientKey;
+use mcpgate_client::secret::ClientSecret;
+use mcpgate_devidp::IdpInfo;
+use mcpgate_keys::KeyRing;
+use mcpgate_resource::downstream::{
+    DownstreamError, DownstreamFuture, UserDetails, UserDetailsSource,
+};
+use mcpgate_store::{KeyBytes, Store, TokenCipher};
+use mcpgate_token::Principal;
+
+use crate::config::{BrokerMode, RawBroker, RawConfig};
+use crate::{devidp, outbound};
+
+/// The environment variable a client secret may come from (never a flag:
+/// `ps` would show it).
+const SECRET_ENV: &str = "MCPGATE_BROKER_CLIENT_SECRET";
+/// Where Azure workload identity puts its federated token.
+const AZURE_FEDERATED_TOKEN_FILE: &str = "AZURE_FEDERATED_TOKEN_FILE";
+
+/// Whether `serve` runs the broker: by configuration, else whenever mcpgate
+/// knows an upstream client for itself (the embedded IdP's, or a
+/// configured one).
+pub fn mode(raw: &RawConfig, embedded: bool) -> BrokerMode {
+    raw.broker
+        .mode
+        .unwrap_or(if embedded || raw.broker.client_id.is_some() {
+            BrokerMode::Broker
+        } else {
+            BrokerMode::Direct
+        })
+}
+
+/// The store URL: `--store`, config, else SQLite in the data directory.
+pub fn store_url(flag: Option<&str>, raw: &RawConfig, data_dir: &Path) -> String {
+    flag.map(str::to_owned)
+        .or_else(|| raw.store.clone())
+        .unwrap_or_else(|| format!("sqlite:{}", data_dir.join("mcpgate.db").display()))
+}
+
+/// Opens the store, saying which one in the error.
+pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    // The URL may carry a Redis password: name the scheme only.
+    let scheme = url.split(':').next().unwrap_or_default();
+    mcpgate_store::open(url, mcpgate_store::Options::default())
+        .await
+        .with_context(|| format!("opening the {scheme} store"))
+}
+
+/// The broker's credential at the upstream: exactly one of a secret (file,
+/// or `MCPGATE_BROKER_CLIENT_SECRET`), a certificate key, or a federated
+/// token file (`AZURE_FEDERATED_TOKEN_FILE` by default); with the embedded
+/// IdP and none configured, the secret it generated for `client_id`.
+pub fn credential(
+    raw: &RawBroker,
+    embedded: Option<&IdpInfo>,
+    client_id: &str,
+) -> anyhow::Result<UpstreamCredential> {
+    let federated = raw
+        .federated_token_file
+        .clone()
+        .or_else(|| std::env::var_os(AZURE_FEDERATED_TOKEN_FILE).map(PathBuf::from));
+    let secret_env = std::env::var(SECRET_ENV).ok().filter(|s| !s.is_empty());
+    let configured = [
+        raw.client_secret_file.is_some() || secret_env.is_some(),
+        raw.certificate_key_file.is_some(),
+        federated.is_some(),
+    ];
+    if configured.iter().filter(|c| **c).count() > 1 {
+        bail!(
+            "[broker] takes one credential: a client secret (client_secret_file or {SECRET_ENV}), certificate_key_file, or federated_token_file"
+        );
+    }
+    if let Some(path) = &raw.certificate_key_file {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("reading the certificate key {}", path.display()))?;
+        let key = ClientKey::from_pem(&pem, None, None)
+            .with_context(|| format!("the certificate key {}", path.display()))?;
+        return Ok(UpstreamCredential::Certificate(key));
+    }
+    if let Some(path) = federated {
+        return Ok(UpstreamCredential::FederatedTokenFile(path));
+    }
+    if let Some(path) = &raw.client_secret_file {
+        return Ok(UpstreamCredential::Secret(read_secret(path)?));
+    }
+    if let Some(secret) = secret_env {
+        return Ok(UpstreamCredential::Secret(ClientSecret::new(secret)));
+    }
+    let generated = embedded
+        .and_then(|info| info.clients.iter().find(|c| c.client_id == client_id))
+        .and_then(|c| c.secret_file.as_deref());
+    match generated {
+        Some(path) => Ok(UpstreamCredential::Secret(read_secret(path)?)),
+        None => bail!(
+            "[broker] needs a credential for client {client_id}: client_secret_file, {SECRET_ENV}, certificate_key_file, or federated_token_file"
+        ),
+    }
+}
+
+fn read_secret(path: &Path) -> anyhow::Result<ClientSecret> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the client secret file {}", path.display()))?;
+    let secret = text.trim();
+    if secret.is_empty() {
+        bail!("the client secret file {} is empty", path.display());
+    }
+    Ok(ClientSecret::new(secret))
+}
+
+/// What the broker needs from `serve`.
+#[derive(Debug)]
+pub struct Setup<'a> {
+    /// The configuration.
+    pub raw: &'a RawConfig,
+    /// The embedded IdP, when `serve` started one.
+    pub idp: Option<&'a IdpInfo>,
+    /// Where the broker keeps its keys.
+    pub data_dir: &'a Path,
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// The outbound HTTP client (trusting the configured and the IdP's CA).
+    pub http: reqwest::Client,
+    /// Extra CA files (for the CIMD fetcher's own client).
+    pub ca_files: Vec<PathBuf>,
+    /// The broker's issuer: the server's public base URL.
+    pub issuer: &'a str,
+    /// The protected resource tokens are for (`…/mcp`).
+    pub resource: String,
+    /// Development auto-approve (loopback only; the broker refuses it
+    /// otherwise).
+    pub auto_approve: Option<String>,
+}
+
+/// Starts the broker: the upstream discovered, its keys and secrets opened
+/// (created on first start, mode 0600), its configuration compiled.
+pub async fn start(setup: Setup<'_>) -> anyhow::Result<Arc<Broker>> {
+    let raw = setup.raw;
+    let api = setup.idp.and_then(devidp::api_of);
+    let upstream_issuer = raw
+        .broker
+        .issuer
+        .clone()
+        .or_else(|| setup.idp.map(|i| i.issuer.clone()))
+        .or_else(|| raw.entra_v2_issuer())
+        .context("[broker] issuer is not set: name the upstream issuer (or use [auth.entra])")?;
+    let client_id = raw
+        .broker
+        .client_id
+        .clone()
+        .or_else(|| api.as_ref().map(|(id, _)| id.clone()))
+        .or_else(|| raw.auth.entra.as_ref().map(|e| e.app_id.clone()))
+        .context("[broker] client_id is not set: mcpgate's application (client) id upstream")?;
+    let scopes = if raw.broker.scopes.is_empty() {
+        api.map(|(_, scope)| scope)
+            .or_else(|| {
+                raw.auth
+                    .entra
+                    .as_ref()
+                    .map(|e| format!("api://{}/{}", e.app_id, e.scope))
+            })
+            .into_iter()
+            .collect()
+    } else {
+        raw.broker.scopes.clone()
+    };
+    let credential = credential(&raw.broker, setup.idp, &client_id)?;
+    let upstream = Upstream::discover(
+        UpstreamConfig {
+            issuer: upstream_issuer.clone(),
+            client_id,
+            credential,
+            scopes,
+        },
+        setup.http,
+    )
+    .await
+    .with_context(|| format!("discovering the upstream identity provider {upstream_issuer}"))?;
+
+    let dir = setup.data_dir.join("broker");
+    let keys = KeyRing::open(&dir).context("the broker's signing keys")?;
+    let cipher = TokenCipher::from_key_file(&dir.join("upstream-tokens.key"))
+        .context("the key that seals upstream tokens")?;
+    let consent_secret =
+        KeyBytes::from_file(&dir.join("consent.key")).context("the consent key")?;
+    let consent_key = ConsentKey::from_bytes(consent_secret.expose()).context("the consent key")?;
+
+    let issuer = Issuer::new(setup.issuer).context("the broker's issuer")?;
+    let mut config = BrokerConfig::new(issuer, setup.resource);
+    config.pre_authorized_clients = raw.broker.pre_authorized.clone();
+    config.dev_auto_approve = setup.auto_approve;
+    if config.issuer.is_loopback() {
+        // A server on loopback is a development machine: its MCP clients'
+        // metadata documents are served from loopback too.
+        config.cimd = CimdOptions::development();
+    }
+    let ca_files = setup.ca_files;
+    let cimd = CimdFetcher::new(config.cimd.clone(), move || {
+        outbound::client_builder(ca_files.iter().map(PathBuf::as_path), CIMD_TIMEOUT)
+            .unwrap_or_else(|_| reqwest::Client::builder())
+    })
+    .context("the Client ID Metadata Document fetcher")?;
+    Broker::new(
+        config,
+        setup.store,
+        upstream,
+        keys,
+        consent_key,
+        cipher,
+        cimd,
+    )
+    .context("starting the broker")
+}
+
+/// The Graph permission `get_user_details` asks for.
+pub const GRAPH_USER_READ: &str = "https://graph.microsoft.com/User.Read";
+
+/// Graph's `/me`: configured, else the embedded IdP's, else Microsoft
+/// Graph's.
+pub fn graph_me_url(raw: &RawConfig, idp: Option<&IdpInfo>) -> String {
+    if let Some(url) = &raw.broker.graph_url {
+        return url.to_string();
+    }
+    match idp {
+        Some(info) => format!("{}/v1.0/me", info.base_url),
+        None => "https://graph.microsoft.com/v1.0/me".to_owned(),
+    }
+}
+
+/// Expired records cost room until swept: SQLite has no TTLs of its own
+/// (Redis does; sweeping there is cheap and harmless).
+pub fn purge_periodically(store: Arc<dyn Store>) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(600));
+        loop {
+            every.tick().await;
+            match store.purge_expired().await {
+                Ok(n) if n > 0 => tracing::debug!(purged = n, "expired records swept"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "could not sweep expired records"),
+            }
+        }
+    });
+}
+
+/// How long one Client ID Metadata Document fetch may take at most (the
+/// fetcher's own, shorter limit applies first).
+const CIMD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `get_user_details` through the broker: the user's upstream grant,
+/// exchanged On-Behalf-Of for Graph, then Graph's `/me`.
+#[derive(Debug)]
+pub struct GraphProfile {
+    /// The broker holding the grants.
+    pub broker: Arc<Broker>,
+    /// Graph's `/me` (the dev IdP's when embedded).
+    pub me_url: String,
+    /// The scopes asked for Graph.
+    pub scopes: Vec<String>,
+    /// The outbound client.
+    pub http: reqwest::Client,
+}
+
+impl UserDetailsSource for GraphProfile {
+    fn user_details<'a>(&'a self, caller: &'a Principal) -> DownstreamFuture<'a> {
+        Box::pin(async move {
+            let token = self
+                .broker
+                .upstream_token_for(caller, &self.scopes)
+                .await
+                .map_err(|e| {
+                    if e.needs_sign_in() {
+                        tracing::info!(target: "mcpgate::downstream", error = %e, "no usable grant");
+                        DownstreamError::NoGrant
+                    } else {
+                        DownstreamError::Unavailable(e.to_string())
+                    }
+                })?;
+            let resp = self
+                .http
+                .get(&self.me_url)
+                .bearer_auth(token.access_token.secret())
+                .send()
+                .await
+                .map_err(|e| DownstreamError::Unavailable(format!("{}: {e}", self.me_url)))?;
+            let status = resp.status();
+            if !status.is_success() {
+                return Err(DownstreamError::Refused(format!(
+                    "{} answered HTTP {status}",
+                    self.me_url
+                )));
+            }
+            resp.json::<UserDetails>()
+                .await
+                .map_err(|e| DownstreamError::Unavailable(format!("{}: {e}", self.me_url)))
+        })
+    }
+}

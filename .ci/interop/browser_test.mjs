@@ -353,23 +353,39 @@ async function mcpgateLogin(browser) {
     runs.push(login);
     const [, signInAt] = await within(15000, fromStderr(login, /^Sign in at: (\S+)\n/m),
       'mcpgate login printed no "Sign in at:" line within 15 s');
+    // Broker mode: the sign-in starts at mcpgate's own authorization
+    // server, with the client id mcpgate login registered there.
     const authorize = new URL(signInAt);
-    const authority = new URL(serve.idp.authority);
-    check(authorize.origin === authority.origin && authorize.pathname === `${authority.pathname}/oauth2/v2.0/authorize`,
-      `the sign-in URL is ${authorize.origin}${authorize.pathname}`);
+    const broker = new URL(serve.mcp_url).origin;
+    check(authorize.origin === broker && authorize.pathname === '/authorize',
+      `the sign-in URL is ${authorize.origin}${authorize.pathname}, not the broker's`);
     const q = authorize.searchParams;
-    check(q.get('client_id') === DESKTOP_ID, `client_id ${q.get('client_id')}`);
+    const clientId = q.get('client_id') ?? '';
+    check(clientId && clientId !== DESKTOP_ID, `client_id ${clientId}: not a registration of its own`);
     check(q.get('code_challenge_method') === 'S256' && q.get('code_challenge'), 'the sign-in URL carries no S256 code challenge');
     const redirectUri = q.get('redirect_uri') ?? '';
     check(/^http:\/\/127\.0\.0\.1:\d+\/callback$/.test(redirectUri), `redirect_uri ${redirectUri}`);
 
+    // The broker sends the browser to the IdP's sign-in page.
     const { page } = await browser.open();
     const resp = await page.goto(signInAt);
     check(resp.status() === 200, `the sign-in page answered ${resp.status()}`);
+    const authority = new URL(serve.idp.authority);
+    check(new URL(page.url()).origin === authority.origin, `the broker sent the browser to ${redact(page.url())}, not the IdP`);
     const users = await page.locator('button.user').evaluateAll((bs) => bs.map((b) => b.dataset.user));
     check(users.includes(ALICE), `the sign-in page offers ${users.join(', ')}`);
     await shot(page, 'login-sign-in');
     await page.click(`button.user[data-user="${ALICE}"]`);
+
+    // Back at the broker: its consent page names the client, where the
+    // browser goes next, and what it may do.
+    await page.waitForURL((u) => u.origin === broker);
+    const consent = await page.locator('body').innerText();
+    check(consent.includes('mcpgate'), `the broker's consent page does not name the client: ${consent.slice(0, 200)}`);
+    check(consent.includes('127.0.0.1'), 'the consent page does not say where the browser goes next');
+    check(consent.includes('mcp:tools'), 'the consent page does not name the scope');
+    await shot(page, 'login-broker-consent');
+    await page.click('#approve');
     // The browser lands on the client's own listener, which answers once.
     await page.waitForURL((u) => u.toString().startsWith(`${redirectUri}?`));
     const landed = await page.locator('body').innerText();
@@ -396,7 +412,8 @@ async function mcpgateLogin(browser) {
     secrets.add(accessToken);
     if (cached.tokens.refresh_token) secrets.add(cached.tokens.refresh_token);
     const at = claims(accessToken);
-    check(at.preferred_username === ALICE && at.azp === DESKTOP_ID, `cached token: preferred_username ${at.preferred_username} azp ${at.azp}`);
+    check(at.preferred_username === ALICE && at.azp === clientId && at.iss === broker,
+      `cached token: preferred_username ${at.preferred_username} azp ${at.azp} iss ${at.iss}`);
     const leaks = (run) => [run.stdout, run.stderr].some((o) => [...secrets].some((x) => o.includes(x)));
     check(!leaks(login), 'mcpgate login printed a token');
 
@@ -410,7 +427,7 @@ async function mcpgateLogin(browser) {
       return run;
     };
     const tools = await finish(mcpgate('tools', ['tools', serve.mcp_url, ...common], env));
-    check(/^whoami(\t|$)/m.test(tools.stdout),
+    check(/^whoami(\t|$)/m.test(tools.stdout) && /^get_user_details(\t|$)/m.test(tools.stdout),
       `mcpgate tools listed: ${tools.stdout.split('\n').filter(Boolean).map((l) => l.split('\t')[0]).join(', ')}`);
     const call = await finish(mcpgate('call', ['call', serve.mcp_url, 'whoami', ...common], env));
     let result;
@@ -423,6 +440,10 @@ async function mcpgateLogin(browser) {
     check(who.preferred_username === ALICE, `whoami: preferred_username ${who.preferred_username}`);
     check(opened().length === 1, 'tools or call signed in again instead of using the cache');
     console.log(`   whoami from the cache: preferred_username=${who.preferred_username} token_kind=${who.token_kind} scopes=${JSON.stringify(who.scopes)}`);
+    const details = await finish(mcpgate('call', ['call', serve.mcp_url, 'get_user_details', ...common], env));
+    const me = JSON.parse(details.stdout).structuredContent ?? {};
+    check(me.userPrincipalName === ALICE, `get_user_details: userPrincipalName ${me.userPrincipalName}`);
+    console.log(`   get_user_details (Graph /me on behalf of alice, through the broker): ${me.displayName}`);
   } finally {
     killChildren();
     await Promise.all(runs.map((r) => r.exited));

@@ -264,7 +264,13 @@ impl IdpConfig {
                     roles: vec![DEFAULT_ROLE.to_owned()],
                     pre_authorized: vec![DEFAULT_DESKTOP_CLIENT_ID.to_owned()],
                     access_token_version: Some(2),
-                    granted: graph_user_read.clone(),
+                    // Admin consent for its own API and Graph: the broker
+                    // signs users in as this app, and asks each user's
+                    // consent per MCP client itself.
+                    granted: BTreeMap::from([
+                        ("graph".to_owned(), vec!["User.Read".to_owned()]),
+                        (DEFAULT_API_APP_ID.to_owned(), vec![DEFAULT_SCOPE.to_owned()]),
+                    ]),
                     // The broker signs users in here as this confidential
                     // client, at the server's callback on any loopback port.
                     redirect_uris: vec![

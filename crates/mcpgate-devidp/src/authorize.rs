@@ -6,22 +6,24 @@
 //! ones go back to the client, as Entra does.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use mcpgate_store::{ClientId, CodeRecord};
+
 use crate::authorize_error::AuthorizeError;
 use crate::directory::{App, User};
 use crate::error::AadError;
+use crate::grants::{self, Consents, store_failed};
 use crate::idp::Idp;
 use crate::pages::{self, SESSION_COOKIE};
 use crate::params::Params;
 use crate::scope;
-use crate::state::{
-    AuthorizeRequest, CODE_TTL, CodeRecord, PENDING_TTL, Pending, SESSION_TTL, Session,
-};
+use crate::state::{AuthorizeRequest, CODE_RETENTION, PENDING_TTL, Pending, SESSION_TTL, Session};
 use crate::util::{ct_eq, random_token, token_hash};
 
 /// Why an authorize request stops.
@@ -192,33 +194,72 @@ fn validate(idp: &Idp, tenant: &str, p: &Params) -> Result<(AuthorizeRequest, bo
     Ok((request, silent))
 }
 
-/// Issues a code for `req` under the caller's lock; refused when the IdP
-/// holds as many codes as it may.
-fn issue_code(
+/// The consent a code carries: what the user had consented to before, and
+/// what to store with the code.
+struct ConsentChange<'a> {
+    before: &'a Consents,
+    after: Consents,
+}
+
+/// Issues a code for `req`, storing `consent` first (a code is redeemed
+/// only with its consent in place); refused when this process has as many
+/// codes in the store as it may. A code that cannot be stored leaves no
+/// consent.
+async fn issue_code(
     idp: &Idp,
-    state: &mut crate::state::State,
+    client: &App,
     req: &AuthorizeRequest,
     user: &User,
+    consent: Option<ConsentChange<'_>>,
 ) -> Result<String, AadError> {
-    if state.codes.len() >= idp.limits.max_codes {
-        return Err(AadError::busy("authorization codes"));
-    }
-    let code = random_token();
     let now = idp.now();
-    state.codes.insert(
-        token_hash(&code),
-        CodeRecord {
-            client_id: req.client_id.clone(),
-            redirect_uri: req.redirect_uri.clone(),
-            user_oid: user.oid.clone(),
-            tenant: idp.resolve_tenant(&req.tenant_segment, &user.tenant),
-            scope: req.scope.clone(),
-            code_challenge: req.code_challenge.clone(),
-            nonce: req.nonce.clone(),
-            expires: now + CODE_TTL,
-            redeemed: None,
-        },
-    );
+    let Some(slot) = idp.state().reserve_code(now, idp.limits.max_codes) else {
+        return Err(AadError::busy("authorization codes"));
+    };
+    let result = store_code(idp, client, req, user, consent.as_ref(), now).await;
+    if result.is_err() {
+        idp.state().release_code(slot);
+    }
+    result
+}
+
+async fn store_code(
+    idp: &Idp,
+    client: &App,
+    req: &AuthorizeRequest,
+    user: &User,
+    consent: Option<&ConsentChange<'_>>,
+    now: u64,
+) -> Result<String, AadError> {
+    if let Some(c) = consent {
+        idp.save_consents(&user.oid, client, &c.after).await?;
+    }
+    let code = grants::new_code(req.nonce.as_deref());
+    let (resource, scopes) = grants::scope_to_grant(&req.scope);
+    let record = CodeRecord {
+        client_id: ClientId::new(req.client_id.clone()),
+        redirect_uri: req.redirect_uri.clone(),
+        code_challenge: req.code_challenge.clone().unwrap_or_default(),
+        scopes,
+        resource,
+        subject: grants::subject(&user.oid),
+        upstream: None,
+        issued_at: grants::timestamp(now),
+    };
+    let stored = idp
+        .store
+        .put_code(
+            &grants::grant_hash(&code),
+            &record,
+            Duration::from_secs(CODE_RETENTION),
+        )
+        .await;
+    if let Err(e) = stored {
+        if let Some(c) = consent {
+            idp.restore_consents(&user.oid, client, c.before).await;
+        }
+        return Err(store_failed(e));
+    }
     Ok(code)
 }
 
@@ -235,12 +276,6 @@ fn send_code(req: &AuthorizeRequest, code: Result<String, AadError>) -> Response
         }
         Err(e) => respond(Failure::Redirect(e, Box::new(req.into()))),
     }
-}
-
-/// Issues the code and sends it back.
-fn complete(idp: &Idp, req: &AuthorizeRequest, user: &User) -> Response {
-    let code = issue_code(idp, &mut idp.state(), req, user);
-    send_code(req, code)
 }
 
 fn session_user<'a>(idp: &'a Idp, headers: &HeaderMap) -> Option<&'a User> {
@@ -260,7 +295,7 @@ fn client_of<'a>(idp: &'a Idp, req: &AuthorizeRequest) -> Option<&'a App> {
 
 /// Starts a sign-in page: a pending request with its own CSRF value,
 /// refused past the cap.
-fn show_sign_in(idp: &Idp, req: AuthorizeRequest, user_oid: Option<String>) -> Response {
+async fn show_sign_in(idp: &Idp, req: AuthorizeRequest, user_oid: Option<String>) -> Response {
     let id = random_token();
     let pending = Pending {
         request: req,
@@ -276,13 +311,18 @@ fn show_sign_in(idp: &Idp, req: AuthorizeRequest, user_oid: Option<String>) -> R
         }
         state.pending.insert(id.clone(), pending.clone());
     }
-    render(idp, &id, &pending, None)
+    render(idp, &id, &pending, None).await
 }
 
 /// The page for a pending sign-in: the sign-in form, or consent once the
 /// user is known. Its CSRF cookie is named for the flow, so that two
 /// sign-ins open in one browser do not overwrite each other's.
-fn render(idp: &Idp, id: &str, pending: &Pending, error: Option<(&AadError, &str)>) -> Response {
+async fn render(
+    idp: &Idp,
+    id: &str,
+    pending: &Pending,
+    error: Option<(&AadError, &str)>,
+) -> Response {
     let req = &pending.request;
     let client = client_of(idp, req);
     let app_name = client.map_or(req.client_id.clone(), |a| a.name.clone());
@@ -292,9 +332,13 @@ fn render(idp: &Idp, id: &str, pending: &Pending, error: Option<(&AadError, &str
         .and_then(|oid| idp.dir.user_by_oid(oid));
     let mut resp = match consent_for {
         Some(user) => {
-            let missing = client.map_or_else(Vec::new, |c| {
-                idp.missing_consent(&idp.state(), c, &user.oid, &req.scope)
-            });
+            let missing = match client {
+                Some(c) => match idp.consents(&user.oid, c).await {
+                    Ok(consents) => idp.missing_consent(&consents, c, &req.scope),
+                    Err(e) => return pages::error(&e),
+                },
+                None => Vec::new(),
+            };
             pages::consent(id, &pending.csrf, &app_name, user, &missing)
         }
         None => pages::sign_in(
@@ -346,17 +390,18 @@ pub async fn get(
         if let Err(e) = idp.user_may_sign_in(user, &req.tenant_segment) {
             return redirect_err(e);
         }
-        // Consent and code in one step: a refused code leaves no consent.
-        let code = {
-            let mut state = idp.state();
-            let added = idp.record_consent(&mut state, client, &user.oid, &req.scope);
-            let code = issue_code(&idp, &mut state, &req, user);
-            if code.is_err() {
-                for c in &added {
-                    state.consents.remove(c);
-                }
+        // Consent and code together: a refused code leaves no consent.
+        let code = match idp.consents(&user.oid, client).await {
+            Ok(before) => {
+                let consent = idp
+                    .consent_to(&before, &req.scope)
+                    .map(|after| ConsentChange {
+                        before: &before,
+                        after,
+                    });
+                issue_code(&idp, client, &req, user, consent).await
             }
-            code
+            Err(e) => Err(e),
         };
         tracing::info!(user = %user.username, client = %client.client_id, "authorize auto-approved");
         return send_code(&req, code);
@@ -373,34 +418,37 @@ pub async fn get(
         let Some(user) = current else {
             return redirect_err(AadError::from(AuthorizeError::InteractionRequired));
         };
-        let code = {
-            let mut state = idp.state();
-            if idp
-                .missing_consent(&state, client, &user.oid, &req.scope)
-                .is_empty()
-            {
-                issue_code(&idp, &mut state, &req, user)
-            } else {
-                Err(AuthorizeError::ConsentRequired {
-                    client_id: client.client_id.clone(),
-                    resource: req.scope.resource.clone(),
-                }
-                .into())
+        let code = match idp.consents(&user.oid, client).await {
+            Ok(c) if idp.missing_consent(&c, client, &req.scope).is_empty() => {
+                issue_code(&idp, client, &req, user, None).await
             }
+            Ok(_) => Err(AuthorizeError::ConsentRequired {
+                client_id: client.client_id.clone(),
+                resource: req.scope.resource.clone(),
+            }
+            .into()),
+            Err(e) => Err(e),
         };
         return send_code(&req, code);
     }
     match current {
         Some(user) if !req.force_login => {
-            let missing = idp.missing_consent(&idp.state(), client, &user.oid, &req.scope);
-            if missing.is_empty() {
-                complete(&idp, &req, user)
+            let consents = match idp.consents(&user.oid, client).await {
+                Ok(c) => c,
+                Err(e) => return redirect_err(e),
+            };
+            if idp
+                .missing_consent(&consents, client, &req.scope)
+                .is_empty()
+            {
+                let code = issue_code(&idp, client, &req, user, None).await;
+                send_code(&req, code)
             } else {
                 let oid = user.oid.clone();
-                show_sign_in(&idp, req, Some(oid))
+                show_sign_in(&idp, req, Some(oid)).await
             }
         }
-        _ => show_sign_in(&idp, req, None),
+        _ => show_sign_in(&idp, req, None).await,
     }
 }
 
@@ -469,25 +517,34 @@ pub async fn post(
             else {
                 return pages::error(&AadError::missing("username"));
             };
+            // The page ends here, whatever the answer: taken under the lock,
+            // so that a form submitted twice is answered once.
+            if idp.state().pending.remove(pending_id).is_none() {
+                return pages::error(&AadError::from(AuthorizeError::PageExpired));
+            }
             if action == "decline" {
-                idp.state().pending.remove(pending_id);
                 let e = AadError::from(AuthorizeError::Declined);
                 respond(Failure::Redirect(e, Box::new(req.into())))
             } else {
-                // Consent, code and the page's end in one step.
-                let code = {
-                    let mut state = idp.state();
-                    let added = idp.record_consent(&mut state, client, &user.oid, &req.scope);
-                    let code = issue_code(&idp, &mut state, req, user);
-                    if code.is_ok() {
-                        state.pending.remove(pending_id);
-                    } else {
-                        for c in &added {
-                            state.consents.remove(c);
-                        }
+                // Consent and code together: a code not issued leaves no
+                // consent, and the page usable again.
+                let code = match idp.consents(&user.oid, client).await {
+                    Ok(before) => {
+                        let consent =
+                            idp.consent_to(&before, &req.scope)
+                                .map(|after| ConsentChange {
+                                    before: &before,
+                                    after,
+                                });
+                        issue_code(&idp, client, req, user, consent).await
                     }
-                    code
+                    Err(e) => Err(e),
                 };
+                if code.is_err() {
+                    idp.state()
+                        .pending
+                        .insert(pending_id.to_owned(), pending.clone());
+                }
                 send_code(req, code)
             }
         }
@@ -500,12 +557,18 @@ pub async fn post(
                 // changes nothing.
                 Err(e) => {
                     let typed = form.get("username").unwrap_or_default();
-                    return render(&idp, pending_id, &pending, Some((&e, typed)));
+                    return render(&idp, pending_id, &pending, Some((&e, typed))).await;
                 }
             };
             let session = random_token();
-            let (mut resp, session_made, done) = {
+            let session_made = {
                 let mut state = idp.state();
+                // Taken under the lock, so that a form submitted twice is
+                // answered once; put back below unless a code is issued.
+                if state.pending.remove(pending_id).is_none() {
+                    drop(state);
+                    return pages::error(&AadError::from(AuthorizeError::PageExpired));
+                }
                 // Past the cap the sign-in still completes, without a
                 // browser session (no single sign-on for the next one).
                 let session_made = state.sessions.len() < idp.limits.max_sessions;
@@ -518,30 +581,51 @@ pub async fn post(
                         },
                     );
                 }
-                if idp
-                    .missing_consent(&state, client, &user.oid, &req.scope)
-                    .is_empty()
-                {
-                    let code = issue_code(&idp, &mut state, req, user);
+                session_made
+            };
+            let consents = idp.consents(&user.oid, client).await;
+            let (mut resp, done) = match consents {
+                Ok(c) if idp.missing_consent(&c, client, &req.scope).is_empty() => {
+                    let code = issue_code(&idp, client, req, user, None).await;
                     let done = code.is_ok();
-                    if done {
-                        state.pending.remove(pending_id);
+                    if !done {
+                        idp.state()
+                            .pending
+                            .insert(pending_id.to_owned(), pending.clone());
                     }
-                    drop(state);
-                    (send_code(req, code), session_made, done)
-                } else {
+                    (send_code(req, code), done)
+                }
+                Ok(_) => {
                     // Consent is next, on the same flow.
                     let mut next = pending.clone();
                     next.user_oid = Some(user.oid.clone());
-                    state.pending.insert(pending_id.to_owned(), next.clone());
-                    drop(state);
-                    (render(&idp, pending_id, &next, None), session_made, false)
+                    idp.state()
+                        .pending
+                        .insert(pending_id.to_owned(), next.clone());
+                    let mut resp = render(&idp, pending_id, &next, None).await;
+                    if session_made {
+                        pages::set_cookie(
+                            &mut resp,
+                            SESSION_COOKIE,
+                            &session,
+                            idp.tls,
+                            SESSION_TTL,
+                        );
+                    }
+                    return resp;
+                }
+                Err(e) => {
+                    idp.state()
+                        .pending
+                        .insert(pending_id.to_owned(), pending.clone());
+                    (pages::error(&e), false)
                 }
             };
             if session_made {
                 pages::set_cookie(&mut resp, SESSION_COOKIE, &session, idp.tls, SESSION_TTL);
             }
             if !done {
+                // The page stays usable, with its CSRF cookie.
                 return resp;
             }
             resp

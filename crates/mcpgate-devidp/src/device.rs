@@ -161,12 +161,23 @@ pub async fn login_submit(
             .filter(|d| d.expires > now && d.status == DeviceStatus::Pending)
             .map(|d| (d.client_id.clone(), d.scope.clone()))
     };
+    // The consent given on this form, to store with the approval: the
+    // client, what the user had consented to, and what they now have.
+    let mut consent = None;
     if approve
         && let Some((client_id, scope)) = &pending
         && let Some(client) = idp.dir.app(client_id)
     {
-        let missing = idp.missing_consent(&idp.state(), client, &user.oid, scope);
-        if !missing.is_empty() && form.get("consent") != Some("yes") {
+        let before = match idp.consents(&user.oid, client).await {
+            Ok(c) => c,
+            Err(e) => return page(&idp, Some(&notice(e))),
+        };
+        let missing = idp.missing_consent(&before, client, scope);
+        if form.get("consent") == Some("yes")
+            && let Some(after) = idp.consent_to(&before, scope)
+        {
+            consent = Some((client, before, after));
+        } else if !missing.is_empty() {
             let csrf = random_token();
             let flow = random_token();
             let mut resp = pages::device_consent(
@@ -188,9 +199,15 @@ pub async fn login_submit(
             return resp;
         }
     }
+    if let Some((client, _, after)) = &consent
+        && let Err(e) = idp.save_consents(&user.oid, client, after).await
+    {
+        return page(&idp, Some(&notice(e)));
+    }
 
-    // Consent and approval in one step, checked against the code as it is
-    // now (it may have expired or been answered since the page was shown).
+    // The approval, checked against the code as it is now (it may have
+    // expired or been answered since the page was shown); a code not
+    // approved takes its consent back.
     let outcome = {
         let mut state = idp.state();
         let hash = state.user_codes.get(&code).cloned();
@@ -209,16 +226,10 @@ pub async fn login_submit(
                 } else {
                     Ok(DeviceStatus::Denied)
                 };
-                if let Ok(status) = &decided {
-                    if approve
-                        && form.get("consent") == Some("yes")
-                        && let Some(client) = idp.dir.app(&d.client_id)
-                    {
-                        idp.record_consent(&mut state, client, &user.oid, &d.scope);
-                    }
-                    if let Some(rec) = state.devices.get_mut(&h) {
-                        rec.status = status.clone();
-                    }
+                if let Ok(status) = &decided
+                    && let Some(rec) = state.devices.get_mut(&h)
+                {
+                    rec.status = status.clone();
                 }
                 decided.map(|_| d.client_id)
             }
@@ -229,6 +240,11 @@ pub async fn login_submit(
             _ => Err("That code was not recognised. Check it and try again.".to_owned()),
         }
     };
+    if outcome.is_err()
+        && let Some((client, before, _)) = &consent
+    {
+        idp.restore_consents(&user.oid, client, before).await;
+    }
     match outcome {
         Ok(client_id) => {
             let app = idp

@@ -1,8 +1,8 @@
 //! Errors in Entra's own JSON form, so that clients written against Entra
 //! (MSAL above all) parse them unchanged.
 //!
-//! Entra's body: `error`, `error_description` ("AADSTS<code>: <text>
-//! Trace ID: … Correlation ID: … Timestamp: …"), `error_codes`,
+//! Entra's body: `error`, `error_description` (`"AADSTS<code>: <text>
+//! Trace ID: … Correlation ID: … Timestamp: …"`), `error_codes`,
 //! `timestamp`, `trace_id`, `correlation_id`, `error_uri`. See
 //! <https://learn.microsoft.com/entra/identity-platform/reference-error-codes>.
 
@@ -106,6 +106,17 @@ impl AadError {
             ),
         )
         .with_status(StatusCode::TOO_MANY_REQUESTS)
+    }
+
+    /// `AADSTS90033`: a transient failure (the grant store cannot be
+    /// reached); 503, try again.
+    pub fn transient() -> Self {
+        Self::new(
+            "temporarily_unavailable",
+            90033,
+            "A transient error has occurred. Please try again.",
+        )
+        .with_status(StatusCode::SERVICE_UNAVAILABLE)
     }
 
     /// `AADSTS90015`: a request, or one of its parameters, is longer than

@@ -1,20 +1,23 @@
-//! The IdP's shared core: directory, keys, clock and state, and the rules
-//! every grant shares (consent, token responses).
+//! The IdP's shared core: directory, keys, clock, the grant store and the
+//! in-memory state, and the rules every grant shares (consent, token
+//! responses).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use mcpgate_store::{ClientId, FamilyId, RefreshRecord, Store, TokenHash};
 use mcpgate_token::clock::Clock;
 use serde_json::{Value, json};
 
 use crate::Exposure;
 use crate::directory::{App, Directory, GRAPH_APP_ID, SecretHash, User};
 use crate::error::AadError;
+use crate::grants::{self, Consents, store_failed};
 use crate::keys::KeyRing;
 use crate::mint::{AccessGrant, ClientAuth, Minter, client_info};
 use crate::scope::ScopeRequest;
-use crate::state::{Consent, Limits, REFRESH_TTL, RefreshRecord, State};
-use crate::util::{random_token, token_hash};
+use crate::state::{CONSENT_TTL, Limits, REFRESH_TTL, State};
+use crate::util::random_token;
 
 /// The running IdP's shared state.
 #[derive(Debug)]
@@ -41,6 +44,8 @@ pub struct Idp {
     pub exposure: Exposure,
     /// Caps on what unauthenticated callers can make it hold.
     pub limits: Limits,
+    /// Where codes, refresh-token families and consents live.
+    pub store: Arc<dyn Store>,
     state: Mutex<State>,
 }
 
@@ -62,11 +67,31 @@ pub struct Delegated<'a> {
     pub req: &'a ScopeRequest,
     /// The ID token's `nonce`.
     pub nonce: Option<&'a str>,
-    /// The refresh-token family continued (its number and the grant's
-    /// first scope); `None` starts a new one.
-    pub family: Option<(u64, &'a ScopeRequest)>,
+    /// The refresh-token family the tokens belong to, and the scope its
+    /// grant started with (what a refresh that names none asks again).
+    pub family: (&'a FamilyId, &'a ScopeRequest),
     /// Whether `client_info` was asked.
     pub want_client_info: bool,
+}
+
+/// Tokens minted for a delegated grant and not handed out yet: the caller
+/// stores the refresh token (one atomic store operation) and only then
+/// sends the body.
+pub struct Issued {
+    /// The token response.
+    pub body: TokenResponse,
+    /// The refresh token's key and record, when one was minted.
+    pub refresh: Option<(TokenHash, RefreshRecord)>,
+}
+
+impl std::fmt::Debug for Issued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The body holds the tokens themselves.
+        f.debug_struct("Issued")
+            .field("body", &"[redacted]")
+            .field("refresh", &self.refresh)
+            .finish()
+    }
 }
 
 impl Idp {
@@ -84,6 +109,7 @@ impl Idp {
         tls: bool,
         exposure: Exposure,
         limits: Limits,
+        store: Arc<dyn Store>,
     ) -> Self {
         Self {
             dir,
@@ -97,6 +123,7 @@ impl Idp {
             tls,
             exposure,
             limits,
+            store,
             state: Mutex::new(State::default()),
         }
     }
@@ -171,13 +198,57 @@ impl Idp {
         Ok(())
     }
 
+    /// The user's consents to a client, from the store.
+    pub async fn consents(&self, user_oid: &str, client: &App) -> Result<Consents, AadError> {
+        let found = self
+            .store
+            .get_consent(
+                &grants::subject(user_oid),
+                &grants::consent_client(&client.client_id),
+            )
+            .await
+            .map_err(store_failed)?;
+        Ok(found
+            .as_ref()
+            .map(Consents::from_record)
+            .unwrap_or_default())
+    }
+
+    /// Stores the user's consents to a client (replacing what was there).
+    pub async fn save_consents(
+        &self,
+        user_oid: &str,
+        client: &App,
+        consents: &Consents,
+    ) -> Result<(), AadError> {
+        let (subject, client) = (
+            grants::subject(user_oid),
+            grants::consent_client(&client.client_id),
+        );
+        let result = if consents.is_empty() {
+            self.store.delete_consent(&subject, &client).await.map(drop)
+        } else {
+            let record = consents.to_record(self.now(), CONSENT_TTL);
+            self.store.put_consent(&subject, &client, &record).await
+        };
+        result.map_err(store_failed)
+    }
+
+    /// Puts back the consents a grant found, after storing more for it
+    /// and then failing: a grant that is not given leaves no consent.
+    /// Best effort: a store that just failed may fail again (logged).
+    pub async fn restore_consents(&self, user_oid: &str, client: &App, before: &Consents) {
+        if self.save_consents(user_oid, client, before).await.is_err() {
+            tracing::warn!(client = %client.client_id, "a consent could not be taken back");
+        }
+    }
+
     /// The scopes of `resource` this client may use for this user without
     /// asking: pre-authorization, admin consent, then the user's consent.
     fn available_scopes(
         &self,
-        state: &State,
+        consents: &Consents,
         client: &App,
-        user_oid: Option<&str>,
         resource: &str,
     ) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
@@ -189,13 +260,7 @@ impl Idp {
         if let Some(g) = client.granted.get(resource) {
             out.extend(g.iter().cloned());
         }
-        if let Some(oid) = user_oid {
-            for (u, c, r, s) in &state.consents {
-                if u == oid && *c == client.client_id && r == resource {
-                    out.insert(s.clone());
-                }
-            }
-        }
+        out.extend(consents.of_resource(resource).map(str::to_owned));
         out
     }
 
@@ -214,18 +279,18 @@ impl Idp {
         }
     }
 
-    /// The scopes a request still needs consent for (empty: none).
+    /// The scopes a request still needs consent for (empty: none), given
+    /// the user's `consents` to the client.
     pub fn missing_consent(
         &self,
-        state: &State,
+        consents: &Consents,
         client: &App,
-        user_oid: &str,
         req: &ScopeRequest,
     ) -> Vec<String> {
         if !req.explicit_resource {
             return Vec::new();
         }
-        let available = self.available_scopes(state, client, Some(user_oid), &req.resource);
+        let available = self.available_scopes(consents, client, &req.resource);
         if req.default {
             if available.is_empty() {
                 self.exposed_scopes(&req.resource).into_iter().collect()
@@ -237,44 +302,26 @@ impl Idp {
         }
     }
 
-    /// Records the user's consent to what `req` asks; returns the consents
-    /// that are new, so that a caller whose grant then fails can take
-    /// them back.
-    pub fn record_consent(
-        &self,
-        state: &mut State,
-        client: &App,
-        user_oid: &str,
-        req: &ScopeRequest,
-    ) -> Vec<Consent> {
+    /// `consents` with the user's consent to what `req` asks added;
+    /// `None` when that adds nothing. Nothing is stored here: the caller
+    /// stores it with the grant it is part of.
+    pub fn consent_to(&self, consents: &Consents, req: &ScopeRequest) -> Option<Consents> {
         if !req.explicit_resource {
-            return Vec::new();
+            return None;
         }
         let scopes = if req.default {
             self.exposed_scopes(&req.resource)
         } else {
             req.scopes.clone()
         };
-        scopes
-            .into_iter()
-            .map(|s| {
-                (
-                    user_oid.to_owned(),
-                    client.client_id.clone(),
-                    req.resource.clone(),
-                    s,
-                )
-            })
-            .filter(|c| state.consents.insert(c.clone()))
-            .collect()
+        consents.adding(&req.resource, &scopes)
     }
 
     /// The delegated scopes a token for `req` carries, or consent_required.
     fn granted_scopes(
         &self,
-        state: &State,
+        consents: &Consents,
         client: &App,
-        user_oid: &str,
         req: &ScopeRequest,
     ) -> Result<BTreeSet<String>, AadError> {
         if !req.explicit_resource {
@@ -286,7 +333,7 @@ impl Idp {
                 .cloned()
                 .collect());
         }
-        let available = self.available_scopes(state, client, Some(user_oid), &req.resource);
+        let available = self.available_scopes(consents, client, &req.resource);
         let granted: BTreeSet<String> = if req.default {
             available
         } else {
@@ -333,18 +380,18 @@ impl Idp {
         out.join(" ")
     }
 
-    /// Issues the tokens of a delegated grant: an access token, a refresh
-    /// token continuing `family` (its number, and the scope the grant
-    /// started with) or a new one when `offline_access` was asked,
-    /// an ID token for `openid`, and `client_info` when asked.
+    /// Mints the tokens of a delegated grant, given the user's `consents`
+    /// to the client: an access token, a refresh token in the grant's
+    /// family when `offline_access` was asked, an ID token for `openid`,
+    /// and `client_info` when asked.
     ///
-    /// It fails (consent) before it changes anything, and the caller holds
-    /// `state` from its own checks to its own update: one step.
+    /// It changes nothing: it fails (consent) or returns what the caller
+    /// then stores in one atomic operation, after its own checks.
     pub fn issue_delegated(
         &self,
-        state: &mut State,
+        consents: &Consents,
         grant: &Delegated<'_>,
-    ) -> Result<(TokenResponse, Option<u64>), AadError> {
+    ) -> Result<Issued, AadError> {
         let Delegated {
             client,
             auth,
@@ -355,7 +402,7 @@ impl Idp {
             family,
             want_client_info,
         } = *grant;
-        let granted = self.granted_scopes(state, client, &user.oid, req)?;
+        let granted = self.granted_scopes(consents, client, req)?;
         let roles = if req.explicit_resource {
             user.roles.get(&req.resource).cloned().unwrap_or_default()
         } else {
@@ -378,28 +425,24 @@ impl Idp {
             "ext_expires_in": expires_in,
             "access_token": access_token,
         });
-        let mut family_used = None;
+        let mut stored = None;
         if req.offline() {
             let now = self.now();
             let refresh = random_token();
-            let (family, grant_scope) = match family {
-                Some((f, scope)) => (f, scope.clone()),
-                None => (state.new_family(), req.clone()),
+            let (family, grant_scope) = family;
+            let (resource, scopes) = grants::scope_to_grant(grant_scope);
+            let record = RefreshRecord {
+                family: family.clone(),
+                client_id: ClientId::new(client.client_id.clone()),
+                subject: grants::subject(&user.oid),
+                scopes,
+                resource,
+                upstream: None,
+                issued_at: grants::timestamp(now),
+                expires_at: grants::timestamp(now.saturating_add(REFRESH_TTL)),
             };
-            state.refresh.insert(
-                token_hash(&refresh),
-                RefreshRecord {
-                    family,
-                    client_id: client.client_id.clone(),
-                    user_oid: user.oid.clone(),
-                    tenant: tenant.to_owned(),
-                    scope: grant_scope,
-                    expires: now + REFRESH_TTL,
-                    used: false,
-                },
-            );
+            stored = Some((grants::grant_hash(&refresh), record));
             body["refresh_token"] = json!(refresh);
-            family_used = Some(family);
         }
         if req.openid() {
             body["id_token"] = json!(minter.id_token(user, client, tenant, nonce, &req.oidc));
@@ -407,7 +450,22 @@ impl Idp {
         if want_client_info {
             body["client_info"] = json!(client_info(user));
         }
-        Ok((body, family_used))
+        Ok(Issued {
+            body,
+            refresh: stored,
+        })
+    }
+
+    /// Stores the first refresh token of a new family, if one was minted.
+    pub async fn store_new_family(&self, issued: &Issued) -> Result<(), AadError> {
+        match &issued.refresh {
+            Some((hash, record)) => self
+                .store
+                .put_refresh(hash, record)
+                .await
+                .map_err(store_failed),
+            None => Ok(()),
+        }
     }
 
     /// Issues an app-only token (client credentials) to a client that
@@ -442,9 +500,8 @@ impl Idp {
         })
     }
 
-    /// Revokes every refresh token of a family.
-    pub fn revoke_family(state: &mut State, family: u64) {
-        state.revoked_families.insert(family);
-        state.refresh.retain(|_, r| r.family != family);
+    /// Revokes a refresh-token family: none of its tokens rotates again.
+    pub async fn revoke_family(&self, family: &FamilyId) -> Result<(), AadError> {
+        self.store.revoke_family(family).await.map_err(store_failed)
     }
 }

@@ -18,7 +18,33 @@
 //! | [`device`] | the device authorization grant and its page |
 //! | [`metadata`] | OpenID discovery, the key set, Graph's `/me`, sign-out |
 //! | [`error`] | Entra's error JSON |
-//! | [`state`] | what it remembers between requests, and the caps on it |
+//! | [`grants`] | codes, refresh-token families and consents as the store holds them |
+//! | [`state`] | what it remembers in memory between requests, and the caps on it |
+//!
+//! # What survives a restart
+//!
+//! Authorization codes, refresh tokens (with their families, rotation and
+//! revocation) and consents live in a [`store::Store`]
+//! ([`IdpOptions::store`]): `mcpgate serve` passes its own (SQLite in the
+//! data directory, or Redis), and `mcpgate idp` alone uses SQLite at
+//! `<data_dir>/idp/grants.db`. A restart then signs nobody out: refresh
+//! tokens keep working and consent is not asked again. The signing keys,
+//! TLS certificates and generated client secrets are files in the data
+//! directory. With no store given the grants are kept in the process
+//! (`memory:`) and a restart forgets them.
+//!
+//! What browsers make the IdP hold for minutes stays in memory, bounded,
+//! and is lost on restart: sign-in pages not yet answered, device codes
+//! not yet redeemed, CSRF values and browser sessions (single sign-on).
+//! A person in the middle of a sign-in starts it again; one signed in
+//! before signs in again (one click on loopback) without a consent page.
+//!
+//! Every grant checks everything (client, redirect URI, PKCE verifier,
+//! scopes, user, consent) against what it read from the store, and only
+//! then changes it in one atomic operation that one caller wins: a code is
+//! spent by `redeem_code`, a refresh token rotated by `rotate_refresh`. A
+//! refused request spends nothing; a replayed code revokes the family it
+//! started; a reused refresh token revokes its family.
 //!
 //! # Security
 //!
@@ -28,7 +54,10 @@
 //! explicit bind address gives), no user is listed, every sign-in takes a
 //! password, users with the published development password are refused,
 //! and auto-approve is refused at start. Whatever unauthenticated callers
-//! can make it hold is capped ([`Limits`]) and swept on a timer.
+//! can make it hold is capped ([`Limits`]) and swept on a timer; that
+//! includes the codes it puts in the store. The store holds hashes of
+//! codes and refresh tokens, never the values, under the IdP's own hash
+//! prefix, so that a store shared with the broker keeps the two apart.
 
 pub mod authorize;
 pub mod authorize_error;
@@ -36,6 +65,7 @@ pub mod client_assertion;
 pub mod device;
 pub mod directory;
 pub mod error;
+pub mod grants;
 pub mod idp;
 pub mod keys;
 pub mod metadata;
@@ -66,6 +96,8 @@ pub use crate::error::IdpError;
 pub use crate::keys::rotate_keys;
 pub use crate::state::{Limits, StateSizes};
 pub use crate::tls::TlsMode;
+/// The grant store the IdP keeps codes, refresh tokens and consents in.
+pub use mcpgate_store as store;
 
 use crate::directory::{DEFAULT_PASSWORD, Secret, SecretHash};
 use crate::idp::Idp;
@@ -92,6 +124,12 @@ pub struct IdpOptions {
     pub clock: Arc<dyn Clock>,
     /// Caps on pending sign-ins, device codes, sessions and codes.
     pub limits: Limits,
+    /// Where authorization codes, refresh-token families and consents
+    /// live, so that a restart signs nobody out: `mcpgate serve`'s store,
+    /// or SQLite in the data directory. `None` (the default) keeps them in
+    /// an in-process `memory:` store, read by [`IdpOptions::clock`], and
+    /// a restart forgets them.
+    pub store: Option<Arc<dyn mcpgate_store::Store>>,
 }
 
 /// Who can reach the IdP, derived from where it listens and the URL it is
@@ -128,6 +166,7 @@ impl IdpOptions {
             public_url: None,
             clock: Arc::new(SystemClock),
             limits: Limits::default(),
+            store: None,
         }
     }
 
@@ -242,21 +281,39 @@ impl RunningIdp {
     }
 }
 
-/// Sweeps expired state every `limits.sweep_interval_secs` until shutdown:
-/// requests never pay for it.
+/// How often the sweeper asks the store to reclaim expired grants (which
+/// read as absent already): hourly is plenty.
+const PURGE_EVERY_SECS: u64 = 3600;
+
+/// Sweeps expired state every `limits.sweep_interval_secs` until shutdown,
+/// and purges the store's expired grants hourly: requests never pay for it.
 async fn sweep_until(idp: Arc<Idp>, mut shutdown: watch::Receiver<bool>) {
-    let period = std::time::Duration::from_secs(idp.limits.sweep_interval_secs.max(1));
-    let mut timer = tokio::time::interval(period);
+    let period_secs = idp.limits.sweep_interval_secs.max(1);
+    let mut timer = tokio::time::interval(std::time::Duration::from_secs(period_secs));
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let purge_every = (PURGE_EVERY_SECS / period_secs).max(1);
+    let mut ticks: u64 = 0;
     loop {
         tokio::select! {
             _ = timer.tick() => {
                 let now = idp.now();
                 idp.state().sweep(now);
+                ticks += 1;
+                if ticks.is_multiple_of(purge_every)
+                    && let Err(e) = idp.store.purge_expired().await
+                {
+                    tracing::warn!(error = %e, "purging expired grants failed");
+                }
             }
             _ = shutdown.changed() => break,
         }
     }
+}
+
+/// The store's clock reading the IdP's, so that a test's manual clock
+/// expires grants too.
+pub fn store_clock(clock: Arc<dyn Clock>) -> mcpgate_store::Clock {
+    mcpgate_store::Clock::from_fn(move || clock.now())
 }
 
 /// Answers a URL longer than the IdP reads before any handler parses it.
@@ -430,6 +487,12 @@ pub async fn start(config: IdpConfig, options: IdpOptions) -> Result<RunningIdp,
         );
     }
     std::fs::create_dir_all(&options.data_dir).map_err(|e| IdpError::io(&options.data_dir, e))?;
+    let store = options.store.clone().unwrap_or_else(|| {
+        mcpgate_store::memory::open_memory(mcpgate_store::Options {
+            clock: store_clock(options.clock.clone()),
+            ..mcpgate_store::Options::default()
+        })
+    });
     let keys = KeyRing::open(&options.data_dir)?;
     let GeneratedSecrets {
         hashes: secret_hashes,
@@ -509,6 +572,7 @@ pub async fn start(config: IdpConfig, options: IdpOptions) -> Result<RunningIdp,
         tls.is_some(),
         exposure,
         options.limits,
+        store,
     ));
     let app = router(idp.clone());
     let (tx, rx) = watch::channel(false);

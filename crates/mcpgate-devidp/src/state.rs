@@ -1,20 +1,28 @@
-//! What the IdP remembers between requests: one-time codes, refresh-token
-//! families, device codes, consents, browser sessions and sign-ins in
-//! progress. Opaque tokens are keyed by their SHA-256, so the state never
-//! holds a usable token.
+//! What the IdP remembers in memory between requests: device codes in
+//! progress, browser sessions and sign-ins in progress, and how many codes
+//! it has issued. Opaque tokens are keyed by their SHA-256, so the state
+//! never holds a usable token.
 //!
-//! It lives in memory: a development IdP that restarts forgets its grants,
-//! and clients sign in again (the signing keys, which matter across
-//! restarts, are persisted by [`crate::keys`]).
+//! All of it is short-lived, bounded and made by browsers: a restart loses
+//! it, and a person in the middle of a sign-in starts it again. Grants
+//! that must outlive the process (authorization codes, refresh-token
+//! families, consents) live in the [store](mcpgate_store::Store) instead,
+//! as [`crate::grants`] maps them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, VecDeque};
 
 use crate::scope::ScopeRequest;
 
 /// Authorization codes live ten minutes, as Entra's do.
 pub const CODE_TTL: u64 = 600;
+/// How long the store keeps a code: twice its life, so that a replay just
+/// after expiry is still recognised as one.
+pub const CODE_RETENTION: u64 = 2 * CODE_TTL;
 /// Refresh tokens expire after 90 days without use.
 pub const REFRESH_TTL: u64 = 90 * 24 * 3600;
+/// Consents are asked again after a year (Entra keeps them until revoked;
+/// the store keeps nothing for ever).
+pub const CONSENT_TTL: u64 = 365 * 24 * 3600;
 /// Device codes live fifteen minutes, as Entra's do.
 pub const DEVICE_TTL: u64 = 900;
 /// Browser sign-in sessions.
@@ -69,48 +77,6 @@ impl std::fmt::Debug for Pending {
             .field("created", &self.created)
             .finish()
     }
-}
-
-/// An issued authorization code.
-#[derive(Debug, Clone)]
-pub struct CodeRecord {
-    /// Client.
-    pub client_id: String,
-    /// Redirect URI of the authorize request.
-    pub redirect_uri: String,
-    /// User.
-    pub user_oid: String,
-    /// Tenant.
-    pub tenant: String,
-    /// Scopes.
-    pub scope: ScopeRequest,
-    /// PKCE challenge.
-    pub code_challenge: Option<String>,
-    /// ID token nonce.
-    pub nonce: Option<String>,
-    /// Expiry.
-    pub expires: u64,
-    /// Set once redeemed: the refresh-token family it started, if any.
-    pub redeemed: Option<Option<u64>>,
-}
-
-/// An issued refresh token.
-#[derive(Debug, Clone)]
-pub struct RefreshRecord {
-    /// Family: every token rotated from one grant.
-    pub family: u64,
-    /// Client.
-    pub client_id: String,
-    /// User.
-    pub user_oid: String,
-    /// Tenant.
-    pub tenant: String,
-    /// The scopes of the grant, used when a refresh names none.
-    pub scope: ScopeRequest,
-    /// Expiry (sliding).
-    pub expires: u64,
-    /// Already exchanged: presenting it again revokes the family.
-    pub used: bool,
 }
 
 /// Where a device code stands.
@@ -170,9 +136,6 @@ pub struct Session {
     pub expires: u64,
 }
 
-/// One consent: this user let this client use this scope of this resource.
-pub type Consent = (String, String, String, String);
-
 /// How much an unauthenticated caller can make the IdP hold. A request
 /// past a cap is refused (`AADSTS90055`, 429) instead of growing memory;
 /// expired entries are swept on a timer, so a cap frees up as flows end.
@@ -184,8 +147,9 @@ pub struct Limits {
     pub max_devices: usize,
     /// Browser sessions. Default 2,000.
     pub max_sessions: usize,
-    /// Authorization codes (kept a while after expiry, to catch replays).
-    /// Default 10,000.
+    /// Authorization codes this process issued and the store still keeps
+    /// (until [`CODE_RETENTION`] has passed, to catch replays). Default
+    /// 10,000.
     pub max_codes: usize,
     /// Seconds between sweeps of expired entries. Default 30.
     pub sweep_interval_secs: u64,
@@ -212,32 +176,24 @@ pub struct StateSizes {
     pub devices: usize,
     /// Browser sessions.
     pub sessions: usize,
-    /// Authorization codes.
+    /// Authorization codes this process issued that the store keeps.
     pub codes: usize,
-    /// Refresh tokens.
-    pub refresh: usize,
 }
 
-/// Everything, behind one lock (no await while held). A grant validates and
-/// changes state under one guard, so that a refused request changes nothing
-/// and two concurrent requests cannot both spend one code or token.
-/// `Debug` prints sizes only: the maps hold user codes and CSRF values.
+/// Everything in memory, behind one lock that is never held across an
+/// await: a change that depends on a check happens under one guard, so
+/// that two concurrent requests cannot both spend one device code or one
+/// sign-in page. `Debug` prints sizes only: the maps hold user codes and
+/// CSRF values.
 #[derive(Default)]
 pub struct State {
-    /// Codes by hash.
-    pub codes: HashMap<String, CodeRecord>,
-    /// Refresh tokens by hash.
-    pub refresh: HashMap<String, RefreshRecord>,
-    /// Revoked families.
-    pub revoked_families: HashSet<u64>,
-    /// Next family number.
-    pub next_family: u64,
+    /// When each code this process issued leaves the store (Unix seconds),
+    /// for the cap on codes; the codes themselves are in the store.
+    pub codes: VecDeque<u64>,
     /// Device codes by hash.
     pub devices: HashMap<String, DeviceRecord>,
     /// User code → device code hash.
     pub user_codes: HashMap<String, String>,
-    /// Consents.
-    pub consents: HashSet<Consent>,
     /// Sessions by cookie hash.
     pub sessions: HashMap<String, Session>,
     /// Sign-ins in progress by id.
@@ -256,22 +212,12 @@ impl State {
     /// Drops what has expired. Run by the IdP's sweeper task on a timer,
     /// never on a request's path: lookups check expiry themselves.
     pub fn sweep(&mut self, now: u64) {
-        self.codes.retain(|_, c| c.expires + CODE_TTL > now);
-        self.refresh.retain(|_, r| r.expires > now);
+        self.codes.retain(|&gone| gone > now);
         self.devices.retain(|_, d| d.expires + DEVICE_TTL > now);
         let devices = &self.devices;
         self.user_codes.retain(|_, h| devices.contains_key(h));
         self.sessions.retain(|_, s| s.expires > now);
         self.pending.retain(|_, p| p.created + PENDING_TTL > now);
-        // A family with no live token cannot be presented again.
-        let live: HashSet<u64> = self.refresh.values().map(|r| r.family).collect();
-        let codes: HashSet<u64> = self
-            .codes
-            .values()
-            .filter_map(|c| c.redeemed.flatten())
-            .collect();
-        self.revoked_families
-            .retain(|f| live.contains(f) || codes.contains(f));
     }
 
     /// How many entries each map holds.
@@ -281,13 +227,25 @@ impl State {
             devices: self.devices.len(),
             sessions: self.sessions.len(),
             codes: self.codes.len(),
-            refresh: self.refresh.len(),
         }
     }
 
-    /// A new refresh-token family.
-    pub fn new_family(&mut self) -> u64 {
-        self.next_family += 1;
-        self.next_family
+    /// Counts a code about to be issued at `now`, unless this process has
+    /// `max` codes in the store already; returns when it leaves the store,
+    /// for [`State::release_code`] if it is not issued after all.
+    pub fn reserve_code(&mut self, now: u64, max: usize) -> Option<u64> {
+        if self.codes.len() >= max {
+            return None;
+        }
+        let gone = now + CODE_RETENTION;
+        self.codes.push_back(gone);
+        Some(gone)
+    }
+
+    /// Takes back a reservation whose code was not stored.
+    pub fn release_code(&mut self, gone: u64) {
+        if let Some(i) = self.codes.iter().rposition(|&g| g == gone) {
+            self.codes.remove(i);
+        }
     }
 }

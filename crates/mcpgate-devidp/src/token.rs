@@ -13,14 +13,17 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use mcpgate_store::{FamilyId, Redemption, Rotation};
+
 use crate::client_assertion;
 use crate::directory::App;
 use crate::error::AadError;
+use crate::grants::{self, Consents, store_failed};
 use crate::idp::{Delegated, Idp};
 use crate::mint::ClientAuth;
 use crate::params::Params;
 use crate::scope;
-use crate::state::DeviceStatus;
+use crate::state::{CODE_TTL, DeviceStatus};
 use crate::token_error::TokenError;
 use crate::util::{b64url, ct_eq, token_hash};
 
@@ -142,7 +145,10 @@ pub async fn post(
     headers: HeaderMap,
     form: Result<Form<Vec<(String, String)>>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    let result = read_form(form).and_then(|p| grant(&idp, &tenant, &p, &headers));
+    let result = match read_form(form) {
+        Ok(p) => grant(&idp, &tenant, &p, &headers).await,
+        Err(e) => Err(e),
+    };
     match result {
         Ok(body) => ok(body),
         Err(e) => {
@@ -198,7 +204,12 @@ impl GrantType {
     }
 }
 
-fn grant(idp: &Idp, tenant: &str, p: &Params, headers: &HeaderMap) -> Result<Value, AadError> {
+async fn grant(
+    idp: &Idp,
+    tenant: &str,
+    p: &Params,
+    headers: &HeaderMap,
+) -> Result<Value, AadError> {
     idp.tenant_segment_ok(tenant)?;
     let raw = p.require("grant_type")?;
     let grant_type = GrantType::parse(raw)
@@ -206,11 +217,13 @@ fn grant(idp: &Idp, tenant: &str, p: &Params, headers: &HeaderMap) -> Result<Val
     let (client, auth) = authenticate(idp, tenant, p, headers)?;
     let want_client_info = p.get("client_info") == Some("1");
     match grant_type {
-        GrantType::AuthorizationCode => authorization_code(idp, client, auth, p, want_client_info),
-        GrantType::RefreshToken => refresh(idp, tenant, client, auth, p, want_client_info),
+        GrantType::AuthorizationCode => {
+            authorization_code(idp, client, auth, p, want_client_info).await
+        }
+        GrantType::RefreshToken => refresh(idp, tenant, client, auth, p, want_client_info).await,
         GrantType::ClientCredentials => client_credentials(idp, tenant, client, auth, p),
-        GrantType::DeviceCode => device_code(idp, client, auth, p, want_client_info),
-        GrantType::JwtBearer => on_behalf_of(idp, tenant, client, auth, p, want_client_info),
+        GrantType::DeviceCode => device_code(idp, client, auth, p, want_client_info).await,
+        GrantType::JwtBearer => on_behalf_of(idp, tenant, client, auth, p, want_client_info).await,
     }
 }
 
@@ -233,10 +246,26 @@ fn pkce_ok(challenge: Option<&str>, verifier: Option<&str>) -> Result<(), AadErr
     }
 }
 
-/// The authorization code grant. Everything is checked, then the code is
-/// spent, under one lock: a redemption refused for its redirect URI or
-/// verifier leaves the code to its rightful holder, as Entra does.
-fn authorization_code(
+/// The user's consents to the client, read only when the request names a
+/// resource (OpenID scopes need none).
+async fn consents_for(
+    idp: &Idp,
+    user_oid: &str,
+    client: &App,
+    req: &scope::ScopeRequest,
+) -> Result<Consents, AadError> {
+    if req.explicit_resource {
+        idp.consents(user_oid, client).await
+    } else {
+        Ok(Consents::default())
+    }
+}
+
+/// The authorization code grant. Everything is checked against the code as
+/// read from the store, and only then is it spent (`redeem_code`, which
+/// one caller wins): a redemption refused for its redirect URI or verifier
+/// leaves the code to its rightful holder, as Entra does.
+async fn authorization_code(
     idp: &Idp,
     client: &App,
     auth: ClientAuth,
@@ -246,23 +275,22 @@ fn authorization_code(
     let code = p.require("code")?;
     let redirect_uri = p.require("redirect_uri")?;
     let now = idp.now();
-    let hash = token_hash(code);
-    let mut state = idp.state();
-    let Some(record) = state.codes.get(&hash).cloned() else {
+    let hash = grants::grant_hash(code);
+    let found = idp.store.get_code(&hash).await.map_err(store_failed)?;
+    let Some(found) = found else {
         return Err(AadError::from(TokenError::CodeUnknown));
     };
-    if record.client_id != client.client_id {
+    let record = &found.record;
+    if record.client_id.as_str() != client.client_id {
         return Err(AadError::from(TokenError::CodeOtherClient));
     }
-    if let Some(family) = record.redeemed {
+    if let Some(family) = &found.redeemed_by {
         // A code presented twice was stolen or replayed: what it bought is
         // revoked as well (RFC 6749 §4.1.2).
-        if let Some(f) = family {
-            Idp::revoke_family(&mut state, f);
-        }
+        idp.revoke_family(family).await?;
         return Err(AadError::from(TokenError::CodeRedeemed));
     }
-    if now >= record.expires {
+    if now >= grants::unix_secs(record.issued_at).saturating_add(CODE_TTL) {
         return Err(AadError::from(TokenError::CodeExpired));
     }
     if redirect_uri != record.redirect_uri {
@@ -271,32 +299,55 @@ fn authorization_code(
             expected: record.redirect_uri.clone(),
         }));
     }
-    pkce_ok(record.code_challenge.as_deref(), p.get("code_verifier"))?;
-    let user = grant_user(idp, &record.user_oid)?;
-    idp.user_may_sign_in(user, &record.tenant)?;
-    let (body, family) = idp.issue_delegated(
-        &mut state,
+    let challenge = Some(record.code_challenge.as_str()).filter(|c| !c.is_empty());
+    pkce_ok(challenge, p.get("code_verifier"))?;
+    let (Some(req), Ok(nonce)) = (
+        grants::scope_from_grant(record.resource.as_deref(), &record.scopes),
+        grants::nonce_of(code),
+    ) else {
+        // Not a record this IdP wrote.
+        return Err(AadError::from(TokenError::CodeUnknown));
+    };
+    let user = grant_user(idp, record.subject.as_str())?;
+    idp.user_may_sign_in(user, &user.tenant)?;
+    let consents = consents_for(idp, &user.oid, client, &req).await?;
+    let family = FamilyId::random();
+    let issued = idp.issue_delegated(
+        &consents,
         &Delegated {
             client,
             auth,
             user,
-            tenant: &record.tenant,
-            req: &record.scope,
-            nonce: record.nonce.as_deref(),
-            family: None,
+            tenant: &user.tenant,
+            req: &req,
+            nonce: nonce.as_deref(),
+            family: (&family, &req),
             want_client_info,
         },
     )?;
-    if let Some(r) = state.codes.get_mut(&hash) {
-        r.redeemed = Some(family);
+    // Everything is checked: spend the code, then store what it bought.
+    match idp
+        .store
+        .redeem_code(&hash, &family)
+        .await
+        .map_err(store_failed)?
+    {
+        Redemption::Redeemed => {}
+        Redemption::AlreadyRedeemed { family: bought } => {
+            // Lost a race to another redemption: a replay all the same.
+            idp.revoke_family(&bought).await?;
+            return Err(AadError::from(TokenError::CodeRedeemed));
+        }
+        Redemption::Unknown => return Err(AadError::from(TokenError::CodeExpired)),
     }
-    Ok(body)
+    idp.store_new_family(&issued).await?;
+    Ok(issued.body)
 }
 
 /// The refresh grant. A refresh refused for its scope, consent or user
 /// leaves the token and its family as they were; only a successful
-/// exchange rotates it (one lock from lookup to rotation).
-fn refresh(
+/// exchange rotates it (`rotate_refresh`, which one caller wins).
+async fn refresh(
     idp: &Idp,
     tenant: &str,
     client: &App,
@@ -312,49 +363,71 @@ fn refresh(
         None => None,
     };
     let now = idp.now();
-    let hash = token_hash(token);
-    let mut state = idp.state();
-    let Some(record) = state.refresh.get(&hash).cloned() else {
+    let hash = grants::grant_hash(token);
+    let found = idp.store.get_refresh(&hash).await.map_err(store_failed)?;
+    let Some(found) = found else {
         return Err(AadError::from(TokenError::RefreshUnknown));
     };
-    if record.client_id != client.client_id {
+    let record = &found.record;
+    if record.client_id.as_str() != client.client_id {
         return Err(AadError::from(TokenError::RefreshOtherClient));
     }
-    if state.revoked_families.contains(&record.family) {
+    if found.family_revoked {
         return Err(AadError::from(TokenError::RefreshRevoked));
     }
-    if record.used {
+    if found.used {
         // Reuse of a rotated token: someone else holds the family.
-        Idp::revoke_family(&mut state, record.family);
+        idp.revoke_family(&record.family).await?;
         tracing::warn!(client = %client.client_id, "refresh token reused; family revoked");
         return Err(AadError::from(TokenError::RefreshReused));
     }
-    if now >= record.expires {
+    if now >= grants::unix_secs(record.expires_at) {
         return Err(AadError::from(TokenError::RefreshExpired));
     }
-    let user = grant_user(idp, &record.user_oid)?;
+    let Some(grant_scope) = grants::scope_from_grant(record.resource.as_deref(), &record.scopes)
+    else {
+        // Not a record this IdP wrote.
+        return Err(AadError::from(TokenError::RefreshUnknown));
+    };
+    let user = grant_user(idp, record.subject.as_str())?;
     idp.user_may_sign_in(user, tenant)?;
-    let mut req = asked.unwrap_or_else(|| record.scope.clone());
+    let mut req = asked.unwrap_or_else(|| grant_scope.clone());
     // A refresh token keeps working for as long as offline access was
     // granted, whether or not this request repeats `offline_access`.
     req.oidc.insert("offline_access".to_owned());
-    let (body, _) = idp.issue_delegated(
-        &mut state,
+    let consents = consents_for(idp, &user.oid, client, &req).await?;
+    let issued = idp.issue_delegated(
+        &consents,
         &Delegated {
             client,
             auth,
             user,
-            tenant: &record.tenant,
+            tenant: &user.tenant,
             req: &req,
             nonce: None,
-            family: Some((record.family, &record.scope)),
+            family: (&record.family, &grant_scope),
             want_client_info,
         },
     )?;
-    if let Some(r) = state.refresh.get_mut(&hash) {
-        r.used = true;
+    let Some((new_hash, new_record)) = &issued.refresh else {
+        // `offline_access` is always asked here, so a token was minted.
+        return Err(AadError::from(TokenError::RefreshUnknown));
+    };
+    // Everything is checked: rotate, atomically.
+    match idp
+        .store
+        .rotate_refresh(&hash, new_hash, new_record)
+        .await
+        .map_err(store_failed)?
+    {
+        Rotation::Rotated => Ok(issued.body),
+        Rotation::Reuse { .. } => {
+            tracing::warn!(client = %client.client_id, "refresh token reused; family revoked");
+            Err(AadError::from(TokenError::RefreshReused))
+        }
+        Rotation::Revoked { .. } => Err(AadError::from(TokenError::RefreshRevoked)),
+        Rotation::Unknown => Err(AadError::from(TokenError::RefreshExpired)),
     }
-    Ok(body)
 }
 
 fn client_credentials(
@@ -380,7 +453,7 @@ fn client_credentials(
 /// The device code grant. A poll that is answered with an error changes
 /// only what RFC 8628 says a poll changes (its time, `slow_down`'s
 /// interval); the code is spent only when tokens are issued.
-fn device_code(
+async fn device_code(
     idp: &Idp,
     client: &App,
     auth: ClientAuth,
@@ -393,62 +466,65 @@ fn device_code(
         .ok_or_else(|| AadError::missing("device_code"))?;
     let now = idp.now();
     let hash = token_hash(code);
-    let mut state = idp.state();
-    let Some(record) = state.devices.get(&hash).cloned() else {
-        return Err(AadError::from(TokenError::DeviceUnknown));
-    };
-    if record.client_id != client.client_id {
-        return Err(AadError::from(TokenError::DeviceOtherClient));
-    }
-    if now >= record.expires {
-        return Err(AadError::from(TokenError::DeviceExpired));
-    }
-    let auto_user = match (&record.status, &idp.auto_approve) {
-        (DeviceStatus::Pending, Some(name)) => idp.dir.user(name),
-        _ => None,
-    };
-    let too_fast = record
-        .last_poll
-        .is_some_and(|last| now < last + record.interval);
-    let user_oid = match (&record.status, auto_user) {
-        (DeviceStatus::Pending, Some(user)) => user.oid.clone(),
-        (DeviceStatus::Pending, None) => {
-            let slow_down = too_fast;
-            if let Some(d) = state.devices.get_mut(&hash) {
-                d.last_poll = Some(now);
-                // RFC 8628 §3.5: every slow_down adds five seconds.
-                if slow_down {
-                    d.interval += 5;
+    let (record, user_oid, auto) = {
+        let mut state = idp.state();
+        let Some(record) = state.devices.get(&hash).cloned() else {
+            return Err(AadError::from(TokenError::DeviceUnknown));
+        };
+        if record.client_id != client.client_id {
+            return Err(AadError::from(TokenError::DeviceOtherClient));
+        }
+        if now >= record.expires {
+            return Err(AadError::from(TokenError::DeviceExpired));
+        }
+        let auto_user = match (&record.status, &idp.auto_approve) {
+            (DeviceStatus::Pending, Some(name)) => idp.dir.user(name),
+            _ => None,
+        };
+        let too_fast = record
+            .last_poll
+            .is_some_and(|last| now < last + record.interval);
+        let user_oid = match (&record.status, auto_user) {
+            (DeviceStatus::Pending, Some(user)) => user.oid.clone(),
+            (DeviceStatus::Pending, None) => {
+                let slow_down = too_fast;
+                if let Some(d) = state.devices.get_mut(&hash) {
+                    d.last_poll = Some(now);
+                    // RFC 8628 §3.5: every slow_down adds five seconds.
+                    if slow_down {
+                        d.interval += 5;
+                    }
                 }
+                return Err(if slow_down {
+                    AadError::from(TokenError::SlowDown)
+                } else {
+                    AadError::from(TokenError::AuthorizationPending)
+                });
             }
-            return Err(if slow_down {
-                AadError::from(TokenError::SlowDown)
-            } else {
-                AadError::from(TokenError::AuthorizationPending)
-            });
-        }
-        // RFC 8628 §3.5 names this `access_denied`; Entra's documentation
-        // calls it `authorization_declined`. MCP clients follow the RFC.
-        (DeviceStatus::Denied, _) => {
-            return Err(AadError::from(TokenError::DeviceDeclined));
-        }
-        (DeviceStatus::Redeemed, _) => {
-            return Err(AadError::from(TokenError::DeviceRedeemed));
-        }
-        (DeviceStatus::Approved(oid), _) => oid.clone(),
+            // RFC 8628 §3.5 names this `access_denied`; Entra's documentation
+            // calls it `authorization_declined`. MCP clients follow the RFC.
+            (DeviceStatus::Denied, _) => {
+                return Err(AadError::from(TokenError::DeviceDeclined));
+            }
+            (DeviceStatus::Redeemed, _) => {
+                return Err(AadError::from(TokenError::DeviceRedeemed));
+            }
+            (DeviceStatus::Approved(oid), _) => oid.clone(),
+        };
+        (record, user_oid, auto_user.is_some())
     };
     let user = grant_user(idp, &user_oid)?;
     idp.user_may_sign_in(user, &record.tenant_segment)?;
     let tenant = idp.resolve_tenant(&record.tenant_segment, &user.tenant);
+    let consents = consents_for(idp, &user.oid, client, &record.scope).await?;
     // Auto-approval consents as well (a person consented on the page); the
-    // consent stays only with the tokens it leads to.
-    let added = if auto_user.is_some() {
-        idp.record_consent(&mut state, client, &user.oid, &record.scope)
-    } else {
-        Vec::new()
-    };
+    // consent is stored only with the tokens it leads to.
+    let added = auto
+        .then(|| idp.consent_to(&consents, &record.scope))
+        .flatten();
+    let family = FamilyId::random();
     let issued = idp.issue_delegated(
-        &mut state,
+        added.as_ref().unwrap_or(&consents),
         &Delegated {
             client,
             auth,
@@ -456,28 +532,47 @@ fn device_code(
             tenant: &tenant,
             req: &record.scope,
             nonce: None,
-            family: None,
+            family: (&family, &record.scope),
             want_client_info,
         },
-    );
-    match issued {
-        Ok((body, _)) => {
-            if let Some(d) = state.devices.get_mut(&hash) {
-                d.status = DeviceStatus::Redeemed;
-                d.last_poll = Some(now);
-            }
-            Ok(body)
+    )?;
+    // Everything is checked: spend the device code (in memory, under the
+    // lock), then store what it bought; a store failure gives it back.
+    let before = {
+        let mut state = idp.state();
+        let Some(d) = state.devices.get_mut(&hash) else {
+            return Err(AadError::from(TokenError::DeviceUnknown));
+        };
+        if d.status != record.status {
+            // Another poll answered it in the meantime.
+            return Err(AadError::from(TokenError::DeviceRedeemed));
         }
-        Err(e) => {
-            for c in &added {
-                state.consents.remove(c);
-            }
-            Err(e)
+        d.last_poll = Some(now);
+        std::mem::replace(&mut d.status, DeviceStatus::Redeemed)
+    };
+    let stored = async {
+        if let Some(added) = &added {
+            idp.save_consents(&user.oid, client, added).await?;
         }
+        if let Err(e) = idp.store_new_family(&issued).await {
+            if added.is_some() {
+                idp.restore_consents(&user.oid, client, &consents).await;
+            }
+            return Err(e);
+        }
+        Ok(())
     }
+    .await;
+    if let Err(e) = stored {
+        if let Some(d) = idp.state().devices.get_mut(&hash) {
+            d.status = before;
+        }
+        return Err(e);
+    }
+    Ok(issued.body)
 }
 
-fn on_behalf_of(
+async fn on_behalf_of(
     idp: &Idp,
     tenant: &str,
     client: &App,
@@ -528,9 +623,10 @@ fn on_behalf_of(
     if req.resource == client.client_id {
         return Err(AadError::from(TokenError::OboForItself));
     }
-    let mut state = idp.state();
-    let (body, _) = idp.issue_delegated(
-        &mut state,
+    let consents = consents_for(idp, &user.oid, client, &req).await?;
+    let family = FamilyId::random();
+    let issued = idp.issue_delegated(
+        &consents,
         &Delegated {
             client,
             auth,
@@ -538,9 +634,10 @@ fn on_behalf_of(
             tenant: tid,
             req: &req,
             nonce: None,
-            family: None,
+            family: (&family, &req),
             want_client_info,
         },
     )?;
-    Ok(body)
+    idp.store_new_family(&issued).await?;
+    Ok(issued.body)
 }

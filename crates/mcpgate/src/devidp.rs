@@ -3,9 +3,11 @@
 //! `mcpgate serve` trusts when it embeds it.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
+use mcpgate_devidp::store::Store;
 use mcpgate_devidp::{Directory, Exposure, IdpConfig, IdpInfo, IdpOptions, RunningIdp, TlsMode};
 
 use crate::cli::{IdpFlags, IdpPlace};
@@ -54,13 +56,44 @@ fn idp_bind(explicit: Option<SocketAddr>, server_bind: Option<SocketAddr>) -> So
     })
 }
 
-/// Starts the IdP. `server_bind` is the MCP server's address when it
-/// embeds the IdP.
+/// Starts the IdP with its grants in SQLite in its data directory (see
+/// [`start_with_store`]).
 pub async fn start(
     flags: &IdpFlags,
     raw: &RawConfig,
     bind: Option<SocketAddr>,
     server_bind: Option<SocketAddr>,
+) -> anyhow::Result<RunningIdp> {
+    start_with_store(flags, raw, bind, server_bind, None).await
+}
+
+/// The file the IdP keeps its grants in when it is given no store.
+fn grants_file(idp_dir: &Path) -> PathBuf {
+    idp_dir.join("grants.db")
+}
+
+/// Opens `<idp_dir>/grants.db`, creating the directory.
+async fn open_grants(idp_dir: &Path) -> anyhow::Result<Arc<dyn Store>> {
+    std::fs::create_dir_all(idp_dir).with_context(|| format!("creating {}", idp_dir.display()))?;
+    let path = grants_file(idp_dir);
+    mcpgate_devidp::store::open(
+        &format!("sqlite:{}", path.display()),
+        mcpgate_devidp::store::Options::default(),
+    )
+    .await
+    .with_context(|| format!("opening the IdP's grant store {}", path.display()))
+}
+
+/// Starts the IdP. `server_bind` is the MCP server's address when it
+/// embeds the IdP. Its authorization codes, refresh tokens and consents
+/// live in `store` (`serve` passes its own), else in SQLite at
+/// `<data_dir>/idp/grants.db`: either way a restart signs nobody out.
+pub async fn start_with_store(
+    flags: &IdpFlags,
+    raw: &RawConfig,
+    bind: Option<SocketAddr>,
+    server_bind: Option<SocketAddr>,
+    store: Option<Arc<dyn Store>>,
 ) -> anyhow::Result<RunningIdp> {
     let settings = &raw.idp;
     let explicit = bind.or(flags.place.idp_bind).or(settings.bind);
@@ -81,7 +114,13 @@ pub async fn start(
         (None, None, false) => TlsMode::Generate,
         _ => anyhow::bail!("[idp] tls_cert and tls_key go together"),
     };
-    let mut options = IdpOptions::new(data_dir(&flags.place, raw).join("idp"));
+    let idp_dir = data_dir(&flags.place, raw).join("idp");
+    let store = match store {
+        Some(s) => s,
+        None => open_grants(&idp_dir).await?,
+    };
+    let mut options = IdpOptions::new(idp_dir);
+    options.store = Some(store);
     options.bind = bind;
     options.tls = tls;
     options.auto_approve = flags
@@ -219,5 +258,25 @@ mod tests {
         // Only an explicit IdP address takes it elsewhere.
         let explicit: SocketAddr = "0.0.0.0:9443".parse().expect("addr");
         assert_eq!(idp_bind(Some(explicit), Some(open)), explicit);
+    }
+
+    #[tokio::test]
+    async fn the_idp_alone_keeps_its_grants_in_sqlite_in_its_data_directory() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let flags = IdpFlags {
+            place: IdpPlace {
+                data_dir: Some(dir.path().to_owned()),
+                idp_bind: None,
+                idp_directory: None,
+            },
+            idp_auto_approve: None,
+        };
+        let bind = Some("127.0.0.1:0".parse().expect("addr"));
+        let idp = start(&flags, &RawConfig::default(), bind, None)
+            .await
+            .expect("IdP starts");
+        idp.shutdown().await;
+        let file = grants_file(&dir.path().join("idp"));
+        assert!(file.is_file(), "{} was not created", file.display());
     }
 }

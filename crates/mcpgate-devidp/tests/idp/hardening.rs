@@ -268,6 +268,38 @@ async fn unauthenticated_flows_are_capped_and_swept_on_expiry() {
 }
 
 #[tokio::test]
+async fn codes_are_capped_until_the_store_lets_them_go() {
+    // Auto-approve hands out codes to anyone on loopback: the codes this
+    // process puts in the store are capped like any unauthenticated state.
+    let limits = Limits {
+        max_codes: 2,
+        ..Limits::default()
+    };
+    let idp = Idp::start_opts("codes-capped", IdpConfig::builtin(), |o| {
+        o.limits = limits;
+        o.auto_approve = Some("alice@mcpgate.test".to_owned());
+    })
+    .await;
+    let codes = [
+        idp.code(&api_scope(), REDIRECT).await,
+        idp.code(&api_scope(), REDIRECT).await,
+    ];
+    let resp = open_sign_in(&idp, &[]).await;
+    let q = query_of(&location(&resp));
+    assert_eq!(q["error"], "temporarily_unavailable", "{q:?}");
+    assert!(!q.contains_key("code"));
+    assert_eq!(idp._running.state_sizes().codes, 2);
+    // Redeeming a code does not free its place (the store keeps it, to
+    // catch a replay); its retention ending does.
+    let (status, _) = idp.redeem(&codes[0], REDIRECT, VERIFIER).await;
+    assert_eq!(status, 200);
+    idp.clock.advance(Duration::from_secs(1201));
+    idp._running.sweep();
+    assert_eq!(idp._running.state_sizes().codes, 0);
+    idp.code(&api_scope(), REDIRECT).await;
+}
+
+#[tokio::test]
 async fn two_sign_ins_in_one_browser_keep_their_own_csrf_values() {
     let idp = Idp::start("two-tabs").await;
     // One browser: a cookie jar where a later cookie of the same name wins.

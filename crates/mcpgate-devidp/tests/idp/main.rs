@@ -8,4 +8,5 @@ mod flows;
 mod hardening;
 mod negative;
 mod pages;
+mod restart;
 mod support;

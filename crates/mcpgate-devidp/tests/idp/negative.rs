@@ -9,6 +9,37 @@ use crate::support::*;
 
 const REDIRECT: &str = "http://127.0.0.1:7777/callback";
 
+/// The cases about codes and refresh tokens, each on the default in-memory
+/// store and on SQLite (the store `mcpgate idp` and `serve` use).
+macro_rules! on_both_stores {
+    ($($case:ident),* $(,)?) => {
+        mod in_memory {
+            use crate::support::Idp;
+            $(#[tokio::test]
+            async fn $case() {
+                super::$case(Idp::auto(stringify!($case)).await).await;
+            })*
+        }
+        mod on_sqlite {
+            use crate::support::Idp;
+            $(#[tokio::test]
+            async fn $case() {
+                super::$case(Idp::auto_sqlite(stringify!($case)).await).await;
+            })*
+        }
+    };
+}
+
+on_both_stores!(
+    wrong_pkce_verifier_is_refused_and_the_code_stays_usable,
+    reused_code_is_refused_and_revokes_what_it_bought,
+    expired_code_is_refused,
+    code_redeemed_with_another_redirect_uri_is_refused,
+    refused_refresh_leaves_the_token_and_its_family_usable,
+    refresh_token_reuse_revokes_the_family,
+    public_client_presenting_a_secret_is_refused,
+);
+
 fn assert_entra_error(
     status: u16,
     body: &serde_json::Value,
@@ -31,9 +62,7 @@ fn assert_entra_error(
     assert!(body["access_token"].is_null() && body["refresh_token"].is_null());
 }
 
-#[tokio::test]
-async fn wrong_pkce_verifier_is_refused_and_the_code_stays_usable() {
-    let idp = Idp::auto("pkce").await;
+async fn wrong_pkce_verifier_is_refused_and_the_code_stays_usable(idp: Idp) {
     let code = idp.code(&api_scope(), REDIRECT).await;
     let wrong = "x".repeat(43);
     let (status, body) = idp.redeem(&code, REDIRECT, &wrong).await;
@@ -46,9 +75,7 @@ async fn wrong_pkce_verifier_is_refused_and_the_code_stays_usable() {
     assert_entra_error(status, &body, 400, "invalid_grant", 54005);
 }
 
-#[tokio::test]
-async fn reused_code_is_refused_and_revokes_what_it_bought() {
-    let idp = Idp::auto("reuse").await;
+async fn reused_code_is_refused_and_revokes_what_it_bought(idp: Idp) {
     let code = idp
         .code(&format!("{} offline_access", api_scope()), REDIRECT)
         .await;
@@ -67,18 +94,14 @@ async fn reused_code_is_refused_and_revokes_what_it_bought() {
     assert_eq!(status, 400, "the replay revoked the refresh token: {body}");
 }
 
-#[tokio::test]
-async fn expired_code_is_refused() {
-    let idp = Idp::auto("expired").await;
+async fn expired_code_is_refused(idp: Idp) {
     let code = idp.code(&api_scope(), REDIRECT).await;
     idp.clock.advance(Duration::from_secs(601));
     let (status, body) = idp.redeem(&code, REDIRECT, VERIFIER).await;
     assert_entra_error(status, &body, 400, "invalid_grant", 70008);
 }
 
-#[tokio::test]
-async fn code_redeemed_with_another_redirect_uri_is_refused() {
-    let idp = Idp::auto("redirect-mismatch").await;
+async fn code_redeemed_with_another_redirect_uri_is_refused(idp: Idp) {
     let code = idp.code(&api_scope(), REDIRECT).await;
     let (status, body) = idp
         .redeem(&code, "http://127.0.0.1:7777/other", VERIFIER)
@@ -88,9 +111,7 @@ async fn code_redeemed_with_another_redirect_uri_is_refused() {
     assert_eq!(status, 200, "the refusal did not spend the code: {body}");
 }
 
-#[tokio::test]
-async fn refused_refresh_leaves_the_token_and_its_family_usable() {
-    let idp = Idp::auto("rt-refused").await;
+async fn refused_refresh_leaves_the_token_and_its_family_usable(idp: Idp) {
     let code = idp
         .code(&format!("{} offline_access", api_scope()), REDIRECT)
         .await;
@@ -178,9 +199,7 @@ async fn unknown_client_shows_an_error() {
     assert!(resp.text().await.expect("page").contains("AADSTS700016"));
 }
 
-#[tokio::test]
-async fn refresh_token_reuse_revokes_the_family() {
-    let idp = Idp::auto("rt-reuse").await;
+async fn refresh_token_reuse_revokes_the_family(idp: Idp) {
     let code = idp
         .code(&format!("{} offline_access", api_scope()), REDIRECT)
         .await;
@@ -236,9 +255,7 @@ async fn wrong_secret_and_missing_secret_are_invalid_client() {
     assert_entra_error(status, &body, 401, "invalid_client", 7000218);
 }
 
-#[tokio::test]
-async fn public_client_presenting_a_secret_is_refused() {
-    let idp = Idp::auto("public-secret").await;
+async fn public_client_presenting_a_secret_is_refused(idp: Idp) {
     let code = idp.code(&api_scope(), REDIRECT).await;
     let (status, body) = idp
         .token(&[

@@ -9,6 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use mcpgate_devidp::directory::{
     DEFAULT_API_APP_ID, DEFAULT_DAEMON_CLIENT_ID, DEFAULT_DESKTOP_CLIENT_ID, IdpConfig,
 };
+use mcpgate_devidp::store::{self, Store};
 use mcpgate_devidp::{IdpInfo, IdpOptions, RunningIdp};
 use mcpgate_token::clock::ManualClock;
 use serde_json::Value;
@@ -41,6 +42,17 @@ pub struct Idp {
     pub clock: ManualClock,
     pub http: reqwest::Client,
     pub data_dir: PathBuf,
+    // Removes the data directory when the test ends, unless the test
+    // keeps it for a restart.
+    _cleanup: Option<RemoveOnDrop>,
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 pub fn temp_dir(name: &str) -> PathBuf {
@@ -74,7 +86,35 @@ impl Idp {
         adjust: impl FnOnce(&mut IdpOptions),
     ) -> Self {
         let data_dir = temp_dir(name);
+        let mut idp = Self::start_in(&data_dir, ManualClock::starting_now(), config, adjust).await;
+        idp._cleanup = Some(RemoveOnDrop(data_dir));
+        idp
+    }
+
+    /// Auto-approving, with its grants in SQLite in its data directory.
+    pub async fn auto_sqlite(name: &str) -> Self {
+        let data_dir = temp_dir(name);
+        std::fs::create_dir_all(&data_dir).expect("data dir");
         let clock = ManualClock::starting_now();
+        let store = sqlite_store(&data_dir.join("grants.db"), &clock).await;
+        let mut idp = Self::start_in(&data_dir, clock, IdpConfig::builtin(), |o| {
+            o.auto_approve = Some("alice@mcpgate.test".to_owned());
+            o.store = Some(store);
+        })
+        .await;
+        idp._cleanup = Some(RemoveOnDrop(data_dir));
+        idp
+    }
+
+    /// Starts on a data directory the caller owns (and removes), with the
+    /// caller's clock: for restarts.
+    pub async fn start_in(
+        data_dir: &std::path::Path,
+        clock: ManualClock,
+        config: IdpConfig,
+        adjust: impl FnOnce(&mut IdpOptions),
+    ) -> Self {
+        let data_dir = data_dir.to_owned();
         let mut options = IdpOptions::new(&data_dir);
         options.clock = Arc::new(clock.clone());
         adjust(&mut options);
@@ -94,7 +134,13 @@ impl Idp {
             clock,
             http,
             data_dir,
+            _cleanup: None,
         }
+    }
+
+    /// Stops the IdP as `mcpgate` does on a signal.
+    pub async fn shutdown(self) {
+        self._running.shutdown().await;
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -189,6 +235,17 @@ impl Idp {
     }
 }
 
+/// A SQLite store at `path` that reads the test's clock.
+pub async fn sqlite_store(path: &std::path::Path, clock: &ManualClock) -> Arc<dyn Store> {
+    let options = store::Options {
+        clock: mcpgate_devidp::store_clock(Arc::new(clock.clone())),
+        ..store::Options::default()
+    };
+    store::open(&format!("sqlite:{}", path.display()), options)
+        .await
+        .expect("SQLite store")
+}
+
 pub fn location(resp: &reqwest::Response) -> String {
     resp.headers()
         .get("location")
@@ -242,10 +299,4 @@ pub fn csrf_cookie(resp: &reqwest::Response) -> Option<String> {
                 && v.split_once('=').is_some_and(|(_, x)| !x.is_empty())
         })
         .map(str::to_owned)
-}
-
-impl Drop for Idp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.data_dir);
-    }
 }

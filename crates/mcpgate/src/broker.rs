@@ -51,12 +51,33 @@ pub fn store_url(flag: Option<&str>, raw: &RawConfig, data_dir: &Path) -> String
 }
 
 /// Opens the store, saying which one in the error.
-pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+pub async fn open_store(url: &str, raw: &RawConfig) -> anyhow::Result<Arc<dyn Store>> {
     // The URL may carry a Redis password: name the scheme only.
     let scheme = url.split(':').next().unwrap_or_default();
-    mcpgate_store::open(url, mcpgate_store::Options::default())
+    if let Some(path) = url.strip_prefix("sqlite:").map(Path::new)
+        && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+    {
+        create_private_dir(dir)?;
+    }
+    let mut options = mcpgate_store::Options::default();
+    if let Some(prefix) = &raw.store_prefix {
+        options.key_prefix = prefix.clone();
+    }
+    mcpgate_store::open(url, options)
         .await
         .with_context(|| format!("opening the {scheme} store"))
+}
+
+/// Creates `dir` (and its parents) readable by its owner only: it will
+/// hold grants and keys.
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))
 }
 
 /// The broker's credential at the upstream: exactly one of a secret (file,
@@ -163,19 +184,32 @@ pub async fn start(setup: Setup<'_>) -> anyhow::Result<Arc<Broker>> {
         .or_else(|| api.as_ref().map(|(id, _)| id.clone()))
         .or_else(|| raw.auth.entra.as_ref().map(|e| e.app_id.clone()))
         .context("[broker] client_id is not set: mcpgate's application (client) id upstream")?;
-    let scopes = if raw.broker.scopes.is_empty() {
-        api.map(|(_, scope)| scope)
+    // The upstream token must be for this API (On-Behalf-Of exchanges it):
+    // by default, the API scope the server requires of tokens.
+    let scopes: Vec<String> = if raw.broker.scopes.is_empty() {
+        api.map(|(_, scope)| vec![scope])
             .or_else(|| {
                 raw.auth
                     .entra
                     .as_ref()
-                    .map(|e| format!("api://{}/{}", e.app_id, e.scope))
+                    .map(|e| vec![format!("api://{}/{}", e.app_id, e.scope)])
             })
-            .into_iter()
-            .collect()
+            .unwrap_or_else(|| {
+                raw.auth
+                    .required_scopes
+                    .iter()
+                    .filter(|s| s.contains("://"))
+                    .cloned()
+                    .collect()
+            })
     } else {
         raw.broker.scopes.clone()
     };
+    if scopes.is_empty() {
+        bail!(
+            "[broker] scopes is not set: name the API scope to ask the upstream for (api://<app-id>/mcp:tools)"
+        );
+    }
     let credential = credential(&raw.broker, setup.idp, &client_id)?;
     let upstream = Upstream::discover(
         UpstreamConfig {
@@ -201,6 +235,9 @@ pub async fn start(setup: Setup<'_>) -> anyhow::Result<Arc<Broker>> {
     let mut config = BrokerConfig::new(issuer, setup.resource);
     config.pre_authorized_clients = raw.broker.pre_authorized.clone();
     config.dev_auto_approve = setup.auto_approve;
+    if let Some(secs) = raw.broker.access_token_lifetime_secs {
+        config.access_token_lifetime = std::time::Duration::from_secs(secs);
+    }
     if config.issuer.is_loopback() {
         // A server on loopback is a development machine: its MCP clients'
         // metadata documents are served from loopback too.

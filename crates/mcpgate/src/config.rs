@@ -17,12 +17,13 @@ use thiserror::Error;
 
 /// The sections an `MCPGATE_…` variable may set; anything else under the
 /// prefix (`MCPGATE_LOG`, `MCPGATE_CONFIG`) is not configuration.
-const ENV_SECTIONS: [&str; 10] = [
+const ENV_SECTIONS: [&str; 11] = [
     "bind",
     "public_url",
     "ca_file",
     "data_dir",
     "store",
+    "store_prefix",
     "auth",
     "jwks",
     "http",
@@ -57,6 +58,9 @@ pub struct RawConfig {
     /// Where durable state lives: `sqlite:PATH` (default: `mcpgate.db` in
     /// the data directory) or `redis://HOST:PORT/DB` for several replicas.
     pub store: Option<String>,
+    /// Redis only: the prefix of every key, one per deployment sharing a
+    /// database. Default `mcpgate`.
+    pub store_prefix: Option<String>,
     /// The authorization server mcpgate runs for MCP clients.
     pub broker: RawBroker,
 }
@@ -96,6 +100,8 @@ pub struct RawBroker {
     /// Graph's `/me`, for `get_user_details`. Default: Microsoft Graph, or
     /// the embedded IdP's `/v1.0/me`.
     pub graph_url: Option<url::Url>,
+    /// Lifetime of the access tokens mcpgate issues. Default 600 (10 min).
+    pub access_token_lifetime_secs: Option<u64>,
 }
 
 /// Whether mcpgate brokers sign-ins or points clients at the upstream.

@@ -46,8 +46,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     // With no issuer configured, the development IdP comes up beside the
     // server and the server trusts it: a working, secured setup on defaults.
-    let idp = if !args.no_auth && !raw.has_issuer() {
-        let idp = devidp::start(&args.idp, &raw, None, Some(bind)).await?;
+    let embedded = !args.no_auth && !raw.has_issuer();
+    let brokered = !args.no_auth && broker::mode(&raw, embedded) == BrokerMode::Broker;
+    let data_dir = devidp::data_dir(&args.idp.place, &raw);
+    // One store for everything that must survive a restart: the broker's
+    // grants and the embedded IdP's.
+    let store = if embedded || brokered {
+        let url = broker::store_url(args.store.as_deref(), &raw, &data_dir);
+        let store = broker::open_store(&url, &raw).await?;
+        broker::purge_periodically(store.clone());
+        Some(store)
+    } else {
+        None
+    };
+    let idp = if embedded {
+        let idp =
+            devidp::start_with_store(&args.idp, &raw, None, Some(bind), store.clone()).await?;
         devidp::trust(&mut raw, idp.info())?;
         Some(idp)
     } else {
@@ -77,11 +91,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // Broker mode: mcpgate is the authorization server MCP clients see,
     // and signs users in upstream as a confidential client. Its tokens are
     // validated like any issuer's; the upstream's own stay accepted too.
-    let broker = if !args.no_auth && broker::mode(&raw, idp.is_some()) == BrokerMode::Broker {
-        let data_dir = devidp::data_dir(&args.idp.place, &raw);
-        let store_url = broker::store_url(args.store.as_deref(), &raw, &data_dir);
-        let store = broker::open_store(&store_url).await?;
-        broker::purge_periodically(store.clone());
+    let broker = if let Some(store) = store.filter(|_| brokered) {
         let ca_files: Vec<std::path::PathBuf> = raw
             .ca_file
             .iter()

@@ -467,9 +467,12 @@ class Suite:
     def case_g_serve_end_to_end(self):
         ready = self.serve.ready
         idp = self.serve.idp
-        scopes = ready.get("scopes") or []
-        check(scopes, f"the ready file has no scopes: {sorted(ready)}")
-        check(ready.get("issuers") == [idp["issuer"]], "serve does not trust its embedded IdP")
+        # serve runs its broker on defaults (the metadata names mcpgate);
+        # it still takes the IdP's own tokens, as it would Entra's: MSAL
+        # asks the IdP for the API's scope and calls /mcp with the token.
+        check(idp["issuer"] in (ready.get("issuers") or []), "serve does not trust its embedded IdP")
+        scopes = [s for c in idp["clients"] for s in c.get("scopes", [])][:1]
+        check(scopes, "the embedded IdP exposes no API scope")
         app = public_app(idp["authority"])
         flow = app.initiate_device_flow(scopes=scopes)
         check("user_code" in flow, f"initiate_device_flow failed: {msal_error(flow)}")

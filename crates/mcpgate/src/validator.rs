@@ -7,9 +7,13 @@ use mcpgate_token::jwks::KeysFrom;
 use mcpgate_token::{ValidationPolicy, Validator};
 
 use crate::cli::IdpPlace;
-use crate::config::RawConfig;
-use crate::devidp;
+use crate::config::{BrokerMode, RawConfig};
 use crate::outbound::http_client;
+use crate::{broker, devidp};
+
+/// Where `serve` listens when nothing says otherwise.
+pub const DEFAULT_BIND: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
 
 /// The policy and validator `serve` would use on this configuration: with
 /// no issuer configured, the embedded development IdP's, as `serve` trusts
@@ -22,6 +26,17 @@ pub fn build_as_serve_would(
         return build(raw, None);
     }
     let ca = devidp::trust_as_serve_would(idp, raw)?;
+    if broker::mode(raw, true) == BrokerMode::Broker {
+        // serve's broker: its issuer is the server's public URL.
+        let base = match &raw.public_url {
+            Some(url) => url.as_str().trim_end_matches('/').to_owned(),
+            None => format!("http://{}", raw.bind.unwrap_or(DEFAULT_BIND)),
+        };
+        raw.auth
+            .audiences
+            .push(format!("{base}{}", mcpgate_resource::MCP_PATH));
+        raw.auth.issuers.push(base);
+    }
     build(raw, ca.as_deref())
 }
 

@@ -226,14 +226,19 @@ async fn serve_on_defaults_signs_a_user_in_by_device_code() {
         .next()
         .expect("host:port")
         .to_owned();
+    // serve's address, for its broker's issuer (what `bind` says, as
+    // serve reads it).
+    let bind = server.ready["bind"].as_str().expect("bind").to_owned();
     let run = |args: Vec<String>| {
         let data_dir = data_dir.clone();
+        let bind = bind.clone();
         tokio::task::spawn_blocking(move || {
             Command::new(BIN)
                 .args(&args)
                 .arg("--data-dir")
                 .arg(&data_dir)
                 .env_remove("MCPGATE_CONFIG")
+                .env("MCPGATE_BIND", bind)
                 .output()
         })
     };

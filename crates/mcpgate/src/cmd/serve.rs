@@ -13,8 +13,6 @@ use crate::cli::ServeArgs;
 use crate::config::{BrokerMode, ConfigError};
 use crate::{broker, devidp, outbound, ready, validator};
 
-const DEFAULT_BIND: &str = "127.0.0.1:8080";
-
 /// What the ready file says.
 #[derive(Debug, Serialize)]
 struct Ready<'a> {
@@ -34,10 +32,7 @@ struct Ready<'a> {
 /// Runs until interrupted.
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut raw = args.config.load()?;
-    let bind = match args.bind.or(raw.bind) {
-        Some(b) => b,
-        None => DEFAULT_BIND.parse().context("default bind address")?,
-    };
+    let bind = args.bind.or(raw.bind).unwrap_or(validator::DEFAULT_BIND);
     if args.no_auth && !bind.ip().is_loopback() {
         bail!(
             "--no-auth is refused unless the server is bound to a loopback address (it was {bind})"

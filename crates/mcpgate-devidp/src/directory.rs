@@ -269,7 +269,10 @@ impl IdpConfig {
                     // consent per MCP client itself.
                     granted: BTreeMap::from([
                         ("graph".to_owned(), vec!["User.Read".to_owned()]),
-                        (DEFAULT_API_APP_ID.to_owned(), vec![DEFAULT_SCOPE.to_owned()]),
+                        (
+                            DEFAULT_API_APP_ID.to_owned(),
+                            vec![DEFAULT_SCOPE.to_owned()],
+                        ),
                     ]),
                     // The broker signs users in here as this confidential
                     // client, at the server's callback on any loopback port.

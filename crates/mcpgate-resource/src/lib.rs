@@ -53,7 +53,7 @@ use crate::auth::AuthState;
 use crate::challenge::ChallengeContext;
 use crate::downstream::UserDetailsSource;
 use crate::prm::ProtectedResourceMetadata;
-use crate::session::SessionBindings;
+use crate::session::{ResumableSessions, SessionBindings, SharedSessions};
 use crate::tools::GateTools;
 
 /// The path of the MCP endpoint.
@@ -86,6 +86,9 @@ pub struct ResourceSettings {
     /// Where `get_user_details` gets the caller's profile; without one the
     /// tool is not listed. Default: none.
     pub user_details: Option<Arc<dyn UserDetailsSource>>,
+    /// Sessions shared by every replica, so that one opened at another
+    /// continues here. Default: none (sessions live in this process).
+    pub shared_sessions: Option<Arc<dyn SharedSessions>>,
 }
 
 impl ResourceSettings {
@@ -109,6 +112,7 @@ impl ResourceSettings {
             max_body_bytes: 1024 * 1024,
             session_idle: Duration::from_secs(3600),
             user_details: None,
+            shared_sessions: None,
         }
     }
 
@@ -145,12 +149,15 @@ pub struct Stats {
 
 /// Builds the router: `/mcp`, the metadata documents, and `/healthz`.
 pub fn router(settings: &ResourceSettings, access: Access, stats: Arc<Stats>) -> Router {
-    let rmcp_config = StreamableHttpServerConfig::default()
+    let mut rmcp_config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(settings.allowed_hosts.clone())
         .with_allowed_origins(settings.allowed_origins.clone())
         .enforce_origin_validation()
         .with_json_response(true)
         .with_max_request_body_bytes(settings.max_body_bytes);
+    if let Some(shared) = &settings.shared_sessions {
+        rmcp_config.session_store = Some(Arc::new(ResumableSessions(shared.clone())));
+    }
     let mcp_service = StreamableHttpService::new(
         {
             let user_details = settings.user_details.clone();
@@ -169,7 +176,7 @@ pub fn router(settings: &ResourceSettings, access: Access, stats: Arc<Stats>) ->
                 resource_metadata: settings.prm_url(),
                 scope: settings.scopes.join(" "),
             },
-            sessions: SessionBindings::new(settings.session_idle),
+            sessions: SessionBindings::new(settings.session_idle, settings.shared_sessions.clone()),
         });
         mcp = mcp.layer(from_fn_with_state(auth, auth::require_bearer));
     }

@@ -18,8 +18,8 @@ use crate::options::Limits;
 use crate::records::{
     ClientId, ClientRecord, CodeRecord, CodeState, ConsentRecord, FamilyId, FamilyState,
     IdentityKey, PendingAuthorization, Redemption, RefreshRecord, RefreshState, Rotation,
-    SessionId, SessionRecord, StoredCode, StoredRefresh, Subject, Timestamp, TokenHash,
-    UpstreamKey, UpstreamTokens,
+    SessionId, SessionRecord, SessionStateRecord, StoredCode, StoredRefresh, Subject, Timestamp,
+    TokenHash, UpstreamKey, UpstreamTokens, session_state_key,
 };
 use crate::store::Store;
 
@@ -481,9 +481,43 @@ impl<E: Engine> Store for EngineStore<E> {
     }
 
     async fn delete_session(&self, id: &SessionId) -> Result<bool, StoreError> {
-        let id = id.clone();
+        let (state, id) = (session_state_key(id), id.clone());
         self.engine
-            .run(move |tx| tx.delete(Kind::Session, id.as_str()))
+            .run(move |tx| {
+                tx.delete(Kind::Session, &state)?;
+                tx.delete(Kind::Session, id.as_str())
+            })
+            .await
+    }
+
+    async fn put_session_state(
+        &self,
+        id: &SessionId,
+        state: &str,
+        idle: Duration,
+    ) -> Result<(), StoreError> {
+        let key = session_state_key(id);
+        check_key(Kind::Session, &key, &self.limits)?;
+        let record = SessionStateRecord {
+            state: state.to_owned(),
+        };
+        let value = encode(Kind::Session, &record, self.limits.max_record_bytes)?;
+        let cap = self.limits.max_sessions;
+        self.engine
+            .run(move |tx| {
+                let expires = tx.now().plus(idle);
+                put_capped(tx, Kind::Session, &key, &value, Some(expires), cap)
+            })
+            .await
+    }
+
+    async fn get_session_state(&self, id: &SessionId) -> Result<Option<String>, StoreError> {
+        let key = session_state_key(id);
+        self.engine
+            .run(move |tx| {
+                Ok(get_decoded::<SessionStateRecord>(tx, Kind::Session, &key)?
+                    .map(|(r, _)| r.state))
+            })
             .await
     }
 

@@ -372,6 +372,18 @@ pub(crate) struct SessionRecord {
     pub owner: IdentityKey,
 }
 
+/// What another replica needs to resume an MCP session, kept beside its
+/// owner under [`session_state_key`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct SessionStateRecord {
+    pub state: String,
+}
+
+/// The key a session's state is kept under, among the sessions.
+pub(crate) fn session_state_key(id: &SessionId) -> String {
+    format!("state:{}", id.as_str())
+}
+
 /// A code as the backends keep it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct StoredCode {

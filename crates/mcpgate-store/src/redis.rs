@@ -34,7 +34,8 @@ use crate::options::{Clock, Limits, Options};
 use crate::records::{
     ClientId, ClientRecord, CodeRecord, CodeState, ConsentRecord, FamilyId, IdentityKey,
     PendingAuthorization, Redemption, RefreshRecord, RefreshState, Rotation, SessionId,
-    SessionRecord, Subject, Timestamp, TokenHash, UpstreamKey, UpstreamTokens,
+    SessionRecord, SessionStateRecord, Subject, Timestamp, TokenHash, UpstreamKey, UpstreamTokens,
+    session_state_key,
 };
 use crate::store::Store;
 
@@ -527,7 +528,39 @@ impl Store for RedisStore {
     }
 
     async fn delete_session(&self, id: &SessionId) -> Result<bool, StoreError> {
+        self.delete_indexed(Kind::Session, &session_state_key(id))
+            .await?;
         self.delete_indexed(Kind::Session, id.as_str()).await
+    }
+
+    async fn put_session_state(
+        &self,
+        id: &SessionId,
+        state: &str,
+        idle: Duration,
+    ) -> Result<(), StoreError> {
+        let key = session_state_key(id);
+        check_key(Kind::Session, &key, &self.limits)?;
+        let record = SessionStateRecord {
+            state: state.to_owned(),
+        };
+        let value = encode(Kind::Session, &record, self.limit())?;
+        let expires = self.clock.now().plus(idle);
+        self.put_capped(
+            Kind::Session,
+            &key,
+            &value,
+            Some(expires),
+            self.limits.max_sessions,
+        )
+        .await
+    }
+
+    async fn get_session_state(&self, id: &SessionId) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .get_json::<SessionStateRecord>(Kind::Session, &session_state_key(id))
+            .await?
+            .map(|r| r.state))
     }
 
     async fn purge_expired(&self) -> Result<u64, StoreError> {

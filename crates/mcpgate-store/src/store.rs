@@ -168,8 +168,22 @@ pub trait Store: Send + Sync + fmt::Debug {
         idle: Duration,
     ) -> Result<Option<IdentityKey>, StoreError>;
 
-    /// Ends a session; whether it was alive.
+    /// Ends a session, and forgets its state; whether it was alive.
     async fn delete_session(&self, id: &SessionId) -> Result<bool, StoreError>;
+
+    /// Keeps what another replica needs to resume the session (the MCP
+    /// server's serialized `initialize` parameters), for `idle`. Counted
+    /// with the sessions: `Full` past `max_sessions`.
+    async fn put_session_state(
+        &self,
+        id: &SessionId,
+        state: &str,
+        idle: Duration,
+    ) -> Result<(), StoreError>;
+
+    /// What [`put_session_state`](Store::put_session_state) kept, unless it
+    /// expired or the session ended.
+    async fn get_session_state(&self, id: &SessionId) -> Result<Option<String>, StoreError>;
 
     /// Deletes expired records and returns how many. Expired records already
     /// read as absent; this only reclaims space. Backends with native TTLs

@@ -18,7 +18,8 @@ use mcpgate_keys::KeyRing;
 use mcpgate_resource::downstream::{
     DownstreamError, DownstreamFuture, UserDetails, UserDetailsSource,
 };
-use mcpgate_store::{KeyBytes, Store, TokenCipher};
+use mcpgate_resource::session::{SessionFuture, SharedSessions};
+use mcpgate_store::{IdentityKey, KeyBytes, SessionId, Store, TokenCipher};
 use mcpgate_token::Principal;
 
 use crate::config::{BrokerMode, RawBroker, RawConfig};
@@ -342,6 +343,77 @@ impl UserDetailsSource for GraphProfile {
             resp.json::<UserDetails>()
                 .await
                 .map_err(|e| DownstreamError::Unavailable(format!("{}: {e}", self.me_url)))
+        })
+    }
+}
+
+/// MCP sessions in the store, so that every replica (and this one after a
+/// restart) can continue a session: its owner, and rmcp's state to resume it.
+#[derive(Debug)]
+pub struct StoreSessions {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// How long an unused session is kept.
+    pub idle: std::time::Duration,
+}
+
+impl SharedSessions for StoreSessions {
+    fn owner<'a>(&'a self, id: &'a str) -> SessionFuture<'a, Option<String>> {
+        Box::pin(async move {
+            match self
+                .store
+                .touch_session(&SessionId::new(id), self.idle)
+                .await
+            {
+                Ok(owner) => owner.map(|o| o.as_str().to_owned()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read a session's owner from the store");
+                    None
+                }
+            }
+        })
+    }
+
+    fn record_owner<'a>(&'a self, id: &'a str, owner: &'a str) -> SessionFuture<'a, ()> {
+        Box::pin(async move {
+            let stored = self
+                .store
+                .put_session(&SessionId::new(id), &IdentityKey::new(owner), self.idle)
+                .await;
+            if let Err(e) = stored {
+                // The session still works here; other replicas will not know it.
+                tracing::warn!(error = %e, "could not record a session's owner in the store");
+            }
+        })
+    }
+
+    fn forget<'a>(&'a self, id: &'a str) -> SessionFuture<'a, ()> {
+        Box::pin(async move {
+            if let Err(e) = self.store.delete_session(&SessionId::new(id)).await {
+                tracing::warn!(error = %e, "could not end a session in the store");
+            }
+        })
+    }
+
+    fn load_state<'a>(&'a self, id: &'a str) -> SessionFuture<'a, Result<Option<String>, String>> {
+        Box::pin(async move {
+            self.store
+                .get_session_state(&SessionId::new(id))
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn store_state<'a>(
+        &'a self,
+        id: &'a str,
+        state: String,
+    ) -> SessionFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            self.store
+                .put_session_state(&SessionId::new(id), &state, self.idle)
+                .await
+                .map_err(|e| e.to_string())
         })
     }
 }

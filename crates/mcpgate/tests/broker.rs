@@ -287,6 +287,20 @@ graph_url = "{me_url}"
     let me = structured(&call(&url, "get_user_details", &cache, &ca, &stateless));
     assert_eq!(me["userPrincipalName"], "alice@mcpgate.test");
 
+    // A stateful session (2025-11-25): every request on a new connection,
+    // so the balancer hands them to the replicas in turn; the one that did
+    // not open the session resumes it from the store.
+    let token = Command::new(BIN)
+        .args(["token", &url, "--non-interactive", "--ca-file", &ca])
+        .arg("--cache-dir")
+        .arg(&cache)
+        .output()
+        .expect("mcpgate token");
+    let token = String::from_utf8_lossy(&token.stdout).trim().to_owned();
+    assert!(!token.is_empty(), "mcpgate token printed nothing");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(one_session_across_replicas(&url, &token));
+
     // One replica dies; the other carries on, refresh tokens and all.
     drop(a);
     for _ in 0..2 {
@@ -297,6 +311,73 @@ graph_url = "{me_url}"
     let _ = stop.send(());
     clean_redis(&prefix);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+async fn one_session_across_replicas(url: &str, token: &str) {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client");
+    let post = |body: serde_json::Value, session: Option<&str>| {
+        let mut request = http
+            .post(url)
+            .bearer_auth(token)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-11-25")
+            .json(&body);
+        if let Some(id) = session {
+            request = request.header("mcp-session-id", id);
+        }
+        request.send()
+    };
+    let init = post(
+        serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "replicas-test", "version": "1"}}}),
+        None,
+    )
+    .await
+    .expect("initialize");
+    assert_eq!(init.status(), 200);
+    let session = init
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("a session id")
+        .to_owned();
+    let ack = post(
+        serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        Some(&session),
+    )
+    .await
+    .expect("initialized");
+    assert!(ack.status().is_success(), "initialized: {}", ack.status());
+    for id in 2..6 {
+        let resp = post(
+            serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                "params": {"name": "whoami", "arguments": {}}}),
+            Some(&session),
+        )
+        .await
+        .expect("tools/call");
+        let status = resp.status();
+        let text = resp.text().await.expect("body");
+        assert_eq!(status, 200, "call {id} in the session: {text}");
+        // Plain JSON, or the one SSE event that carries the answer.
+        let msg: Value = serde_json::from_str(&text)
+            .ok()
+            .or_else(|| {
+                text.lines()
+                    .filter_map(|l| l.strip_prefix("data:"))
+                    .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+                    .find(|v| v.get("id").is_some())
+            })
+            .unwrap_or_else(|| panic!("no JSON-RPC answer in: {text}"));
+        assert_eq!(
+            msg["result"]["structuredContent"]["preferred_username"], "alice@mcpgate.test",
+            "{msg}"
+        );
+    }
 }
 
 /// Deletes the test's keys (its own prefix only) from the shared Redis.

@@ -25,9 +25,21 @@ pub async fn sessions_consents_and_clients_round_trip(h: &Harness) {
 
     let (id, owner) = (SessionId::new("sess-1"), IdentityKey::new("tenant/user-1"));
     h.store.put_session(&id, &owner, HOUR).await.unwrap();
+    assert_eq!(h.store.get_session_state(&id).await.unwrap(), None);
+    let state = r#"{"initialize_params":{"protocolVersion":"2025-11-25"}}"#;
+    h.store.put_session_state(&id, state, HOUR).await.unwrap();
+    assert_eq!(
+        h.store.get_session_state(&id).await.unwrap().as_deref(),
+        Some(state)
+    );
     assert_eq!(h.store.touch_session(&id, HOUR).await.unwrap(), Some(owner));
     assert!(h.store.delete_session(&id).await.unwrap());
     assert_eq!(h.store.touch_session(&id, HOUR).await.unwrap(), None);
+    assert_eq!(
+        h.store.get_session_state(&id).await.unwrap(),
+        None,
+        "ending a session forgets its state"
+    );
 
     // Consents keyed by (subject, client) without collisions.
     let consent = |scope: &str| ConsentRecord {

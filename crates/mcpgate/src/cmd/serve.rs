@@ -82,6 +82,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let mut settings = ResourceSettings::new(public_url.clone(), Vec::new());
+    // Sessions in the store: another replica, or this one after a restart,
+    // continues a session opened here.
+    settings.shared_sessions = store.clone().map(|store| {
+        Arc::new(broker::StoreSessions {
+            store,
+            idle: settings.session_idle,
+        }) as Arc<dyn mcpgate_resource::session::SharedSessions>
+    });
 
     // Broker mode: mcpgate is the authorization server MCP clients see,
     // and signs users in upstream as a confidential client. Its tokens are

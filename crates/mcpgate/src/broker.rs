@@ -15,6 +15,7 @@ use mcpgate_client::assertion::ClientKey;
 use mcpgate_client::secret::ClientSecret;
 use mcpgate_devidp::IdpInfo;
 use mcpgate_keys::KeyRing;
+use mcpgate_resource::ResourceSettings;
 use mcpgate_resource::downstream::{
     DownstreamError, DownstreamFuture, UserDetails, UserDetailsSource,
 };
@@ -140,6 +141,67 @@ fn read_secret(path: &Path) -> anyhow::Result<ClientSecret> {
         bail!("the client secret file {} is empty", path.display());
     }
     Ok(ClientSecret::new(secret))
+}
+
+/// What `serve` hands the broker besides its configuration.
+#[derive(Debug)]
+pub struct Attach<'a> {
+    /// The embedded IdP, when `serve` started one.
+    pub idp: Option<&'a IdpInfo>,
+    /// The embedded IdP's CA, trusted for the upstream calls.
+    pub idp_ca: Option<&'a Path>,
+    /// Where the broker keeps its keys.
+    pub data_dir: &'a Path,
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// Development auto-approve (loopback only).
+    pub auto_approve: Option<String>,
+}
+
+/// Starts the broker and points the server at it: the metadata names it,
+/// its tokens are trusted beside the upstream's (which stay accepted, as
+/// they would be from Entra), and `get_user_details` acts through its
+/// upstream grants.
+pub async fn attach(
+    raw: &mut RawConfig,
+    settings: &mut ResourceSettings,
+    with: Attach<'_>,
+) -> anyhow::Result<Arc<Broker>> {
+    let ca_files: Vec<PathBuf> = raw
+        .ca_file
+        .iter()
+        .cloned()
+        .chain(with.idp_ca.map(Path::to_path_buf))
+        .collect();
+    let http = outbound::http_client(ca_files.iter().map(PathBuf::as_path), raw.fetch_timeout())?;
+    let issuer = settings
+        .public_url
+        .as_str()
+        .trim_end_matches('/')
+        .to_owned();
+    let broker = start(Setup {
+        raw,
+        idp: with.idp,
+        data_dir: with.data_dir,
+        store: with.store,
+        http: http.clone(),
+        ca_files,
+        issuer: &issuer,
+        resource: settings.mcp_url(),
+        auto_approve: with.auto_approve,
+    })
+    .await?;
+    let broker_issuer = broker.config().issuer.as_str().to_owned();
+    raw.auth.issuers.push(broker_issuer.clone());
+    raw.auth.audiences.push(settings.mcp_url());
+    raw.auth.authorization_servers = vec![broker_issuer];
+    settings.user_details = Some(Arc::new(GraphProfile {
+        broker: broker.clone(),
+        me_url: graph_me_url(raw, with.idp),
+        scopes: vec![GRAPH_USER_READ.to_owned()],
+        http,
+    }));
+    Ok(broker)
 }
 
 /// What the broker needs from `serve`.

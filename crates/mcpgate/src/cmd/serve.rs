@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::cli::ServeArgs;
 use crate::config::{BrokerMode, ConfigError};
-use crate::{broker, devidp, outbound, ready, validator};
+use crate::{broker, devidp, ready, validator};
 
 /// What the ready file says.
 #[derive(Debug, Serialize)]
@@ -94,41 +94,23 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // Broker mode: mcpgate is the authorization server MCP clients see,
     // and signs users in upstream as a confidential client. Its tokens are
     // validated like any issuer's; the upstream's own stay accepted too.
-    let broker = if let Some(store) = store.filter(|_| brokered) {
-        let ca_files: Vec<std::path::PathBuf> = raw
-            .ca_file
-            .iter()
-            .cloned()
-            .chain(idp_ca.map(Into::into))
-            .collect();
-        let http =
-            outbound::http_client(ca_files.iter().map(|p| p.as_path()), raw.fetch_timeout())?;
-        let issuer = public_url.as_str().trim_end_matches('/').to_owned();
-        let broker = broker::start(broker::Setup {
-            raw: &raw,
-            idp: idp_info,
-            data_dir: &data_dir,
-            store,
-            http: http.clone(),
-            ca_files,
-            issuer: &issuer,
-            resource: settings.mcp_url(),
-            auto_approve: args.idp.auto_approve(&raw.idp),
-        })
-        .await?;
-        let broker_issuer = broker.config().issuer.as_str().to_owned();
-        raw.auth.issuers.push(broker_issuer.clone());
-        raw.auth.audiences.push(settings.mcp_url());
-        raw.auth.authorization_servers = vec![broker_issuer];
-        settings.user_details = Some(Arc::new(broker::GraphProfile {
-            broker: broker.clone(),
-            me_url: broker::graph_me_url(&raw, idp_info),
-            scopes: vec![broker::GRAPH_USER_READ.to_owned()],
-            http,
-        }));
-        Some(broker)
-    } else {
-        None
+    let auto_approve = args.idp.auto_approve(&raw.idp);
+    let broker = match store.filter(|_| brokered) {
+        Some(store) => Some(
+            broker::attach(
+                &mut raw,
+                &mut settings,
+                broker::Attach {
+                    idp: idp_info,
+                    idp_ca,
+                    data_dir: &data_dir,
+                    store,
+                    auto_approve,
+                },
+            )
+            .await?,
+        ),
+        None => None,
     };
 
     let (access, issuers, mut scopes, authorization_servers) = if args.no_auth {

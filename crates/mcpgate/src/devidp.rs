@@ -123,11 +123,7 @@ pub async fn start_with_store(
     options.store = Some(store);
     options.bind = bind;
     options.tls = tls;
-    options.auto_approve = flags
-        .idp_auto_approve
-        .clone()
-        .or_else(|| settings.auto_approve.clone())
-        .filter(|s| !s.is_empty());
+    options.auto_approve = flags.auto_approve(settings);
     let config = directory(&flags.place, settings)?;
     mcpgate_devidp::start(config, options)
         .await

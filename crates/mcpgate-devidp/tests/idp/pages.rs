@@ -1,24 +1,9 @@
 //! The sign-in and consent pages, driven as a browser would drive them
 //! (the headless-Chromium run is in `.ci/interop/browser`).
 
-use mcpgate_devidp::IdpConfig;
-use mcpgate_devidp::directory::AppConfig;
-
 use crate::support::*;
 
 const REDIRECT: &str = "http://127.0.0.1:6000/callback";
-const OTHER: &str = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
-
-/// A directory with a second public client that is not pre-authorized.
-fn with_unconsented_client() -> IdpConfig {
-    let mut config = IdpConfig::builtin();
-    config.apps.push(AppConfig {
-        public_client: true,
-        redirect_uris: vec!["http://127.0.0.1/callback".into()],
-        ..AppConfig::new(OTHER, "Third-party tool")
-    });
-    config
-}
 
 fn params_for(client: &str) -> Vec<(String, String)> {
     vec![

@@ -2,25 +2,11 @@
 //! directory and SQLite file honours the refresh tokens, consents and
 //! redeemed codes of the one before, so that a restart signs nobody out.
 
-use mcpgate_devidp::IdpConfig;
-use mcpgate_devidp::directory::AppConfig;
 use mcpgate_token::clock::ManualClock;
 
 use crate::support::*;
 
 const REDIRECT: &str = "http://127.0.0.1:6000/callback";
-/// A public client that is not pre-authorized: it needs consent.
-const OTHER: &str = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
-
-fn with_unconsented_client() -> IdpConfig {
-    let mut config = IdpConfig::builtin();
-    config.apps.push(AppConfig {
-        public_client: true,
-        redirect_uris: vec!["http://127.0.0.1/callback".into()],
-        ..AppConfig::new(OTHER, "Third-party tool")
-    });
-    config
-}
 
 fn authorize_params(scope: &str) -> Vec<(String, String)> {
     vec![

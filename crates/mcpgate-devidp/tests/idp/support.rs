@@ -300,3 +300,17 @@ pub fn csrf_cookie(resp: &reqwest::Response) -> Option<String> {
         })
         .map(str::to_owned)
 }
+
+/// A public client that is not pre-authorized: it needs consent.
+pub const OTHER: &str = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
+
+/// The built-in directory plus [`OTHER`], which has no consent yet.
+pub fn with_unconsented_client() -> mcpgate_devidp::IdpConfig {
+    let mut config = mcpgate_devidp::IdpConfig::builtin();
+    config.apps.push(mcpgate_devidp::directory::AppConfig {
+        public_client: true,
+        redirect_uris: vec!["http://127.0.0.1/callback".into()],
+        ..mcpgate_devidp::directory::AppConfig::new(OTHER, "Third-party tool")
+    });
+    config
+}

@@ -1,46 +1,29 @@
-//! The authentication middleware in front of the MCP endpoint: a token is
-//! taken, validated, and the caller handed to the tools in the request's
-//! extensions.
+//! Authentication at the MCP endpoint: a token is taken and validated,
+//! and the caller handed to whatever answers.
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
 use axum::response::Response;
-use http::Method;
+use http::request::Parts;
 use mcpgate_token::{Principal, Validator};
 
 use crate::bearer;
 use crate::challenge::{AuthRejection, ChallengeContext};
-use crate::session::{self, SessionBindings};
 
-/// The authenticated caller, as the request's extensions carry it to tool
-/// handlers (inside rmcp's `http::request::Parts`).
-#[derive(Debug, Clone)]
-pub struct Caller(pub Arc<Principal>);
-
-/// What the middleware needs.
+/// What authentication needs.
 #[derive(Debug)]
 pub struct AuthState {
     /// The validator, with the policy's own requirement.
     pub validator: Arc<Validator>,
     /// What challenges name.
     pub challenge: ChallengeContext,
-    /// Who owns which MCP session.
-    pub sessions: SessionBindings,
 }
 
-/// Lets a request through only with a valid token that meets the policy.
-pub async fn require_bearer(
-    State(state): State<Arc<AuthState>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    // CORS preflights carry no credentials by design.
-    if request.method() == Method::OPTIONS {
-        return next.run(request).await;
-    }
-    let outcome = match bearer::extract(request.headers(), request.uri().query()) {
+/// The caller, if the request carries a valid token that meets the
+/// policy; else the challenge to answer with. Called inline by the
+/// endpoint, not as a layer: a layer would box a future per request.
+pub async fn authenticate(state: &AuthState, parts: &Parts) -> Result<Arc<Principal>, Response> {
+    let outcome = match bearer::extract(&parts.headers, parts.uri.query()) {
         Ok(token) => state
             .validator
             .validate(token)
@@ -57,8 +40,7 @@ pub async fn require_bearer(
                 kind = principal.kind.as_str(),
                 "token accepted"
             );
-            request.extensions_mut().insert(Caller(principal.clone()));
-            session::bind(&state.sessions, &principal, request, next).await
+            Ok(principal)
         }
         Err(rejection) => {
             match &rejection {
@@ -72,7 +54,7 @@ pub async fn require_bearer(
                     tracing::debug!(target: "mcpgate::auth", reason = e.describe(), "request refused");
                 }
             }
-            rejection.into_response(&state.challenge)
+            Err(rejection.into_response(&state.challenge))
         }
     }
 }

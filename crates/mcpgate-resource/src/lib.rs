@@ -1,7 +1,7 @@
 //! The protected MCP endpoint.
 //!
 //! [`router`] builds an axum router that serves MCP over Streamable HTTP
-//! (rmcp) at `/mcp`, lets a request through only with a valid bearer token,
+//! at `/mcp`, lets a request through only with a valid bearer token,
 //! answers everyone else with the challenge the MCP authorization spec
 //! prescribes, and serves Protected Resource Metadata (RFC 9728) so that
 //! clients can find the authorization server.
@@ -10,9 +10,13 @@
 //! | --- | --- |
 //! | [`bearer`] | taking the token from the request, and refusing every other shape |
 //! | [`challenge`] | 400/401/403 with `WWW-Authenticate` |
-//! | [`auth`] | the authentication middleware and the [`auth::Caller`] extension |
-//! | [`jsonrpc`] | a malformed JSON-RPC body is a 400 parse error |
-//! | [`session`] | binding `Mcp-Session-Id` to the caller who opened it |
+//! | [`endpoint`] | `/mcp`: the Streamable HTTP transport, served in the request's own task |
+//! | [`origin`] | the DNS-rebinding defence: allowed `Host` and `Origin` |
+//! | [`auth`] | taking and validating the token of a request |
+//! | [`wire`] | JSON-RPC messages in and replies out |
+//! | [`protocol`] | revisions, and the headers and `_meta` each requires |
+//! | [`session`] | sessions: bound to their opener, bounded, expiring |
+//! | [`service`] | what answers behind the endpoint ([`service::McpService`]) |
 //! | [`prm`] | the Protected Resource Metadata document |
 //! | [`tools`] | the built-in tools (`whoami`, `get_user_details`) |
 //! | [`downstream`] | acting for the caller against a downstream API, with the server's own token for them |
@@ -28,23 +32,23 @@ pub mod auth;
 pub mod bearer;
 pub mod challenge;
 pub mod downstream;
-pub mod jsonrpc;
+pub mod endpoint;
+pub mod origin;
 pub mod prm;
+pub mod protocol;
+pub mod service;
 pub mod session;
 pub mod tools;
+pub mod wire;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::Duration;
 
 use axum::Router;
-use axum::middleware::from_fn_with_state;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{any, get};
 use http::{HeaderName, Method, StatusCode, header};
 use mcpgate_token::Validator;
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
-use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use url::Url;
@@ -52,8 +56,10 @@ use url::Url;
 use crate::auth::AuthState;
 use crate::challenge::ChallengeContext;
 use crate::downstream::UserDetailsSource;
+use crate::endpoint::Endpoint;
+use crate::origin::OriginPolicy;
 use crate::prm::ProtectedResourceMetadata;
-use crate::session::{ResumableSessions, SessionBindings, SharedSessions};
+use crate::session::{Clock, SessionLimits, Sessions, SharedSessions, SystemClock};
 use crate::tools::GateTools;
 
 /// The path of the MCP endpoint.
@@ -81,8 +87,11 @@ pub struct ResourceSettings {
     pub allowed_origins: Vec<String>,
     /// Largest request body. Default: 1 MiB.
     pub max_body_bytes: usize,
-    /// How long an idle session's owner is remembered. Default: 1 hour.
-    pub session_idle: Duration,
+    /// How many MCP sessions may be open, and for how long. Default:
+    /// [`SessionLimits::default`].
+    pub sessions: SessionLimits,
+    /// The clock sessions expire by. Default: the system's.
+    pub clock: Arc<dyn Clock>,
     /// Where `get_user_details` gets the caller's profile; without one the
     /// tool is not listed. Default: none.
     pub user_details: Option<Arc<dyn UserDetailsSource>>,
@@ -110,7 +119,8 @@ impl ResourceSettings {
             allowed_hosts,
             allowed_origins: Vec::new(),
             max_body_bytes: 1024 * 1024,
-            session_idle: Duration::from_secs(3600),
+            sessions: SessionLimits::default(),
+            clock: Arc::new(SystemClock::default()),
             user_details: None,
             shared_sessions: None,
         }
@@ -149,37 +159,38 @@ pub struct Stats {
 
 /// Builds the router: `/mcp`, the metadata documents, and `/healthz`.
 pub fn router(settings: &ResourceSettings, access: Access, stats: Arc<Stats>) -> Router {
-    let mut rmcp_config = StreamableHttpServerConfig::default()
-        .with_allowed_hosts(settings.allowed_hosts.clone())
-        .with_allowed_origins(settings.allowed_origins.clone())
-        .enforce_origin_validation()
-        .with_json_response(true)
-        .with_max_request_body_bytes(settings.max_body_bytes);
-    if let Some(shared) = &settings.shared_sessions {
-        rmcp_config.session_store = Some(Arc::new(ResumableSessions(shared.clone())));
-    }
-    let mcp_service = StreamableHttpService::new(
-        {
-            let user_details = settings.user_details.clone();
-            move || Ok(GateTools::new(stats.clone(), user_details.clone()))
-        },
-        Arc::new(LocalSessionManager::default()),
-        rmcp_config,
-    );
-    let mut mcp = Router::new()
-        .route_service(MCP_PATH, mcp_service)
-        .layer(axum::middleware::from_fn(jsonrpc::require_json_syntax));
-    if let Access::Validate(validator) = access {
-        let auth = Arc::new(AuthState {
+    router_with_endpoint(settings, access, stats).0
+}
+
+/// [`router`], and the endpoint behind `/mcp` (its sessions, for tests and
+/// operators).
+pub fn router_with_endpoint(
+    settings: &ResourceSettings,
+    access: Access,
+    stats: Arc<Stats>,
+) -> (Router, Arc<Endpoint>) {
+    let auth = match access {
+        Access::Validate(validator) => Some(AuthState {
             validator,
             challenge: ChallengeContext {
                 resource_metadata: settings.prm_url(),
                 scope: settings.scopes.join(" "),
             },
-            sessions: SessionBindings::new(settings.session_idle, settings.shared_sessions.clone()),
-        });
-        mcp = mcp.layer(from_fn_with_state(auth, auth::require_bearer));
-    }
+        }),
+        Access::Open => None,
+    };
+    let endpoint = Arc::new(Endpoint::new(
+        Arc::new(GateTools::new(stats, settings.user_details.clone())),
+        auth,
+        OriginPolicy::new(&settings.allowed_hosts, &settings.allowed_origins),
+        Sessions::new(
+            settings.sessions,
+            settings.clock.clone(),
+            settings.shared_sessions.clone(),
+        ),
+        settings.max_body_bytes,
+    ));
+    let mut mcp = Router::new().route(MCP_PATH, any(endpoint::handle).with_state(endpoint.clone()));
     if !settings.allowed_origins.is_empty() {
         mcp = mcp.layer(mcp_cors(&settings.allowed_origins));
     }
@@ -202,10 +213,12 @@ pub fn router(settings: &ResourceSettings, access: Access, stats: Arc<Stats>) ->
                 .allow_methods([Method::GET, Method::OPTIONS]),
         );
 
-    mcp.merge(metadata)
+    let router = mcp
+        .merge(metadata)
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found").into_response() })
-        .layer(RequestBodyLimitLayer::new(settings.max_body_bytes))
+        .layer(RequestBodyLimitLayer::new(settings.max_body_bytes));
+    (router, endpoint)
 }
 
 fn mcp_cors(origins: &[String]) -> CorsLayer {

@@ -17,7 +17,7 @@ use thiserror::Error;
 
 /// The sections an `MCPGATE_…` variable may set; anything else under the
 /// prefix (`MCPGATE_LOG`, `MCPGATE_CONFIG`) is not configuration.
-const ENV_SECTIONS: [&str; 11] = [
+const ENV_SECTIONS: [&str; 12] = [
     "bind",
     "public_url",
     "ca_file",
@@ -27,6 +27,7 @@ const ENV_SECTIONS: [&str; 11] = [
     "auth",
     "jwks",
     "http",
+    "sessions",
     "idp",
     "broker",
 ];
@@ -50,6 +51,8 @@ pub struct RawConfig {
     pub jwks: RawJwks,
     /// HTTP behaviour of the MCP endpoint.
     pub http: RawHttp,
+    /// Bounds on MCP sessions.
+    pub sessions: RawSessions,
     /// Where state lives (the embedded IdP's keys and certificates).
     /// Default `$XDG_DATA_HOME/mcpgate`, else `~/.local/share/mcpgate`.
     pub data_dir: Option<PathBuf>,
@@ -222,6 +225,39 @@ pub struct RawHttp {
     pub max_body_bytes: Option<usize>,
     /// `resource_name` in the metadata. Default "mcpgate".
     pub resource_name: Option<String>,
+}
+
+/// `[sessions]`: how many MCP sessions (the revisions before 2026-07-28)
+/// may be open, and for how long.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawSessions {
+    /// Sessions open at once, all users together; past it a new one is
+    /// refused (503). Default 10000.
+    pub max_total: Option<usize>,
+    /// Sessions one user may hold; past it their least recently used one
+    /// is closed. Default 64.
+    pub max_per_principal: Option<usize>,
+    /// A session unused this long is gone (404, and the client starts a new
+    /// one). Default 3600.
+    pub idle_secs: Option<u64>,
+}
+
+impl RawSessions {
+    /// The limits, defaults filled in.
+    pub fn limits(&self) -> mcpgate_resource::session::SessionLimits {
+        let default = mcpgate_resource::session::SessionLimits::default();
+        mcpgate_resource::session::SessionLimits {
+            max_total: self.max_total.unwrap_or(default.max_total).max(1),
+            max_per_principal: self
+                .max_per_principal
+                .unwrap_or(default.max_per_principal)
+                .max(1),
+            idle: self
+                .idle_secs
+                .map_or(default.idle, std::time::Duration::from_secs),
+        }
+    }
 }
 
 /// The configuration could not be loaded or makes no sense.

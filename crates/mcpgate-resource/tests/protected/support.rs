@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use mcpgate_resource::downstream::UserDetailsSource;
-use mcpgate_resource::{Access, ResourceSettings, Stats, router};
+use mcpgate_resource::endpoint::Endpoint;
+use mcpgate_resource::session::{ManualClock, SessionLimits};
+use mcpgate_resource::{Access, ResourceSettings, Stats, router_with_endpoint};
 use mcpgate_testkit::{API_APP_ID, TestIssuer};
 use mcpgate_token::{ValidationPolicy, Validator};
 use serde_json::{Value, json};
@@ -19,6 +21,7 @@ pub struct Gate {
     pub settings: ResourceSettings,
     pub http: reqwest::Client,
     pub stats: Arc<Stats>,
+    pub endpoint: Arc<Endpoint>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -62,17 +65,34 @@ impl Gate {
         let validator = Validator::builder(policy(&issuer))
             .build()
             .expect("policy compiles");
-        Self::serve_with(issuer, Access::Validate(Arc::new(validator)), Some(source)).await
+        Self::serve_with(issuer, Access::Validate(Arc::new(validator)), |s| {
+            s.user_details = Some(source)
+        })
+        .await
+    }
+
+    /// Starts with the default policy and these session limits, on a clock
+    /// the test moves.
+    pub async fn with_sessions(limits: SessionLimits, clock: Arc<ManualClock>) -> Self {
+        let issuer = TestIssuer::start().await;
+        let validator = Validator::builder(policy(&issuer))
+            .build()
+            .expect("policy compiles");
+        Self::serve_with(issuer, Access::Validate(Arc::new(validator)), |s| {
+            s.sessions = limits;
+            s.clock = clock;
+        })
+        .await
     }
 
     async fn serve(issuer: TestIssuer, access: Access) -> Self {
-        Self::serve_with(issuer, access, None).await
+        Self::serve_with(issuer, access, |_| {}).await
     }
 
     async fn serve_with(
         issuer: TestIssuer,
         access: Access,
-        user_details: Option<Arc<dyn UserDetailsSource>>,
+        edit: impl FnOnce(&mut ResourceSettings),
     ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -82,9 +102,9 @@ impl Gate {
         let mut settings = ResourceSettings::new(base.parse().expect("url"), vec![issuer.issuer()]);
         settings.scopes = vec![SCOPE.to_owned()];
         settings.max_body_bytes = 64 * 1024;
-        settings.user_details = user_details;
+        edit(&mut settings);
         let stats = Arc::new(Stats::default());
-        let app = router(&settings, access, stats.clone());
+        let (app, endpoint) = router_with_endpoint(&settings, access, stats.clone());
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -94,6 +114,7 @@ impl Gate {
             settings,
             http: reqwest::Client::new(),
             stats,
+            endpoint,
             server,
         }
     }
@@ -110,6 +131,18 @@ impl Gate {
     pub fn token(&self) -> String {
         self.issuer
             .sign("key-a", &self.issuer.claims(mcpgate_testkit::unix_now()))
+    }
+
+    /// A valid token for another user, `oid`.
+    pub fn token_for(&self, oid: &str) -> String {
+        let claims = mcpgate_testkit::with(
+            self.issuer.claims(mcpgate_testkit::unix_now()),
+            &[
+                ("oid", json!(oid)),
+                ("sub", json!(format!("pairwise-{oid}"))),
+            ],
+        );
+        self.issuer.sign("key-a", &claims)
     }
 
     /// `tools/call whoami` in the stateless 2026-07-28 form, which needs no

@@ -82,12 +82,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let mut settings = ResourceSettings::new(public_url.clone(), Vec::new());
+    settings.sessions = raw.sessions.limits();
     // Sessions in the store: another replica, or this one after a restart,
     // continues a session opened here.
     settings.shared_sessions = store.clone().map(|store| {
         Arc::new(broker::StoreSessions {
             store,
-            idle: settings.session_idle,
+            idle: settings.sessions.idle,
         }) as Arc<dyn mcpgate_resource::session::SharedSessions>
     });
 

@@ -1,0 +1,568 @@
+//! The MCP endpoint over Streamable HTTP, served in the request's own task.
+//!
+//! mcpgate owns this layer rather than running rmcp's session transport:
+//! that transport gives every session a worker task and channels, so each
+//! call hops between tasks, calls on one session queue behind each other,
+//! and each open session costs tens of kilobytes. Here a request is read
+//! once, checked (origin, token, session, revision, headers) and answered
+//! by the [`McpService`] in the same future; a session is a table entry.
+//! rmcp still supplies the protocol's types and constants.
+//!
+//! Every reply is a single JSON body: nothing here sends server-initiated
+//! messages yet, so there is no stream to open (`GET` is 405, which the
+//! transport allows).
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use axum::body::{Body, to_bytes};
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::header::{ACCEPT, ALLOW, CONTENT_TYPE, RETRY_AFTER};
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use mcpgate_token::Principal;
+use rmcp::model::{
+    DiscoverResult, ErrorCode, ErrorData, InitializeRequestParams, ProtocolVersion, RequestId,
+    ServerResult,
+};
+use rmcp::transport::common::http_header::HEADER_SESSION_ID;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::auth::{self, AuthState};
+use crate::origin::OriginPolicy;
+use crate::protocol::{self, RequestMeta};
+use crate::service::{CallContext, McpService};
+use crate::session::{OpenError, Sessions};
+use crate::wire::{self, Incoming};
+
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+// The owner of every session when authentication is off.
+const ANONYMOUS: &str = "anonymous";
+
+/// Everything the endpoint needs, built once.
+pub struct Endpoint {
+    service: Arc<dyn McpService>,
+    auth: Option<AuthState>,
+    origins: OriginPolicy,
+    sessions: Sessions,
+    max_body: usize,
+    discover: Bytes,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("authenticated", &self.auth.is_some())
+            .field("sessions", &self.sessions.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Endpoint {
+    /// An endpoint answering with `service`; `auth` is `None` when
+    /// authentication is off.
+    pub fn new(
+        service: Arc<dyn McpService>,
+        auth: Option<AuthState>,
+        origins: OriginPolicy,
+        sessions: Sessions,
+        max_body: usize,
+    ) -> Self {
+        let info = service.info().clone();
+        let discover = DiscoverResult::from_server_info(protocol::supported().to_vec(), info);
+        let discover = serde_json::to_vec(&discover).unwrap_or_default().into();
+        Self {
+            service,
+            auth,
+            origins,
+            sessions,
+            max_body,
+            discover,
+        }
+    }
+
+    /// The open sessions.
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+}
+
+/// Serves `/mcp`.
+pub async fn handle(State(ep): State<Arc<Endpoint>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    if let Err(refused) = ep.origins.check(&parts.uri, &parts.headers) {
+        tracing::warn!(target: "mcpgate::mcp", reason = refused.message(), "request refused (DNS-rebinding defence)");
+        let status = match refused {
+            crate::origin::Refused::BadHost => StatusCode::BAD_REQUEST,
+            _ => StatusCode::FORBIDDEN,
+        };
+        return (status, refused.message()).into_response();
+    }
+    if !matches!(parts.method, Method::POST | Method::GET | Method::DELETE) {
+        return method_not_allowed();
+    }
+    let caller = match &ep.auth {
+        Some(auth) => match auth::authenticate(auth, &parts).await {
+            Ok(principal) => Some(principal),
+            Err(challenge) => return challenge,
+        },
+        None => None,
+    };
+    let owner = caller.as_ref().map(|p| p.identity_key());
+    let owner = owner.as_deref().unwrap_or(ANONYMOUS);
+    match parts.method {
+        Method::POST => ep.post(&parts, body, caller.as_ref(), owner).await,
+        Method::DELETE => ep.delete(&parts, owner).await,
+        // GET opens a stream for server-initiated messages; there are none.
+        _ => match session_header(&parts.headers) {
+            Some(id) if ep.sessions.find(id, owner).await.is_none() => session_not_found(),
+            _ => method_not_allowed(),
+        },
+    }
+}
+
+impl Endpoint {
+    async fn post(
+        &self,
+        parts: &Parts,
+        body: Body,
+        caller: Option<&Arc<Principal>>,
+        owner: &str,
+    ) -> Response {
+        let headers = &parts.headers;
+        if !accepts_json_and_sse(headers) {
+            return (
+                StatusCode::NOT_ACCEPTABLE,
+                "Not Acceptable: Client must accept both application/json and text/event-stream",
+            )
+                .into_response();
+        }
+        if !is_json(headers) {
+            return (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Unsupported Media Type: Content-Type must be application/json",
+            )
+                .into_response();
+        }
+        let Ok(bytes) = to_bytes(body, self.max_body).await else {
+            return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response();
+        };
+        let message = match wire::parse(&bytes) {
+            Ok(m) => m,
+            Err(malformed) => {
+                let (id, error) = malformed.error();
+                return json(StatusCode::BAD_REQUEST, wire::error(id.as_ref(), &error));
+            }
+        };
+        let header_version = match protocol::header_version(headers) {
+            Ok(v) => v,
+            Err(why) => return (StatusCode::BAD_REQUEST, why).into_response(),
+        };
+
+        if let Incoming::Request { id, method, params } = &message
+            && method == "initialize"
+        {
+            return self
+                .initialize(headers, id, *params, header_version, owner)
+                .await;
+        }
+
+        // A session's requests speak the revision its handshake chose.
+        if let Some(session_id) = session_header(headers) {
+            let Some(session) = self.sessions.find(session_id, owner).await else {
+                return session_not_found();
+            };
+            if let Some(v) = header_version
+                && protocol::known(v).is_none()
+            {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    format!("Bad Request: Unsupported MCP-Protocol-Version: {v}"),
+                )
+                    .into_response();
+            }
+            let Incoming::Request { id, method, params } = message else {
+                // Notifications (`initialized`, `cancelled`) and answers to
+                // requests this server never sends need nothing.
+                return StatusCode::ACCEPTED.into_response();
+            };
+            if let Some(refusal) = check_meta_agrees(&id, params, header_version) {
+                return refusal;
+            }
+            if header_version.is_some_and(protocol::is_stateless_wire)
+                && let Err(why) = protocol::check_routing_headers(
+                    headers,
+                    &method,
+                    protocol::routed_name(&method, params).as_deref(),
+                    true,
+                )
+            {
+                return header_mismatch(&id, why);
+            }
+            let cx = CallContext {
+                caller,
+                version: &session.version,
+            };
+            let (status, body) = self.dispatch(cx, false, &id, &method, params).await;
+            return json(status, body);
+        }
+
+        // No session: the 2026-07-28 wire, where each request carries its
+        // revision and the client's capabilities in `_meta`.
+        let (id, method, params) = match message {
+            Incoming::Request { id, method, params } => (id, method, params),
+            Incoming::Notification { .. } => return StatusCode::ACCEPTED.into_response(),
+            Incoming::Response => {
+                let error = ErrorData::invalid_request(
+                    "a response without a session answers nothing here",
+                    None,
+                );
+                return json(StatusCode::BAD_REQUEST, wire::error(None, &error));
+            }
+        };
+        let meta = RequestMeta::of(params);
+        let Some(meta_version) = meta.protocol_version.as_deref() else {
+            if method == "server/discover"
+                || header_version.is_some_and(protocol::is_stateless_wire)
+            {
+                let error = protocol::missing_meta_error(&meta.missing());
+                return json(StatusCode::BAD_REQUEST, wire::error(Some(&id), &error));
+            }
+            let error = ErrorData::invalid_request(
+                "Bad Request: Mcp-Session-Id header is required: send initialize first, or use the 2026-07-28 wire (protocol version and client capabilities in each request's _meta)",
+                None,
+            );
+            return json(StatusCode::BAD_REQUEST, wire::error(Some(&id), &error));
+        };
+        let missing = meta.missing();
+        if !missing.is_empty() {
+            let error = protocol::missing_meta_error(&missing);
+            return json(StatusCode::BAD_REQUEST, wire::error(Some(&id), &error));
+        }
+        match header_version {
+            None => {
+                return header_mismatch(
+                    &id,
+                    "request _meta protocolVersion requires MCP-Protocol-Version header".into(),
+                );
+            }
+            Some(h) if h != meta_version => {
+                return header_mismatch(
+                    &id,
+                    format!(
+                        "MCP-Protocol-Version header ({h}) does not match request _meta protocolVersion ({meta_version})"
+                    ),
+                );
+            }
+            Some(_) => {}
+        }
+        let Some(version) = protocol::known(meta_version) else {
+            let error = ErrorData::unsupported_protocol_version(
+                serde_json::from_value(serde_json::Value::String(meta_version.to_owned()))
+                    .unwrap_or(ProtocolVersion::LATEST),
+                protocol::supported(),
+            );
+            return json(StatusCode::BAD_REQUEST, wire::error(Some(&id), &error));
+        };
+        if protocol::is_stateless_wire(meta_version)
+            && let Err(why) = protocol::check_routing_headers(
+                headers,
+                &method,
+                protocol::routed_name(&method, params).as_deref(),
+                true,
+            )
+        {
+            return header_mismatch(&id, why);
+        }
+        let cx = CallContext {
+            caller,
+            version: &version,
+        };
+        let (status, body) = self.dispatch(cx, true, &id, &method, params).await;
+        json(status, body)
+    }
+
+    async fn initialize(
+        &self,
+        headers: &HeaderMap,
+        id: &RequestId,
+        params: Option<&RawValue>,
+        header_version: Option<&str>,
+        owner: &str,
+    ) -> Response {
+        if session_header(headers).is_some() {
+            let error = ErrorData::invalid_request(
+                "this session is already initialized: send initialize without Mcp-Session-Id to open a new one",
+                None,
+            );
+            return json(StatusCode::BAD_REQUEST, wire::error(Some(id), &error));
+        }
+        let init: InitializeRequestParams = match params.map(|p| serde_json::from_str(p.get())) {
+            Some(Ok(init)) => init,
+            Some(Err(e)) => {
+                let error =
+                    ErrorData::invalid_params(format!("invalid initialize params: {e}"), None);
+                return json(StatusCode::BAD_REQUEST, wire::error(Some(id), &error));
+            }
+            None => {
+                let error = ErrorData::invalid_params("initialize needs params", None);
+                return json(StatusCode::BAD_REQUEST, wire::error(Some(id), &error));
+            }
+        };
+        if let Some(h) = header_version
+            && h != init.protocol_version.as_str()
+        {
+            let error = ErrorData::invalid_request(
+                format!(
+                    "Invalid Request: MCP-Protocol-Version header ({h}) does not match initialize params.protocolVersion ({})",
+                    init.protocol_version
+                ),
+                None,
+            );
+            return json(StatusCode::BAD_REQUEST, wire::error(Some(id), &error));
+        }
+        if let Err(why) = protocol::check_routing_headers(headers, "initialize", None, false) {
+            return header_mismatch(id, why);
+        }
+        let version = protocol::negotiate(&init.protocol_version);
+        let session = match self.sessions.open(owner, version.clone()).await {
+            Ok(session) => session,
+            Err(e @ OpenError::Full) => {
+                tracing::warn!(target: "mcpgate::sessions", limit = self.sessions.limits().max_total, "refused a new MCP session: the server is at its session cap");
+                let error = ErrorData::new(ErrorCode(-32000), e.to_string(), None);
+                let mut response = json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    wire::error(Some(id), &error),
+                );
+                response
+                    .headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from_static("30"));
+                return response;
+            }
+            Err(e @ OpenError::NoRandom) => {
+                tracing::error!(target: "mcpgate::sessions", error = %e, "could not open an MCP session");
+                let error = ErrorData::internal_error(e.to_string(), None);
+                return json(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    wire::error(Some(id), &error),
+                );
+            }
+        };
+        tracing::debug!(target: "mcpgate::sessions", version = %version, client = init.client_info.name, "MCP session opened");
+        let result = ServerResult::InitializeResult(
+            self.service.info().clone().with_protocol_version(version),
+        );
+        let mut response = json(StatusCode::OK, wire::result(id, &result));
+        if let Ok(value) = HeaderValue::from_str(&session.id) {
+            response.headers_mut().insert(HEADER_SESSION_ID, value);
+        }
+        response
+    }
+
+    /// Answers one request. `stateless` marks the 2026-07-28 wire, where
+    /// `ping` is gone and an unknown method is a 404.
+    async fn dispatch(
+        &self,
+        cx: CallContext<'_>,
+        stateless: bool,
+        id: &RequestId,
+        method: &str,
+        params: Option<&RawValue>,
+    ) -> (StatusCode, Bytes) {
+        let outcome = match method {
+            "ping" if !stateless => Ok(wire::raw_result(id, b"{}")),
+            "server/discover" => Ok(wire::raw_result(id, &self.discover)),
+            "tools/list" => Ok(wire::raw_result(id, &self.service.list_tools(cx))),
+            "tools/call" => self.call_tool(cx, id, params).await,
+            _ => Err(ErrorData::new(
+                ErrorCode::METHOD_NOT_FOUND,
+                method.to_owned(),
+                None,
+            )),
+        };
+        match outcome {
+            Ok(body) => (StatusCode::OK, body),
+            Err(error) => {
+                // Sessions keep JSON-RPC errors in-band (HTTP 200); the
+                // 2026-07-28 wire maps some to HTTP statuses.
+                let status = match error.code {
+                    ErrorCode::METHOD_NOT_FOUND if stateless => StatusCode::NOT_FOUND,
+                    ErrorCode::UNSUPPORTED_PROTOCOL_VERSION
+                    | ErrorCode::MISSING_REQUIRED_CLIENT_CAPABILITY
+                    | ErrorCode::HEADER_MISMATCH
+                        if stateless =>
+                    {
+                        StatusCode::BAD_REQUEST
+                    }
+                    _ => StatusCode::OK,
+                };
+                (status, wire::error(Some(id), &error))
+            }
+        }
+    }
+
+    async fn call_tool(
+        &self,
+        cx: CallContext<'_>,
+        id: &RequestId,
+        params: Option<&RawValue>,
+    ) -> Result<Bytes, ErrorData> {
+        #[derive(Deserialize)]
+        struct CallParams<'a> {
+            #[serde(borrow)]
+            name: Cow<'a, str>,
+            #[serde(borrow, default)]
+            arguments: Option<&'a RawValue>,
+        }
+        let params: CallParams<'_> = params
+            .map(|p| serde_json::from_str(p.get()))
+            .transpose()
+            .map_err(|e| {
+                ErrorData::invalid_params(format!("invalid tools/call params: {e}"), None)
+            })?
+            .ok_or_else(|| ErrorData::invalid_params("tools/call needs params", None))?;
+        let result = self
+            .service
+            .call_tool(cx, &params.name, params.arguments)
+            .await?;
+        let mut result = ServerResult::CallToolResult(result);
+        if !protocol::is_stateless_wire(cx.version.as_str()) {
+            result.strip_result_type_for_legacy_peer();
+        }
+        Ok(wire::result(id, &result))
+    }
+
+    async fn delete(&self, parts: &Parts, owner: &str) -> Response {
+        let Some(id) = session_header(&parts.headers) else {
+            return (
+                StatusCode::BAD_REQUEST,
+                "Bad Request: DELETE needs the Mcp-Session-Id of the session to end",
+            )
+                .into_response();
+        };
+        if self.sessions.close(id, owner).await {
+            StatusCode::NO_CONTENT.into_response()
+        } else {
+            session_not_found()
+        }
+    }
+}
+
+/// When a request in a session also carries a revision in `_meta`, the
+/// header must name the same one.
+fn check_meta_agrees(
+    id: &RequestId,
+    params: Option<&RawValue>,
+    header_version: Option<&str>,
+) -> Option<Response> {
+    // Most requests in a session carry no `_meta` at all: skip the parse.
+    if !params.is_some_and(|p| p.get().contains("io.modelcontextprotocol/protocolVersion")) {
+        return None;
+    }
+    let meta = RequestMeta::of(params);
+    let meta_version = meta.protocol_version.as_deref()?;
+    match header_version {
+        Some(h) if h == meta_version => None,
+        Some(h) => Some(header_mismatch(
+            id,
+            format!(
+                "MCP-Protocol-Version header ({h}) does not match request _meta protocolVersion ({meta_version})"
+            ),
+        )),
+        None => Some(header_mismatch(
+            id,
+            "request _meta protocolVersion requires MCP-Protocol-Version header".into(),
+        )),
+    }
+}
+
+fn session_header(headers: &HeaderMap) -> Option<&str> {
+    headers.get(HEADER_SESSION_ID).and_then(|v| v.to_str().ok())
+}
+
+fn accepts_json_and_sse(headers: &HeaderMap) -> bool {
+    let (mut json, mut sse) = (false, false);
+    for value in headers.get_all(ACCEPT) {
+        let Ok(value) = value.to_str() else { continue };
+        for range in value.split(',') {
+            let mut pieces = range.split(';');
+            let essence = pieces.next().unwrap_or_default().trim();
+            // `q=0` means "not this one".
+            let refused = pieces.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q == 0.0))
+            });
+            if refused {
+                continue;
+            }
+            json |= essence.eq_ignore_ascii_case("application/json");
+            sse |= essence.eq_ignore_ascii_case("text/event-stream");
+        }
+    }
+    json && sse
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+}
+
+fn json(status: StatusCode, body: Bytes) -> Response {
+    (status, [(CONTENT_TYPE, JSON)], body).into_response()
+}
+
+fn header_mismatch(id: &RequestId, why: String) -> Response {
+    json(
+        StatusCode::BAD_REQUEST,
+        wire::error(Some(id), &ErrorData::header_mismatch(why, None)),
+    )
+}
+
+fn session_not_found() -> Response {
+    // Unknown, expired and foreign sessions look alike: nothing tells an
+    // attacker that a guessed id exists. 404 makes a client start anew.
+    let error = ErrorData::new(ErrorCode(-32001), "Session not found", None);
+    json(StatusCode::NOT_FOUND, wire::error(None, &error))
+}
+
+fn method_not_allowed() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [(ALLOW, HeaderValue::from_static("POST, DELETE"))],
+        "Method Not Allowed",
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(ACCEPT, HeaderValue::from_str(v).expect("header"));
+        h
+    }
+
+    #[test]
+    fn accept_needs_both_media_types_unrefused() {
+        assert!(accepts_json_and_sse(&accept(
+            "application/json, text/event-stream"
+        )));
+        assert!(accepts_json_and_sse(&accept(
+            "text/event-stream;q=0.5, Application/JSON"
+        )));
+        assert!(!accepts_json_and_sse(&accept("application/json")));
+        assert!(!accepts_json_and_sse(&accept(
+            "application/json, text/event-stream;q=0"
+        )));
+        assert!(!accepts_json_and_sse(&HeaderMap::new()));
+    }
+}

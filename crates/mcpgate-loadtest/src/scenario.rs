@@ -74,6 +74,17 @@ impl Method {
     }
 }
 
+impl Method {
+    /// The method sent: the 2026-07-28 wire has no `ping`, and
+    /// `server/discover`, which also does no work, stands in for it.
+    fn on_the_wire(self, stateless: bool) -> &'static str {
+        match self {
+            Self::Ping if stateless => "server/discover",
+            _ => self.name(),
+        }
+    }
+}
+
 impl FromStr for Method {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -97,14 +108,14 @@ fn body(method: Method, id: u64, meta: bool) -> Value {
             "io.modelcontextprotocol/clientCapabilities": {}
         });
     }
-    json!({"jsonrpc": "2.0", "id": id, "method": method.name(), "params": params})
+    json!({"jsonrpc": "2.0", "id": id, "method": method.on_the_wire(meta), "params": params})
 }
 
 /// One stateless request, headers and `_meta` included.
 pub fn stateless(method: Method, id: u64, token: &str) -> Request {
     let mut req = Request::json(&body(method, id, true))
         .header("mcp-protocol-version", STATELESS_VERSION)
-        .header("mcp-method", method.name());
+        .header("mcp-method", method.on_the_wire(true));
     if method == Method::ToolsCall {
         req = req.header("mcp-name", "whoami");
     }

@@ -56,6 +56,14 @@ fn body(method: &str, stateless: bool) -> String {
     format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":{params}}}"#)
 }
 
+// What a connection would do with the answer: read it, no more.
+async fn drain(app: &Router, req: Request<Body>) -> usize {
+    let resp = app.clone().oneshot(req).await.expect("infallible");
+    to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .map_or(0, |b| b.len())
+}
+
 async fn send(app: &Router, req: Request<Body>) -> (u16, Option<String>, Value) {
     let resp = app.clone().oneshot(req).await.expect("infallible");
     let status = resp.status().as_u16();
@@ -128,7 +136,7 @@ fn bench(c: &mut Criterion) {
             );
             group.bench_function(format!("{name}/session/{method}"), |b| {
                 b.iter(|| {
-                    rt.block_on(send(
+                    rt.block_on(drain(
                         app,
                         request(Some(&token), Some(session), method, session_body.clone()),
                     ))
@@ -152,7 +160,7 @@ fn bench(c: &mut Criterion) {
             );
             group.bench_function(format!("{name}/stateless/{method}"), |b| {
                 b.iter(|| {
-                    rt.block_on(send(
+                    rt.block_on(drain(
                         app,
                         request(Some(&token), None, method, stateless_body.clone()),
                     ))

@@ -51,14 +51,21 @@ pub fn extract<'a>(headers: &'a HeaderMap, query: Option<&str>) -> Result<&'a st
     if values.next().is_some() {
         return Err(BearerError::Duplicated);
     }
-    let value = value.to_str().map_err(|_| BearerError::MalformedToken)?;
-    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
-    if !scheme.eq_ignore_ascii_case("Bearer") {
+    // Bytes, not `to_str`: the token's own check below admits only ASCII,
+    // so the value is scanned once, not twice.
+    let value = value.as_bytes();
+    let (scheme, token) = match value.iter().position(|b| *b == b' ') {
+        Some(i) => (&value[..i], &value[i + 1..]),
+        None => (value, &[][..]),
+    };
+    if !scheme.eq_ignore_ascii_case(b"Bearer") {
         return Err(BearerError::OtherScheme);
     }
-    let token = token.trim_start_matches(' ');
+    let start = token.iter().position(|b| *b != b' ').unwrap_or(token.len());
+    let token = &token[start..];
     if is_b64token(token) {
-        Ok(token)
+        // Every byte is ASCII: always UTF-8.
+        std::str::from_utf8(token).map_err(|_| BearerError::MalformedToken)
     } else {
         Err(BearerError::MalformedToken)
     }
@@ -71,9 +78,10 @@ fn has_access_token_param(query: &str) -> bool {
 }
 
 /// RFC 6750 §2.1: `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
-fn is_b64token(token: &str) -> bool {
-    let body = token.trim_end_matches('=');
-    !body.is_empty() && body.bytes().all(|b| B64TOKEN[usize::from(b)])
+fn is_b64token(token: &[u8]) -> bool {
+    let end = token.iter().rposition(|b| *b != b'=').map_or(0, |i| i + 1);
+    let body = &token[..end];
+    !body.is_empty() && body.iter().all(|b| B64TOKEN[usize::from(*b)])
 }
 
 /// Every request scans its whole token: a table, not a search per byte.

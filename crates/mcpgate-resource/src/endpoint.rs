@@ -12,7 +12,6 @@
 //! messages yet, so there is no stream to open (`GET` is 405, which the
 //! transport allows).
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use axum::body::{Body, to_bytes};
@@ -28,13 +27,12 @@ use rmcp::model::{
     ServerResult,
 };
 use rmcp::transport::common::http_header::HEADER_SESSION_ID;
-use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::auth::{self, AuthState};
 use crate::origin::OriginPolicy;
-use crate::protocol::{self, RequestMeta};
-use crate::service::{CallContext, McpService};
+use crate::protocol::{self, Params, RequestMeta};
+use crate::service::{CallContext, McpService, ToolOutput};
 use crate::session::{OpenError, Sessions};
 use crate::wire::{self, Incoming};
 
@@ -111,27 +109,26 @@ pub async fn handle(State(ep): State<Arc<Endpoint>>, request: Request) -> Respon
         },
         None => None,
     };
-    let owner = caller.as_ref().map(|p| p.identity_key());
-    let owner = owner.as_deref().unwrap_or(ANONYMOUS);
     match parts.method {
-        Method::POST => ep.post(&parts, body, caller.as_ref(), owner).await,
-        Method::DELETE => ep.delete(&parts, owner).await,
+        Method::POST => ep.post(&parts, body, caller.as_ref()).await,
+        Method::DELETE => ep.delete(&parts, owner(caller.as_ref())).await,
         // GET opens a stream for server-initiated messages; there are none.
         _ => match session_header(&parts.headers) {
-            Some(id) if ep.sessions.find(id, owner).await.is_none() => session_not_found(),
+            Some(id) if ep.sessions.find(id, owner(caller.as_ref())).await.is_none() => {
+                session_not_found()
+            }
             _ => method_not_allowed(),
         },
     }
 }
 
+/// Who sessions are bound to.
+fn owner(caller: Option<&Arc<Principal>>) -> &str {
+    caller.map_or(ANONYMOUS, |p| p.identity_key())
+}
+
 impl Endpoint {
-    async fn post(
-        &self,
-        parts: &Parts,
-        body: Body,
-        caller: Option<&Arc<Principal>>,
-        owner: &str,
-    ) -> Response {
+    async fn post(&self, parts: &Parts, body: Body, caller: Option<&Arc<Principal>>) -> Response {
         let headers = &parts.headers;
         if !accepts_json_and_sse(headers) {
             return (
@@ -166,13 +163,13 @@ impl Endpoint {
             && method == "initialize"
         {
             return self
-                .initialize(headers, id, *params, header_version, owner)
+                .initialize(headers, id, *params, header_version, owner(caller))
                 .await;
         }
 
         // A session's requests speak the revision its handshake chose.
         if let Some(session_id) = session_header(headers) {
-            let Some(session) = self.sessions.find(session_id, owner).await else {
+            let Some(session) = self.sessions.find(session_id, owner(caller)).await else {
                 return session_not_found();
             };
             if let Some(v) = header_version
@@ -189,14 +186,15 @@ impl Endpoint {
                 // requests this server never sends need nothing.
                 return StatusCode::ACCEPTED.into_response();
             };
-            if let Some(refusal) = check_meta_agrees(&id, params, header_version) {
+            let params = Params::of(params);
+            if let Some(refusal) = check_meta_agrees(&id, &params.meta, header_version) {
                 return refusal;
             }
             if header_version.is_some_and(protocol::is_stateless_wire)
                 && let Err(why) = protocol::check_routing_headers(
                     headers,
                     &method,
-                    protocol::routed_name(&method, params).as_deref(),
+                    params.routed_name(&method),
                     true,
                 )
             {
@@ -206,7 +204,7 @@ impl Endpoint {
                 caller,
                 version: &session.version,
             };
-            let (status, body) = self.dispatch(cx, false, &id, &method, params).await;
+            let (status, body) = self.dispatch(cx, false, &id, &method, &params).await;
             return json(status, body);
         }
 
@@ -223,7 +221,8 @@ impl Endpoint {
                 return json(StatusCode::BAD_REQUEST, wire::error(None, &error));
             }
         };
-        let meta = RequestMeta::of(params);
+        let params = Params::of(params);
+        let meta = &params.meta;
         let Some(meta_version) = meta.protocol_version.as_deref() else {
             if method == "server/discover"
                 || header_version.is_some_and(protocol::is_stateless_wire)
@@ -268,12 +267,8 @@ impl Endpoint {
             return json(StatusCode::BAD_REQUEST, wire::error(Some(&id), &error));
         };
         if protocol::is_stateless_wire(meta_version)
-            && let Err(why) = protocol::check_routing_headers(
-                headers,
-                &method,
-                protocol::routed_name(&method, params).as_deref(),
-                true,
-            )
+            && let Err(why) =
+                protocol::check_routing_headers(headers, &method, params.routed_name(&method), true)
         {
             return header_mismatch(&id, why);
         }
@@ -281,7 +276,7 @@ impl Endpoint {
             caller,
             version: &version,
         };
-        let (status, body) = self.dispatch(cx, true, &id, &method, params).await;
+        let (status, body) = self.dispatch(cx, true, &id, &method, &params).await;
         json(status, body)
     }
 
@@ -370,7 +365,7 @@ impl Endpoint {
         stateless: bool,
         id: &RequestId,
         method: &str,
-        params: Option<&RawValue>,
+        params: &Params<'_>,
     ) -> (StatusCode, Bytes) {
         let outcome = match method {
             "ping" if !stateless => Ok(wire::raw_result(id, b"{}")),
@@ -408,31 +403,36 @@ impl Endpoint {
         &self,
         cx: CallContext<'_>,
         id: &RequestId,
-        params: Option<&RawValue>,
+        params: &Params<'_>,
     ) -> Result<Bytes, ErrorData> {
-        #[derive(Deserialize)]
-        struct CallParams<'a> {
-            #[serde(borrow)]
-            name: Cow<'a, str>,
-            #[serde(borrow, default)]
-            arguments: Option<&'a RawValue>,
+        let Some(name) = params.name.as_deref() else {
+            return Err(ErrorData::invalid_params(
+                "tools/call needs the name of a tool",
+                None,
+            ));
+        };
+        let stateless = protocol::is_stateless_wire(cx.version.as_str());
+        match self.service.call_tool(cx, name, params.arguments).await? {
+            ToolOutput::Model(result) => {
+                let mut result = ServerResult::CallToolResult(result);
+                if !stateless {
+                    result.strip_result_type_for_legacy_peer();
+                }
+                Ok(wire::result(id, &result))
+            }
+            ToolOutput::Json(json) if stateless => {
+                // The 2026-07-28 wire names the result's type (SEP-2322).
+                let rest = json.strip_prefix(b"{").unwrap_or(&json);
+                let mut result = Vec::with_capacity(json.len() + 32);
+                result.extend_from_slice(br#"{"resultType":"complete""#);
+                if rest.first().is_some_and(|b| *b != b'}') {
+                    result.push(b',');
+                }
+                result.extend_from_slice(rest);
+                Ok(wire::raw_result(id, &result))
+            }
+            ToolOutput::Json(json) => Ok(wire::raw_result(id, &json)),
         }
-        let params: CallParams<'_> = params
-            .map(|p| serde_json::from_str(p.get()))
-            .transpose()
-            .map_err(|e| {
-                ErrorData::invalid_params(format!("invalid tools/call params: {e}"), None)
-            })?
-            .ok_or_else(|| ErrorData::invalid_params("tools/call needs params", None))?;
-        let result = self
-            .service
-            .call_tool(cx, &params.name, params.arguments)
-            .await?;
-        let mut result = ServerResult::CallToolResult(result);
-        if !protocol::is_stateless_wire(cx.version.as_str()) {
-            result.strip_result_type_for_legacy_peer();
-        }
-        Ok(wire::result(id, &result))
     }
 
     async fn delete(&self, parts: &Parts, owner: &str) -> Response {
@@ -455,14 +455,9 @@ impl Endpoint {
 /// header must name the same one.
 fn check_meta_agrees(
     id: &RequestId,
-    params: Option<&RawValue>,
+    meta: &RequestMeta,
     header_version: Option<&str>,
 ) -> Option<Response> {
-    // Most requests in a session carry no `_meta` at all: skip the parse.
-    if !params.is_some_and(|p| p.get().contains("io.modelcontextprotocol/protocolVersion")) {
-        return None;
-    }
-    let meta = RequestMeta::of(params);
     let meta_version = meta.protocol_version.as_deref()?;
     match header_version {
         Some(h) if h == meta_version => None,

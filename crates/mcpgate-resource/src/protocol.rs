@@ -64,36 +64,6 @@ pub struct RequestMeta {
 }
 
 impl RequestMeta {
-    /// Reads `params._meta`; anything malformed counts as absent.
-    pub fn of(params: Option<&RawValue>) -> Self {
-        #[derive(Deserialize)]
-        struct Params<'a> {
-            #[serde(rename = "_meta", borrow, default)]
-            meta: Option<Meta<'a>>,
-        }
-        #[derive(Deserialize)]
-        struct Meta<'a> {
-            #[serde(rename = "io.modelcontextprotocol/protocolVersion", borrow, default)]
-            protocol_version: Option<&'a RawValue>,
-            #[serde(rename = "io.modelcontextprotocol/clientCapabilities", borrow, default)]
-            client_capabilities: Option<&'a RawValue>,
-        }
-        let Some(meta) = params
-            .and_then(|p| serde_json::from_str::<Params<'_>>(p.get()).ok())
-            .and_then(|p| p.meta)
-        else {
-            return Self::default();
-        };
-        Self {
-            protocol_version: meta
-                .protocol_version
-                .and_then(|v| serde_json::from_str::<String>(v.get()).ok()),
-            has_client_capabilities: meta
-                .client_capabilities
-                .is_some_and(|c| c.get().trim_start().starts_with('{')),
-        }
-    }
-
     /// The required keys that are missing or malformed.
     pub fn missing(&self) -> Vec<&'static str> {
         let mut missing = Vec::new();
@@ -152,37 +122,84 @@ pub fn check_routing_headers(
     Ok(())
 }
 
-/// What the body names for the `Mcp-Name` header, for methods that carry
-/// one: a tool's or prompt's name, a resource's URI, a task's id. Only
-/// these members are read; the rest of `params` is skipped unparsed.
-pub fn routed_name(method: &str, params: Option<&RawValue>) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Named<'a> {
-        #[serde(borrow, default)]
-        name: Option<Cow<'a, str>>,
-        #[serde(borrow, default)]
-        uri: Option<Cow<'a, str>>,
-        #[serde(rename = "taskId", borrow, default)]
-        task_id: Option<Cow<'a, str>>,
+/// The members of a request's `params` the endpoint reads, from one pass
+/// over them; the rest (a tool's arguments, say) stays raw. Members of the
+/// wrong type count as absent.
+#[derive(Debug, Default)]
+pub struct Params<'a> {
+    /// `_meta`, as the protocol reads it.
+    pub meta: RequestMeta,
+    /// `name` (a tool's, a prompt's).
+    pub name: Option<Cow<'a, str>>,
+    /// `uri` (a resource's).
+    pub uri: Option<Cow<'a, str>>,
+    /// `taskId`.
+    pub task_id: Option<Cow<'a, str>>,
+    /// `arguments`, as sent.
+    pub arguments: Option<&'a RawValue>,
+}
+
+impl<'a> Params<'a> {
+    /// Reads `params`; anything that is not an object reads as empty.
+    pub fn of(params: Option<&'a RawValue>) -> Self {
+        #[derive(Deserialize)]
+        struct Raw<'a> {
+            #[serde(rename = "_meta", borrow, default)]
+            meta: Option<&'a RawValue>,
+            #[serde(borrow, default)]
+            name: Option<&'a RawValue>,
+            #[serde(borrow, default)]
+            uri: Option<&'a RawValue>,
+            #[serde(rename = "taskId", borrow, default)]
+            task_id: Option<&'a RawValue>,
+            #[serde(borrow, default)]
+            arguments: Option<&'a RawValue>,
+        }
+        #[derive(Deserialize)]
+        struct Meta<'a> {
+            #[serde(rename = "io.modelcontextprotocol/protocolVersion", borrow, default)]
+            protocol_version: Option<&'a RawValue>,
+            #[serde(rename = "io.modelcontextprotocol/clientCapabilities", borrow, default)]
+            client_capabilities: Option<&'a RawValue>,
+        }
+        fn string<'a>(raw: Option<&'a RawValue>) -> Option<Cow<'a, str>> {
+            serde_json::from_str(raw?.get()).ok()
+        }
+        let Some(raw) = params.and_then(|p| serde_json::from_str::<Raw<'a>>(p.get()).ok()) else {
+            return Self::default();
+        };
+        let meta = raw
+            .meta
+            .and_then(|m| serde_json::from_str::<Meta<'_>>(m.get()).ok())
+            .map(|m| RequestMeta {
+                protocol_version: string(m.protocol_version).map(Cow::into_owned),
+                has_client_capabilities: m
+                    .client_capabilities
+                    .is_some_and(|c| c.get().trim_start().starts_with('{')),
+            })
+            .unwrap_or_default();
+        Self {
+            meta,
+            name: string(raw.name),
+            uri: string(raw.uri),
+            task_id: string(raw.task_id),
+            arguments: raw.arguments,
+        }
     }
-    enum Member {
-        Name,
-        Uri,
-        TaskId,
+
+    /// What the body names for the `Mcp-Name` header, for the methods
+    /// that carry one: a tool's or prompt's name, a resource's URI, a
+    /// task's id.
+    pub fn routed_name(&self, method: &str) -> Option<&str> {
+        match method {
+            "tools/call" | "prompts/get" => self.name.as_deref(),
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+                self.uri.as_deref()
+            }
+            "tasks/get" | "tasks/update" | "tasks/cancel" => self.task_id.as_deref(),
+            _ => None,
+        }
     }
-    let member = match method {
-        "tools/call" | "prompts/get" => Member::Name,
-        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => Member::Uri,
-        "tasks/get" | "tasks/update" | "tasks/cancel" => Member::TaskId,
-        _ => return None,
-    };
-    let named: Named<'_> = serde_json::from_str(params?.get()).ok()?;
-    match member {
-        Member::Name => named.name,
-        Member::Uri => named.uri,
-        Member::TaskId => named.task_id,
-    }
-    .map(Cow::into_owned)
 }
 
 // These headers are singletons: a duplicate could let an intermediary route
@@ -225,14 +242,18 @@ mod tests {
         let full = raw(
             r#"{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}"#,
         );
-        let meta = RequestMeta::of(Some(&full));
+        let meta = Params::of(Some(&full)).meta;
         assert_eq!(meta.protocol_version.as_deref(), Some("2026-07-28"));
         assert!(meta.missing().is_empty());
         let bad = raw(
             r#"{"_meta":{"io.modelcontextprotocol/protocolVersion":7,"io.modelcontextprotocol/clientCapabilities":[]}}"#,
         );
-        assert_eq!(RequestMeta::of(Some(&bad)).missing().len(), 2);
-        assert_eq!(RequestMeta::of(None), RequestMeta::default());
+        assert_eq!(Params::of(Some(&bad)).meta.missing().len(), 2);
+        assert_eq!(Params::of(None).meta, RequestMeta::default());
+        let not_an_object = raw(r#"{"_meta":"x","name":7}"#);
+        let p = Params::of(Some(&not_an_object));
+        assert_eq!(p.meta, RequestMeta::default());
+        assert_eq!(p.name, None);
     }
 
     #[test]
@@ -267,16 +288,12 @@ mod tests {
 
     #[test]
     fn the_routed_name_comes_from_the_right_member() {
-        let p = raw(r#"{"name":"whoami","uri":"file:///x","arguments":{"big":[1,2,3]}}"#);
-        assert_eq!(
-            routed_name("tools/call", Some(&p)).as_deref(),
-            Some("whoami")
-        );
-        assert_eq!(
-            routed_name("resources/read", Some(&p)).as_deref(),
-            Some("file:///x")
-        );
-        assert_eq!(routed_name("tools/list", Some(&p)), None);
-        assert_eq!(routed_name("tools/call", None), None);
+        let p = raw(r#"{"name":"who\u0061mi","uri":"file:///x","arguments":{"big":[1,2,3]}}"#);
+        let p = Params::of(Some(&p));
+        assert_eq!(p.routed_name("tools/call"), Some("whoami"));
+        assert_eq!(p.routed_name("resources/read"), Some("file:///x"));
+        assert_eq!(p.routed_name("tools/list"), None);
+        assert_eq!(p.arguments.map(RawValue::get), Some(r#"{"big":[1,2,3]}"#));
+        assert_eq!(Params::of(None).routed_name("tools/call"), None);
     }
 }

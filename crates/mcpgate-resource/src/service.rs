@@ -40,5 +40,17 @@ pub trait McpService: Send + Sync + 'static {
         cx: CallContext<'a>,
         name: &'a str,
         arguments: Option<&'a RawValue>,
-    ) -> ServiceFuture<'a, Result<CallToolResult, ErrorData>>;
+    ) -> ServiceFuture<'a, Result<ToolOutput, ErrorData>>;
+}
+
+/// What a tool call answers.
+#[derive(Debug)]
+pub enum ToolOutput {
+    /// A result in rmcp's model.
+    Model(CallToolResult),
+    /// A result the tool serialised itself: a `CallToolResult` JSON object
+    /// without `resultType` (the endpoint adds it where the revision wants
+    /// it). Spares a tool whose answer is already JSON a round trip through
+    /// `serde_json::Value`.
+    Json(Bytes),
 }

@@ -19,37 +19,37 @@ use serde_json::value::RawValue;
 use crate::Stats;
 use crate::downstream::{UserDetails, UserDetailsSource};
 use crate::protocol::is_stateless_wire;
-use crate::service::{CallContext, McpService, ServiceFuture};
+use crate::service::{CallContext, McpService, ServiceFuture, ToolOutput};
 
-/// What `whoami` answers.
+/// What `whoami` answers, borrowed from the caller's principal.
 #[derive(Debug, Serialize, JsonSchema, PartialEq, Eq)]
-pub struct WhoAmI {
+pub struct WhoAmI<'a> {
     /// False when the server runs with authentication off.
     pub authenticated: bool,
     /// Display name.
-    pub name: Option<String>,
+    pub name: Option<&'a str>,
     /// Sign-in name.
-    pub preferred_username: Option<String>,
+    pub preferred_username: Option<&'a str>,
     /// Object id of the user or application.
-    pub oid: Option<String>,
+    pub oid: Option<&'a str>,
     /// Tenant id.
-    pub tid: Option<String>,
+    pub tid: Option<&'a str>,
     /// Subject.
-    pub sub: Option<String>,
+    pub sub: Option<&'a str>,
     /// Issuer of the token.
-    pub issuer: Option<String>,
+    pub issuer: Option<&'a str>,
     /// Delegated scopes.
-    pub scopes: Vec<String>,
+    pub scopes: &'a [String],
     /// App roles.
-    pub roles: Vec<String>,
+    pub roles: &'a [String],
     /// The client application that obtained the token.
-    pub client_app_id: Option<String>,
+    pub client_app_id: Option<&'a str>,
     /// `delegated` or `app_only`.
-    pub token_kind: Option<String>,
+    pub token_kind: Option<&'a str>,
 }
 
-impl WhoAmI {
-    fn of(caller: Option<&Principal>) -> Self {
+impl<'a> WhoAmI<'a> {
+    fn of(caller: Option<&'a Principal>) -> Self {
         let Some(p) = caller else {
             return Self {
                 authenticated: false,
@@ -59,24 +59,24 @@ impl WhoAmI {
                 tid: None,
                 sub: None,
                 issuer: None,
-                scopes: Vec::new(),
-                roles: Vec::new(),
+                scopes: &[],
+                roles: &[],
                 client_app_id: None,
                 token_kind: None,
             };
         };
         Self {
             authenticated: true,
-            name: p.name.clone(),
-            preferred_username: p.preferred_username.clone(),
-            oid: p.object_id.clone(),
-            tid: p.tenant_id.clone(),
-            sub: Some(p.subject.clone()),
-            issuer: Some(p.issuer.clone()),
-            scopes: p.scopes.clone(),
-            roles: p.roles.clone(),
-            client_app_id: p.client_app_id.clone(),
-            token_kind: Some(p.kind.as_str().to_owned()),
+            name: p.name.as_deref(),
+            preferred_username: p.preferred_username.as_deref(),
+            oid: p.object_id.as_deref(),
+            tid: p.tenant_id.as_deref(),
+            sub: Some(&p.subject),
+            issuer: Some(&p.issuer),
+            scopes: &p.scopes,
+            roles: &p.roles,
+            client_app_id: p.client_app_id.as_deref(),
+            token_kind: Some(p.kind.as_str()),
         }
     }
 }
@@ -102,7 +102,7 @@ impl GateTools {
                 "Who is calling: the signed-in user or application, as this server sees the access token (name, username, object and tenant ids, scopes, roles, client app, token kind).",
                 schema_for_empty_input(),
             )
-            .with_raw_output_schema(schema_for_output::<WhoAmI>()),
+            .with_raw_output_schema(schema_for_output::<WhoAmI<'static>>()),
         ];
         if user_details.is_some() {
             tools.push(
@@ -130,12 +130,12 @@ impl GateTools {
         }
     }
 
-    async fn get_user_details(&self, caller: Option<&Arc<Principal>>) -> CallToolResult {
+    async fn get_user_details(&self, caller: Option<&Arc<Principal>>) -> ToolOutput {
         let Some(source) = &self.user_details else {
-            return tool_error("this server has no directory API configured");
+            return ToolOutput::Model(tool_error("this server has no directory API configured"));
         };
         let Some(p) = caller else {
-            return tool_error("get_user_details needs a signed-in caller");
+            return ToolOutput::Model(tool_error("get_user_details needs a signed-in caller"));
         };
         let result = source.user_details(p).await;
         tracing::info!(
@@ -149,7 +149,7 @@ impl GateTools {
         );
         match result {
             Ok(details) => structured(&details),
-            Err(e) => tool_error(&e.to_string()),
+            Err(e) => ToolOutput::Model(tool_error(&e.to_string())),
         }
     }
 }
@@ -159,11 +159,26 @@ fn to_bytes(result: &ServerResult) -> Bytes {
     serde_json::to_vec(result).unwrap_or_default().into()
 }
 
-fn structured(value: &impl Serialize) -> CallToolResult {
-    match serde_json::to_value(value) {
-        Ok(v) => CallToolResult::structured(v),
-        Err(e) => tool_error(&format!("the result could not be serialised: {e}")),
-    }
+/// A successful result carrying `value` as structured content and, for
+/// clients that read only text, as JSON text (what rmcp's
+/// `CallToolResult::structured` makes), serialised in one pass.
+fn structured(value: &impl Serialize) -> ToolOutput {
+    let json = match serde_json::to_string(value) {
+        Ok(json) => json,
+        Err(e) => {
+            return ToolOutput::Model(tool_error(&format!(
+                "the result could not be serialised: {e}"
+            )));
+        }
+    };
+    let mut out = Vec::with_capacity(2 * json.len() + 80);
+    out.extend_from_slice(br#"{"content":[{"type":"text","text":"#);
+    // A string always serialises.
+    let _ = serde_json::to_writer(&mut out, &json);
+    out.extend_from_slice(br#"}],"structuredContent":"#);
+    out.extend_from_slice(json.as_bytes());
+    out.extend_from_slice(br#","isError":false}"#);
+    ToolOutput::Json(out.into())
 }
 
 fn tool_error(message: &str) -> CallToolResult {
@@ -188,7 +203,7 @@ impl McpService for GateTools {
         cx: CallContext<'a>,
         name: &'a str,
         _arguments: Option<&'a RawValue>,
-    ) -> ServiceFuture<'a, Result<CallToolResult, ErrorData>> {
+    ) -> ServiceFuture<'a, Result<ToolOutput, ErrorData>> {
         Box::pin(async move {
             let result = match name {
                 "whoami" => {

@@ -142,6 +142,10 @@ pub struct Principal {
     /// When the token stops being valid.
     #[serde(serialize_with = "unix_secs")]
     pub expires_at: SystemTime,
+    // Made once, when the token is first verified: sessions compare it on
+    // every request.
+    #[serde(skip)]
+    identity_key: String,
 }
 
 impl Principal {
@@ -149,22 +153,12 @@ impl Principal {
     /// subject). Sessions are bound to it.
     /// The validator refuses tokens that carry neither, so `who` is never
     /// empty.
-    pub fn identity_key(&self) -> String {
-        let who = self
-            .object_id
-            .as_deref()
-            .filter(|oid| !oid.is_empty())
-            .unwrap_or(&self.subject);
-        format!(
-            "{}|{}|{}",
-            self.issuer,
-            self.tenant_id.as_deref().unwrap_or(""),
-            who
-        )
+    pub fn identity_key(&self) -> &str {
+        &self.identity_key
     }
 
     pub(crate) fn from_claims(claims: &Claims, issuer: &str, exp: u64) -> Self {
-        Principal {
+        let mut principal = Principal {
             issuer: issuer.to_owned(),
             tenant_id: claims.tid.clone(),
             subject: claims
@@ -184,7 +178,20 @@ impl Principal {
             client_app_id: claims.client_app().map(str::to_owned),
             kind: claims.kind(),
             expires_at: UNIX_EPOCH + Duration::from_secs(exp),
-        }
+            identity_key: String::new(),
+        };
+        let who = principal
+            .object_id
+            .as_deref()
+            .filter(|oid| !oid.is_empty())
+            .unwrap_or(&principal.subject);
+        principal.identity_key = format!(
+            "{}|{}|{}",
+            principal.issuer,
+            principal.tenant_id.as_deref().unwrap_or(""),
+            who
+        );
+        principal
     }
 }
 

@@ -410,7 +410,7 @@ impl UserDetailsSource for GraphProfile {
 }
 
 /// MCP sessions in the store, so that every replica (and this one after a
-/// restart) can continue a session: its owner, and rmcp's state to resume it.
+/// restart) can continue a session: its owner, and the revision it speaks.
 #[derive(Debug)]
 pub struct StoreSessions {
     /// The store.

@@ -638,6 +638,12 @@ async fn valid_token_reaches_whoami() {
     assert_eq!(who["scopes"], json!(["mcp:tools"]));
     assert_eq!(who["token_kind"], "delegated");
     assert_eq!(who["client_app_id"], mcpgate_testkit::CLIENT_APP_ID);
+    // The 2026-07-28 wire names the result's type; the text block carries
+    // the same JSON for clients that read only text.
+    assert_eq!(msg["result"]["resultType"], "complete");
+    assert_eq!(msg["result"]["isError"], false);
+    let text = msg["result"]["content"][0]["text"].as_str().expect("text");
+    assert_eq!(&serde_json::from_str::<Value>(text).expect("json"), who);
     assert_eq!(gate.tool_calls(), 1);
     let _ = API_APP_ID;
 }

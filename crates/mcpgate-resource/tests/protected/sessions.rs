@@ -94,6 +94,10 @@ async fn session_protocols_list_and_call_whoami() {
             who["result"]["structuredContent"]["name"], "Alice Test",
             "{version}"
         );
+        assert!(
+            who["result"].get("resultType").is_none(),
+            "a legacy session keeps the old shape: {who}"
+        );
     }
     assert_eq!(gate.tool_calls(), 2);
 }

@@ -74,9 +74,23 @@ pub async fn session_memory(
     tokio::time::sleep(settle).await;
     let mut tokens = tokens.iter().cycle();
     for _ in 0..batches {
+        let batch_tokens: Vec<&String> = tokens.by_ref().take(batch).collect();
+        // Each user's token is seen once first (a stateless call): the
+        // verified-token cache is the validator's memory, not the session's.
+        for token in &batch_tokens {
+            let warm = scenario::stateless(Method::ToolsList, 1, token);
+            let r = conn.exchange(&warm.to_bytes(&server.host, "/mcp")).await?;
+            if !r.is_good() {
+                bail!(
+                    "stateless tools/list: status {}, body: {}",
+                    r.status,
+                    r.body_prefix(300)
+                );
+            }
+        }
+        tokio::time::sleep(settle).await;
         let before = server.rss_kb().context("reading VmRSS")?;
-        for _ in 0..batch {
-            let token = tokens.next().context("no tokens")?;
+        for token in batch_tokens {
             let Some(id) = scenario::open_session(&mut conn, &server.host, token).await? else {
                 // The uncounted first session was accepted too.
                 out.capped_at = Some(out.sessions.len() + 1);

@@ -44,6 +44,32 @@ async fn discovers_keys_and_caches_verified_tokens() {
 }
 
 #[tokio::test]
+async fn a_cached_tokens_signature_on_another_payload_is_refused() {
+    let issuer = TestIssuer::start().await;
+    let clock = ManualClock::starting_now();
+    let v = validator(&clock, policy(&issuer));
+    let now = clock.unix_now();
+    let alice = issuer.sign("key-a", &issuer.claims(now));
+    v.validate(&alice).await.expect("valid token, now cached");
+    // The cache is keyed by the signature: graft Alice's onto Mallory's
+    // claims and present it.
+    let mallory = issuer.sign(
+        "key-a",
+        &with(issuer.claims(now), &[("oid", json!("mallory"))]),
+    );
+    let (mallory_signed, _) = mallory.rsplit_once('.').expect("a JWT");
+    let (_, alice_signature) = alice.rsplit_once('.').expect("a JWT");
+    let forged = format!("{mallory_signed}.{alice_signature}");
+    assert!(matches!(
+        v.validate(&forged).await,
+        Err(ValidationError::BadSignature)
+    ));
+    // Alice's own token still passes, from the cache.
+    let p = v.validate(&alice).await.expect("still valid");
+    assert_ne!(p.object_id.as_deref(), Some("mallory"));
+}
+
+#[tokio::test]
 async fn rotated_in_key_is_accepted_without_restart() {
     let issuer = TestIssuer::start().await;
     let clock = ManualClock::starting_now();

@@ -71,6 +71,17 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    fn empty() -> Self {
+        Self {
+            ok: 0,
+            errors: 0,
+            not_found: 0,
+            first_error: None,
+            elapsed: Duration::ZERO,
+            latency: histogram(),
+        }
+    }
+
     pub fn per_sec(&self) -> f64 {
         self.ok as f64 / self.elapsed.as_secs_f64()
     }
@@ -104,14 +115,7 @@ pub async fn drive(
     for (conn, plan) in conns.into_iter().zip(plans) {
         tasks.spawn(run_conn(conn, plan, deadline));
     }
-    let mut total = Outcome {
-        ok: 0,
-        errors: 0,
-        not_found: 0,
-        first_error: None,
-        elapsed: Duration::ZERO,
-        latency: histogram(),
-    };
+    let mut total = Outcome::empty();
     while let Some(joined) = tasks.join_next().await {
         let one = joined.context("a connection task panicked")?;
         total.ok += one.ok;
@@ -130,14 +134,7 @@ pub async fn drive(
 }
 
 async fn run_conn(mut conn: Conn, plan: Vec<Arc<[u8]>>, deadline: Instant) -> Outcome {
-    let mut out = Outcome {
-        ok: 0,
-        errors: 0,
-        not_found: 0,
-        first_error: None,
-        elapsed: Duration::ZERO,
-        latency: histogram(),
-    };
+    let mut out = Outcome::empty();
     for request in plan.iter().cycle() {
         let sent = Instant::now();
         if sent >= deadline {

@@ -138,20 +138,24 @@ impl GateTools {
             return ToolOutput::Model(tool_error("get_user_details needs a signed-in caller"));
         };
         let result = source.user_details(p).await;
-        tracing::info!(
-            target: "mcpgate::audit",
-            tool = "get_user_details",
-            oid = p.object_id.as_deref().unwrap_or(""),
-            tid = p.tenant_id.as_deref().unwrap_or(""),
-            client_app = p.client_app_id.as_deref().unwrap_or(""),
-            ok = result.is_ok(),
-            "tool called"
-        );
+        audit("get_user_details", p, result.is_ok());
         match result {
             Ok(details) => structured(&details),
             Err(e) => ToolOutput::Model(tool_error(&e.to_string())),
         }
     }
+}
+
+fn audit(tool: &str, p: &Principal, ok: bool) {
+    tracing::info!(
+        target: "mcpgate::audit",
+        tool,
+        oid = p.object_id.as_deref().unwrap_or(""),
+        tid = p.tenant_id.as_deref().unwrap_or(""),
+        client_app = p.client_app_id.as_deref().unwrap_or(""),
+        ok,
+        "tool called"
+    );
 }
 
 fn to_bytes(result: &ServerResult) -> Bytes {
@@ -209,14 +213,7 @@ impl McpService for GateTools {
                 "whoami" => {
                     self.stats.tool_calls.fetch_add(1, Ordering::Relaxed);
                     if let Some(p) = cx.caller {
-                        tracing::info!(
-                            target: "mcpgate::audit",
-                            tool = "whoami",
-                            oid = p.object_id.as_deref().unwrap_or(""),
-                            tid = p.tenant_id.as_deref().unwrap_or(""),
-                            client_app = p.client_app_id.as_deref().unwrap_or(""),
-                            "tool called"
-                        );
+                        audit("whoami", p, true);
                     }
                     structured(&WhoAmI::of(cx.caller.map(|p| &**p)))
                 }

@@ -81,21 +81,26 @@ fn has_access_token_param(query: &str) -> bool {
 fn is_b64token(token: &[u8]) -> bool {
     let end = token.iter().rposition(|b| *b != b'=').map_or(0, |i| i + 1);
     let body = &token[..end];
-    !body.is_empty() && body.iter().all(|b| B64TOKEN[usize::from(*b)])
+    // Every request scans its whole token (a kilobyte or two): branch-free
+    // over chunks, so that the compiler can check many bytes at once.
+    !body.is_empty()
+        && body
+            .chunks(64)
+            .all(|chunk| chunk.iter().fold(true, |ok, &c| ok & b64token_byte(c)))
 }
 
-/// Every request scans its whole token: a table, not a search per byte.
-const B64TOKEN: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        table[b] =
-            c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
-        b += 1;
-    }
-    table
-};
+fn b64token_byte(c: u8) -> bool {
+    let letter = (c | 0x20).wrapping_sub(b'a') < 26;
+    let digit = c.wrapping_sub(b'0') < 10;
+    letter
+        | digit
+        | (c == b'-')
+        | (c == b'.')
+        | (c == b'_')
+        | (c == b'~')
+        | (c == b'+')
+        | (c == b'/')
+}
 
 #[cfg(test)]
 mod tests {
@@ -108,6 +113,15 @@ mod tests {
             h.append(AUTHORIZATION, HeaderValue::from_str(v).expect("header"));
         }
         h
+    }
+
+    #[test]
+    fn the_byte_rule_is_rfc_6750s() {
+        for c in 0..=255u8 {
+            let expected =
+                c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+            assert_eq!(b64token_byte(c), expected, "byte {c:#04x}");
+        }
     }
 
     #[test]

@@ -4,6 +4,9 @@
 //! any Rust JSON-over-HTTP server pays, so `mcpgate serve`'s throughput is
 //! reported as a fraction of this one's.
 //!
+//! It uses the same allocator as `mcpgate serve` (mimalloc), so that the
+//! ratios measure mcpgate's work, not a choice of allocator.
+//!
 //! Started like `mcpgate serve`: `--bind 127.0.0.1:0 --ready-file PATH`
 //! (the file gets `{"mcp_url": "http://127.0.0.1:PORT/mcp"}`).
 
@@ -15,6 +18,9 @@ use axum::extract::Json;
 use axum::routing::post;
 use clap::Parser;
 use serde_json::{Value, json};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// A JSON-RPC echo on POST /mcp.
 #[derive(Debug, Parser)]

@@ -82,9 +82,14 @@ pub struct ResourceSettings {
     /// `Host` values accepted on `/mcp` (DNS-rebinding defence). Default:
     /// loopback names plus the public URL's host.
     pub allowed_hosts: Vec<String>,
-    /// Browser origins allowed to call `/mcp`; empty allows requests without
-    /// an `Origin` and refuses every one with. Default: none.
+    /// Browser origins allowed to call `/mcp`, besides loopback ones when
+    /// [`Self::loopback_origins`]; a request without an `Origin` is always
+    /// let through. Default: none.
     pub allowed_origins: Vec<String>,
+    /// Accept every loopback origin (pages and extensions on this machine):
+    /// for a server on loopback only. Default: whether the public URL's
+    /// host is loopback.
+    pub loopback_origins: bool,
     /// Largest request body. Default: 1 MiB.
     pub max_body_bytes: usize,
     /// How many MCP sessions may be open, and for how long. Default:
@@ -111,8 +116,10 @@ impl ResourceSettings {
         {
             allowed_hosts.push(host.to_owned());
         }
+        let loopback_origins = is_loopback_host(&public_url);
         Self {
             public_url,
+            loopback_origins,
             resource_name: "mcpgate".to_owned(),
             authorization_servers,
             scopes: Vec::new(),
@@ -169,6 +176,11 @@ pub fn router_with_endpoint(
     access: Access,
     stats: Arc<Stats>,
 ) -> (Router, Arc<Endpoint>) {
+    let origins = OriginPolicy::new(
+        &settings.allowed_hosts,
+        &settings.allowed_origins,
+        settings.loopback_origins,
+    );
     let auth = match access {
         Access::Validate(validator) => Some(AuthState {
             validator,
@@ -182,7 +194,7 @@ pub fn router_with_endpoint(
     let endpoint = Arc::new(Endpoint::new(
         Arc::new(GateTools::new(stats, settings.user_details.clone())),
         auth,
-        OriginPolicy::new(&settings.allowed_hosts, &settings.allowed_origins),
+        origins.clone(),
         Sessions::new(
             settings.sessions,
             settings.clock.clone(),
@@ -191,8 +203,8 @@ pub fn router_with_endpoint(
         settings.max_body_bytes,
     ));
     let mut mcp = Router::new().route(MCP_PATH, any(endpoint::handle).with_state(endpoint.clone()));
-    if !settings.allowed_origins.is_empty() {
-        mcp = mcp.layer(mcp_cors(&settings.allowed_origins));
+    if settings.loopback_origins || !settings.allowed_origins.is_empty() {
+        mcp = mcp.layer(mcp_cors(origins));
     }
 
     let doc = Arc::new(ProtectedResourceMetadata {
@@ -221,10 +233,22 @@ pub fn router_with_endpoint(
     (router, endpoint)
 }
 
-fn mcp_cors(origins: &[String]) -> CorsLayer {
-    let origins: Vec<http::HeaderValue> = origins.iter().filter_map(|o| o.parse().ok()).collect();
+/// `true` for `localhost` and loopback addresses.
+pub fn is_loopback_host(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+// CORS answers for exactly the origins the endpoint itself lets through.
+fn mcp_cors(origins: OriginPolicy) -> CorsLayer {
     CorsLayer::new()
-        .allow_origin(AllowOrigin::list(origins))
+        .allow_origin(AllowOrigin::predicate(move |origin, _| {
+            origin.to_str().is_ok_and(|o| origins.allows_origin(o))
+        }))
         .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
         .allow_headers([
             header::AUTHORIZATION,
@@ -238,4 +262,19 @@ fn mcp_cors(origins: &[String]) -> CorsLayer {
             header::WWW_AUTHENTICATE,
             HeaderName::from_static("mcp-session-id"),
         ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_origins_follow_the_public_url() {
+        let settings = |url: &str| ResourceSettings::new(url.parse().expect("url"), Vec::new());
+        assert!(settings("http://127.0.0.1:8080").loopback_origins);
+        assert!(settings("http://localhost:8080").loopback_origins);
+        assert!(settings("http://[::1]:8080").loopback_origins);
+        assert!(!settings("https://mcp.example.com").loopback_origins);
+        assert!(!settings("https://127.0.0.1.nip.io").loopback_origins);
+    }
 }

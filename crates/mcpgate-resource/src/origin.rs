@@ -2,6 +2,11 @@
 //! allowed `Host`, and a browser's request an allowed `Origin` (the
 //! Streamable HTTP transport's security warning). Both lists are parsed
 //! once, at start.
+//!
+//! A server that lives on loopback also accepts every loopback origin
+//! (`http(s)://localhost`, `127.0.0.0/8`, `[::1]`, any port), as the
+//! TypeScript SDK does since GHSA-w48q-cv73-mx4w: a web page or extension
+//! on the same machine may call it, a page from anywhere else may not.
 
 use http::uri::Authority;
 use http::{HeaderMap, Uri, header};
@@ -50,14 +55,16 @@ enum OriginRule {
 pub struct OriginPolicy {
     hosts: Vec<HostRule>,
     origins: Vec<OriginRule>,
+    loopback: bool,
 }
 
 impl OriginPolicy {
     /// Hosts as `host` or `host:port` (an empty list allows every host);
     /// origins as `scheme://host[:port|:*]` or `null` (an empty list
     /// refuses every request that carries an `Origin`). Entries that do
-    /// not parse are dropped with a warning.
-    pub fn new(hosts: &[String], origins: &[String]) -> Self {
+    /// not parse are dropped with a warning. `loopback` (a server bound to
+    /// and reached at loopback) also accepts every loopback origin.
+    pub fn new(hosts: &[String], origins: &[String], loopback: bool) -> Self {
         let hosts = hosts
             .iter()
             .filter_map(|h| {
@@ -84,7 +91,21 @@ impl OriginPolicy {
                 rule
             })
             .collect();
-        Self { hosts, origins }
+        Self {
+            hosts,
+            origins,
+            loopback,
+        }
+    }
+
+    /// Whether a browser page at `origin` may call the endpoint (CORS).
+    pub fn allows_origin(&self, origin: &str) -> bool {
+        parse_origin(origin).is_some_and(|o| self.origin_allowed(&o))
+    }
+
+    fn origin_allowed(&self, origin: &Origin) -> bool {
+        (self.loopback && is_loopback(origin))
+            || self.origins.iter().any(|rule| origin_matches(rule, origin))
     }
 
     /// Lets a request through, or says why not.
@@ -117,11 +138,7 @@ impl OriginPolicy {
             .ok()
             .and_then(parse_origin)
             .ok_or(Refused::ForeignOrigin)?;
-        if self
-            .origins
-            .iter()
-            .any(|rule| origin_matches(rule, &origin))
-        {
+        if self.origin_allowed(&origin) {
             Ok(())
         } else {
             Err(Refused::ForeignOrigin)
@@ -187,6 +204,18 @@ fn parse_origin(value: &str) -> Option<Origin> {
     })
 }
 
+/// `http` or `https` on `localhost` or a loopback address. A name that
+/// merely starts like one (`127.0.0.1.evil.example`) is not.
+fn is_loopback(origin: &Origin) -> bool {
+    !origin.null
+        && matches!(origin.scheme.as_str(), "http" | "https")
+        && (origin.host == "localhost"
+            || origin
+                .host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback()))
+}
+
 fn parse_origin_rule(value: &str) -> Option<OriginRule> {
     let value = value.trim();
     if value.eq_ignore_ascii_case("null") {
@@ -238,7 +267,7 @@ mod tests {
     fn policy(origins: &[&str]) -> OriginPolicy {
         let hosts = ["localhost", "127.0.0.1", "::1", "mcp.example:8443"].map(String::from);
         let origins: Vec<String> = origins.iter().map(|o| o.to_string()).collect();
-        OriginPolicy::new(&hosts, &origins)
+        OriginPolicy::new(&hosts, &origins, false)
     }
 
     #[test]
@@ -300,5 +329,55 @@ mod tests {
             Err(Refused::ForeignOrigin)
         );
         assert_eq!(none.check(&uri, &headers("localhost", None)), Ok(()));
+    }
+
+    #[test]
+    fn on_loopback_every_loopback_origin_and_no_other() {
+        let hosts = ["localhost", "127.0.0.1", "::1"].map(String::from);
+        let p = OriginPolicy::new(&hosts, &[], true);
+        let uri = Uri::from_static("/mcp");
+        for ok in [
+            "http://localhost",
+            "http://localhost:3000",
+            "https://localhost:8443",
+            "http://127.0.0.1:5173",
+            "http://127.0.0.2",
+            "http://[::1]:9",
+            "HTTP://LOCALHOST:1",
+        ] {
+            assert_eq!(
+                p.check(&uri, &headers("localhost:8080", Some(ok))),
+                Ok(()),
+                "{ok}"
+            );
+            assert!(p.allows_origin(ok), "{ok}");
+        }
+        for bad in [
+            "http://evil.example",
+            "null",
+            "http://127.0.0.1.evil.example",
+            "http://localhost.evil.example:3000",
+            "file://localhost",
+            "chrome-extension://abcdef",
+            "http://[::2]",
+            "http://0.0.0.0",
+        ] {
+            assert_eq!(
+                p.check(&uri, &headers("127.0.0.1:8080", Some(bad))),
+                Err(Refused::ForeignOrigin),
+                "{bad}"
+            );
+            assert!(!p.allows_origin(bad), "{bad}");
+        }
+        // A public deployment takes only what is configured.
+        let public = OriginPolicy::new(&hosts, &["https://app.example".to_owned()], false);
+        assert_eq!(
+            public.check(&uri, &headers("localhost", Some("http://localhost:3000"))),
+            Err(Refused::ForeignOrigin)
+        );
+        assert_eq!(
+            public.check(&uri, &headers("localhost", Some("https://app.example"))),
+            Ok(())
+        );
     }
 }

@@ -363,3 +363,66 @@ async fn parallel_calls_on_one_session_all_answer() {
     }
     assert_eq!(gate.tool_calls(), 32);
 }
+
+#[tokio::test]
+async fn a_loopback_server_takes_loopback_origins_with_cors_and_no_other() {
+    let gate = Gate::start().await;
+    let port = gate.base.rsplit(':').next().expect("a port").to_owned();
+    for origin in [
+        "http://localhost:3000".to_owned(),
+        format!("http://127.0.0.1:{port}"),
+        "http://[::1]:5173".to_owned(),
+    ] {
+        let resp = gate
+            .whoami_request()
+            .bearer_auth(gate.token())
+            .header("origin", &origin)
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(resp.status(), 200, "{origin}");
+        assert_eq!(
+            resp.headers()["access-control-allow-origin"],
+            origin.as_str(),
+            "{origin}"
+        );
+        // A browser asks first, without credentials.
+        let preflight = gate
+            .http
+            .request(reqwest::Method::OPTIONS, gate.mcp_url())
+            .header("origin", &origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization, content-type, mcp-protocol-version",
+            )
+            .send()
+            .await
+            .expect("sent");
+        assert!(
+            preflight.status().is_success(),
+            "{origin}: {}",
+            preflight.status()
+        );
+        assert_eq!(
+            preflight.headers()["access-control-allow-origin"],
+            origin.as_str()
+        );
+    }
+    for origin in [
+        "http://evil.example",
+        "null",
+        "http://127.0.0.1.evil.example",
+    ] {
+        let resp = gate
+            .whoami_request()
+            .bearer_auth(gate.token())
+            .header("origin", origin)
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(resp.status(), 403, "{origin}");
+        assert!(resp.headers().get("access-control-allow-origin").is_none());
+    }
+    assert_eq!(gate.tool_calls(), 3);
+}

@@ -83,6 +83,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let mut settings = ResourceSettings::new(public_url.clone(), Vec::new());
     settings.sessions = raw.sessions.limits();
+    // Pages on this machine may call a server that lives on it; a public
+    // deployment (even one behind a proxy on loopback) takes only the
+    // configured origins.
+    settings.loopback_origins =
+        addr.ip().is_loopback() && mcpgate_resource::is_loopback_host(&public_url);
     // Sessions in the store: another replica, or this one after a restart,
     // continues a session opened here.
     settings.shared_sessions = store.clone().map(|store| {

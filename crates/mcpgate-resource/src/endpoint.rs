@@ -474,8 +474,13 @@ fn check_meta_agrees(
     }
 }
 
+/// The `Mcp-Session-Id` presented, if any. One that is not visible ASCII
+/// names no session (every lookup of it fails) rather than none at all, so
+/// that it never turns a session request into a stateless one.
 fn session_header(headers: &HeaderMap) -> Option<&str> {
-    headers.get(HEADER_SESSION_ID).and_then(|v| v.to_str().ok())
+    headers
+        .get(HEADER_SESSION_ID)
+        .map(|v| v.to_str().unwrap_or_default())
 }
 
 fn accepts_json_and_sse(headers: &HeaderMap) -> bool {

@@ -140,6 +140,18 @@ async fn another_user_cannot_use_a_session() {
         .await
         .expect("sent");
     assert_eq!(resp.status(), 404);
+    // So does one that is not text, rather than being taken as no session.
+    let resp = gate
+        .stateless("tools/call", Some("whoami"), whoami_body())
+        .bearer_auth(&alice)
+        .header(
+            "mcp-session-id",
+            reqwest::header::HeaderValue::from_bytes(b"caf\xe9").expect("header"),
+        )
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), 404);
 
     // Closing the session forgets it.
     let resp = gate

@@ -72,9 +72,7 @@ impl Method {
             Self::ToolsCall => "tools/call",
         }
     }
-}
 
-impl Method {
     /// The method sent: the 2026-07-28 wire has no `ping`, and
     /// `server/discover`, which also does no work, stands in for it.
     fn on_the_wire(self, stateless: bool) -> &'static str {

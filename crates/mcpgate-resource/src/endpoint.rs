@@ -151,7 +151,7 @@ impl Endpoint {
             Ok(m) => m,
             Err(malformed) => {
                 let (id, error) = malformed.error();
-                return json(StatusCode::BAD_REQUEST, wire::error(id.as_ref(), &error));
+                return refuse(StatusCode::BAD_REQUEST, id.as_ref(), &error);
             }
         };
         let header_version = match protocol::header_version(headers) {
@@ -218,7 +218,7 @@ impl Endpoint {
                     "a response without a session answers nothing here",
                     None,
                 );
-                return json(StatusCode::BAD_REQUEST, wire::error(None, &error));
+                return refuse(StatusCode::BAD_REQUEST, None, &error);
             }
         };
         let params = Params::of(params);
@@ -228,35 +228,21 @@ impl Endpoint {
                 || header_version.is_some_and(protocol::is_stateless_wire)
             {
                 let error = protocol::missing_meta_error(&meta.missing());
-                return json(StatusCode::BAD_REQUEST, wire::error(Some(&id), &error));
+                return refuse(StatusCode::BAD_REQUEST, Some(&id), &error);
             }
             let error = ErrorData::invalid_request(
                 "Bad Request: Mcp-Session-Id header is required: send initialize first, or use the 2026-07-28 wire (protocol version and client capabilities in each request's _meta)",
                 None,
             );
-            return json(StatusCode::BAD_REQUEST, wire::error(Some(&id), &error));
+            return refuse(StatusCode::BAD_REQUEST, Some(&id), &error);
         };
         let missing = meta.missing();
         if !missing.is_empty() {
             let error = protocol::missing_meta_error(&missing);
-            return json(StatusCode::BAD_REQUEST, wire::error(Some(&id), &error));
+            return refuse(StatusCode::BAD_REQUEST, Some(&id), &error);
         }
-        match header_version {
-            None => {
-                return header_mismatch(
-                    &id,
-                    "request _meta protocolVersion requires MCP-Protocol-Version header".into(),
-                );
-            }
-            Some(h) if h != meta_version => {
-                return header_mismatch(
-                    &id,
-                    format!(
-                        "MCP-Protocol-Version header ({h}) does not match request _meta protocolVersion ({meta_version})"
-                    ),
-                );
-            }
-            Some(_) => {}
+        if let Some(refusal) = check_meta_agrees(&id, meta, header_version) {
+            return refusal;
         }
         let Some(version) = protocol::known(meta_version) else {
             let error = ErrorData::unsupported_protocol_version(
@@ -264,7 +250,7 @@ impl Endpoint {
                     .unwrap_or(ProtocolVersion::LATEST),
                 protocol::supported(),
             );
-            return json(StatusCode::BAD_REQUEST, wire::error(Some(&id), &error));
+            return refuse(StatusCode::BAD_REQUEST, Some(&id), &error);
         };
         if protocol::is_stateless_wire(meta_version)
             && let Err(why) =
@@ -293,18 +279,18 @@ impl Endpoint {
                 "this session is already initialized: send initialize without Mcp-Session-Id to open a new one",
                 None,
             );
-            return json(StatusCode::BAD_REQUEST, wire::error(Some(id), &error));
+            return refuse(StatusCode::BAD_REQUEST, Some(id), &error);
         }
         let init: InitializeRequestParams = match params.map(|p| serde_json::from_str(p.get())) {
             Some(Ok(init)) => init,
             Some(Err(e)) => {
                 let error =
                     ErrorData::invalid_params(format!("invalid initialize params: {e}"), None);
-                return json(StatusCode::BAD_REQUEST, wire::error(Some(id), &error));
+                return refuse(StatusCode::BAD_REQUEST, Some(id), &error);
             }
             None => {
                 let error = ErrorData::invalid_params("initialize needs params", None);
-                return json(StatusCode::BAD_REQUEST, wire::error(Some(id), &error));
+                return refuse(StatusCode::BAD_REQUEST, Some(id), &error);
             }
         };
         if let Some(h) = header_version
@@ -317,7 +303,7 @@ impl Endpoint {
                 ),
                 None,
             );
-            return json(StatusCode::BAD_REQUEST, wire::error(Some(id), &error));
+            return refuse(StatusCode::BAD_REQUEST, Some(id), &error);
         }
         if let Err(why) = protocol::check_routing_headers(headers, "initialize", None, false) {
             return header_mismatch(id, why);
@@ -328,10 +314,7 @@ impl Endpoint {
             Err(e @ OpenError::Full) => {
                 tracing::warn!(target: "mcpgate::sessions", limit = self.sessions.limits().max_total, "refused a new MCP session: the server is at its session cap");
                 let error = ErrorData::new(ErrorCode(-32000), e.to_string(), None);
-                let mut response = json(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    wire::error(Some(id), &error),
-                );
+                let mut response = refuse(StatusCode::SERVICE_UNAVAILABLE, Some(id), &error);
                 response
                     .headers_mut()
                     .insert(RETRY_AFTER, HeaderValue::from_static("30"));
@@ -340,10 +323,7 @@ impl Endpoint {
             Err(e @ OpenError::NoRandom) => {
                 tracing::error!(target: "mcpgate::sessions", error = %e, "could not open an MCP session");
                 let error = ErrorData::internal_error(e.to_string(), None);
-                return json(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    wire::error(Some(id), &error),
-                );
+                return refuse(StatusCode::INTERNAL_SERVER_ERROR, Some(id), &error);
             }
         };
         tracing::debug!(target: "mcpgate::sessions", version = %version, client = init.client_info.name, "MCP session opened");
@@ -451,8 +431,8 @@ impl Endpoint {
     }
 }
 
-/// When a request in a session also carries a revision in `_meta`, the
-/// header must name the same one.
+/// When a request carries a revision in `_meta`, the header must name the
+/// same one.
 fn check_meta_agrees(
     id: &RequestId,
     meta: &RequestMeta,
@@ -518,10 +498,16 @@ fn json(status: StatusCode, body: Bytes) -> Response {
     (status, [(CONTENT_TYPE, JSON)], body).into_response()
 }
 
+/// A JSON-RPC error as the whole answer.
+fn refuse(status: StatusCode, id: Option<&RequestId>, error: &ErrorData) -> Response {
+    json(status, wire::error(id, error))
+}
+
 fn header_mismatch(id: &RequestId, why: String) -> Response {
-    json(
+    refuse(
         StatusCode::BAD_REQUEST,
-        wire::error(Some(id), &ErrorData::header_mismatch(why, None)),
+        Some(id),
+        &ErrorData::header_mismatch(why, None),
     )
 }
 
@@ -529,7 +515,7 @@ fn session_not_found() -> Response {
     // Unknown, expired and foreign sessions look alike: nothing tells an
     // attacker that a guessed id exists. 404 makes a client start anew.
     let error = ErrorData::new(ErrorCode(-32001), "Session not found", None);
-    json(StatusCode::NOT_FOUND, wire::error(None, &error))
+    refuse(StatusCode::NOT_FOUND, None, &error)
 }
 
 fn method_not_allowed() -> Response {

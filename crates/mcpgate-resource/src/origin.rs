@@ -65,32 +65,8 @@ impl OriginPolicy {
     /// not parse are dropped with a warning. `loopback` (a server bound to
     /// and reached at loopback) also accepts every loopback origin.
     pub fn new(hosts: &[String], origins: &[String], loopback: bool) -> Self {
-        let hosts = hosts
-            .iter()
-            .filter_map(|h| {
-                let rule = parse_host_rule(h);
-                if rule.is_none() {
-                    tracing::warn!(
-                        host = h.as_str(),
-                        "ignoring an allowed host that does not parse"
-                    );
-                }
-                rule
-            })
-            .collect();
-        let origins = origins
-            .iter()
-            .filter_map(|o| {
-                let rule = parse_origin_rule(o);
-                if rule.is_none() {
-                    tracing::warn!(
-                        origin = o.as_str(),
-                        "ignoring an allowed origin that does not parse"
-                    );
-                }
-                rule
-            })
-            .collect();
+        let hosts = parse_all(hosts, parse_host_rule, "host");
+        let origins = parse_all(origins, parse_origin_rule, "origin");
         Self {
             hosts,
             origins,
@@ -144,6 +120,23 @@ impl OriginPolicy {
             Err(Refused::ForeignOrigin)
         }
     }
+}
+
+/// Every entry that parses; the others are dropped with a warning.
+fn parse_all<T>(entries: &[String], parse: fn(&str) -> Option<T>, what: &str) -> Vec<T> {
+    entries
+        .iter()
+        .filter_map(|entry| {
+            let rule = parse(entry);
+            if rule.is_none() {
+                tracing::warn!(
+                    entry = entry.as_str(),
+                    "ignoring an allowed {what} that does not parse"
+                );
+            }
+            rule
+        })
+        .collect()
 }
 
 fn normalize(host: &str) -> String {

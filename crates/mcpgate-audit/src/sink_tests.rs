@@ -1,0 +1,152 @@
+//! The auditor end to end: a real file, a store in memory.
+
+use std::sync::Mutex;
+
+use super::*;
+use crate::record::{AuditEvent, Decision};
+
+/// A store that keeps what it is given, batch by batch.
+#[derive(Debug, Default)]
+struct Kept(Mutex<Vec<Vec<AuditRecord>>>);
+
+impl AuditStore for Kept {
+    fn append<'a>(&'a self, records: &'a [AuditRecord]) -> AppendFuture<'a> {
+        Box::pin(async move {
+            self.0.lock().expect("lock").push(records.to_vec());
+            Ok(())
+        })
+    }
+}
+
+impl Kept {
+    fn records(&self) -> Vec<AuditRecord> {
+        self.0.lock().expect("lock").concat()
+    }
+}
+
+fn call(i: usize) -> AuditRecord {
+    let mut r = AuditRecord::new(AuditEvent::ToolCall, Decision::Allow);
+    r.request_id = Some(i.to_string());
+    r.tool = Some(
+        if i.is_multiple_of(2) {
+            "echo"
+        } else {
+            "write_file"
+        }
+        .into(),
+    );
+    r.arguments = Some(serde_json::json!({"n": i}));
+    r
+}
+
+fn lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .expect("read")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect()
+}
+
+#[tokio::test]
+async fn shutdown_drains_every_record_to_the_file_and_the_store() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("audit.jsonl");
+    let store = Arc::new(Kept::default());
+    let options = AuditorOptions {
+        file: Some(path.clone()),
+        arguments_for: ArgumentPolicy::new(["write_*"]),
+        batch: 64,
+        ..AuditorOptions::default()
+    };
+    let auditor = Auditor::start(options, Some(store.clone()))
+        .await
+        .expect("start");
+    for i in 0..1000 {
+        auditor.record(call(i));
+        if i.is_multiple_of(100) {
+            tokio::task::yield_now().await; // let the writer take some
+        }
+    }
+    auditor.shutdown().await;
+    assert_eq!(auditor.dropped(), 0);
+
+    let written = lines(&path);
+    assert_eq!(written.len(), 1000, "one line per record");
+    let ids: std::collections::BTreeSet<_> = written
+        .iter()
+        .map(|l| l["request_id"].as_str().expect("id").to_owned())
+        .collect();
+    assert_eq!(ids.len(), 1000, "each record once");
+    for line in &written {
+        let opted_in = line["tool"] == "write_file";
+        assert_eq!(line.get("arguments").is_some(), opted_in, "{line}");
+    }
+    let stored = store.records();
+    assert_eq!(stored.len(), 1000);
+    assert!(store.0.lock().expect("lock").iter().all(|b| b.len() <= 64));
+
+    // After shutdown: dropped and counted, never written.
+    auditor.record(call(1000));
+    assert_eq!(auditor.dropped(), 1);
+    auditor.shutdown().await;
+    assert_eq!(lines(&path).len(), 1000);
+}
+
+#[tokio::test]
+async fn the_file_is_private_and_appended_to() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("audit.jsonl");
+    for round in 1..=2 {
+        let options = AuditorOptions {
+            file: Some(path.clone()),
+            ..AuditorOptions::default()
+        };
+        let auditor = Auditor::start(options, None).await.expect("start");
+        auditor.record(call(round));
+        auditor.shutdown().await;
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(lines(&path).len(), round, "appended, not truncated");
+    }
+    // A file someone left world-readable is made private.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let options = AuditorOptions {
+        file: Some(path.clone()),
+        ..AuditorOptions::default()
+    };
+    let auditor = Auditor::start(options, None).await.expect("start");
+    auditor.shutdown().await;
+    let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[tokio::test]
+async fn a_full_queue_drops_and_counts_instead_of_blocking() {
+    let store = Arc::new(Kept::default());
+    let options = AuditorOptions {
+        queue: 4,
+        ..AuditorOptions::default()
+    };
+    let auditor = Auditor::start(options, Some(store.clone()))
+        .await
+        .expect("start");
+    // A current-thread runtime: the writer cannot run until this awaits.
+    for i in 0..10 {
+        auditor.record(call(i));
+    }
+    assert_eq!(auditor.dropped(), 6);
+    auditor.shutdown().await;
+    assert_eq!(store.records().len(), 4);
+}
+
+#[tokio::test]
+async fn an_unopenable_file_is_an_error_naming_it() {
+    let options = AuditorOptions {
+        file: Some(PathBuf::from("/nonexistent-dir/audit.jsonl")),
+        ..AuditorOptions::default()
+    };
+    let err = Auditor::start(options, None).await.expect_err("no dir");
+    assert!(err.to_string().contains("/nonexistent-dir/audit.jsonl"));
+}

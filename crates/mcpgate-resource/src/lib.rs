@@ -19,6 +19,8 @@
 //! | [`service`] | what answers behind the endpoint ([`service::McpService`]) |
 //! | [`prm`] | the Protected Resource Metadata document |
 //! | [`tools`] | the built-in tools (`whoami`, `get_user_details`) |
+//! | [`policy`] | per-tool policy: who may see and use which tool, resource and prompt |
+//! | [`pins`] | tool pinning: upstream tool definitions as first seen, changes held until accepted |
 //! | [`downstream`] | acting for the caller against a downstream API, with the server's own token for them |
 //!
 //! # Security
@@ -34,6 +36,8 @@ pub mod challenge;
 pub mod downstream;
 pub mod endpoint;
 pub mod origin;
+pub mod pins;
+pub mod policy;
 pub mod prm;
 pub mod protocol;
 pub mod service;

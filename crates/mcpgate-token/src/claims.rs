@@ -65,6 +65,26 @@ pub struct Claims {
     /// Sign-in name (v1).
     #[serde(default)]
     pub upn: Option<String>,
+    /// Group memberships (Entra: group object ids), when the app
+    /// registration asks for them and they fit in the token.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub groups: Vec<String>,
+    /// Entra's pointers to claims left out of the token: `groups` here means
+    /// the user has more groups than fit (the overage case).
+    #[serde(default, rename = "_claim_names")]
+    pub claim_names: Option<ClaimNames>,
+    /// Entra's overage marker in implicit-flow tokens.
+    #[serde(default)]
+    pub hasgroups: Option<bool>,
+}
+
+/// Entra's `_claim_names`: which claims live elsewhere (only `groups`
+/// matters here; the source it names is never fetched).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct ClaimNames {
+    /// The source id of the groups left out, when there are too many.
+    #[serde(default)]
+    pub groups: Option<String>,
 }
 
 impl Claims {
@@ -93,6 +113,16 @@ impl Claims {
         } else {
             TokenKind::AppOnly
         }
+    }
+
+    /// Whether Entra left the groups out because there are too many: the
+    /// `groups` claim then says nothing about membership.
+    pub fn groups_overage(&self) -> bool {
+        self.hasgroups == Some(true)
+            || self
+                .claim_names
+                .as_ref()
+                .is_some_and(|names| names.groups.is_some())
     }
 }
 
@@ -135,6 +165,14 @@ pub struct Principal {
     pub scopes: Vec<String>,
     /// App roles.
     pub roles: Vec<String>,
+    /// Group memberships (Entra: group object ids), as the token lists them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// The token left its groups out because there are too many (Entra's
+    /// overage): [`Self::groups`] is then incomplete and a rule on groups
+    /// cannot be decided from the token.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub groups_overage: bool,
     /// The client application (`azp`/`appid`).
     pub client_app_id: Option<String>,
     /// Delegated or app-only.
@@ -157,6 +195,14 @@ impl Principal {
         &self.identity_key
     }
 
+    /// The principal for claims the caller has already verified (signature,
+    /// issuer, audience, lifetime): the validator yields principals this way,
+    /// and gateways and tests that hold verified claims may too. `exp` is
+    /// the expiry in seconds since the epoch.
+    pub fn from_verified_claims(claims: &Claims, issuer: &str, exp: u64) -> Self {
+        Self::from_claims(claims, issuer, exp)
+    }
+
     pub(crate) fn from_claims(claims: &Claims, issuer: &str, exp: u64) -> Self {
         let mut principal = Principal {
             issuer: issuer.to_owned(),
@@ -175,6 +221,8 @@ impl Principal {
                 .or_else(|| claims.upn.clone()),
             scopes: claims.scopes().to_vec(),
             roles: claims.roles.clone(),
+            groups: claims.groups.clone(),
+            groups_overage: claims.groups_overage(),
             client_app_id: claims.client_app().map(str::to_owned),
             kind: claims.kind(),
             expires_at: UNIX_EPOCH + Duration::from_secs(exp),
@@ -264,5 +312,41 @@ mod tests {
         let p = Principal::from_claims(&c, "https://iss", 10);
         assert_eq!(p.identity_key(), "https://iss|t-1|o-1");
         assert_eq!(p.client_app_id, None);
+    }
+
+    #[test]
+    fn groups_are_read_and_overage_is_marked() {
+        let c = claims(json!({"sub": "s", "groups": ["g-1", "g-2"]}));
+        let p = Principal::from_claims(&c, "https://iss", 10);
+        assert_eq!(p.groups, ["g-1", "g-2"]);
+        assert!(!p.groups_overage);
+
+        // Entra's access-token overage: the groups live behind a source.
+        let c = claims(json!({
+            "sub": "s",
+            "_claim_names": {"groups": "src1"},
+            "_claim_sources": {"src1": {"endpoint": "https://graph.example/x"}}
+        }));
+        let p = Principal::from_claims(&c, "https://iss", 10);
+        assert!(p.groups.is_empty());
+        assert!(p.groups_overage);
+
+        // The implicit-flow marker.
+        let c = claims(json!({"sub": "s", "hasgroups": true}));
+        assert!(Principal::from_claims(&c, "https://iss", 10).groups_overage);
+        let c = claims(json!({"sub": "s", "hasgroups": false, "_claim_names": {}}));
+        assert!(!Principal::from_claims(&c, "https://iss", 10).groups_overage);
+    }
+
+    #[test]
+    fn groups_stay_out_of_the_serialised_principal_when_absent() {
+        let p = Principal::from_claims(&claims(json!({"sub": "s"})), "https://iss", 10);
+        let v = serde_json::to_value(&p).expect("serialise");
+        assert!(v.get("groups").is_none() && v.get("groups_overage").is_none());
+        let c = claims(json!({"sub": "s", "groups": "g-1", "hasgroups": true}));
+        let v = serde_json::to_value(Principal::from_verified_claims(&c, "https://iss", 10))
+            .expect("serialise");
+        assert_eq!(v["groups"], json!(["g-1"]));
+        assert_eq!(v["groups_overage"], json!(true));
     }
 }

@@ -30,6 +30,7 @@ use rmcp::transport::common::http_header::HEADER_SESSION_ID;
 use serde_json::value::RawValue;
 
 use crate::auth::{self, AuthState};
+use crate::gateway::{Gateway, frame::Outcome, reply};
 use crate::origin::OriginPolicy;
 use crate::protocol::{self, Params, RequestMeta};
 use crate::service::{CallContext, McpService, ToolOutput};
@@ -48,6 +49,7 @@ pub struct Endpoint {
     sessions: Sessions,
     max_body: usize,
     discover: Bytes,
+    gateway: Option<Arc<Gateway>>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -79,7 +81,18 @@ impl Endpoint {
             sessions,
             max_body,
             discover,
+            gateway: None,
         }
+    }
+
+    /// The same endpoint in front of an upstream server: every request of
+    /// a session goes to the session's upstream session.
+    pub fn with_gateway(mut self, gateway: Arc<Gateway>) -> Self {
+        let ended = gateway.clone();
+        self.sessions
+            .on_end(Arc::new(move |id: &str| ended.close(id)));
+        self.gateway = Some(gateway);
+        self
     }
 
     /// The open sessions.
@@ -112,12 +125,17 @@ pub async fn handle(State(ep): State<Arc<Endpoint>>, request: Request) -> Respon
     match parts.method {
         Method::POST => ep.post(&parts, body, caller.as_ref()).await,
         Method::DELETE => ep.delete(&parts, owner(caller.as_ref())).await,
-        // GET opens a stream for server-initiated messages; there are none.
+        // GET opens a stream for server-initiated messages: only an
+        // upstream sends any.
         _ => match session_header(&parts.headers) {
-            Some(id) if ep.sessions.find(id, owner(caller.as_ref())).await.is_none() => {
-                session_not_found()
-            }
-            _ => method_not_allowed(),
+            Some(id) => match ep.sessions.find(id, owner(caller.as_ref())).await {
+                None => session_not_found(),
+                Some(session) => match ep.gateway.as_ref().and_then(|g| g.link(&session.id)) {
+                    Some(link) => reply::standalone(link.standalone()),
+                    None => method_not_allowed(),
+                },
+            },
+            None => method_not_allowed(),
         },
     }
 }
@@ -163,7 +181,7 @@ impl Endpoint {
             && method == "initialize"
         {
             return self
-                .initialize(headers, id, *params, header_version, owner(caller))
+                .initialize(headers, id, *params, header_version, caller)
                 .await;
         }
 
@@ -180,6 +198,9 @@ impl Endpoint {
                     format!("Bad Request: Unsupported MCP-Protocol-Version: {v}"),
                 )
                     .into_response();
+            }
+            if let Some(gateway) = &self.gateway {
+                return forward(gateway, &session.id, message).await;
             }
             let Incoming::Request { id, method, params } = message else {
                 // Notifications (`initialized`, `cancelled`) and answers to
@@ -213,7 +234,7 @@ impl Endpoint {
         let (id, method, params) = match message {
             Incoming::Request { id, method, params } => (id, method, params),
             Incoming::Notification { .. } => return StatusCode::ACCEPTED.into_response(),
-            Incoming::Response => {
+            Incoming::Response { .. } => {
                 let error = ErrorData::invalid_request(
                     "a response without a session answers nothing here",
                     None,
@@ -221,6 +242,15 @@ impl Endpoint {
                 return refuse(StatusCode::BAD_REQUEST, None, &error);
             }
         };
+        if self.gateway.is_some() {
+            // An upstream session is what carries a client's state to the
+            // upstream server; a request without one has nowhere to go.
+            let error = ErrorData::invalid_request(
+                "Bad Request: this server is a gateway and needs a session: send initialize first (Mcp-Session-Id)",
+                None,
+            );
+            return refuse(StatusCode::BAD_REQUEST, Some(&id), &error);
+        }
         let params = Params::of(params);
         let meta = &params.meta;
         let Some(meta_version) = meta.protocol_version.as_deref() else {
@@ -272,8 +302,9 @@ impl Endpoint {
         id: &RequestId,
         params: Option<&RawValue>,
         header_version: Option<&str>,
-        owner: &str,
+        caller: Option<&Arc<Principal>>,
     ) -> Response {
+        let owner = owner(caller);
         if session_header(headers).is_some() {
             let error = ErrorData::invalid_request(
                 "this session is already initialized: send initialize without Mcp-Session-Id to open a new one",
@@ -327,10 +358,32 @@ impl Endpoint {
             }
         };
         tracing::debug!(target: "mcpgate::sessions", version = %version, client = init.client_info.name, "MCP session opened");
-        let result = ServerResult::InitializeResult(
-            self.service.info().clone().with_protocol_version(version),
-        );
-        let mut response = json(StatusCode::OK, wire::result(id, &result));
+        let body = match (&self.gateway, params) {
+            (Some(gateway), Some(params)) => {
+                match gateway
+                    .open(&session.id, caller.map(|p| &**p), params)
+                    .await
+                {
+                    Ok(upstream) => upstream_initialized(id, &upstream, &version),
+                    Err(e) => {
+                        tracing::warn!(target: "mcpgate::upstream", error = %e, "could not open an upstream session");
+                        self.sessions.close(&session.id, owner).await;
+                        let error = ErrorData::internal_error(
+                            format!("the upstream MCP server is unavailable: {e}"),
+                            None,
+                        );
+                        return refuse(StatusCode::OK, Some(id), &error);
+                    }
+                }
+            }
+            _ => wire::result(
+                id,
+                &ServerResult::InitializeResult(
+                    self.service.info().clone().with_protocol_version(version),
+                ),
+            ),
+        };
+        let mut response = json(StatusCode::OK, body);
         if let Ok(value) = HeaderValue::from_str(&session.id) {
             response.headers_mut().insert(HEADER_SESSION_ID, value);
         }
@@ -428,6 +481,74 @@ impl Endpoint {
         } else {
             session_not_found()
         }
+    }
+}
+
+/// Passes one message of a session to its upstream session.
+async fn forward(gateway: &Gateway, session: &str, message: Incoming<'_>) -> Response {
+    let Some(link) = gateway.link(session) else {
+        // The session outlived its upstream session (another replica's, or
+        // from before a restart): the client starts anew.
+        return session_not_found();
+    };
+    match message {
+        Incoming::Request { id, method, params } => {
+            match link.request(&id, &method, params).await {
+                Ok(forwarded) => reply::respond(id, forwarded, Box::new(|answer| answer)).await,
+                Err(e) => {
+                    let error = ErrorData::internal_error(e.to_string(), None);
+                    refuse(StatusCode::OK, Some(&id), &error)
+                }
+            }
+        }
+        Incoming::Notification { method, params } => {
+            if let Err(e) = link.notify(&method, params).await {
+                tracing::debug!(target: "mcpgate::upstream", error = %e, method = &*method, "a notification could not be passed on");
+            }
+            StatusCode::ACCEPTED.into_response()
+        }
+        Incoming::Response {
+            id,
+            outcome,
+            is_error,
+        } => {
+            let outcome = if is_error {
+                Outcome::Error(outcome)
+            } else {
+                Outcome::Result(outcome)
+            };
+            match link.answer(&id, outcome).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::debug!(target: "mcpgate::upstream", "an answer to no open request of the upstream's was dropped");
+                }
+                Err(e) => {
+                    tracing::debug!(target: "mcpgate::upstream", error = %e, "an answer could not be passed on");
+                }
+            }
+            StatusCode::ACCEPTED.into_response()
+        }
+    }
+}
+
+/// The upstream's `initialize` result, at the revision negotiated with
+/// the client.
+fn upstream_initialized(id: &RequestId, upstream: &RawValue, version: &ProtocolVersion) -> Bytes {
+    match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(upstream.get()) {
+        Ok(mut result) => {
+            result.insert(
+                "protocolVersion".to_owned(),
+                serde_json::Value::String(version.as_str().to_owned()),
+            );
+            wire::result(id, &result)
+        }
+        Err(e) => wire::error(
+            Some(id),
+            &ErrorData::internal_error(
+                format!("the upstream's initialize result is not an object: {e}"),
+                None,
+            ),
+        ),
     }
 }
 

@@ -11,6 +11,7 @@
 //! | [`bearer`] | taking the token from the request, and refusing every other shape |
 //! | [`challenge`] | 400/401/403 with `WWW-Authenticate` |
 //! | [`endpoint`] | `/mcp`: the Streamable HTTP transport, served in the request's own task |
+//! | [`gateway`] | gateway mode: the endpoint in front of an upstream MCP server |
 //! | [`origin`] | the DNS-rebinding defence: allowed `Host` and `Origin` |
 //! | [`auth`] | taking and validating the token of a request |
 //! | [`wire`] | JSON-RPC messages in and replies out |
@@ -35,6 +36,7 @@ pub mod bearer;
 pub mod challenge;
 pub mod downstream;
 pub mod endpoint;
+pub mod gateway;
 pub mod origin;
 pub mod pins;
 pub mod policy;
@@ -61,6 +63,7 @@ use crate::auth::AuthState;
 use crate::challenge::ChallengeContext;
 use crate::downstream::UserDetailsSource;
 use crate::endpoint::Endpoint;
+use crate::gateway::{Gateway, GatewaySettings};
 use crate::origin::OriginPolicy;
 use crate::prm::ProtectedResourceMetadata;
 use crate::session::{Clock, SessionLimits, Sessions, SharedSessions, SystemClock};
@@ -107,6 +110,9 @@ pub struct ResourceSettings {
     /// Sessions shared by every replica, so that one opened at another
     /// continues here. Default: none (sessions live in this process).
     pub shared_sessions: Option<Arc<dyn SharedSessions>>,
+    /// Gateway mode: the MCP server `/mcp` stands in front of, instead of
+    /// the built-in tools. Default: none.
+    pub gateway: Option<GatewaySettings>,
 }
 
 impl ResourceSettings {
@@ -134,6 +140,7 @@ impl ResourceSettings {
             clock: Arc::new(SystemClock::default()),
             user_details: None,
             shared_sessions: None,
+            gateway: None,
         }
     }
 
@@ -195,7 +202,7 @@ pub fn router_with_endpoint(
         }),
         Access::Open => None,
     };
-    let endpoint = Arc::new(Endpoint::new(
+    let mut endpoint = Endpoint::new(
         Arc::new(GateTools::new(stats, settings.user_details.clone())),
         auth,
         origins.clone(),
@@ -205,7 +212,11 @@ pub fn router_with_endpoint(
             settings.shared_sessions.clone(),
         ),
         settings.max_body_bytes,
-    ));
+    );
+    if let Some(gateway) = &settings.gateway {
+        endpoint = endpoint.with_gateway(Arc::new(Gateway::new(gateway.clone())));
+    }
+    let endpoint = Arc::new(endpoint);
     let mut mcp = Router::new().route(MCP_PATH, any(endpoint::handle).with_state(endpoint.clone()));
     if settings.loopback_origins || !settings.allowed_origins.is_empty() {
         mcp = mcp.layer(mcp_cors(origins));

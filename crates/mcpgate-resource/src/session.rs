@@ -189,13 +189,25 @@ impl Table {
     }
 }
 
+/// Told of every session that ends here: closed, evicted or expired.
+pub type OnEnd = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// The open sessions of this process.
-#[derive(Debug)]
 pub struct Sessions {
     table: Mutex<Table>,
     limits: SessionLimits,
     clock: Arc<dyn Clock>,
     shared: Option<Arc<dyn SharedSessions>>,
+    ended: std::sync::OnceLock<OnEnd>,
+}
+
+impl fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sessions")
+            .field("limits", &self.limits)
+            .field("open", &self.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a replica keeps in the shared store to resume a session.
@@ -217,6 +229,21 @@ impl Sessions {
             limits,
             clock,
             shared,
+            ended: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Calls `ended` with the id of every session that ends from now on
+    /// (once; later calls are ignored).
+    pub fn on_end(&self, ended: OnEnd) {
+        let _ = self.ended.set(ended);
+    }
+
+    fn tell_ended<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
+        if let Some(ended) = self.ended.get() {
+            for id in ids {
+                ended(id);
+            }
         }
     }
 
@@ -279,6 +306,7 @@ impl Sessions {
             table.insert(id.clone(), owner, version.clone(), now);
             (evicted, expired)
         };
+        self.tell_ended(evicted.iter().chain(&expired).map(|id| &**id));
         if let Some(old) = &evicted {
             tracing::info!(
                 target: "mcpgate::sessions",
@@ -324,6 +352,8 @@ impl Sessions {
         let (key, entry) = table.sessions.get_key_value(id)?;
         if now.saturating_sub(entry.last_used) >= self.limits.idle {
             table.remove(id);
+            drop(table);
+            self.tell_ended([id]);
             return Some(None);
         }
         if *entry.owner != *owner {
@@ -357,7 +387,12 @@ impl Sessions {
         let id: Arc<str> = id.into();
         let mut table = self.lock();
         if table.sessions.len() >= self.limits.max_total {
-            table.sweep(now, self.limits.idle);
+            let expired = table.sweep(now, self.limits.idle);
+            if !expired.is_empty() {
+                drop(table);
+                self.tell_ended(expired.iter().map(|id| &**id));
+                table = self.lock();
+            }
             if table.sessions.len() >= self.limits.max_total {
                 return None;
             }
@@ -379,6 +414,7 @@ impl Sessions {
             return false;
         }
         self.lock().remove(id);
+        self.tell_ended([id]);
         if let Some(shared) = &self.shared {
             shared.forget(id).await;
         }

@@ -103,9 +103,18 @@ pub enum Incoming<'a> {
     Notification {
         /// Its method.
         method: Cow<'a, str>,
+        /// Its params, as sent.
+        params: Option<&'a RawValue>,
     },
     /// The client's answer to a request of the server's.
-    Response,
+    Response {
+        /// The id of the server's request it answers.
+        id: RequestId,
+        /// Its `result`, or its `error`, as sent.
+        outcome: &'a RawValue,
+        /// Whether `outcome` is an `error`.
+        is_error: bool,
+    },
 }
 
 /// Why a body is not one JSON-RPC message.
@@ -159,14 +168,30 @@ pub fn parse(body: &[u8]) -> Result<Incoming<'_>, Malformed> {
             method,
             params: envelope.params,
         }),
-        (Some(method), Id::Absent) => Ok(Incoming::Notification { method }),
+        (Some(method), Id::Absent) => Ok(Incoming::Notification {
+            method,
+            params: envelope.params,
+        }),
         (Some(_), _) => Err(Malformed::Invalid(
             "a request id must be a string or an integer",
             None,
         )),
-        (None, Id::Given(_)) if envelope.result.is_some() || envelope.error.is_some() => {
-            Ok(Incoming::Response)
-        }
+        (None, Id::Given(id)) => match (envelope.result, envelope.error) {
+            (Some(outcome), None) => Ok(Incoming::Response {
+                id,
+                outcome,
+                is_error: false,
+            }),
+            (None, Some(outcome)) => Ok(Incoming::Response {
+                id,
+                outcome,
+                is_error: true,
+            }),
+            _ => Err(Malformed::Invalid(
+                "a response carries exactly one of result and error",
+                None,
+            )),
+        },
         (None, _) => Err(Malformed::Invalid("a message needs a method", given)),
     }
 }
@@ -215,7 +240,8 @@ pub fn error(id: Option<&RequestId>, error: &ErrorData) -> Bytes {
     out.into()
 }
 
-fn write_id(out: &mut Vec<u8>, id: &RequestId) {
+/// Writes `id` as JSON.
+pub fn write_id(out: &mut Vec<u8>, id: &RequestId) {
     match id {
         RequestId::Number(n) => out.extend_from_slice(n.to_string().as_bytes()),
         RequestId::String(s) => {
@@ -249,7 +275,10 @@ mod tests {
         ));
         assert!(matches!(
             parse(br#"{"jsonrpc":"2.0","id":3,"result":{}}"#),
-            Ok(Incoming::Response)
+            Ok(Incoming::Response {
+                is_error: false,
+                ..
+            })
         ));
         assert!(matches!(parse(b"{nope"), Err(Malformed::Parse(_))));
         assert!(matches!(

@@ -1,0 +1,429 @@
+//! Gateway mode: the endpoint in front of an existing MCP server.
+//!
+//! Each client session gets its own upstream session (a child process of
+//! its own, or its own session at an HTTP server), so that users never
+//! share one; a server known to keep no per-client state may instead be
+//! shared. Messages pass both ways with their ids rewritten
+//! ([`routes`]); the endpoint applies authentication, policy and audit
+//! before anything reaches the upstream.
+//!
+//! | module | what it owns |
+//! | --- | --- |
+//! | [`frame`] | reading and rewriting JSON-RPC messages |
+//! | [`routes`] | which request, on which stream, each message belongs to |
+//! | [`stdio`] | a child process upstream |
+//! | [`reply`] | a forwarded request's answer, as JSON or as an event stream |
+
+pub mod frame;
+pub mod reply;
+pub mod routes;
+pub mod stdio;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use mcpgate_token::Principal;
+use rmcp::model::RequestId;
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+
+use self::frame::Outcome;
+use self::routes::{Call, Routes};
+use self::stdio::{StdioSpec, StdioUpstream};
+
+/// Why the upstream could not be used.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamError {
+    /// The configuration cannot work.
+    #[error("{0}")]
+    Config(String),
+    /// The upstream is down, or could not be reached or started.
+    #[error("{0}")]
+    Unavailable(String),
+    /// It did not answer in time.
+    #[error("the upstream server did not answer within {} s", .0.as_secs())]
+    Timeout(Duration),
+    /// It refused the handshake.
+    #[error("the upstream server refused to initialize: {0}")]
+    Refused(String),
+}
+
+/// Which upstream, and how it is reached.
+#[derive(Debug, Clone)]
+pub enum UpstreamSpec {
+    /// A child process over stdio.
+    Stdio(Arc<StdioSpec>),
+}
+
+/// Whether sessions share an upstream session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Isolation {
+    /// One upstream session (for stdio: one child) per client session.
+    #[default]
+    PerSession,
+    /// One for everyone: only for servers that keep no state per client.
+    Shared,
+}
+
+/// How the gateway treats its upstream.
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    /// The upstream.
+    pub upstream: UpstreamSpec,
+    /// Sharing of upstream sessions. Default: per session.
+    pub isolation: Isolation,
+    /// How long a forwarded request may take. Default: 120 s.
+    pub request_timeout: Duration,
+    /// How long starting and initializing an upstream session may take.
+    /// Default: 30 s.
+    pub start_timeout: Duration,
+}
+
+impl GatewaySettings {
+    /// Defaults for `upstream`.
+    pub fn new(upstream: UpstreamSpec) -> Self {
+        Self {
+            upstream,
+            isolation: Isolation::PerSession,
+            request_timeout: Duration::from_secs(120),
+            start_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Transport {
+    Stdio(StdioUpstream),
+}
+
+/// One upstream session.
+#[derive(Debug)]
+pub struct Link {
+    routes: Arc<Routes>,
+    transport: Transport,
+    // What the client sent in `initialize`, replayed after a restart.
+    init: Box<RawValue>,
+    start_timeout: Duration,
+    request_timeout: Duration,
+    // Held while (re)starting, so that nothing is sent before the handshake.
+    starting: tokio::sync::Mutex<()>,
+}
+
+/// A request in flight upstream. Dropping it before the answer came tells
+/// the upstream to stop (`notifications/cancelled`).
+#[derive(Debug)]
+pub struct Forwarded {
+    /// The request's messages, as the client will see them.
+    pub call: Call,
+    /// How long the answer may take.
+    pub timeout: Duration,
+    link: Arc<Link>,
+    answered: bool,
+}
+
+impl Forwarded {
+    /// Marks the answer received: dropping no longer cancels.
+    pub fn answered(&mut self) {
+        self.answered = true;
+    }
+
+    /// Gives up on the request (timeout): the upstream is told to stop.
+    pub fn abandon(mut self, reason: &str) {
+        self.answered = true;
+        self.link.abandon(self.call.number, reason);
+    }
+}
+
+impl Drop for Forwarded {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.link.abandon(self.call.number, "the client went away");
+        }
+    }
+}
+
+impl Link {
+    fn new(settings: &GatewaySettings, init: Box<RawValue>, env: Vec<(String, String)>) -> Self {
+        let routes = Arc::new(Routes::default());
+        let transport = match &settings.upstream {
+            UpstreamSpec::Stdio(spec) => {
+                Transport::Stdio(StdioUpstream::new(spec.clone(), env, routes.clone()))
+            }
+        };
+        Self {
+            routes,
+            transport,
+            init,
+            start_timeout: settings.start_timeout,
+            request_timeout: settings.request_timeout,
+            starting: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn is_up(&self) -> bool {
+        match &self.transport {
+            Transport::Stdio(s) => s.is_running(),
+        }
+    }
+
+    /// Starts the upstream session if it is not running (again), and
+    /// returns the upstream's `initialize` result when it did.
+    async fn ready(&self) -> Result<Option<Box<RawValue>>, UpstreamError> {
+        if self.is_up() {
+            return Ok(None);
+        }
+        let _starting = self.starting.lock().await;
+        match &self.transport {
+            Transport::Stdio(s) => {
+                if !s.ensure().await? {
+                    return Ok(None);
+                }
+            }
+        }
+        match self.handshake().await {
+            Ok(result) => Ok(Some(result)),
+            Err(e) => {
+                self.stop();
+                Err(e)
+            }
+        }
+    }
+
+    async fn handshake(&self) -> Result<Box<RawValue>, UpstreamError> {
+        let (message, call) = self.routes.request(None, "initialize", Some(&self.init));
+        let number = call.number;
+        self.send(&message).await?;
+        let answer = match tokio::time::timeout(self.start_timeout, call.done).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => {
+                return Err(UpstreamError::Unavailable(
+                    "the upstream server exited during initialize".into(),
+                ));
+            }
+            Err(_) => {
+                self.routes.abandon(number, "initialize timed out");
+                return Err(UpstreamError::Timeout(self.start_timeout));
+            }
+        };
+        let frame = frame::Frame::parse(&answer)
+            .ok_or_else(|| UpstreamError::Refused("an answer that is not JSON-RPC".into()))?;
+        if let Some(error) = frame.error {
+            return Err(UpstreamError::Refused(error_message(error)));
+        }
+        let result = frame
+            .result
+            .ok_or_else(|| UpstreamError::Refused("an answer without a result".into()))?
+            .to_owned();
+        self.send(&frame::notification("notifications/initialized", None))
+            .await?;
+        Ok(result)
+    }
+
+    async fn send(&self, message: &[u8]) -> Result<(), UpstreamError> {
+        match &self.transport {
+            Transport::Stdio(s) => s.send(message).await,
+        }
+    }
+
+    fn stop(&self) {
+        match &self.transport {
+            Transport::Stdio(s) => s.stop(),
+        }
+    }
+
+    fn abandon(self: &Arc<Self>, number: u64, reason: &str) {
+        if let Some(cancel) = self.routes.abandon(number, reason) {
+            let link = self.clone();
+            tokio::spawn(async move {
+                let _ = link.send(&cancel).await;
+            });
+        }
+    }
+
+    /// Sends the client's request upstream.
+    pub async fn request(
+        self: &Arc<Self>,
+        id: &RequestId,
+        method: &str,
+        params: Option<&RawValue>,
+    ) -> Result<Forwarded, UpstreamError> {
+        self.ready().await?;
+        let (message, call) = self.routes.request(Some(id.clone()), method, params);
+        let mut forwarded = Forwarded {
+            call,
+            timeout: self.request_timeout,
+            link: self.clone(),
+            answered: false,
+        };
+        if let Err(e) = self.send(&message).await {
+            forwarded.answered = true;
+            self.routes.abandon(forwarded.call.number, "not sent");
+            return Err(e);
+        }
+        Ok(forwarded)
+    }
+
+    /// Passes the client's notification upstream (`cancelled` renamed to
+    /// the upstream's number; `initialized` is the gateway's to send).
+    pub async fn notify(
+        &self,
+        method: &str,
+        params: Option<&RawValue>,
+    ) -> Result<(), UpstreamError> {
+        let message = match method {
+            "notifications/initialized" => return Ok(()),
+            "notifications/cancelled" => {
+                #[derive(serde::Deserialize)]
+                struct Cancelled {
+                    #[serde(rename = "requestId")]
+                    id: RequestId,
+                    reason: Option<String>,
+                }
+                let Some(c) = params.and_then(|p| serde_json::from_str::<Cancelled>(p.get()).ok())
+                else {
+                    return Ok(());
+                };
+                match self.routes.cancel(&c.id, c.reason.as_deref()) {
+                    Some(message) => message,
+                    None => return Ok(()),
+                }
+            }
+            _ => frame::notification(method, params),
+        };
+        if !self.is_up() {
+            // Nothing to tell a server that is not running.
+            return Ok(());
+        }
+        self.send(&message).await
+    }
+
+    /// Passes the client's answer to a request of the upstream's.
+    pub async fn answer(
+        &self,
+        id: &RequestId,
+        outcome: Outcome<'_>,
+    ) -> Result<bool, UpstreamError> {
+        let Some(message) = self.routes.answer(id, outcome) else {
+            return Ok(false);
+        };
+        self.send(&message).await?;
+        Ok(true)
+    }
+
+    /// The session's standalone stream (a client's `GET`).
+    pub fn standalone(&self) -> mpsc::Receiver<Bytes> {
+        self.routes.open_standalone()
+    }
+}
+
+fn error_message(error: &RawValue) -> String {
+    #[derive(serde::Deserialize)]
+    struct E {
+        message: Option<String>,
+    }
+    serde_json::from_str::<E>(error.get())
+        .ok()
+        .and_then(|e| e.message)
+        .unwrap_or_else(|| "no reason given".into())
+}
+
+/// The upstream sessions of every client session.
+#[derive(Debug)]
+pub struct Gateway {
+    settings: GatewaySettings,
+    links: Mutex<HashMap<Arc<str>, Arc<Link>>>,
+}
+
+impl Gateway {
+    /// A gateway to `settings.upstream`; nothing starts until a session
+    /// opens.
+    pub fn new(settings: GatewaySettings) -> Self {
+        Self {
+            settings,
+            links: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<Link>>> {
+        self.links.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Opens the upstream session of client session `session`, with the
+    /// client's `initialize` params; the upstream's `initialize` result.
+    pub async fn open(
+        &self,
+        session: &Arc<str>,
+        caller: Option<&Principal>,
+        init: &RawValue,
+    ) -> Result<Box<RawValue>, UpstreamError> {
+        let link = Arc::new(Link::new(
+            &self.settings,
+            init.to_owned(),
+            identity_env(caller),
+        ));
+        let result = link.ready().await?.ok_or_else(|| {
+            UpstreamError::Unavailable("the upstream session did not start".into())
+        })?;
+        self.lock().insert(session.clone(), link);
+        Ok(result)
+    }
+
+    /// The upstream session of client session `session`.
+    pub fn link(&self, session: &str) -> Option<Arc<Link>> {
+        self.lock().get(session).cloned()
+    }
+
+    /// Ends the upstream session of `session` (its child is stopped).
+    pub fn close(&self, session: &str) {
+        if let Some(link) = self.lock().remove(session) {
+            link.stop();
+        }
+    }
+
+    /// How many upstream sessions are open.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Who the user is, for a child started for them: identifiers only,
+/// never a token.
+pub fn identity_env(caller: Option<&Principal>) -> Vec<(String, String)> {
+    let Some(p) = caller else {
+        return Vec::new();
+    };
+    let mut env = vec![("MCPGATE_USER_SUB".to_owned(), p.subject.clone())];
+    let mut add = |name: &str, value: &Option<String>| {
+        if let Some(v) = value {
+            env.push((name.to_owned(), v.clone()));
+        }
+    };
+    add("MCPGATE_USER_OID", &p.object_id);
+    add("MCPGATE_USER_TID", &p.tenant_id);
+    add("MCPGATE_USER_UPN", &p.preferred_username);
+    add("MCPGATE_USER_NAME", &p.name);
+    add("MCPGATE_CLIENT_APP", &p.client_app_id);
+    env
+}
+
+impl std::fmt::Display for UpstreamSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            // The program only: arguments may name files or options an
+            // operator would rather not see in every log.
+            UpstreamSpec::Stdio(spec) => write!(
+                f,
+                "{} (stdio: {})",
+                spec.name,
+                spec.argv.first().map_or("", String::as_str)
+            ),
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! A forwarded request's answer to the client: one JSON body when the
+//! upstream answered with nothing before it, else an event stream that
+//! carries what the upstream sent on the way (progress, logs, its own
+//! requests) and ends with the answer.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderValue, StatusCode};
+use rmcp::model::{ErrorCode, ErrorData, RequestId};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::Forwarded;
+use crate::wire;
+
+/// What the final answer goes through before the client sees it (a list
+/// filtered by policy, say).
+pub type Finish = Box<dyn FnOnce(Bytes) -> Bytes + Send>;
+
+/// The error a client gets when the upstream took too long.
+pub fn timeout_error(after: Duration) -> ErrorData {
+    ErrorData::new(
+        ErrorCode(-32001),
+        format!(
+            "the upstream server did not answer within {} s; the request was cancelled",
+            after.as_secs()
+        ),
+        None,
+    )
+}
+
+enum Next {
+    Event(Bytes),
+    Done(Bytes),
+    Gone,
+    Timeout,
+}
+
+async fn next(fwd: &mut Forwarded, deadline: Instant) -> Next {
+    tokio::select! {
+        biased;
+        event = fwd.call.events.recv() => match event {
+            Some(event) => Next::Event(event),
+            // The routes dropped this request without answering it.
+            None => match (&mut fwd.call.done).await {
+                Ok(answer) => Next::Done(answer),
+                Err(_) => Next::Gone,
+            },
+        },
+        done = &mut fwd.call.done => match done {
+            Ok(answer) => Next::Done(answer),
+            Err(_) => Next::Gone,
+        },
+        () = tokio::time::sleep_until(deadline) => Next::Timeout,
+    }
+}
+
+fn drain(events: &mut mpsc::Receiver<Bytes>, out: &mut Vec<u8>) {
+    while let Ok(event) = events.try_recv() {
+        sse_event(out, &event);
+    }
+}
+
+/// Answers the client's request `id` with what the upstream sends.
+pub async fn respond(id: RequestId, mut fwd: Forwarded, finish: Finish) -> Response {
+    let deadline = Instant::now() + fwd.timeout;
+    match next(&mut fwd, deadline).await {
+        Next::Done(answer) => {
+            fwd.answered();
+            json(finish(answer))
+        }
+        Next::Gone => {
+            fwd.answered();
+            json(wire::error(Some(&id), &gone()))
+        }
+        Next::Timeout => {
+            let after = fwd.timeout;
+            fwd.abandon("timed out");
+            json(wire::error(Some(&id), &timeout_error(after)))
+        }
+        Next::Event(first) => stream(id, fwd, finish, first, deadline),
+    }
+}
+
+fn gone() -> ErrorData {
+    ErrorData::internal_error("the upstream server went away before answering", None)
+}
+
+fn stream(
+    id: RequestId,
+    fwd: Forwarded,
+    finish: Finish,
+    first: Bytes,
+    deadline: Instant,
+) -> Response {
+    struct State {
+        id: RequestId,
+        fwd: Option<Forwarded>,
+        finish: Option<Finish>,
+        first: Option<Bytes>,
+        deadline: Instant,
+    }
+    let state = State {
+        id,
+        fwd: Some(fwd),
+        finish: Some(finish),
+        first: Some(first),
+        deadline,
+    };
+    let body = futures::stream::unfold(state, |mut s| async move {
+        let mut out = Vec::new();
+        if let Some(first) = s.first.take() {
+            sse_event(&mut out, &first);
+            return Some((Ok::<_, Infallible>(Bytes::from(out)), s));
+        }
+        let mut fwd = s.fwd.take()?;
+        match next(&mut fwd, s.deadline).await {
+            Next::Event(event) => {
+                sse_event(&mut out, &event);
+                s.fwd = Some(fwd);
+            }
+            Next::Done(answer) => {
+                fwd.answered();
+                drain(&mut fwd.call.events, &mut out);
+                let finish = s.finish.take()?;
+                sse_event(&mut out, &finish(answer));
+            }
+            Next::Gone => {
+                fwd.answered();
+                sse_event(&mut out, &wire::error(Some(&s.id), &gone()));
+            }
+            Next::Timeout => {
+                let after = fwd.timeout;
+                fwd.abandon("timed out");
+                sse_event(&mut out, &wire::error(Some(&s.id), &timeout_error(after)));
+            }
+        }
+        Some((Ok(Bytes::from(out)), s))
+    });
+    event_stream(Body::from_stream(body))
+}
+
+/// A response carrying `body` as `text/event-stream`.
+pub fn event_stream(body: Body) -> Response {
+    (
+        StatusCode::OK,
+        [
+            (CONTENT_TYPE, HeaderValue::from_static("text/event-stream")),
+            (CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// The standalone stream of a session (`GET`): whatever the upstream sends
+/// that belongs to no request, until the client leaves or the session ends.
+pub fn standalone(events: mpsc::Receiver<Bytes>) -> Response {
+    let body = futures::stream::unfold(events, |mut events| async move {
+        let event = events.recv().await?;
+        let mut out = Vec::with_capacity(event.len() + 32);
+        sse_event(&mut out, &event);
+        drain(&mut events, &mut out);
+        Some((Ok::<_, Infallible>(Bytes::from(out)), events))
+    });
+    event_stream(Body::from_stream(body))
+}
+
+/// Appends one `message` event carrying `data` (a JSON text; a line break
+/// inside it, legal JSON whitespace, starts another `data:` line).
+pub fn sse_event(out: &mut Vec<u8>, data: &[u8]) {
+    out.extend_from_slice(b"event: message\n");
+    for line in data.split(|b| *b == b'\n') {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(line.strip_suffix(b"\r").unwrap_or(line));
+        out.push(b'\n');
+    }
+    out.push(b'\n');
+}
+
+fn json(body: Bytes) -> Response {
+    (
+        StatusCode::OK,
+        [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        body,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_split_lines_into_data_fields() {
+        let mut out = Vec::new();
+        sse_event(&mut out, b"{\"a\":\n1}");
+        assert_eq!(out, b"event: message\ndata: {\"a\":\ndata: 1}\n\n");
+    }
+}

@@ -17,7 +17,7 @@ use thiserror::Error;
 
 /// The sections an `MCPGATE_…` variable may set; anything else under the
 /// prefix (`MCPGATE_LOG`, `MCPGATE_CONFIG`) is not configuration.
-const ENV_SECTIONS: [&str; 12] = [
+const ENV_SECTIONS: [&str; 13] = [
     "bind",
     "public_url",
     "ca_file",
@@ -28,6 +28,7 @@ const ENV_SECTIONS: [&str; 12] = [
     "jwks",
     "http",
     "sessions",
+    "policy",
     "idp",
     "broker",
 ];
@@ -53,6 +54,9 @@ pub struct RawConfig {
     pub http: RawHttp,
     /// Bounds on MCP sessions.
     pub sessions: RawSessions,
+    /// Per-tool policy (`[policy]`); reloaded on SIGHUP and when the file
+    /// changes. Default: none, every caller may use every name.
+    pub policy: Option<mcpgate_resource::policy::PolicyConfig>,
     /// Where state lives (the embedded IdP's keys and certificates).
     /// Default `$XDG_DATA_HOME/mcpgate`, else `~/.local/share/mcpgate`.
     pub data_dir: Option<PathBuf>,

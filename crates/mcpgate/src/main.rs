@@ -6,6 +6,7 @@ mod cmd;
 mod config;
 mod devidp;
 mod outbound;
+mod policy_watch;
 mod ready;
 mod validator;
 

@@ -43,6 +43,17 @@ pub(crate) fn check_key(what: Kind, key: &str, limits: &Limits) -> Result<(), St
     Ok(())
 }
 
+/// The key of a pin: length-prefixed so that no two pairs collide, and so
+/// that one upstream's pins share a prefix ([`pin_prefix`]).
+pub(crate) fn pin_key(upstream: &str, tool: &str) -> String {
+    format!("{}{tool}", pin_prefix(upstream))
+}
+
+/// What every key of `upstream`'s pins starts with.
+pub(crate) fn pin_prefix(upstream: &str) -> String {
+    format!("{}:{upstream}", upstream.len())
+}
+
 /// The key of a consent: length-prefixed so that no two pairs collide.
 pub(crate) fn consent_key(subject: &Subject, client: &ClientId) -> String {
     format!("{}:{}{}", subject.as_str().len(), subject, client)

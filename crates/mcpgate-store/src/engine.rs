@@ -12,14 +12,17 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 
-use crate::codec::{check_key, consent_key, decode, encode};
+use mcpgate_audit::{AuditQuery, AuditRecord};
+
+use crate::audit;
+use crate::codec::{check_key, consent_key, decode, encode, pin_key};
 use crate::error::{Kind, StoreError};
 use crate::options::Limits;
 use crate::records::{
     ClientId, ClientRecord, CodeRecord, CodeState, ConsentRecord, FamilyId, FamilyState,
-    IdentityKey, PendingAuthorization, Redemption, RefreshRecord, RefreshState, Rotation,
-    SessionId, SessionRecord, SessionStateRecord, StoredCode, StoredRefresh, Subject, Timestamp,
-    TokenHash, UpstreamKey, UpstreamTokens, session_state_key,
+    IdentityKey, PendingAuthorization, PinRecord, Redemption, RefreshRecord, RefreshState,
+    Rotation, SessionId, SessionRecord, SessionStateRecord, StoredCode, StoredRefresh, Subject,
+    Timestamp, TokenHash, UpstreamKey, UpstreamTokens, session_state_key,
 };
 use crate::store::Store;
 
@@ -35,6 +38,9 @@ impl Entry {
         self.expires_at.is_none_or(|at| at > now)
     }
 }
+
+/// A scan's callback: given each key and value, whether to go on.
+pub(crate) type Visit<'a> = dyn FnMut(&str, &[u8]) -> Result<bool, StoreError> + 'a;
 
 /// One transaction's view of the engine. Reads see only live entries.
 pub(crate) trait Txn {
@@ -55,6 +61,17 @@ pub(crate) trait Txn {
     fn has_room(&mut self, kind: Kind, cap: u64) -> Result<bool, StoreError>;
     /// Deletes every expired entry; how many.
     fn purge(&mut self) -> Result<u64, StoreError>;
+    /// Visits the live entries of `kind` with keys in `[from, to)` (to the
+    /// end when `to` is `None`), in key order or, with `descending`, the
+    /// reverse, while `visit` returns `true`.
+    fn scan(
+        &mut self,
+        kind: Kind,
+        from: &str,
+        to: Option<&str>,
+        descending: bool,
+        visit: &mut Visit<'_>,
+    ) -> Result<(), StoreError>;
 }
 
 /// Runs closures as transactions.
@@ -78,7 +95,7 @@ impl<E: Engine> EngineStore<E> {
     }
 }
 
-fn get_decoded<T: DeserializeOwned>(
+pub(crate) fn get_decoded<T: DeserializeOwned>(
     tx: &mut dyn Txn,
     kind: Kind,
     key: &str,
@@ -89,7 +106,7 @@ fn get_decoded<T: DeserializeOwned>(
     }
 }
 
-fn put_capped(
+pub(crate) fn put_capped(
     tx: &mut dyn Txn,
     kind: Kind,
     key: &str,
@@ -518,6 +535,46 @@ impl<E: Engine> Store for EngineStore<E> {
                 Ok(get_decoded::<SessionStateRecord>(tx, Kind::Session, &key)?
                     .map(|(r, _)| r.state))
             })
+            .await
+    }
+
+    async fn append_audit(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let encoded = audit::encode_records(records, &self.limits)?;
+        let limits = self.limits.clone();
+        self.engine
+            .run(move |tx| audit::append(tx, &encoded, &limits))
+            .await
+    }
+
+    async fn query_audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        let query = query.clone();
+        self.engine.run(move |tx| audit::query(tx, &query)).await
+    }
+
+    async fn get_pin(&self, upstream: &str, tool: &str) -> Result<Option<PinRecord>, StoreError> {
+        let key = pin_key(upstream, tool);
+        self.engine
+            .run(move |tx| Ok(get_decoded(tx, Kind::Pin, &key)?.map(|(p, _)| p)))
+            .await
+    }
+
+    async fn put_pin(&self, pin: &PinRecord) -> Result<(), StoreError> {
+        let key = pin_key(&pin.upstream, &pin.tool);
+        check_key(Kind::Pin, &key, &self.limits)?;
+        let value = encode(Kind::Pin, pin, self.limits.max_record_bytes)?;
+        let cap = self.limits.max_pins;
+        self.engine
+            .run(move |tx| put_capped(tx, Kind::Pin, &key, &value, None, cap))
+            .await
+    }
+
+    async fn list_pins(&self, upstream: Option<&str>) -> Result<Vec<PinRecord>, StoreError> {
+        let upstream = upstream.map(str::to_owned);
+        self.engine
+            .run(move |tx| audit::list_pins(tx, upstream.as_deref()))
             .await
     }
 

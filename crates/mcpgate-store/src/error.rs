@@ -27,11 +27,15 @@ pub enum Kind {
     Upstream,
     /// MCP session ownership.
     Session,
+    /// Audit records.
+    Audit,
+    /// Tool pins (gateway mode).
+    Pin,
 }
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Client,
         Kind::Counter,
         Kind::Pending,
@@ -41,6 +45,8 @@ impl Kind {
         Kind::Consent,
         Kind::Upstream,
         Kind::Session,
+        Kind::Audit,
+        Kind::Pin,
     ];
 
     /// The short name the backends file records under (a SQLite column, a
@@ -56,6 +62,8 @@ impl Kind {
             Kind::Consent => "consent",
             Kind::Upstream => "upstream",
             Kind::Session => "session",
+            Kind::Audit => "audit",
+            Kind::Pin => "pin",
         }
     }
 }

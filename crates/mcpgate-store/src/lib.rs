@@ -3,7 +3,8 @@
 //! The broker (mcpgate's authorization server for MCP clients) keeps
 //! registered clients, pending sign-ins, one-time codes, refresh-token
 //! families, consents, the upstream (Entra) tokens it holds for each grant,
-//! and who owns each MCP session. All of it goes through [`Store`], whose
+//! who owns each MCP session, the audit trail (see `mcpgate-audit`) and
+//! the gateway's tool pins ([`PinRecord`]). All of it goes through [`Store`], whose
 //! docs state each method's contract; [`open`] picks a backend from a URL:
 //!
 //! | URL | backend | for |
@@ -33,6 +34,10 @@
 //! - What an unauthenticated caller can create is bounded in count and size
 //!   by the backends themselves ([`Limits`], [`StoreError::Full`]).
 //! - Errors carry no stored values, keys or URLs.
+//! - The audit trail is bounded by age and count ([`Limits::audit_max_age`],
+//!   [`Limits::max_audit_records`]), oldest dropped first; records are
+//!   appended, never changed. [`StoreAudit`] hands the auditor's batches
+//!   to any store.
 //!
 //! # Operating it
 //!
@@ -87,6 +92,7 @@
 //! # });
 //! ```
 
+mod audit;
 mod codec;
 mod engine;
 pub mod error;
@@ -100,12 +106,13 @@ mod store;
 
 use std::sync::Arc;
 
+pub use audit::StoreAudit;
 pub use error::{Kind, OpenError, StoreError};
 pub use options::{Clock, Limits, Options};
 pub use records::{
     ClientId, ClientRecord, ClientSource, CodeRecord, CodeState, ConsentRecord, FamilyId,
-    IdentityKey, PendingAuthorization, Redemption, RefreshRecord, RefreshState, Rotation,
-    SessionId, Subject, Timestamp, TokenHash, UpstreamKey, UpstreamTokens,
+    IdentityKey, PendingAuthorization, PendingPin, PinRecord, Redemption, RefreshRecord,
+    RefreshState, Rotation, SessionId, Subject, Timestamp, TokenHash, UpstreamKey, UpstreamTokens,
 };
 pub use seal::{KeyBytes, SealError, Sealed, SecretBytes, TokenCipher};
 pub use store::Store;

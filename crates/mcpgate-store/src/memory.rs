@@ -2,11 +2,12 @@
 //! holds the same limits as the durable backends and forgets everything
 //! when dropped.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 
-use crate::engine::{Engine, EngineStore, Entry, Txn};
+use crate::engine::{Engine, EngineStore, Entry, Txn, Visit};
 use crate::error::{Kind, StoreError};
 use crate::options::{Clock, Options};
 use crate::records::Timestamp;
@@ -21,7 +22,8 @@ pub fn open_memory(options: Options) -> Arc<dyn Store> {
     Arc::new(EngineStore::new(engine, options.limits))
 }
 
-type Tables = HashMap<Kind, HashMap<String, Entry>>;
+/// Ordered per kind, so that audit records read back by time range.
+type Tables = HashMap<Kind, BTreeMap<String, Entry>>;
 
 #[derive(Debug)]
 struct MemoryEngine {
@@ -79,7 +81,7 @@ impl Txn for MemoryTxn<'_> {
     fn has_room(&mut self, kind: Kind, cap: u64) -> Result<bool, StoreError> {
         let now = self.now;
         let table = self.tables.entry(kind).or_default();
-        let len = |t: &HashMap<String, Entry>| u64::try_from(t.len()).unwrap_or(u64::MAX);
+        let len = |t: &BTreeMap<String, Entry>| u64::try_from(t.len()).unwrap_or(u64::MAX);
         if len(table) < cap {
             return Ok(true);
         }
@@ -97,6 +99,33 @@ impl Txn for MemoryTxn<'_> {
             purged += before - table.len();
         }
         Ok(u64::try_from(purged).unwrap_or(u64::MAX))
+    }
+
+    fn scan(
+        &mut self,
+        kind: Kind,
+        from: &str,
+        to: Option<&str>,
+        descending: bool,
+        visit: &mut Visit<'_>,
+    ) -> Result<(), StoreError> {
+        let now = self.now;
+        let Some(table) = self.tables.get(&kind) else {
+            return Ok(());
+        };
+        let end = to.map_or(Bound::Unbounded, Bound::Excluded);
+        let range = table.range::<str, _>((Bound::Included(from), end));
+        let entries: Box<dyn Iterator<Item = (&String, &Entry)>> = if descending {
+            Box::new(range.rev())
+        } else {
+            Box::new(range)
+        };
+        for (key, entry) in entries {
+            if entry.live_at(now) && !visit(key, &entry.value)? {
+                break;
+            }
+        }
+        Ok(())
     }
 }
 

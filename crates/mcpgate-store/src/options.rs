@@ -64,6 +64,16 @@ pub struct Limits {
     /// token (revoked before its first refresh token was stored).
     /// Default one day.
     pub revocation_memory: Duration,
+    /// Audit records kept; past it the oldest are dropped as new ones come.
+    /// Default 1,000,000 (some 0.5 GB at a typical 500 bytes a record).
+    pub max_audit_records: u64,
+    /// How long an audit record is kept; older ones are dropped as new ones
+    /// come (and a record already older is not stored). Default 90 days.
+    pub audit_max_age: Duration,
+    /// Tool pins kept, all upstreams together: an upstream that lists more
+    /// tools gets [`StoreError::Full`](crate::StoreError::Full) for the
+    /// rest. Default 10,000.
+    pub max_pins: u64,
 }
 
 impl Default for Limits {
@@ -76,6 +86,9 @@ impl Default for Limits {
             max_record_bytes: 64 * 1024,
             max_key_bytes: 2048,
             revocation_memory: Duration::from_secs(24 * 60 * 60),
+            max_audit_records: 1_000_000,
+            audit_max_age: Duration::from_secs(90 * 24 * 60 * 60),
+            max_pins: 10_000,
         }
     }
 }

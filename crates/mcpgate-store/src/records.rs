@@ -122,7 +122,7 @@ impl UpstreamKey {
     }
 }
 
-fn random_id() -> String {
+pub(crate) fn random_id() -> String {
     let mut bytes = [0u8; 16];
     // No safe way on without the system RNG; aws-lc aborts the same way.
     #[allow(clippy::expect_used)]
@@ -364,6 +364,36 @@ pub struct UpstreamTokens {
     pub sealed: Sealed,
     /// When the store may forget them (the upstream refresh token's lifetime).
     pub expires_at: Timestamp,
+}
+
+/// The pin of one upstream tool (gateway mode): the definition first
+/// approved, and a changed one waiting for approval. Keyed by
+/// (`upstream`, `tool`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinRecord {
+    /// The upstream MCP server, as configured.
+    pub upstream: String,
+    /// The tool's name.
+    pub tool: String,
+    /// The digest of the pinned definition.
+    pub digest: String,
+    /// The pinned definition (its canonical JSON).
+    pub definition: String,
+    /// A definition seen since that differs from the pin.
+    pub pending: Option<PendingPin>,
+    /// When the tool was first seen.
+    pub first_seen: Timestamp,
+    /// When the pin (or its pending change) last changed.
+    pub changed_at: Timestamp,
+}
+
+/// A changed tool definition not yet approved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingPin {
+    /// Its digest.
+    pub digest: String,
+    /// The definition (its canonical JSON).
+    pub definition: String,
 }
 
 /// What the store keeps for an MCP session.

@@ -17,6 +17,8 @@
 //! | `refresh:HASH` | hash | `rec`, `family`, `used` |
 //! | `family:ID` | hash | `revoked`; lives as long as the family's longest-lived token |
 //! | `consent:…`, `upstream:KEY` | string | the record |
+//! | `audit` | sorted set | audit records scored by time (ms); each member a 32-hex random id, then the record's JSON |
+//! | `pin` | hash | tool pins: field `LEN:UPSTREAM` + tool, value the record |
 //!
 //! Scripts name family keys they compute from a token's `family` field,
 //! which standalone Redis allows and Redis Cluster does not: this backend
@@ -28,14 +30,17 @@ use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{AsyncCommands as _, RedisError};
 use async_trait::async_trait;
 
-use crate::codec::{check_key, consent_key, decode, encode};
+use mcpgate_audit::{AuditQuery, AuditRecord};
+
+use crate::audit;
+use crate::codec::{check_key, consent_key, decode, encode, pin_key, pin_prefix};
 use crate::error::{Kind, OpenError, StoreError};
 use crate::options::{Clock, Limits, Options};
 use crate::records::{
     ClientId, ClientRecord, CodeRecord, CodeState, ConsentRecord, FamilyId, IdentityKey,
-    PendingAuthorization, Redemption, RefreshRecord, RefreshState, Rotation, SessionId,
+    PendingAuthorization, PinRecord, Redemption, RefreshRecord, RefreshState, Rotation, SessionId,
     SessionRecord, SessionStateRecord, Subject, Timestamp, TokenHash, UpstreamKey, UpstreamTokens,
-    session_state_key,
+    random_id, session_state_key,
 };
 use crate::store::Store;
 
@@ -102,9 +107,14 @@ fn ms(duration: Duration) -> u64 {
 mod scripts;
 
 use scripts::{
-    BUMP, CAPPED_PUT, DELETE_INDEXED, GET_REFRESH, PUT_CODE, PUT_REFRESH, REDEEM, REVOKE_FAMILY,
-    REVOKE_REFRESH, ROTATE, TAKE, TOUCH,
+    APPEND_AUDIT, BUMP, CAPPED_PUT, DELETE_INDEXED, GET_REFRESH, PUT_CODE, PUT_PIN, PUT_REFRESH,
+    REDEEM, REVOKE_FAMILY, REVOKE_REFRESH, ROTATE, TAKE, TOUCH,
 };
+
+/// Audit records read per round trip while a query filters.
+const AUDIT_PAGE: usize = 256;
+/// The random id before each audit member's JSON.
+const MEMBER_ID_LEN: usize = 32;
 
 impl RedisStore {
     fn key(&self, kind: Kind, key: &str) -> String {
@@ -113,6 +123,11 @@ impl RedisStore {
 
     fn index(&self, kind: Kind) -> String {
         format!("{}:idx:{}", self.prefix, kind.as_str())
+    }
+
+    /// A key of its own for a kind kept in one structure (audit, pins).
+    fn whole(&self, kind: Kind) -> String {
+        format!("{}:{}", self.prefix, kind.as_str())
     }
 
     fn family_prefix(&self) -> String {
@@ -561,6 +576,110 @@ impl Store for RedisStore {
             .get_json::<SessionStateRecord>(Kind::Session, &session_state_key(id))
             .await?
             .map(|r| r.state))
+    }
+
+    async fn append_audit(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let cutoff = audit::cutoff_ms(self.clock.now().as_millis(), &self.limits);
+        let mut script = APPEND_AUDIT.key(self.whole(Kind::Audit));
+        script.arg(cutoff).arg(self.limits.max_audit_records);
+        for record in records {
+            let mut member = random_id().into_bytes();
+            member.extend(encode(Kind::Audit, record, self.limit())?);
+            script.arg(record.at.unix_millis()).arg(member);
+        }
+        let _: i64 = script
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        Ok(())
+    }
+
+    async fn query_audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        let max = query
+            .until
+            .map_or_else(|| "+inf".to_owned(), |u| format!("({}", u.unix_millis()));
+        let min = query
+            .since
+            .map_or_else(|| "-inf".to_owned(), |s| s.unix_millis().to_string());
+        let limit = query.effective_limit();
+        let mut found = Vec::new();
+        // Pages by offset: a record appended meanwhile may shift a page by
+        // one; a query is a read for a person, not a cursor.
+        let mut offset = 0;
+        loop {
+            let page: Vec<Vec<u8>> = ::redis::cmd("ZREVRANGEBYSCORE")
+                .arg(self.whole(Kind::Audit))
+                .arg(&max)
+                .arg(&min)
+                .arg("LIMIT")
+                .arg(offset)
+                .arg(AUDIT_PAGE)
+                .query_async(&mut self.conn())
+                .await
+                .map_err(redis_error)?;
+            for member in &page {
+                let json = member.get(MEMBER_ID_LEN..).unwrap_or_default();
+                let record: AuditRecord = decode(Kind::Audit, json)?;
+                if query.matches(&record) {
+                    found.push(record);
+                    if found.len() == limit {
+                        return Ok(found);
+                    }
+                }
+            }
+            if page.len() < AUDIT_PAGE {
+                return Ok(found);
+            }
+            offset += AUDIT_PAGE;
+        }
+    }
+
+    async fn get_pin(&self, upstream: &str, tool: &str) -> Result<Option<PinRecord>, StoreError> {
+        let value: Option<Vec<u8>> = self
+            .conn()
+            .hget(self.whole(Kind::Pin), pin_key(upstream, tool))
+            .await
+            .map_err(redis_error)?;
+        value.map(|v| decode(Kind::Pin, &v)).transpose()
+    }
+
+    async fn put_pin(&self, pin: &PinRecord) -> Result<(), StoreError> {
+        let field = pin_key(&pin.upstream, &pin.tool);
+        check_key(Kind::Pin, &field, &self.limits)?;
+        let value = encode(Kind::Pin, pin, self.limit())?;
+        let stored: i64 = PUT_PIN
+            .key(self.whole(Kind::Pin))
+            .arg(field)
+            .arg(value)
+            .arg(self.limits.max_pins)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        if stored == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Full(Kind::Pin))
+        }
+    }
+
+    async fn list_pins(&self, upstream: Option<&str>) -> Result<Vec<PinRecord>, StoreError> {
+        // At most `max_pins` fields: one read, filtered here.
+        let all: Vec<(String, Vec<u8>)> = self
+            .conn()
+            .hgetall(self.whole(Kind::Pin))
+            .await
+            .map_err(redis_error)?;
+        let prefix = upstream.map(pin_prefix).unwrap_or_default();
+        let mut pins = all
+            .iter()
+            .filter(|(field, _)| field.starts_with(&prefix))
+            .map(|(_, value)| decode::<PinRecord>(Kind::Pin, value))
+            .collect::<Result<Vec<_>, _>>()?;
+        audit::sort_pins(&mut pins);
+        Ok(pins)
     }
 
     async fn purge_expired(&self) -> Result<u64, StoreError> {

@@ -26,7 +26,7 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode, OptionalExtension as _, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
-use crate::engine::{Engine, EngineStore, Entry, Txn};
+use crate::engine::{Engine, EngineStore, Entry, Txn, Visit};
 use crate::error::{Kind, OpenError, StoreError};
 use crate::options::{Clock, Options};
 use crate::records::Timestamp;
@@ -248,6 +248,49 @@ impl Txn for SqliteTxn<'_> {
                 .map_err(sql_error)?;
         }
         Ok(u64::try_from(purged).unwrap_or(u64::MAX))
+    }
+
+    fn scan(
+        &mut self,
+        kind: Kind,
+        from: &str,
+        to: Option<&str>,
+        descending: bool,
+        visit: &mut Visit<'_>,
+    ) -> Result<(), StoreError> {
+        // A range of the primary key (kind, key): an index walk either way.
+        let sql = match descending {
+            false => {
+                "SELECT key, value FROM entries
+                 WHERE kind = ?1 AND key >= ?2 AND (?3 IS NULL OR key < ?3)
+                   AND (expires_at IS NULL OR expires_at > ?4)
+                 ORDER BY key ASC"
+            }
+            true => {
+                "SELECT key, value FROM entries
+                 WHERE kind = ?1 AND key >= ?2 AND (?3 IS NULL OR key < ?3)
+                   AND (expires_at IS NULL OR expires_at > ?4)
+                 ORDER BY key DESC"
+            }
+        };
+        let mut stmt = self.tx.prepare_cached(sql).map_err(sql_error)?;
+        let mut rows = stmt
+            .query(params![kind.as_str(), from, to, millis(self.now)])
+            .map_err(sql_error)?;
+        while let Some(row) = rows.next().map_err(sql_error)? {
+            let key = row
+                .get_ref(0)
+                .and_then(|v| Ok(v.as_str()?))
+                .map_err(sql_error)?;
+            let value = row
+                .get_ref(1)
+                .and_then(|v| Ok(v.as_blob()?))
+                .map_err(sql_error)?;
+            if !visit(key, value)? {
+                break;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -4,12 +4,13 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use mcpgate_audit::{AuditQuery, AuditRecord};
 
 use crate::error::StoreError;
 use crate::records::{
     ClientId, ClientRecord, CodeRecord, CodeState, ConsentRecord, FamilyId, IdentityKey,
-    PendingAuthorization, Redemption, RefreshRecord, RefreshState, Rotation, SessionId, Subject,
-    TokenHash, UpstreamKey, UpstreamTokens,
+    PendingAuthorization, PinRecord, Redemption, RefreshRecord, RefreshState, Rotation, SessionId,
+    Subject, TokenHash, UpstreamKey, UpstreamTokens,
 };
 
 /// The broker's durable state.
@@ -184,6 +185,26 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// What [`put_session_state`](Store::put_session_state) kept, unless it
     /// expired or the session ended.
     async fn get_session_state(&self, id: &SessionId) -> Result<Option<String>, StoreError>;
+
+    /// Appends audit records, all or none (`TooLarge` if one is over
+    /// `max_record_bytes`). Records older than `audit_max_age` are not
+    /// kept; past `max_audit_records` the oldest records are dropped.
+    /// Records are never changed once written.
+    async fn append_audit(&self, records: &[AuditRecord]) -> Result<(), StoreError>;
+
+    /// The records `query` selects, newest first, at most its
+    /// [`effective_limit`](AuditQuery::effective_limit).
+    async fn query_audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// The pin of `tool` on `upstream`.
+    async fn get_pin(&self, upstream: &str, tool: &str) -> Result<Option<PinRecord>, StoreError>;
+
+    /// Stores a pin, replacing the one with the same upstream and tool.
+    /// `Full` if it is new and the store holds `max_pins`.
+    async fn put_pin(&self, pin: &PinRecord) -> Result<(), StoreError>;
+
+    /// Every pin, or `upstream`'s, ordered by upstream then tool.
+    async fn list_pins(&self, upstream: Option<&str>) -> Result<Vec<PinRecord>, StoreError>;
 
     /// Deletes expired records and returns how many. Expired records already
     /// read as absent; this only reclaims space. Backends with native TTLs

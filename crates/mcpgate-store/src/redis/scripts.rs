@@ -192,3 +192,36 @@ return 1
 ",
     )
 });
+
+/// KEYS: the audit sorted set. ARGV: cutoff ms (older records go), cap,
+/// then (score, member) pairs. The number of records kept.
+pub(super) static APPEND_AUDIT: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+for i = 3, #ARGV, 2 do
+  redis.call('ZADD', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
+local n = redis.call('ZCARD', KEYS[1])
+local cap = tonumber(ARGV[2])
+if n > cap then
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, n - cap - 1)
+  n = cap
+end
+return n
+",
+    )
+});
+
+/// KEYS: the pins hash. ARGV: field, record, cap. 1 if stored, 0 if full.
+pub(super) static PUT_PIN: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+",
+    )
+});

@@ -3,12 +3,14 @@
 
 #![allow(clippy::unwrap_used, dead_code)]
 
+mod audit;
 mod bounds;
 mod codes_and_families;
 mod expiry;
 mod round_trips;
 mod single_use;
 
+pub use audit::*;
 pub use bounds::*;
 pub use codes_and_families::*;
 pub use expiry::*;
@@ -54,6 +56,9 @@ pub fn test_limits() -> Limits {
         max_record_bytes: 4096,
         max_key_bytes: 256,
         revocation_memory: Duration::from_secs(3600),
+        max_audit_records: 8,
+        audit_max_age: Duration::from_secs(3600),
+        max_pins: 4,
     }
 }
 
@@ -163,6 +168,10 @@ macro_rules! contract_tests {
             touching_a_session_keeps_it_alive,
             sessions_consents_and_clients_round_trip,
             sealed_tokens_are_bound_to_their_record,
+            audit_reads_back_newest_first_by_filter,
+            audit_retention_drops_the_oldest,
+            a_refused_audit_batch_writes_nothing,
+            pins_round_trip_and_are_capped,
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {

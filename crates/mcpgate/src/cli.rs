@@ -20,7 +20,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the protected MCP server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Decode a token and say whether this server would accept it, and why.
     Explain(ExplainArgs),
     /// Validate the configuration and probe the issuers' discovery and keys.
@@ -237,6 +237,18 @@ pub struct ServeArgs {
     /// directory) or `redis://HOST:PORT/DB` for several replicas.
     #[arg(long, env = "MCPGATE_STORE", value_name = "URL")]
     pub store: Option<String>,
+    /// Gateway mode: run this stdio MCP server (one child per session) and
+    /// serve it at /mcp. The line is split as a shell would, never run by one.
+    #[arg(
+        long,
+        env = "MCPGATE_UPSTREAM_CMD",
+        value_name = "COMMAND",
+        conflicts_with = "upstream_url"
+    )]
+    pub upstream_cmd: Option<String>,
+    /// Gateway mode: serve this Streamable HTTP MCP server at /mcp.
+    #[arg(long, env = "MCPGATE_UPSTREAM_URL", value_name = "URL")]
+    pub upstream_url: Option<url::Url>,
     /// The embedded development IdP (used when no issuer is configured).
     #[command(flatten)]
     pub idp: IdpFlags,

@@ -70,6 +70,35 @@ pub struct RawConfig {
     pub store_prefix: Option<String>,
     /// The authorization server mcpgate runs for MCP clients.
     pub broker: RawBroker,
+    /// Gateway mode: the MCP server(s) behind `/mcp` (`[[upstreams]]`).
+    pub upstreams: Vec<RawUpstream>,
+}
+
+/// `[[upstreams]]`: an existing MCP server mcpgate stands in front of.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawUpstream {
+    /// Its name, in logs and audit records. Default "upstream".
+    pub name: Option<String>,
+    /// A stdio server: its command line, split as a shell would split it
+    /// and never run through one.
+    pub command: Option<String>,
+    /// A Streamable HTTP server: its MCP URL.
+    pub url: Option<url::Url>,
+    /// Variables set for a stdio child (it inherits only PATH, HOME, the
+    /// locale and the temporary directory of the gateway's).
+    pub env: std::collections::BTreeMap<String, String>,
+    /// A stdio child's working directory. Default: the gateway's.
+    pub cwd: Option<PathBuf>,
+    /// `session` (default): one upstream session, and for stdio one
+    /// child, per client session; `shared`: one for all (only for servers
+    /// that keep nothing per client).
+    pub isolation: Option<String>,
+    /// How long a forwarded request may take. Default 120.
+    pub timeout_secs: Option<u64>,
+    /// How long starting and initializing an upstream session may take.
+    /// Default 30.
+    pub start_timeout_secs: Option<u64>,
 }
 
 /// `[broker]`: mcpgate as the authorization server MCP clients sign in at,

@@ -5,6 +5,7 @@ mod cli;
 mod cmd;
 mod config;
 mod devidp;
+mod gateway;
 mod outbound;
 mod policy_watch;
 mod ready;
@@ -43,7 +44,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => cmd::serve::run(args).await,
+            Command::Serve(args) => cmd::serve::run(*args).await,
             Command::Explain(args) => cmd::explain::run(args).await,
             Command::Check(args) => cmd::check::run(args).await,
             Command::Idp(args) => cmd::idp::run(args).await,

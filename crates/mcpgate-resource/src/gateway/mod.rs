@@ -12,11 +12,15 @@
 //! | [`frame`] | reading and rewriting JSON-RPC messages |
 //! | [`routes`] | which request, on which stream, each message belongs to |
 //! | [`stdio`] | a child process upstream |
+//! | [`http`] | a Streamable HTTP upstream |
+//! | [`sse`] | reading the upstream's event streams |
 //! | [`reply`] | a forwarded request's answer, as JSON or as an event stream |
 
 pub mod frame;
+pub mod http;
 pub mod reply;
 pub mod routes;
+pub mod sse;
 pub mod stdio;
 
 use std::collections::HashMap;
@@ -30,6 +34,7 @@ use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
 use self::frame::Outcome;
+use self::http::{HttpSpec, HttpUpstream};
 use self::routes::{Call, Routes};
 use self::stdio::{StdioSpec, StdioUpstream};
 
@@ -55,6 +60,8 @@ pub enum UpstreamError {
 pub enum UpstreamSpec {
     /// A child process over stdio.
     Stdio(Arc<StdioSpec>),
+    /// A server over Streamable HTTP.
+    Http(Arc<HttpSpec>),
 }
 
 /// Whether sessions share an upstream session.
@@ -96,6 +103,7 @@ impl GatewaySettings {
 #[derive(Debug)]
 enum Transport {
     Stdio(StdioUpstream),
+    Http(Arc<HttpUpstream>),
 }
 
 /// One upstream session.
@@ -151,6 +159,9 @@ impl Link {
             UpstreamSpec::Stdio(spec) => {
                 Transport::Stdio(StdioUpstream::new(spec.clone(), env, routes.clone()))
             }
+            UpstreamSpec::Http(spec) => {
+                Transport::Http(Arc::new(HttpUpstream::new(spec.clone(), routes.clone())))
+            }
         };
         Self {
             routes,
@@ -165,6 +176,7 @@ impl Link {
     fn is_up(&self) -> bool {
         match &self.transport {
             Transport::Stdio(s) => s.is_running(),
+            Transport::Http(h) => h.is_up(),
         }
     }
 
@@ -181,9 +193,19 @@ impl Link {
                     return Ok(None);
                 }
             }
+            Transport::Http(h) => {
+                if !h.ensure() {
+                    return Ok(None);
+                }
+            }
         }
         match self.handshake().await {
-            Ok(result) => Ok(Some(result)),
+            Ok(result) => {
+                if let Transport::Http(h) = &self.transport {
+                    h.opened(negotiated(&result).as_deref());
+                }
+                Ok(Some(result))
+            }
             Err(e) => {
                 self.stop();
                 Err(e)
@@ -194,7 +216,10 @@ impl Link {
     async fn handshake(&self) -> Result<Box<RawValue>, UpstreamError> {
         let (message, call) = self.routes.request(None, "initialize", Some(&self.init));
         let number = call.number;
-        self.send(&message).await?;
+        if let Err(e) = self.send(message, Some(number)).await {
+            self.routes.abandon(number, "not sent");
+            return Err(e);
+        }
         let answer = match tokio::time::timeout(self.start_timeout, call.done).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(_)) => {
@@ -216,20 +241,27 @@ impl Link {
             .result
             .ok_or_else(|| UpstreamError::Refused("an answer without a result".into()))?
             .to_owned();
-        self.send(&frame::notification("notifications/initialized", None))
+        if let Transport::Http(h) = &self.transport {
+            // Later messages name the revision (the session id is kept by
+            // the transport already).
+            h.opened(negotiated(&result).as_deref());
+        }
+        self.send(frame::notification("notifications/initialized", None), None)
             .await?;
         Ok(result)
     }
 
-    async fn send(&self, message: &[u8]) -> Result<(), UpstreamError> {
+    async fn send(&self, message: Bytes, related: Option<u64>) -> Result<(), UpstreamError> {
         match &self.transport {
-            Transport::Stdio(s) => s.send(message).await,
+            Transport::Stdio(s) => s.send(&message).await,
+            Transport::Http(h) => h.send(message, related).await,
         }
     }
 
     fn stop(&self) {
         match &self.transport {
             Transport::Stdio(s) => s.stop(),
+            Transport::Http(h) => h.stop(),
         }
     }
 
@@ -237,7 +269,7 @@ impl Link {
         if let Some(cancel) = self.routes.abandon(number, reason) {
             let link = self.clone();
             tokio::spawn(async move {
-                let _ = link.send(&cancel).await;
+                let _ = link.send(cancel, None).await;
             });
         }
     }
@@ -251,18 +283,25 @@ impl Link {
     ) -> Result<Forwarded, UpstreamError> {
         self.ready().await?;
         let (message, call) = self.routes.request(Some(id.clone()), method, params);
+        let number = call.number;
+        // Made before sending, so that a client who leaves meanwhile takes
+        // the request with it.
         let mut forwarded = Forwarded {
             call,
             timeout: self.request_timeout,
             link: self.clone(),
             answered: false,
         };
-        if let Err(e) = self.send(&message).await {
-            forwarded.answered = true;
-            self.routes.abandon(forwarded.call.number, "not sent");
-            return Err(e);
-        }
-        Ok(forwarded)
+        let sent =
+            tokio::time::timeout(self.request_timeout, self.send(message, Some(number))).await;
+        let failed = match sent {
+            Ok(Ok(())) => return Ok(forwarded),
+            Ok(Err(e)) => e,
+            Err(_) => UpstreamError::Timeout(self.request_timeout),
+        };
+        forwarded.answered = true;
+        self.routes.abandon(number, "not sent");
+        Err(failed)
     }
 
     /// Passes the client's notification upstream (`cancelled` renamed to
@@ -296,7 +335,7 @@ impl Link {
             // Nothing to tell a server that is not running.
             return Ok(());
         }
-        self.send(&message).await
+        self.send(message, None).await
     }
 
     /// Passes the client's answer to a request of the upstream's.
@@ -308,7 +347,7 @@ impl Link {
         let Some(message) = self.routes.answer(id, outcome) else {
             return Ok(false);
         };
-        self.send(&message).await?;
+        self.send(message, None).await?;
         Ok(true)
     }
 
@@ -316,6 +355,16 @@ impl Link {
     pub fn standalone(&self) -> mpsc::Receiver<Bytes> {
         self.routes.open_standalone()
     }
+}
+
+// The revision the upstream chose in its `initialize` result.
+fn negotiated(result: &RawValue) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct R {
+        #[serde(rename = "protocolVersion")]
+        version: Option<String>,
+    }
+    serde_json::from_str::<R>(result.get()).ok()?.version
 }
 
 fn error_message(error: &RawValue) -> String {
@@ -423,6 +472,12 @@ impl std::fmt::Display for UpstreamSpec {
                 "{} (stdio: {})",
                 spec.name,
                 spec.argv.first().map_or("", String::as_str)
+            ),
+            UpstreamSpec::Http(spec) => write!(
+                f,
+                "{} (http: {})",
+                spec.name,
+                spec.url.host_str().unwrap_or("")
             ),
         }
     }

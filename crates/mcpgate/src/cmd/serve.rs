@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::cli::ServeArgs;
 use crate::config::{BrokerMode, ConfigError};
-use crate::{broker, devidp, ready, validator};
+use crate::{broker, devidp, gateway, ready, validator};
 
 /// What the ready file says.
 #[derive(Debug, Serialize)]
@@ -72,7 +72,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {bind}"))?;
     let addr = listener.local_addr()?;
-    let public_url = match args.public_url.or(raw.public_url.clone()) {
+    let public_url = match args.public_url.clone().or(raw.public_url.clone()) {
         Some(u) => u,
         None => format!("http://{addr}").parse().context("public URL")?,
     };
@@ -83,6 +83,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let mut settings = ResourceSettings::new(public_url.clone(), Vec::new());
     settings.sessions = raw.sessions.limits();
+    settings.gateway = gateway::settings(&args, &raw)?;
     // Pages on this machine may call a server that lives on it; a public
     // deployment (even one behind a proxy on loopback) takes only the
     // configured origins.
@@ -191,6 +192,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         devidp::print_summary(info);
     }
     eprintln!("mcpgate is serving MCP at {}", settings.mcp_url());
+    if let Some(gateway) = &settings.gateway {
+        eprintln!("  in front of: {}", gateway.upstream);
+    }
     eprintln!("  metadata: {}", settings.prm_url());
     for issuer in &issuers {
         eprintln!("  trusts:   {issuer}");

@@ -1,0 +1,278 @@
+//! An upstream MCP server over Streamable HTTP.
+//!
+//! Each message is a POST; an answer comes back as one JSON body or as an
+//! event stream that also carries what the server sends on the way, which
+//! is read in a task of its own so that the client's stream can follow it.
+//! After the handshake a GET stream, when the server offers one, carries
+//! what belongs to no request. The upstream's session id is the gateway's
+//! to keep: the client never sees it, and never sends it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{ACCEPT, CONTENT_TYPE};
+use http::{HeaderValue, StatusCode};
+use tokio::task::JoinHandle;
+use url::Url;
+
+use super::UpstreamError;
+use super::routes::Routes;
+use super::sse::EventReader;
+
+const SESSION: &str = "mcp-session-id";
+const VERSION: &str = "mcp-protocol-version";
+const ACCEPT_BOTH: HeaderValue = HeaderValue::from_static("application/json, text/event-stream");
+
+/// Where the server is, and how to reach it.
+#[derive(Debug, Clone)]
+pub struct HttpSpec {
+    /// Its MCP endpoint.
+    pub url: Url,
+    /// The client to reach it with (its roots, its timeouts).
+    pub client: reqwest::Client,
+    /// The upstream's name, for logs.
+    pub name: String,
+}
+
+/// One upstream session at an HTTP server.
+#[derive(Debug)]
+pub struct HttpUpstream {
+    spec: Arc<HttpSpec>,
+    routes: Arc<Routes>,
+    session: Mutex<Option<HeaderValue>>,
+    version: Mutex<Option<HeaderValue>>,
+    up: AtomicBool,
+    standalone: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl HttpUpstream {
+    /// A session that opens on first use.
+    pub fn new(spec: Arc<HttpSpec>, routes: Arc<Routes>) -> Self {
+        Self {
+            spec,
+            routes,
+            session: Mutex::new(None),
+            version: Mutex::new(None),
+            up: AtomicBool::new(false),
+            standalone: Mutex::new(None),
+        }
+    }
+
+    /// Whether the session is open.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    /// Forgets the old session, if any, so that the next handshake opens
+    /// a new one; `true` (a handshake is due) unless one is open.
+    pub fn ensure(&self) -> bool {
+        if self.is_up() {
+            return false;
+        }
+        *lock(&self.session) = None;
+        *lock(&self.version) = None;
+        true
+    }
+
+    /// The handshake is done: later requests name the revision it chose,
+    /// and the standalone stream opens.
+    pub fn opened(self: &Arc<Self>, version: Option<&str>) {
+        *lock(&self.version) = version.and_then(|v| HeaderValue::from_str(v).ok());
+        self.up.store(true, Ordering::Release);
+        let this = Arc::downgrade(self);
+        let task = tokio::spawn(async move {
+            // Reopened while the session lives; a server without one (405)
+            // or a session gone (404) ends it.
+            loop {
+                let Some(upstream) = this.upgrade() else {
+                    return;
+                };
+                if !upstream.is_up() {
+                    return;
+                }
+                match upstream.listen().await {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(e) => {
+                        tracing::debug!(target: "mcpgate::upstream", upstream = %upstream.spec.name, error = %e, "the upstream's standalone stream failed");
+                    }
+                }
+                drop(upstream);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        if let Some(old) = lock(&self.standalone).replace(task) {
+            old.abort();
+        }
+    }
+
+    fn headers(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let mut request = request;
+        if let Some(session) = lock(&self.session).clone() {
+            request = request.header(SESSION, session);
+        }
+        if let Some(version) = lock(&self.version).clone() {
+            request = request.header(VERSION, version);
+        }
+        request
+    }
+
+    // The standalone stream, until it ends: `false` when it should not be
+    // reopened.
+    async fn listen(self: &Arc<Self>) -> Result<bool, reqwest::Error> {
+        let request = self
+            .headers(self.spec.client.get(self.spec.url.clone()))
+            .header(ACCEPT, "text/event-stream");
+        let response = request.send().await?;
+        if !response.status().is_success() || !is_event_stream(&response) {
+            return Ok(false);
+        }
+        self.read_events(response, None).await;
+        Ok(true)
+    }
+
+    /// POSTs one message; an answer in the response is routed before this
+    /// returns, an event stream is read on by a task of its own.
+    pub async fn send(
+        self: &Arc<Self>,
+        message: Bytes,
+        related: Option<u64>,
+    ) -> Result<(), UpstreamError> {
+        let request = self
+            .headers(self.spec.client.post(self.spec.url.clone()))
+            .header(CONTENT_TYPE, "application/json")
+            .header(ACCEPT, ACCEPT_BOTH)
+            .body(message);
+        let response = request.send().await.map_err(|e| {
+            UpstreamError::Unavailable(format!(
+                "the upstream server could not be reached: {}",
+                without_url(&e)
+            ))
+        })?;
+        if let Some(session) = response.headers().get(SESSION)
+            && lock(&self.session).is_none()
+        {
+            *lock(&self.session) = Some(session.clone());
+        }
+        match response.status() {
+            StatusCode::ACCEPTED => Ok(()),
+            StatusCode::NOT_FOUND if lock(&self.session).is_some() => {
+                // The upstream forgot the session: the next call opens one.
+                self.up.store(false, Ordering::Release);
+                Err(UpstreamError::Unavailable(
+                    "the upstream session expired; it is reopened on the next call".into(),
+                ))
+            }
+            status if status.is_success() => {
+                if is_event_stream(&response) {
+                    let this = self.clone();
+                    tokio::spawn(async move { this.read_events(response, related).await });
+                    return Ok(());
+                }
+                let body = response.bytes().await.map_err(|e| {
+                    UpstreamError::Unavailable(format!(
+                        "the upstream's answer was cut: {}",
+                        without_url(&e)
+                    ))
+                })?;
+                if let Some(reply) = self.routes.inbound(&body, related) {
+                    self.reply(reply).await;
+                }
+                Ok(())
+            }
+            status => Err(UpstreamError::Unavailable(format!(
+                "the upstream server answered HTTP {status}"
+            ))),
+        }
+    }
+
+    async fn read_events(self: &Arc<Self>, response: reqwest::Response, related: Option<u64>) {
+        let mut events = EventReader::new(response);
+        loop {
+            match events.next().await {
+                Ok(Some(data)) => {
+                    if data.is_empty() {
+                        continue;
+                    }
+                    if let Some(reply) = self.routes.inbound(&data, related) {
+                        self.reply(reply).await;
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::debug!(target: "mcpgate::upstream", upstream = %self.spec.name, error = %e, "an upstream event stream ended early");
+                    return;
+                }
+            }
+        }
+    }
+
+    // A refusal of the upstream's request, sent back as it would be by a
+    // client.
+    async fn reply(self: &Arc<Self>, reply: Bytes) {
+        let request = self
+            .headers(self.spec.client.post(self.spec.url.clone()))
+            .header(CONTENT_TYPE, "application/json")
+            .header(ACCEPT, ACCEPT_BOTH)
+            .body(reply);
+        // Not awaited inline: the stream being read may be what the
+        // upstream holds open until it hears back.
+        tokio::spawn(async move {
+            let _ = request.send().await;
+        });
+    }
+
+    /// Ends the session at the upstream.
+    pub fn stop(&self) {
+        self.up.store(false, Ordering::Release);
+        if let Some(task) = lock(&self.standalone).take() {
+            task.abort();
+        }
+        let Some(session) = lock(&self.session).take() else {
+            return;
+        };
+        let request = self
+            .spec
+            .client
+            .delete(self.spec.url.clone())
+            .header(SESSION, session);
+        tokio::spawn(async move {
+            let _ = request.send().await;
+        });
+    }
+}
+
+impl Drop for HttpUpstream {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn is_event_stream(response: &reqwest::Response) -> bool {
+    response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("text/event-stream"))
+}
+
+// reqwest's errors name the URL; an upstream URL may carry a key in its
+// query, and these messages reach clients.
+fn without_url(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection refused or failed"
+    } else if e.is_body() || e.is_decode() {
+        "the body could not be read"
+    } else {
+        "the request failed"
+    };
+    kind.to_owned()
+}

@@ -1,0 +1,97 @@
+//! Gateway mode's settings, from the flags and `[[upstreams]]`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use mcpgate_resource::gateway::http::HttpSpec;
+use mcpgate_resource::gateway::stdio::StdioSpec;
+use mcpgate_resource::gateway::{GatewaySettings, Isolation, UpstreamSpec};
+
+use crate::cli::ServeArgs;
+use crate::config::{RawConfig, RawUpstream};
+
+/// The upstream `/mcp` stands in front of, if any: `--upstream-cmd` or
+/// `--upstream-url` win over the configuration.
+pub fn settings(args: &ServeArgs, raw: &RawConfig) -> anyhow::Result<Option<GatewaySettings>> {
+    let from_flags = match (&args.upstream_cmd, &args.upstream_url) {
+        (Some(command), _) => Some(RawUpstream {
+            command: Some(command.clone()),
+            ..RawUpstream::default()
+        }),
+        (None, Some(url)) => Some(RawUpstream {
+            url: Some(url.clone()),
+            ..RawUpstream::default()
+        }),
+        (None, None) => None,
+    };
+    let upstream = match (from_flags, raw.upstreams.as_slice()) {
+        (Some(flags), configured) => {
+            // Keep the configured environment and limits of a lone upstream.
+            match configured {
+                [one] if one.command.is_some() == flags.command.is_some() => RawUpstream {
+                    command: flags.command,
+                    url: flags.url,
+                    ..one.clone()
+                },
+                _ => flags,
+            }
+        }
+        (None, []) => return Ok(None),
+        (None, [one]) => one.clone(),
+        (None, _) => bail!(
+            "several [[upstreams]] are configured; this version serves one upstream per endpoint"
+        ),
+    };
+    let name = upstream
+        .name
+        .clone()
+        .unwrap_or_else(|| "upstream".to_owned());
+    let spec = match (&upstream.command, &upstream.url) {
+        (Some(command), None) => UpstreamSpec::Stdio(Arc::new(StdioSpec {
+            argv: StdioSpec::parse_command(command)?,
+            env: upstream.env.clone().into_iter().collect(),
+            cwd: upstream.cwd.clone(),
+            name,
+        })),
+        (None, Some(url)) => {
+            let loopback = mcpgate_resource::is_loopback_host(url);
+            match url.scheme() {
+                "https" => {}
+                "http" if loopback || args.dangerous_allow_http => {}
+                _ => bail!(
+                    "upstream {name:?}: {} is not https on a public host (plain http only on loopback, or with --dangerous-allow-http)",
+                    url.origin().ascii_serialization()
+                ),
+            }
+            let timeout = Duration::from_secs(upstream.timeout_secs.unwrap_or(120).max(1));
+            let client = crate::outbound::client_builder(raw.ca_file.as_deref(), timeout)?
+                .build()
+                .context("building the upstream's HTTP client")?;
+            UpstreamSpec::Http(Arc::new(HttpSpec {
+                url: url.clone(),
+                client,
+                name,
+            }))
+        }
+        (Some(_), Some(_)) => bail!("upstream {name:?} has both a command and a url; keep one"),
+        (None, None) => bail!("upstream {name:?} needs a command or a url"),
+    };
+    let mut settings = GatewaySettings::new(spec);
+    settings.isolation = match upstream.isolation.as_deref() {
+        None | Some("session") => Isolation::PerSession,
+        Some("shared") => Isolation::Shared,
+        Some(other) => bail!("isolation = {other:?}: use \"session\" or \"shared\""),
+    };
+    if let Some(secs) = upstream.timeout_secs {
+        settings.request_timeout = Duration::from_secs(secs.max(1));
+    }
+    if let Some(secs) = upstream.start_timeout_secs {
+        settings.start_timeout = Duration::from_secs(secs.max(1));
+    }
+    if let Some(cwd) = &upstream.cwd {
+        std::fs::metadata(cwd)
+            .with_context(|| format!("the upstream's working directory {}", cwd.display()))?;
+    }
+    Ok(Some(settings))
+}

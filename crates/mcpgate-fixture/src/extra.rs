@@ -91,7 +91,7 @@ pub async fn call_tool(
         }
         "fixture_env" => Ok(env()),
         "fixture_mutate" => mutate(fixture, args, context).await,
-        "fixture_whoami" => Ok(whoami(fixture.shared.transport, context)),
+        "fixture_whoami" => Ok(whoami(&fixture.shared.transport, context)),
         _ => return None,
     })
 }
@@ -172,9 +172,9 @@ async fn mutate(
 /// values as text) and `authorization` as a boolean: a test can check that
 /// the gateway never passes the caller's token on without the fixture ever
 /// echoing one. Over stdio, the `MCPGATE_USER_*` environment variables.
-fn whoami(transport: Transport, context: &RequestContext<RoleServer>) -> CallToolResult {
+fn whoami(transport: &Transport, context: &RequestContext<RoleServer>) -> CallToolResult {
     match transport {
-        Transport::Http => {
+        Transport::Http(_) => {
             let parts = context.extensions.get::<http::request::Parts>();
             let mut headers = BTreeMap::new();
             let mut authorization = false;

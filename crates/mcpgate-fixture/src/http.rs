@@ -1,15 +1,26 @@
-//! Streamable HTTP at `/mcp`, with rmcp's own session manager, and the
-//! ready file that tells a test where it listens.
+//! Streamable HTTP at `/mcp`, with rmcp's own session manager; the ready
+//! file that tells a test where it listens; and closing a POST's SSE
+//! stream in the middle of a call (SEP-1699), which rmcp can do but gives
+//! no handler the means to ask for.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
+use futures::StreamExt;
+use rmcp::RoleServer;
+use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use tokio::sync::watch;
 
-use crate::server::{Fixture, Shared};
+use crate::server::{Fixture, Shared, Transport};
 
 /// Listens on `bind` until SIGINT or SIGTERM.
 ///
@@ -17,16 +28,20 @@ use crate::server::{Fixture, Shared};
 /// events with a retry field, and `Host` limited to loopback names (DNS
 /// rebinding protection), so a gateway must reach it on loopback too.
 pub async fn serve(
-    shared: Arc<Shared>,
+    test_tools: bool,
     bind: SocketAddr,
     ready_file: Option<&Path>,
 ) -> anyhow::Result<()> {
+    let sessions = Arc::new(LocalSessionManager::default());
+    let shared = Shared::new(test_tools, Transport::Http(sessions.clone()));
     let service = StreamableHttpService::new(
         move || Ok(Fixture::new(shared.clone())),
-        Arc::new(LocalSessionManager::default()),
+        sessions,
         StreamableHttpServerConfig::default(),
     );
-    let app = axum::Router::new().route_service("/mcp", service);
+    let app = axum::Router::new()
+        .route_service("/mcp", service)
+        .layer(axum::middleware::from_fn(note_post_stream));
 
     let listener = tokio::net::TcpListener::bind(bind)
         .await
@@ -41,6 +56,83 @@ pub async fn serve(
     tokio::select! {
         served = axum::serve(listener, app) => served.context("HTTP server failed"),
         () = shutdown_signal() => Ok(()),
+    }
+}
+
+/// Which SSE stream of its session a POST was answered on, as rmcp numbers
+/// it (`<n>` in the priming event's id `0/<n>`). The middleware learns it
+/// from the response; the handler, which runs meanwhile, reads it here
+/// (rmcp hands the handler the request's `http::request::Parts`).
+#[derive(Debug, Clone)]
+pub struct PostStream(watch::Receiver<Option<u64>>);
+
+async fn note_post_stream(mut request: Request, next: Next) -> Response {
+    if request.method() != http::Method::POST {
+        return next.run(request).await;
+    }
+    let (tx, rx) = watch::channel(None);
+    request.extensions_mut().insert(PostStream(rx));
+    let response = next.run(request).await;
+    let sse = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if !sse {
+        return response;
+    }
+    // The priming event comes first, at once; pass it on unchanged.
+    let (parts, body) = response.into_parts();
+    let mut stream = body.into_data_stream();
+    let first = stream.next().await;
+    if let Some(Ok(chunk)) = &first
+        && let Some(id) = priming_stream_id(chunk)
+    {
+        let _ = tx.send(Some(id));
+    }
+    Response::from_parts(
+        parts,
+        Body::from_stream(futures::stream::iter(first).chain(stream)),
+    )
+}
+
+/// `<n>` of an SSE event whose id is `<index>/<n>`.
+fn priming_stream_id(chunk: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(chunk).ok()?;
+    let id = text.lines().find_map(|l| l.strip_prefix("id:"))?.trim();
+    id.split_once('/')?.1.parse().ok()
+}
+
+/// Closes the SSE stream of the POST that carries `context`'s request, in
+/// the middle of the call (SEP-1699 polling): the client is told to come
+/// back after `retry` with `Last-Event-ID`, and rmcp replays what was sent
+/// meanwhile, the answer included. False when there is no such stream
+/// (stdio, a JSON answer, no session).
+pub async fn close_post_stream(
+    sessions: &LocalSessionManager,
+    context: &RequestContext<RoleServer>,
+    retry: Duration,
+) -> bool {
+    let Some(parts) = context.extensions.get::<http::request::Parts>() else {
+        return false;
+    };
+    let session = parts
+        .headers
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok());
+    let (Some(session), Some(PostStream(rx))) = (session, parts.extensions.get::<PostStream>())
+    else {
+        return false;
+    };
+    let mut rx = rx.clone();
+    let stream = tokio::time::timeout(Duration::from_secs(2), rx.wait_for(Option::is_some)).await;
+    // Copied out at once: the watch guard must not be held across an await.
+    let Some(stream) = stream.ok().and_then(Result::ok).and_then(|r| *r) else {
+        return false;
+    };
+    let handle = sessions.sessions.read().await.get(session).cloned();
+    match handle {
+        Some(handle) => handle.close_sse_stream(stream, Some(retry)).await.is_ok(),
+        None => false,
     }
 }
 
@@ -79,6 +171,17 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stream_number_is_read_from_the_priming_event_id() {
+        assert_eq!(
+            priming_stream_id(b"id: 0/7\nretry: 3000\ndata: \n\n"),
+            Some(7)
+        );
+        assert_eq!(priming_stream_id(b"id:0/12\ndata:\n\n"), Some(12));
+        assert_eq!(priming_stream_id(b"retry: 3000\n\n"), None);
+        assert_eq!(priming_stream_id(b"id: 0\ndata: \n\n"), None);
+    }
 
     #[test]
     fn ready_file_is_one_json_object_and_leaves_no_temporary() {

@@ -82,8 +82,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Http { bind, ready_file } => {
-            let shared = Shared::new(cli.test_tools, Transport::Http);
-            http::serve(shared, bind, ready_file.as_deref()).await
+            http::serve(cli.test_tools, bind, ready_file.as_deref()).await
         }
     }
 }

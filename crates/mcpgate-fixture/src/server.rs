@@ -17,16 +17,18 @@ use rmcp::model::{
 #[allow(deprecated)]
 use rmcp::model::{LoggingLevel, SetLevelRequestParams};
 use rmcp::service::RequestContext;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 
 use crate::{extra, suite};
 
 /// How the process is reached: `fixture_whoami` reports request headers
-/// over HTTP and `MCPGATE_USER_*` variables over stdio.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// over HTTP and `MCPGATE_USER_*` variables over stdio; over HTTP,
+/// `test_reconnection` closes its stream through the session manager.
+#[derive(Debug, Clone)]
 pub enum Transport {
     Stdio,
-    Http,
+    Http(Arc<LocalSessionManager>),
 }
 
 /// State of the whole process, seen by every session.
@@ -273,7 +275,7 @@ mod tests {
 
     #[test]
     fn every_tool_has_a_description_and_a_unique_name() {
-        let tools = Shared::new(true, Transport::Http).tools();
+        let tools = Shared::new(true, Transport::Stdio).tools();
         let names: HashSet<_> = tools.iter().map(|t| t.name.clone()).collect();
         assert_eq!(names.len(), tools.len());
         assert!(

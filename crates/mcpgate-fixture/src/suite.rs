@@ -23,12 +23,16 @@ use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer};
 use serde_json::{Value, json};
 
-use crate::server::Fixture;
+use crate::http;
+use crate::server::{Fixture, Transport};
 
 /// A 1x1 red pixel, PNG.
 pub const PNG_BASE64: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==";
 /// One silent sample, 8 kHz mono 16-bit PCM WAV.
 pub const WAV_BASE64: &str = "UklGRiYAAABXQVZFZm10IBAAAAABAAEAQB8AAIA+AAACABAAZGF0YQIAAAAAAA==";
+
+/// How long `test_reconnection` tells the client to wait before resuming.
+const RECONNECT_RETRY: Duration = Duration::from_millis(500);
 
 const STATIC_TEXT: &str = "test://static-text";
 const STATIC_BINARY: &str = "test://static-binary";
@@ -189,9 +193,12 @@ pub async fn call_tool(
             format!("Received: {}", Value::Object(args.clone())),
         )])),
         "test_reconnection" => {
-            // rmcp gives a handler no handle on its own POST stream, so the
-            // answer rides that stream instead of the one resumed by GET;
-            // the suite records that as INFO, not as a warning.
+            // Over HTTP the POST's stream closes first and the answer comes
+            // on the stream the client resumes with Last-Event-ID.
+            if let Transport::Http(sessions) = &fixture.shared.transport {
+                let closed = http::close_post_stream(sessions, context, RECONNECT_RETRY).await;
+                tracing::debug!(closed, "test_reconnection: POST stream closed mid-call");
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
             text("Reconnection test completed successfully")
         }

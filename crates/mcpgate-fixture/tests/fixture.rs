@@ -378,3 +378,50 @@ async fn http_refuses_a_foreign_host() {
         .expect("POST /mcp");
     assert!(response.status().is_client_error(), "{}", response.status());
 }
+
+#[tokio::test]
+async fn http_reconnection_closes_the_post_stream_and_answers_on_resume() {
+    let fx = Http::start().await;
+    let response = fx.post(&call(7, "test_reconnection", json!({})), &[]).await;
+    let body = tokio::time::timeout(WAIT, response.text())
+        .await
+        .expect("the POST stream ends mid-call")
+        .expect("body");
+    assert!(
+        !body.contains("Reconnection test completed"),
+        "answered on POST: {body}"
+    );
+    let last_id = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("id:"))
+        .map(str::trim)
+        .next_back()
+        .expect("an event id on the POST stream")
+        .to_owned();
+
+    let resumed = fx
+        .client
+        .get(&fx.url)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &fx.session)
+        .header("mcp-protocol-version", "2025-11-25")
+        .header("last-event-id", &last_id)
+        .send()
+        .await
+        .expect("GET /mcp");
+    assert!(resumed.status().is_success(), "{}", resumed.status());
+    // The resumed stream stays open; read until the answer arrives.
+    let mut stream = resumed;
+    let mut seen = String::new();
+    let deadline = Instant::now() + WAIT;
+    while !seen.contains("Reconnection test completed") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = tokio::time::timeout(left, stream.chunk())
+            .await
+            .expect("the answer on the resumed stream")
+            .expect("chunk")
+            .expect("the stream ended without the answer");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(seen.contains(r#""id":7"#), "{seen}");
+}

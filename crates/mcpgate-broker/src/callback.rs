@@ -19,6 +19,7 @@ use mcpgate_store::{
     CodeRecord, PendingAuthorization, SealError, StoreError, Subject, UpstreamTokens,
 };
 
+use crate::audit;
 use crate::consent_cookie::{self, ConsentBinding};
 use crate::consent_page::ConsentPage;
 use crate::grant::{
@@ -124,6 +125,7 @@ pub(crate) async fn callback(
             let cause = std::error::Error::source(&e).map(ToString::to_string);
             tracing::warn!(client_id = %pending.client_id, error = %e, cause = ?cause, "broker: callback failed");
             let o = e.to_oauth();
+            audit::sign_in(&broker, pending.client_id.as_str(), None, Some(&o));
             let back = client_redirect_url(
                 &broker,
                 &pending.redirect_uri,
@@ -388,6 +390,12 @@ pub(crate) async fn issue_code(
         .store
         .put_code(&hash, &record, broker.config.code_lifetime)
         .await?;
+    audit::sign_in(
+        broker,
+        pending.client_id.as_str(),
+        Some(&grant.identity),
+        None,
+    );
     Ok(client_redirect_url(
         broker,
         &pending.redirect_uri,

@@ -2,8 +2,10 @@
 //! [`BrokerConfig::new`] fills the defaults from the two things that have
 //! none: the issuer (the broker's public base URL) and the MCP resource.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use mcpgate_audit::AuditSink;
 use mcpgate_store::Clock;
 
 use crate::cimd::CimdOptions;
@@ -66,6 +68,9 @@ pub struct BrokerConfig {
     pub cimd: CimdOptions,
     /// The clock. Default: the system clock.
     pub clock: Clock,
+    /// Where sign-ins, tokens issued and token requests refused are
+    /// recorded, one record each. Default `None`: not recorded.
+    pub audit: Option<Arc<dyn AuditSink>>,
 }
 
 impl BrokerConfig {
@@ -88,6 +93,7 @@ impl BrokerConfig {
             client_lifetime: Duration::from_secs(90 * 24 * 3600),
             cimd: CimdOptions::default(),
             clock: Clock::system(),
+            audit: None,
         }
     }
 }

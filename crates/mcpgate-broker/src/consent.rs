@@ -16,6 +16,7 @@ use http::header::SET_COOKIE;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use mcpgate_store::{ConsentRecord, SealError, StoreError, Subject};
 
+use crate::audit;
 use crate::callback::{CallbackError, csrf_cookie, csrf_cookie_name, csrf_for, deny, issue_code};
 use crate::consent_cookie::{self, ConsentBinding};
 use crate::consent_page::fields;
@@ -113,6 +114,13 @@ async fn decide(
     let clear = csrf_cookie(broker, pending_id, None);
     if !approve {
         tracing::info!(client_id = %pending.client_id, oid = %grant.identity.oid, "broker: consent denied");
+        let refusal = OAuthError::new(ErrorCode::AccessDenied, "the user denied the request");
+        audit::sign_in(
+            broker,
+            pending.client_id.as_str(),
+            Some(&grant.identity),
+            Some(&refusal),
+        );
         let mut r = deny(broker, &pending);
         append_cookie(&mut r, &clear);
         return Ok(r);

@@ -87,6 +87,7 @@
 //! - [`BrokerConfig::dev_auto_approve`] gives consent without a page; it is
 //!   refused unless the issuer is on loopback, and logged at start.
 
+mod audit;
 pub mod authorize;
 pub mod callback;
 pub mod cimd;

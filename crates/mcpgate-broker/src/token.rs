@@ -6,6 +6,7 @@
 //! it bought; a reused refresh token revokes its family.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -17,6 +18,7 @@ use mcpgate_store::{
 };
 use serde_json::json;
 
+use crate::audit::{self, TokenFacts};
 use crate::client_auth::{ClientAuthError, authenticate};
 use crate::grant::{UpstreamGrant, open};
 use crate::mint::Mint;
@@ -109,16 +111,28 @@ pub(crate) async fn token(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match handle(&broker, &headers, body).await {
-        Ok(json) => json_response(StatusCode::OK, json, true),
+    let started = Instant::now();
+    let mut facts = TokenFacts::default();
+    match handle(&broker, &headers, body, &mut facts).await {
+        Ok(json) => {
+            audit::token(&broker, facts, None, started.elapsed());
+            json_response(StatusCode::OK, json, true)
+        }
         Err(e) => {
             tracing::info!(error = %e, "broker: token request refused");
-            oauth_error(&e.to_oauth())
+            let refusal = e.to_oauth();
+            audit::token(&broker, facts, Some(&refusal), started.elapsed());
+            oauth_error(&refusal)
         }
     }
 }
 
-async fn handle(broker: &Broker, headers: &HeaderMap, body: Body) -> Result<String, TokenError> {
+async fn handle(
+    broker: &Broker,
+    headers: &HeaderMap,
+    body: Body,
+    facts: &mut TokenFacts,
+) -> Result<String, TokenError> {
     let params = Params::from_body(body).await?;
     let grant_type = params.require("grant_type")?;
     let grant = match grant_type {
@@ -126,13 +140,18 @@ async fn handle(broker: &Broker, headers: &HeaderMap, body: Body) -> Result<Stri
         "refresh_token" => GrantType::RefreshToken,
         _ => return Err(TokenError::UnsupportedGrant),
     };
+    facts.grant_type = Some(match grant {
+        GrantType::AuthorizationCode => "authorization_code",
+        GrantType::RefreshToken => "refresh_token",
+    });
     let client = authenticate(broker, headers, &params).await?;
+    facts.client_id = Some(client.id.to_string());
     if !client.metadata.grant_types().contains(&grant) {
         return Err(TokenError::GrantNotRegistered);
     }
     match grant {
-        GrantType::AuthorizationCode => code_grant(broker, &client, &params).await,
-        GrantType::RefreshToken => refresh_grant(broker, &client, &params).await,
+        GrantType::AuthorizationCode => code_grant(broker, &client, &params, facts).await,
+        GrantType::RefreshToken => refresh_grant(broker, &client, &params, facts).await,
     }
 }
 
@@ -140,6 +159,7 @@ async fn code_grant(
     broker: &Broker,
     client: &LoadedClient,
     params: &Params,
+    facts: &mut TokenFacts,
 ) -> Result<String, TokenError> {
     let code = AuthorizationCode::presented(params.require("code")?);
     let hash = TokenHash::from_bytes(*code.digest().as_bytes());
@@ -152,6 +172,7 @@ async fn code_grant(
     if record.client_id.as_str() != client.id.as_str() {
         return Err(TokenError::BadCode);
     }
+    facts.oid = Some(record.subject.to_string());
     if let Some(bought) = state.redeemed_by {
         broker.store.revoke_family(&bought).await?;
         tracing::warn!(client_id = %client.id, family = %bought, "broker: authorization code replayed; family revoked");
@@ -171,6 +192,7 @@ async fn code_grant(
     challenge.verify(&verifier)?;
     let upstream = record.upstream.clone().ok_or(TokenError::GrantEnded)?;
     let (grant, _) = load_grant(broker, &upstream).await?;
+    facts.user(&grant.identity);
 
     let family = FamilyId::random();
     match broker.store.redeem_code(&hash, &family).await? {
@@ -228,6 +250,7 @@ async fn refresh_grant(
     broker: &Broker,
     client: &LoadedClient,
     params: &Params,
+    facts: &mut TokenFacts,
 ) -> Result<String, TokenError> {
     let presented = RefreshToken::presented(params.require("refresh_token")?);
     let hash = TokenHash::from_bytes(*presented.digest().as_bytes());
@@ -240,6 +263,7 @@ async fn refresh_grant(
     if record.client_id.as_str() != client.id.as_str() || state.family_revoked {
         return Err(TokenError::BadRefresh);
     }
+    facts.oid = Some(record.subject.to_string());
     // Narrowing is allowed for this access token; the grant keeps its
     // scopes (RFC 6749 §6), so the new refresh token carries them all.
     let scopes: Vec<String> = match params.get("scope") {
@@ -289,6 +313,7 @@ async fn refresh_grant(
         Rotation::Revoked { .. } | Rotation::Unknown => return Err(TokenError::BadRefresh),
     }
     let (grant, stored) = grant.ok_or(TokenError::RefreshReused)?;
+    facts.user(&grant.identity);
     // The upstream grant lives as long as the refresh token that uses it.
     broker
         .store

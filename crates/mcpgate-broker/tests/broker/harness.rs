@@ -45,6 +45,8 @@ pub struct Setup {
     pub register_rate_limit: u64,
     /// A path under which the broker's issuer lives ("" or `/gate`).
     pub issuer_path: &'static str,
+    /// Where the broker records its audit events.
+    pub audit: Option<Arc<dyn mcpgate_audit::AuditSink>>,
 }
 
 impl Default for Setup {
@@ -56,6 +58,7 @@ impl Default for Setup {
             pre_authorized: Vec::new(),
             register_rate_limit: 20,
             issuer_path: "",
+            audit: None,
         }
     }
 }
@@ -105,6 +108,7 @@ impl Harness {
         config.pre_authorized_clients = setup.pre_authorized;
         config.register_rate_limit = setup.register_rate_limit;
         config.cimd = CimdOptions::development();
+        config.audit = setup.audit;
         let clock_ahead = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let ahead = clock_ahead.clone();
         config.clock = mcpgate_store::Clock::from_fn(move || {

@@ -1,6 +1,7 @@
 //! The broker's integration tests, one binary.
 
 mod attacks;
+mod audit;
 mod cimd;
 mod consent;
 mod flow;

@@ -31,6 +31,7 @@ use serde_json::value::RawValue;
 
 use crate::auth::{self, AuthState};
 use crate::gateway::{Gateway, frame::Outcome, reply};
+use crate::guard::{Guard, Target};
 use crate::origin::OriginPolicy;
 use crate::protocol::{self, Params, RequestMeta};
 use crate::service::{CallContext, McpService, ToolOutput};
@@ -50,6 +51,7 @@ pub struct Endpoint {
     max_body: usize,
     discover: Bytes,
     gateway: Option<Arc<Gateway>>,
+    guard: Arc<Guard>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -82,7 +84,14 @@ impl Endpoint {
             max_body,
             discover,
             gateway: None,
+            guard: Arc::new(Guard::new(Arc::default(), None, None)),
         }
+    }
+
+    /// Applies `guard` (policy, pins, audit) to every call.
+    pub fn with_guard(mut self, guard: Arc<Guard>) -> Self {
+        self.guard = guard;
+        self
     }
 
     /// The same endpoint in front of an upstream server: every request of
@@ -200,7 +209,7 @@ impl Endpoint {
                     .into_response();
             }
             if let Some(gateway) = &self.gateway {
-                return forward(gateway, &session.id, message).await;
+                return self.forward(gateway, &session.id, caller, message).await;
             }
             let Incoming::Request { id, method, params } = message else {
                 // Notifications (`initialized`, `cancelled`) and answers to
@@ -484,53 +493,6 @@ impl Endpoint {
     }
 }
 
-/// Passes one message of a session to its upstream session.
-async fn forward(gateway: &Gateway, session: &str, message: Incoming<'_>) -> Response {
-    let Some(link) = gateway.link(session) else {
-        // The session outlived its upstream session (another replica's, or
-        // from before a restart): the client starts anew.
-        return session_not_found();
-    };
-    match message {
-        Incoming::Request { id, method, params } => {
-            match link.request(&id, &method, params).await {
-                Ok(forwarded) => reply::respond(id, forwarded, Box::new(|answer| answer)).await,
-                Err(e) => {
-                    let error = ErrorData::internal_error(e.to_string(), None);
-                    refuse(StatusCode::OK, Some(&id), &error)
-                }
-            }
-        }
-        Incoming::Notification { method, params } => {
-            if let Err(e) = link.notify(&method, params).await {
-                tracing::debug!(target: "mcpgate::upstream", error = %e, method = &*method, "a notification could not be passed on");
-            }
-            StatusCode::ACCEPTED.into_response()
-        }
-        Incoming::Response {
-            id,
-            outcome,
-            is_error,
-        } => {
-            let outcome = if is_error {
-                Outcome::Error(outcome)
-            } else {
-                Outcome::Result(outcome)
-            };
-            match link.answer(&id, outcome).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    tracing::debug!(target: "mcpgate::upstream", "an answer to no open request of the upstream's was dropped");
-                }
-                Err(e) => {
-                    tracing::debug!(target: "mcpgate::upstream", error = %e, "an answer could not be passed on");
-                }
-            }
-            StatusCode::ACCEPTED.into_response()
-        }
-    }
-}
-
 /// The upstream's `initialize` result, at the revision negotiated with
 /// the client.
 fn upstream_initialized(id: &RequestId, upstream: &RawValue, version: &ProtocolVersion) -> Bytes {
@@ -549,6 +511,75 @@ fn upstream_initialized(id: &RequestId, upstream: &RawValue, version: &ProtocolV
                 None,
             ),
         ),
+    }
+}
+
+impl Endpoint {
+    /// Passes one message of a session to its upstream session, once the
+    /// guard let it through.
+    async fn forward(
+        &self,
+        gateway: &Gateway,
+        session: &str,
+        caller: Option<&Arc<Principal>>,
+        message: Incoming<'_>,
+    ) -> Response {
+        let Some(link) = gateway.link(session) else {
+            // The session outlived its upstream session (another replica's, or
+            // from before a restart): the client starts anew.
+            return session_not_found();
+        };
+        match message {
+            Incoming::Request { id, method, params } => {
+                let parsed = Params::of(params);
+                let target = Target::of(&method, parsed.name.as_deref(), parsed.uri.as_deref());
+                if let Some(target) = target
+                    && let Some(refusal) = self.guard.check(caller, &id, target, parsed.arguments)
+                {
+                    return refusal;
+                }
+                let finish = self
+                    .guard
+                    .finish(caller, &id, &method, target, parsed.arguments);
+                match link.request(&id, &method, params).await {
+                    Ok(forwarded) => reply::respond(id, forwarded, finish).await,
+                    Err(e) => {
+                        if let Some(target) = target {
+                            self.guard.unavailable(caller, &id, target, &e.to_string());
+                        }
+                        let error = ErrorData::internal_error(e.to_string(), None);
+                        refuse(StatusCode::OK, Some(&id), &error)
+                    }
+                }
+            }
+            Incoming::Notification { method, params } => {
+                if let Err(e) = link.notify(&method, params).await {
+                    tracing::debug!(target: "mcpgate::upstream", error = %e, method = &*method, "a notification could not be passed on");
+                }
+                StatusCode::ACCEPTED.into_response()
+            }
+            Incoming::Response {
+                id,
+                outcome,
+                is_error,
+            } => {
+                let outcome = if is_error {
+                    Outcome::Error(outcome)
+                } else {
+                    Outcome::Result(outcome)
+                };
+                match link.answer(&id, outcome).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::debug!(target: "mcpgate::upstream", "an answer to no open request of the upstream's was dropped");
+                    }
+                    Err(e) => {
+                        tracing::debug!(target: "mcpgate::upstream", error = %e, "an answer could not be passed on");
+                    }
+                }
+                StatusCode::ACCEPTED.into_response()
+            }
+        }
     }
 }
 

@@ -12,6 +12,7 @@
 //! | [`challenge`] | 400/401/403 with `WWW-Authenticate` |
 //! | [`endpoint`] | `/mcp`: the Streamable HTTP transport, served in the request's own task |
 //! | [`gateway`] | gateway mode: the endpoint in front of an upstream MCP server |
+//! | [`guard`] | per-tool policy applied to calls and lists, pinned tools, audit records |
 //! | [`origin`] | the DNS-rebinding defence: allowed `Host` and `Origin` |
 //! | [`auth`] | taking and validating the token of a request |
 //! | [`wire`] | JSON-RPC messages in and replies out |
@@ -37,6 +38,7 @@ pub mod challenge;
 pub mod downstream;
 pub mod endpoint;
 pub mod gateway;
+pub mod guard;
 pub mod origin;
 pub mod pins;
 pub mod policy;
@@ -64,10 +66,13 @@ use crate::challenge::ChallengeContext;
 use crate::downstream::UserDetailsSource;
 use crate::endpoint::Endpoint;
 use crate::gateway::{Gateway, GatewaySettings};
+use crate::guard::Guard;
 use crate::origin::OriginPolicy;
+use crate::policy::PolicyHandle;
 use crate::prm::ProtectedResourceMetadata;
 use crate::session::{Clock, SessionLimits, Sessions, SharedSessions, SystemClock};
 use crate::tools::GateTools;
+use mcpgate_audit::AuditSink;
 
 /// The path of the MCP endpoint.
 pub const MCP_PATH: &str = "/mcp";
@@ -113,6 +118,11 @@ pub struct ResourceSettings {
     /// Gateway mode: the MCP server `/mcp` stands in front of, instead of
     /// the built-in tools. Default: none.
     pub gateway: Option<GatewaySettings>,
+    /// Who may call which tool, read which resource, get which prompt;
+    /// swapped in place on reload. Default: everything allowed.
+    pub policy: Arc<PolicyHandle>,
+    /// Where every decision is recorded. Default: nowhere.
+    pub audit: Option<Arc<dyn AuditSink>>,
 }
 
 impl ResourceSettings {
@@ -141,6 +151,8 @@ impl ResourceSettings {
             user_details: None,
             shared_sessions: None,
             gateway: None,
+            policy: Arc::default(),
+            audit: None,
         }
     }
 
@@ -192,16 +204,22 @@ pub fn router_with_endpoint(
         &settings.allowed_origins,
         settings.loopback_origins,
     );
+    let challenge = ChallengeContext {
+        resource_metadata: settings.prm_url(),
+        scope: settings.scopes.join(" "),
+    };
     let auth = match access {
         Access::Validate(validator) => Some(AuthState {
             validator,
-            challenge: ChallengeContext {
-                resource_metadata: settings.prm_url(),
-                scope: settings.scopes.join(" "),
-            },
+            challenge: challenge.clone(),
         }),
         Access::Open => None,
     };
+    let mut guard = Guard::new(
+        settings.policy.clone(),
+        settings.audit.clone(),
+        auth.is_some().then_some(challenge),
+    );
     let mut endpoint = Endpoint::new(
         Arc::new(GateTools::new(stats, settings.user_details.clone())),
         auth,
@@ -214,9 +232,10 @@ pub fn router_with_endpoint(
         settings.max_body_bytes,
     );
     if let Some(gateway) = &settings.gateway {
+        guard = guard.for_upstream(gateway.upstream.name().to_owned(), gateway.pins.clone());
         endpoint = endpoint.with_gateway(Arc::new(Gateway::new(gateway.clone())));
     }
-    let endpoint = Arc::new(endpoint);
+    let endpoint = Arc::new(endpoint.with_guard(Arc::new(guard)));
     let mut mcp = Router::new().route(MCP_PATH, any(endpoint::handle).with_state(endpoint.clone()));
     if settings.loopback_origins || !settings.allowed_origins.is_empty() {
         mcp = mcp.layer(mcp_cors(origins));

@@ -99,6 +99,10 @@ pub struct RawUpstream {
     /// How long starting and initializing an upstream session may take.
     /// Default 30.
     pub start_timeout_secs: Option<u64>,
+    /// What a tool whose definition changed since first seen becomes:
+    /// `enforce` (default: hidden until accepted with `mcpgate pins`),
+    /// `warn` (reported, still shown) or `off`.
+    pub pinning: Option<mcpgate_resource::pins::PinMode>,
 }
 
 /// `[broker]`: mcpgate as the authorization server MCP clients sign in at,

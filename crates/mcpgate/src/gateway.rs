@@ -8,12 +8,20 @@ use mcpgate_resource::gateway::http::HttpSpec;
 use mcpgate_resource::gateway::stdio::StdioSpec;
 use mcpgate_resource::gateway::{GatewaySettings, Isolation, UpstreamSpec};
 
+use mcpgate_resource::pins::{MemoryPins, PinBackend, PinMode, ToolPins};
+use mcpgate_store::Store;
+
 use crate::cli::ServeArgs;
 use crate::config::{RawConfig, RawUpstream};
+use crate::pins::StorePins;
 
 /// The upstream `/mcp` stands in front of, if any: `--upstream-cmd` or
 /// `--upstream-url` win over the configuration.
-pub fn settings(args: &ServeArgs, raw: &RawConfig) -> anyhow::Result<Option<GatewaySettings>> {
+pub fn settings(
+    args: &ServeArgs,
+    raw: &RawConfig,
+    store: Option<Arc<dyn Store>>,
+) -> anyhow::Result<Option<GatewaySettings>> {
     let from_flags = match (&args.upstream_cmd, &args.upstream_url) {
         (Some(command), _) => Some(RawUpstream {
             command: Some(command.clone()),
@@ -88,6 +96,15 @@ pub fn settings(args: &ServeArgs, raw: &RawConfig) -> anyhow::Result<Option<Gate
     }
     if let Some(secs) = upstream.start_timeout_secs {
         settings.start_timeout = Duration::from_secs(secs.max(1));
+    }
+    let mode = upstream.pinning.unwrap_or_default();
+    if mode != PinMode::Off {
+        // Pins outlive the process where there is a store to keep them.
+        let backend: Arc<dyn PinBackend> = match store {
+            Some(store) => Arc::new(StorePins(store)),
+            None => Arc::new(MemoryPins::default()),
+        };
+        settings.pins = Some(Arc::new(ToolPins::new(backend, mode)));
     }
     if let Some(cwd) = &upstream.cwd {
         std::fs::metadata(cwd)

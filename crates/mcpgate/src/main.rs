@@ -7,6 +7,7 @@ mod config;
 mod devidp;
 mod gateway;
 mod outbound;
+mod pins;
 mod policy_watch;
 mod ready;
 mod validator;

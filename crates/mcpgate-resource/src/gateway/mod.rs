@@ -86,6 +86,9 @@ pub struct GatewaySettings {
     /// How long starting and initializing an upstream session may take.
     /// Default: 30 s.
     pub start_timeout: Duration,
+    /// The upstream's tool definitions as first seen; a changed one is
+    /// hidden until accepted. Default: none (no pinning).
+    pub pins: Option<Arc<crate::pins::ToolPins>>,
 }
 
 impl GatewaySettings {
@@ -96,6 +99,7 @@ impl GatewaySettings {
             isolation: Isolation::PerSession,
             request_timeout: Duration::from_secs(120),
             start_timeout: Duration::from_secs(30),
+            pins: None,
         }
     }
 }
@@ -460,6 +464,16 @@ pub fn identity_env(caller: Option<&Principal>) -> Vec<(String, String)> {
     add("MCPGATE_USER_NAME", &p.name);
     add("MCPGATE_CLIENT_APP", &p.client_app_id);
     env
+}
+
+impl UpstreamSpec {
+    /// Its name, in logs and audit records.
+    pub fn name(&self) -> &str {
+        match self {
+            UpstreamSpec::Stdio(spec) => &spec.name,
+            UpstreamSpec::Http(spec) => &spec.name,
+        }
+    }
 }
 
 impl std::fmt::Display for UpstreamSpec {

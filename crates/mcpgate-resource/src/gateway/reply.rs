@@ -18,9 +18,26 @@ use tokio::time::Instant;
 use super::Forwarded;
 use crate::wire;
 
-/// What the final answer goes through before the client sees it (a list
-/// filtered by policy, say).
-pub type Finish = Box<dyn FnOnce(Bytes) -> Bytes + Send>;
+/// How a forwarded request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The upstream answered.
+    Answered,
+    /// It did not answer in time; the answer is the gateway's error.
+    TimedOut,
+    /// It went away first; the answer is the gateway's error.
+    Gone,
+}
+
+/// What the final answer goes through before the client sees it: a list
+/// filtered by policy, an audit record of the outcome.
+pub type Finish =
+    Box<dyn FnOnce(Bytes, Ended) -> std::pin::Pin<Box<dyn Future<Output = Bytes> + Send>> + Send>;
+
+/// The answer as the upstream gave it.
+pub fn passthrough() -> Finish {
+    Box::new(|answer, _| Box::pin(std::future::ready(answer)))
+}
 
 /// The error a client gets when the upstream took too long.
 pub fn timeout_error(after: Duration) -> ErrorData {
@@ -72,16 +89,17 @@ pub async fn respond(id: RequestId, mut fwd: Forwarded, finish: Finish) -> Respo
     match next(&mut fwd, deadline).await {
         Next::Done(answer) => {
             fwd.answered();
-            json(finish(answer))
+            json(finish(answer, Ended::Answered).await)
         }
         Next::Gone => {
             fwd.answered();
-            json(wire::error(Some(&id), &gone()))
+            json(finish(wire::error(Some(&id), &gone()), Ended::Gone).await)
         }
         Next::Timeout => {
             let after = fwd.timeout;
             fwd.abandon("timed out");
-            json(wire::error(Some(&id), &timeout_error(after)))
+            let error = wire::error(Some(&id), &timeout_error(after));
+            json(finish(error, Ended::TimedOut).await)
         }
         Next::Event(first) => stream(id, fwd, finish, first, deadline),
     }
@@ -128,16 +146,20 @@ fn stream(
                 fwd.answered();
                 drain(&mut fwd.call.events, &mut out);
                 let finish = s.finish.take()?;
-                sse_event(&mut out, &finish(answer));
+                sse_event(&mut out, &finish(answer, Ended::Answered).await);
             }
             Next::Gone => {
                 fwd.answered();
-                sse_event(&mut out, &wire::error(Some(&s.id), &gone()));
+                let finish = s.finish.take()?;
+                let error = wire::error(Some(&s.id), &gone());
+                sse_event(&mut out, &finish(error, Ended::Gone).await);
             }
             Next::Timeout => {
                 let after = fwd.timeout;
                 fwd.abandon("timed out");
-                sse_event(&mut out, &wire::error(Some(&s.id), &timeout_error(after)));
+                let finish = s.finish.take()?;
+                let error = wire::error(Some(&s.id), &timeout_error(after));
+                sse_event(&mut out, &finish(error, Ended::TimedOut).await);
             }
         }
         Some((Ok(Bytes::from(out)), s))

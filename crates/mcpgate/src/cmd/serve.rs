@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use axum::serve::ListenerExt;
+use mcpgate_resource::policy::{Policy, PolicyHandle};
 use mcpgate_resource::{Access, ResourceSettings, Stats, router};
 use serde::Serialize;
 
 use crate::cli::ServeArgs;
 use crate::config::{BrokerMode, ConfigError};
-use crate::{broker, devidp, gateway, ready, validator};
+use crate::{broker, devidp, gateway, policy_watch, ready, validator};
 
 /// What the ready file says.
 #[derive(Debug, Serialize)]
@@ -83,7 +84,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let mut settings = ResourceSettings::new(public_url.clone(), Vec::new());
     settings.sessions = raw.sessions.limits();
-    settings.gateway = gateway::settings(&args, &raw)?;
+    settings.gateway = gateway::settings(&args, &raw, store.clone())?;
+    // Who may call what: from [policy], reloaded on SIGHUP and when the
+    // file changes, without touching sessions.
+    let policy = match &raw.policy {
+        Some(config) => Policy::compile(config)
+            .map_err(|e| anyhow::anyhow!("[policy] in the configuration does not compile: {e}"))?,
+        None => Policy::allow_all(),
+    };
+    settings.policy = Arc::new(PolicyHandle::new(policy));
+    if let Some(path) = &args.config.config {
+        policy_watch::spawn(path.clone(), settings.policy.clone())
+            .context("watching the configuration file for policy changes")?;
+    }
     // Pages on this machine may call a server that lives on it; a public
     // deployment (even one behind a proxy on loopback) takes only the
     // configured origins.

@@ -1,0 +1,421 @@
+//! What a caller may do, and the record of what they did: the per-tool
+//! policy applied to calls and lists, refusals in the protocol's form (403
+//! `insufficient_scope` when more scope would help, a JSON-RPC error when
+//! it would not), pinned tool definitions, and one audit record per
+//! decision.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::{HeaderValue, StatusCode};
+use mcpgate_audit::{AuditEvent, AuditRecord, AuditSink, Decision as Verdict, UpstreamOutcome};
+use mcpgate_token::{Principal, ValidationError};
+use rmcp::model::{ErrorCode, ErrorData, RequestId};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use crate::challenge::{AuthRejection, ChallengeContext};
+use crate::gateway::reply::{Ended, Finish};
+use crate::pins::ToolPins;
+use crate::policy::{Decision, Denial, Kind, PolicyHandle};
+use crate::wire;
+
+/// The JSON-RPC error code of a policy refusal that more scope would not
+/// lift.
+pub const FORBIDDEN: ErrorCode = ErrorCode(-32003);
+
+/// Policy, pins and audit, as the endpoint applies them.
+#[derive(Debug)]
+pub struct Guard {
+    policy: Arc<PolicyHandle>,
+    audit: Option<Arc<dyn AuditSink>>,
+    pins: Option<Arc<ToolPins>>,
+    upstream: Option<String>,
+    // Tools whose changed definition awaits an operator: refused even to a
+    // client that never listed them again.
+    hidden: Mutex<HashSet<String>>,
+    // The challenge a step-up refusal extends with the scopes it needs.
+    challenge: Option<ChallengeContext>,
+}
+
+/// What a request names that policy governs.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    /// Tool, resource or prompt.
+    pub kind: Kind,
+    /// Its name (a resource's URI).
+    pub name: &'a str,
+}
+
+impl<'a> Target<'a> {
+    /// What `method` acts on, given its params' `name` and `uri`.
+    pub fn of(method: &str, name: Option<&'a str>, uri: Option<&'a str>) -> Option<Self> {
+        let (kind, name) = match method {
+            "tools/call" => (Kind::Tool, name?),
+            "prompts/get" => (Kind::Prompt, name?),
+            "resources/read" | "resources/subscribe" => (Kind::Resource, uri?),
+            _ => return None,
+        };
+        Some(Self { kind, name })
+    }
+
+    fn event(self) -> AuditEvent {
+        match self.kind {
+            Kind::Tool => AuditEvent::ToolCall,
+            Kind::Prompt => AuditEvent::PromptGet,
+            Kind::Resource => AuditEvent::ResourceRead,
+        }
+    }
+}
+
+impl Guard {
+    /// A guard applying `policy` and recording to `audit`.
+    pub fn new(
+        policy: Arc<PolicyHandle>,
+        audit: Option<Arc<dyn AuditSink>>,
+        challenge: Option<ChallengeContext>,
+    ) -> Self {
+        Self {
+            policy,
+            audit,
+            pins: None,
+            upstream: None,
+            hidden: Mutex::new(HashSet::new()),
+            challenge,
+        }
+    }
+
+    /// In front of upstream `name`, whose tool definitions `pins` keeps.
+    pub fn for_upstream(mut self, name: String, pins: Option<Arc<ToolPins>>) -> Self {
+        self.upstream = Some(name);
+        self.pins = pins;
+        self
+    }
+
+    /// Whether anything is recorded.
+    pub fn audits(&self) -> bool {
+        self.audit.is_some()
+    }
+
+    /// Decides whether `caller` may act on `target`: `None` to go ahead,
+    /// else the refusal to answer with (its audit record written).
+    pub fn check(
+        &self,
+        caller: Option<&Arc<Principal>>,
+        id: &RequestId,
+        target: Target<'_>,
+        arguments: Option<&RawValue>,
+    ) -> Option<Response> {
+        let who = caller.map(|p| &**p);
+        if target.kind == Kind::Tool && self.is_hidden(target.name) {
+            let reason = "the tool's definition changed since it was approved; an operator must accept the change (mcpgate pins)";
+            self.record(who, id, target, arguments, Verdict::Deny, |r| {
+                r.reason = Some(reason.to_owned());
+            });
+            let error = ErrorData::new(FORBIDDEN, format!("{}: {reason}", target.name), None);
+            return Some(json(wire::error(Some(id), &error)));
+        }
+        let Decision::Deny(denial) = self.policy.load().decide(who, target.kind, target.name)
+        else {
+            return None;
+        };
+        self.record(who, id, target, arguments, Verdict::Deny, |r| {
+            r.reason = Some(denial.reason.clone());
+        });
+        Some(self.refusal(id, target, &denial))
+    }
+
+    fn refusal(&self, id: &RequestId, target: Target<'_>, denial: &Denial) -> Response {
+        if !denial.step_up_scopes.is_empty()
+            && let Some(base) = &self.challenge
+        {
+            // The scopes that would let the call through, besides those the
+            // client asks for anyway: a compliant client signs in again
+            // with all of them and retries.
+            let mut scopes: Vec<&str> = base.scope.split_whitespace().collect();
+            for s in &denial.step_up_scopes {
+                if !scopes.contains(&s.as_str()) {
+                    scopes.push(s);
+                }
+            }
+            let ctx = ChallengeContext {
+                resource_metadata: base.resource_metadata.clone(),
+                scope: scopes.join(" "),
+            };
+            let missing = format!(
+                "calling {} {} needs scope {}",
+                target.kind.as_str(),
+                target.name,
+                denial.step_up_scopes.join(" or ")
+            );
+            return AuthRejection::Token(ValidationError::InsufficientScope { missing })
+                .into_response(&ctx);
+        }
+        let error = ErrorData::new(
+            FORBIDDEN,
+            format!(
+                "{} {} is not allowed for this caller: {}",
+                target.kind.as_str(),
+                target.name,
+                denial.reason
+            ),
+            None,
+        );
+        json(wire::error(Some(id), &error))
+    }
+
+    fn is_hidden(&self, tool: &str) -> bool {
+        self.pins.is_some()
+            && self
+                .hidden
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(tool)
+    }
+
+    /// Writes one record of `target` decided `verdict`.
+    fn record(
+        &self,
+        who: Option<&Principal>,
+        id: &RequestId,
+        target: Target<'_>,
+        arguments: Option<&RawValue>,
+        verdict: Verdict,
+        fill: impl FnOnce(&mut AuditRecord),
+    ) {
+        let Some(audit) = &self.audit else { return };
+        let mut record = AuditRecord::new(target.event(), verdict);
+        record.request_id = Some(match id {
+            RequestId::Number(n) => n.to_string(),
+            RequestId::String(s) => s.to_string(),
+        });
+        if let Some(p) = who {
+            record.user_oid = Some(p.object_id.clone().unwrap_or_else(|| p.subject.clone()));
+            record.user_upn = p.preferred_username.clone();
+            record.tenant = p.tenant_id.clone();
+            record.client_app = p.client_app_id.clone();
+        }
+        record.upstream = self.upstream.clone();
+        record.tool = Some(target.name.to_owned());
+        if target.kind == Kind::Tool
+            && audit.wants_arguments(target.name)
+            && let Some(arguments) = arguments
+        {
+            record.arguments = serde_json::from_str(arguments.get()).ok();
+        }
+        fill(&mut record);
+        audit.record(record);
+    }
+
+    /// What the answer to an allowed request goes through: lists are cut
+    /// to what the caller may use (and, for tools, to pinned definitions);
+    /// calls are recorded with their outcome.
+    pub fn finish(
+        self: &Arc<Self>,
+        caller: Option<&Arc<Principal>>,
+        id: &RequestId,
+        method: &str,
+        target: Option<Target<'_>>,
+        arguments: Option<&RawValue>,
+    ) -> Finish {
+        let list = match method {
+            "tools/list" => Some((Kind::Tool, "tools", "name")),
+            "prompts/list" => Some((Kind::Prompt, "prompts", "name")),
+            "resources/list" => Some((Kind::Resource, "resources", "uri")),
+            "resources/templates/list" => {
+                Some((Kind::Resource, "resourceTemplates", "uriTemplate"))
+            }
+            _ => None,
+        };
+        let guard = self.clone();
+        let caller = caller.cloned();
+        if let Some((kind, key, field)) = list {
+            return Box::new(move |answer, ended| {
+                Box::pin(async move {
+                    if ended != Ended::Answered {
+                        return answer;
+                    }
+                    guard
+                        .filter(caller.as_deref(), kind, key, field, answer)
+                        .await
+                })
+            });
+        }
+        let Some(target) = target.filter(|_| self.audits()) else {
+            return crate::gateway::reply::passthrough();
+        };
+        let started = Instant::now();
+        let id = id.clone();
+        let kind = target.kind;
+        let name = target.name.to_owned();
+        let arguments = arguments.map(ToOwned::to_owned);
+        Box::new(move |answer, ended| {
+            let outcome = match ended {
+                Ended::Answered => outcome_of(&answer),
+                Ended::TimedOut => UpstreamOutcome::Timeout,
+                Ended::Gone => UpstreamOutcome::Unavailable,
+            };
+            let target = Target { kind, name: &name };
+            guard.record(
+                caller.as_deref(),
+                &id,
+                target,
+                arguments.as_deref(),
+                Verdict::Allow,
+                |r| {
+                    r.set_latency(started.elapsed());
+                    r.upstream_outcome = Some(outcome);
+                },
+            );
+            Box::pin(std::future::ready(answer))
+        })
+    }
+
+    /// Records a call that could not be forwarded at all.
+    pub fn unavailable(
+        &self,
+        caller: Option<&Arc<Principal>>,
+        id: &RequestId,
+        target: Target<'_>,
+        reason: &str,
+    ) {
+        self.record(
+            caller.map(|p| &**p),
+            id,
+            target,
+            None,
+            Verdict::Allow,
+            |r| {
+                r.upstream_outcome = Some(UpstreamOutcome::Unavailable);
+                r.reason = Some(reason.to_owned());
+            },
+        );
+    }
+
+    async fn filter(
+        &self,
+        who: Option<&Principal>,
+        kind: Kind,
+        key: &str,
+        field: &str,
+        answer: Bytes,
+    ) -> Bytes {
+        let Ok(mut message) = serde_json::from_slice::<Value>(&answer) else {
+            return answer;
+        };
+        let Some(items) = message
+            .get_mut("result")
+            .and_then(|r| r.get_mut(key))
+            .and_then(Value::as_array_mut)
+        else {
+            return answer;
+        };
+        if kind == Kind::Tool
+            && let (Some(pins), Some(upstream)) = (&self.pins, &self.upstream)
+        {
+            let review = pins.review(upstream, items).await;
+            for change in &review.changed {
+                tracing::warn!(target: "mcpgate::pins", upstream, tool = change.tool, old = change.old_digest, new = change.new_digest, mode = ?pins.mode(), "an upstream tool's definition changed since it was pinned");
+                if let Some(audit) = &self.audit {
+                    let mut record = AuditRecord::new(AuditEvent::PinChanged, Verdict::Deny);
+                    record.upstream = Some(upstream.clone());
+                    record.tool = Some(change.tool.clone());
+                    record.reason = Some(format!(
+                        "definition changed from {} to {}",
+                        change.old_digest, change.new_digest
+                    ));
+                    audit.record(record);
+                }
+            }
+            let hidden: HashSet<String> = review
+                .hidden
+                .iter()
+                .chain(&review.unavailable)
+                .cloned()
+                .collect();
+            items.retain(|t| {
+                t.get("name")
+                    .and_then(Value::as_str)
+                    .is_none_or(|n| !hidden.contains(n))
+            });
+            *self.hidden.lock().unwrap_or_else(|e| e.into_inner()) = hidden;
+        }
+        let policy = self.policy.load();
+        items.retain(|item| {
+            item.get(field)
+                .and_then(Value::as_str)
+                .is_some_and(|name| policy.visible(who, kind, name))
+        });
+        serde_json::to_vec(&message).map_or(answer, Bytes::from)
+    }
+}
+
+fn outcome_of(answer: &[u8]) -> UpstreamOutcome {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        result: Option<ResultPart>,
+        error: Option<ErrorPart>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ResultPart {
+        #[serde(rename = "isError", default)]
+        is_error: bool,
+    }
+    #[derive(serde::Deserialize)]
+    struct ErrorPart {
+        code: i64,
+    }
+    match serde_json::from_slice::<Answer>(answer) {
+        Ok(Answer { error: Some(e), .. }) => UpstreamOutcome::RpcError { code: e.code },
+        Ok(Answer {
+            result: Some(ResultPart { is_error: true }),
+            ..
+        }) => UpstreamOutcome::ToolError,
+        Ok(_) => UpstreamOutcome::Ok,
+        Err(_) => UpstreamOutcome::Unavailable,
+    }
+}
+
+fn json(body: Bytes) -> Response {
+    (
+        StatusCode::OK,
+        [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        body,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_are_read_from_answers() {
+        assert_eq!(
+            outcome_of(br#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#),
+            UpstreamOutcome::Ok
+        );
+        assert_eq!(
+            outcome_of(br#"{"jsonrpc":"2.0","id":1,"result":{"content":[],"isError":true}}"#),
+            UpstreamOutcome::ToolError
+        );
+        assert_eq!(
+            outcome_of(br#"{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"x"}}"#),
+            UpstreamOutcome::RpcError { code: -32602 }
+        );
+    }
+
+    #[test]
+    fn targets_follow_the_method() {
+        let t = Target::of("tools/call", Some("send"), None).expect("tool");
+        assert_eq!((t.kind, t.name), (Kind::Tool, "send"));
+        let r = Target::of("resources/read", None, Some("file:///x")).expect("resource");
+        assert_eq!((r.kind, r.name), (Kind::Resource, "file:///x"));
+        assert!(Target::of("tools/list", Some("x"), None).is_none());
+        assert!(Target::of("tools/call", None, None).is_none());
+    }
+}

@@ -189,7 +189,8 @@ struct Known {
 pub struct ToolPins {
     backend: Arc<dyn PinBackend>,
     mode: PinMode,
-    known: Mutex<HashMap<(String, String), Known>>,
+    // Upstream, then tool: looked up by `&str`, with no key to allocate.
+    known: Mutex<HashMap<String, HashMap<String, Known>>>,
 }
 
 impl ToolPins {
@@ -284,7 +285,7 @@ impl ToolPins {
     // The memoised verdict (hide or not), if the memo can tell.
     fn check(&self, upstream: &str, tool: &str, digest: &str) -> Option<bool> {
         let known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
-        let k = known.get(&(upstream.to_owned(), tool.to_owned()))?;
+        let k = known.get(upstream)?.get(tool)?;
         if k.pinned == digest {
             return Some(false);
         }
@@ -348,8 +349,8 @@ impl ToolPins {
 
     fn remember(&self, record: &PinRecord) {
         let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
-        known.insert(
-            (record.upstream.clone(), record.tool.clone()),
+        known.entry(record.upstream.clone()).or_default().insert(
+            record.tool.clone(),
             Known {
                 pinned: record.digest.clone(),
                 pending: record

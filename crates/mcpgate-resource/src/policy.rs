@@ -13,6 +13,14 @@
 //! them, and the endpoint answers 403 `insufficient_scope` so that a
 //! compliant client can ask for them; otherwise it answers a JSON-RPC error.
 //!
+//! Resource rules match the URI as the client wrote it, case-sensitively.
+//! A URI with `.` or `..` path segments (also percent-encoded) is refused
+//! whenever the policy has resource rules, since the upstream might resolve
+//! `file:///public/../secret/x` to a name a rule guards; other spellings an
+//! upstream may treat as equal (case of scheme or host, percent-encoding)
+//! are not caught, so guard resources with `default = "deny"` and rules
+//! that allow.
+//!
 //! The policy in force lives in a [`PolicyHandle`], swapped whole on reload
 //! and read without a lock on every call.
 
@@ -239,6 +247,7 @@ const UNMET_TENANTS: u8 = 8;
 enum Verdict {
     Allow,
     DefaultDeny,
+    DotSegments,
     RuleDeny(usize),
     Unmet(usize, u8),
 }
@@ -333,6 +342,12 @@ impl Policy {
                 ),
                 step_up_scopes: Vec::new(),
             }),
+            Verdict::DotSegments => Decision::Deny(Denial {
+                rule: None,
+                reason: "a resource URI with `.` or `..` path segments is refused; use its canonical form"
+                    .to_owned(),
+                step_up_scopes: Vec::new(),
+            }),
             Verdict::RuleDeny(i) => {
                 let rule = &self.rules[i];
                 Decision::Deny(Denial {
@@ -361,6 +376,12 @@ impl Policy {
     }
 
     fn evaluate(&self, who: Option<&Principal>, kind: Kind, name: &str) -> Verdict {
+        if kind == Kind::Resource
+            && !self.names[Kind::Resource.index()].set.is_empty()
+            && has_dot_segments(name)
+        {
+            return Verdict::DotSegments;
+        }
         let Some(i) = self.first_rule(kind, name) else {
             return match self.default {
                 DefaultAction::Allow => Verdict::Allow,
@@ -389,6 +410,19 @@ impl Policy {
             .matches_candidate_into(&Candidate::new(name), &mut hits);
         hits.into_iter().map(|p| names.rule_of[p]).min()
     }
+}
+
+// Whether the path of `uri` has a `.` or `..` segment, plain or
+// percent-encoded.
+fn has_dot_segments(uri: &str) -> bool {
+    let path = uri.split(['?', '#']).next().unwrap_or(uri);
+    path.split(['/', '\\']).any(|segment| {
+        if !segment.starts_with(['.', '%']) || segment.len() > 6 {
+            return false;
+        }
+        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+        decoded == "." || decoded == ".."
+    })
 }
 
 impl Rule {

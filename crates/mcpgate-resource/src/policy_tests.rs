@@ -158,6 +158,39 @@ groups = ["g-admins"]
 }
 
 #[test]
+fn resource_uris_with_dot_segments_are_refused_when_resources_have_rules() {
+    let p = policy(
+        r#"
+[policy]
+[[policy.rules]]
+resources = ["file:///secret/*"]
+deny = true
+"#,
+    );
+    for uri in [
+        "file:///public/../secret/x",
+        "file:///public/%2E%2e/secret/x",
+        "file:///public/.%2e/secret/x",
+        "file:///./secret/x",
+        "file:///public\\..\\secret",
+    ] {
+        let d = denial(p.decide(None, Kind::Resource, uri));
+        assert!(d.reason.contains("canonical"), "{uri}: {}", d.reason);
+    }
+    for uri in [
+        "file:///public/x",
+        "file:///public/..hidden",
+        "file:///a?q=../b",
+        "file:///public/.x",
+    ] {
+        assert!(p.visible(None, Kind::Resource, uri), "{uri}");
+    }
+    // Tools are names, not paths; and without resource rules nothing changes.
+    assert!(p.visible(None, Kind::Tool, ".."));
+    assert!(Policy::allow_all().visible(None, Kind::Resource, "file:///a/../b"));
+}
+
+#[test]
 fn without_a_principal_no_requirement_is_met() {
     let p = policy(MAIL);
     let d = denial(p.decide(None, Kind::Tool, "send_mail"));

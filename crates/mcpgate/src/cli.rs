@@ -49,6 +49,8 @@ pub enum Command {
     },
     /// Bridge a stdio MCP host to a protected Streamable HTTP server.
     Bridge(ClientArgs),
+    /// Query the audit trail: tool calls, sign-ins, tokens issued and refused.
+    Audit(crate::cmd::audit::AuditArgs),
 }
 
 /// The desktop client's settings.

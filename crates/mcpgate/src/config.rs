@@ -17,7 +17,7 @@ use thiserror::Error;
 
 /// The sections an `MCPGATE_…` variable may set; anything else under the
 /// prefix (`MCPGATE_LOG`, `MCPGATE_CONFIG`) is not configuration.
-const ENV_SECTIONS: [&str; 13] = [
+const ENV_SECTIONS: [&str; 14] = [
     "bind",
     "public_url",
     "ca_file",
@@ -29,6 +29,7 @@ const ENV_SECTIONS: [&str; 13] = [
     "http",
     "sessions",
     "policy",
+    "audit",
     "idp",
     "broker",
 ];
@@ -54,6 +55,8 @@ pub struct RawConfig {
     pub http: RawHttp,
     /// Bounds on MCP sessions.
     pub sessions: RawSessions,
+    /// The audit trail: its JSON-lines file, the store, arguments recorded.
+    pub audit: crate::audit::RawAudit,
     /// Per-tool policy (`[policy]`); reloaded on SIGHUP and when the file
     /// changes. Default: none, every caller may use every name.
     pub policy: Option<mcpgate_resource::policy::PolicyConfig>,

@@ -1,5 +1,6 @@
 //! `mcpgate`: parses the command line and runs one subcommand.
 
+mod audit;
 mod broker;
 mod cli;
 mod cmd;
@@ -59,6 +60,7 @@ fn main() -> ExitCode {
                 arguments,
             } => cmd::client::call(client, tool, arguments).await,
             Command::Bridge(args) => cmd::client::bridge(args).await,
+            Command::Audit(args) => cmd::audit::run(args).await,
         }
     });
     match result {

@@ -1,0 +1,128 @@
+//! The audit trail's wiring: the `[audit]` table and the [`Auditor`] that
+//! `serve` runs, writing JSON lines to a file and (by default) the store.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use mcpgate_audit::{ArgumentPolicy, AuditStore, Auditor, AuditorOptions};
+use mcpgate_store::{Store, StoreAudit};
+use serde::Deserialize;
+
+use crate::config::RawConfig;
+
+/// The JSON-lines file's name in the data directory.
+pub const DEFAULT_FILE: &str = "audit.jsonl";
+
+/// `[audit]`: where the audit trail goes. Every tool call (allowed or
+/// denied), sign-in, token issued and token refused is one record.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawAudit {
+    /// The JSON-lines file (created 0600, appended to). Default
+    /// `audit.jsonl` in the data directory.
+    pub file: Option<PathBuf>,
+    /// Whether records also go to the store, where `mcpgate audit` reads
+    /// them. Default true.
+    pub store: Option<bool>,
+    /// Tools whose call arguments are recorded: names or `*` / `?` globs.
+    /// Default none: arguments may hold personal data.
+    pub arguments_for: Vec<String>,
+}
+
+impl RawAudit {
+    /// The JSON-lines file, defaults filled in.
+    pub fn file(&self, data_dir: &Path) -> PathBuf {
+        self.file
+            .clone()
+            .unwrap_or_else(|| data_dir.join(DEFAULT_FILE))
+    }
+
+    /// Whether records go to the store.
+    pub fn to_store(&self) -> bool {
+        self.store.unwrap_or(true)
+    }
+}
+
+/// Starts the auditor `[audit]` describes: the file (its directory created
+/// 0700 if missing) and, unless `store = false`, `store`. Call
+/// [`Auditor::shutdown`] when the server stops, so that nothing queued is
+/// lost.
+// Until serve's wiring (the lead's) calls it.
+#[allow(dead_code, reason = "serve starts the auditor once its wiring lands")]
+pub async fn start(
+    raw: &RawConfig,
+    data_dir: &Path,
+    store: Option<Arc<dyn Store>>,
+) -> anyhow::Result<Arc<Auditor>> {
+    let file = raw.audit.file(data_dir);
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let store = store
+        .filter(|_| raw.audit.to_store())
+        .map(|s| Arc::new(StoreAudit(s)) as Arc<dyn AuditStore>);
+    let options = AuditorOptions {
+        file: Some(file),
+        arguments_for: ArgumentPolicy::new(raw.audit.arguments_for.iter().cloned()),
+        ..AuditorOptions::default()
+    };
+    let auditor = Auditor::start(options, store).await?;
+    Ok(auditor)
+}
+
+#[cfg(test)]
+mod tests {
+    use mcpgate_audit::{AuditEvent, AuditQuery, AuditRecord, AuditSink as _, Decision};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_auditor_writes_the_file_and_the_store_as_configured() {
+        let dir = tempfile::tempdir().expect("dir");
+        let data_dir = dir.path().join("data");
+        let mut raw = RawConfig::default();
+        raw.audit.arguments_for = vec!["write_*".into()];
+        let store = mcpgate_store::open("memory:", mcpgate_store::Options::default())
+            .await
+            .expect("store");
+        let auditor = start(&raw, &data_dir, Some(store.clone()))
+            .await
+            .expect("start");
+        let mut r = AuditRecord::new(AuditEvent::ToolCall, Decision::Allow);
+        r.tool = Some("write_file".into());
+        r.arguments = Some(serde_json::json!({"path": "/tmp/x"}));
+        assert!(auditor.wants_arguments("write_file"));
+        assert!(!auditor.wants_arguments("read_file"));
+        auditor.record(r);
+        auditor.shutdown().await;
+        let text = std::fs::read_to_string(data_dir.join(DEFAULT_FILE)).expect("file");
+        assert_eq!(text.lines().count(), 1);
+        let stored = store
+            .query_audit(&AuditQuery::default())
+            .await
+            .expect("query");
+        assert_eq!(stored.len(), 1);
+        assert!(stored[0].arguments.is_some());
+
+        // store = false: the file only.
+        raw.audit.store = Some(false);
+        let auditor = start(&raw, &data_dir, Some(store.clone()))
+            .await
+            .expect("start");
+        auditor.record(AuditRecord::new(AuditEvent::SignIn, Decision::Allow));
+        auditor.shutdown().await;
+        let text = std::fs::read_to_string(data_dir.join(DEFAULT_FILE)).expect("file");
+        assert_eq!(text.lines().count(), 2);
+        let stored = store
+            .query_audit(&AuditQuery::default())
+            .await
+            .expect("query");
+        assert_eq!(stored.len(), 1);
+    }
+}

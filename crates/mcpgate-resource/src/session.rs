@@ -268,6 +268,16 @@ impl Sessions {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Ends every session idle past the limit now, rather than at the next
+    /// `open`: their upstream sessions (child processes in gateway mode)
+    /// must not outlive them for long. How many ended.
+    pub fn sweep_expired(&self) -> usize {
+        let now = self.clock.now();
+        let expired = self.lock().sweep(now, self.limits.idle);
+        self.tell_ended(expired.iter().map(|id| &**id));
+        expired.len()
+    }
+
     /// Opens a session for `owner`. At the principal's cap its least
     /// recently used session is closed; at the total cap the call fails.
     pub async fn open(&self, owner: &str, version: ProtocolVersion) -> Result<Session, OpenError> {

@@ -102,6 +102,9 @@ pub struct RawUpstream {
     /// How long starting and initializing an upstream session may take.
     /// Default 30.
     pub start_timeout_secs: Option<u64>,
+    /// Upstream sessions open at once (for stdio: child processes); past
+    /// it a new client session is refused. Default 256.
+    pub max_sessions: Option<usize>,
     /// What a tool whose definition changed since first seen becomes:
     /// `enforce` (default: hidden until accepted with `mcpgate pins`),
     /// `warn` (reported, still shown) or `off`.

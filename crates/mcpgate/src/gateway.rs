@@ -97,6 +97,9 @@ pub fn settings(
     if let Some(secs) = upstream.start_timeout_secs {
         settings.start_timeout = Duration::from_secs(secs.max(1));
     }
+    if let Some(max) = upstream.max_sessions {
+        settings.max_upstream_sessions = max.max(1);
+    }
     let mode = upstream.pinning.unwrap_or_default();
     if mode != PinMode::Off {
         // Pins outlive the process where there is a store to keep them.

@@ -6,6 +6,12 @@
 //! After the handshake a GET stream, when the server offers one, carries
 //! what belongs to no request. The upstream's session id is the gateway's
 //! to keep: the client never sees it, and never sends it.
+//!
+//! A server still on the 2024-11-05 HTTP+SSE transport refuses that first
+//! POST with a 4xx; the gateway then does what the specification's
+//! backwards-compatibility section says: GET the same URL, take the
+//! `endpoint` event's URL (same origin only) for its POSTs, and read every
+//! answer from that one stream.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,7 +25,7 @@ use url::Url;
 
 use super::UpstreamError;
 use super::routes::Routes;
-use super::sse::EventReader;
+use super::sse::{EventReader, Kind};
 
 const SESSION: &str = "mcp-session-id";
 const VERSION: &str = "mcp-protocol-version";
@@ -45,6 +51,10 @@ pub struct HttpUpstream {
     version: Mutex<Option<HeaderValue>>,
     up: AtomicBool,
     standalone: Mutex<Option<JoinHandle<()>>>,
+    // The legacy transport's POST URL, once found.
+    legacy: Mutex<Option<Url>>,
+    // The first POST was refused with a 4xx: worth trying the legacy way.
+    maybe_legacy: AtomicBool,
 }
 
 impl HttpUpstream {
@@ -57,7 +67,96 @@ impl HttpUpstream {
             version: Mutex::new(None),
             up: AtomicBool::new(false),
             standalone: Mutex::new(None),
+            legacy: Mutex::new(None),
+            maybe_legacy: AtomicBool::new(false),
         }
+    }
+
+    /// Whether the last handshake was refused in a way that says "legacy
+    /// transport" (a 4xx to the first POST); clears the mark.
+    pub fn take_maybe_legacy(&self) -> bool {
+        self.maybe_legacy.swap(false, Ordering::AcqRel) && lock(&self.legacy).is_none()
+    }
+
+    /// Opens the legacy HTTP+SSE transport: GET the URL, wait for the
+    /// `endpoint` event, then read the stream's messages in a task.
+    pub async fn open_legacy(self: &Arc<Self>, within: Duration) -> Result<(), UpstreamError> {
+        let response = self
+            .spec
+            .client
+            .get(self.spec.url.clone())
+            .header(ACCEPT, "text/event-stream")
+            .send()
+            .await
+            .map_err(|e| {
+                UpstreamError::Unavailable(format!(
+                    "the upstream server could not be reached: {}",
+                    without_url(&e)
+                ))
+            })?;
+        if !response.status().is_success() || !is_event_stream(&response) {
+            return Err(UpstreamError::Unavailable(format!(
+                "the upstream server speaks neither Streamable HTTP nor HTTP+SSE (GET answered {})",
+                response.status()
+            )));
+        }
+        let mut events = EventReader::new(response);
+        let endpoint = tokio::time::timeout(within, async {
+            loop {
+                match events.next_event().await {
+                    Ok(Some((Kind::Endpoint, data))) => return Ok(data),
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => {
+                        return Err(UpstreamError::Unavailable(
+                            "the upstream's event stream ended before naming its endpoint".into(),
+                        ));
+                    }
+                }
+            }
+        })
+        .await
+        .map_err(|_| UpstreamError::Timeout(within))??;
+        let endpoint = std::str::from_utf8(&endpoint)
+            .ok()
+            .and_then(|e| self.spec.url.join(e.trim()).ok())
+            .ok_or_else(|| {
+                UpstreamError::Unavailable(
+                    "the upstream named an endpoint that is not a URL".into(),
+                )
+            })?;
+        // A server may not send the gateway's messages elsewhere.
+        if endpoint.origin() != self.spec.url.origin() {
+            return Err(UpstreamError::Unavailable(
+                "the upstream named an endpoint on another origin; refused".into(),
+            ));
+        }
+        *lock(&self.legacy) = Some(endpoint);
+        tracing::info!(target: "mcpgate::upstream", upstream = %self.spec.name, "the upstream speaks the 2024-11-05 HTTP+SSE transport");
+        let this = Arc::downgrade(self);
+        let task = tokio::spawn(async move {
+            loop {
+                let data = match events.next().await {
+                    Ok(Some(data)) => data,
+                    Ok(None) | Err(_) => break,
+                };
+                let Some(upstream) = this.upgrade() else {
+                    return;
+                };
+                if let Some(reply) = upstream.routes.inbound(&data, None) {
+                    upstream.reply(reply).await;
+                }
+            }
+            if let Some(upstream) = this.upgrade() {
+                // The session lives in that stream: it is over.
+                upstream.up.store(false, Ordering::Release);
+                *lock(&upstream.legacy) = None;
+                upstream.routes.fail_all(-32603, "the upstream server closed its event stream; the session is reopened on the next call");
+            }
+        });
+        if let Some(old) = lock(&self.standalone).replace(task) {
+            old.abort();
+        }
+        Ok(())
     }
 
     /// Whether the session is open.
@@ -81,6 +180,10 @@ impl HttpUpstream {
     pub fn opened(self: &Arc<Self>, version: Option<&str>) {
         *lock(&self.version) = version.and_then(|v| HeaderValue::from_str(v).ok());
         self.up.store(true, Ordering::Release);
+        if lock(&self.legacy).is_some() {
+            // Its one stream is read already.
+            return;
+        }
         let this = Arc::downgrade(self);
         let task = tokio::spawn(async move {
             // Reopened while the session lives; a server without one (405)
@@ -105,6 +208,14 @@ impl HttpUpstream {
         });
         if let Some(old) = lock(&self.standalone).replace(task) {
             old.abort();
+        }
+    }
+
+    // Where messages go: the legacy endpoint, else the MCP URL.
+    fn post(&self) -> reqwest::RequestBuilder {
+        match lock(&self.legacy).clone() {
+            Some(endpoint) => self.spec.client.post(endpoint),
+            None => self.headers(self.spec.client.post(self.spec.url.clone())),
         }
     }
 
@@ -141,7 +252,7 @@ impl HttpUpstream {
         related: Option<u64>,
     ) -> Result<(), UpstreamError> {
         let request = self
-            .headers(self.spec.client.post(self.spec.url.clone()))
+            .post()
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, ACCEPT_BOTH)
             .body(message);
@@ -158,6 +269,19 @@ impl HttpUpstream {
         }
         match response.status() {
             StatusCode::ACCEPTED => Ok(()),
+            // The legacy transport answers on its stream, never in the POST.
+            status if status.is_success() && lock(&self.legacy).is_some() => Ok(()),
+            status
+                if status.is_client_error()
+                    && !self.is_up()
+                    && lock(&self.session).is_none()
+                    && lock(&self.legacy).is_none() =>
+            {
+                self.maybe_legacy.store(true, Ordering::Release);
+                Err(UpstreamError::Unavailable(format!(
+                    "the upstream server answered HTTP {status}"
+                )))
+            }
             StatusCode::NOT_FOUND if lock(&self.session).is_some() => {
                 // The upstream forgot the session: the next call opens one.
                 self.up.store(false, Ordering::Release);
@@ -213,7 +337,7 @@ impl HttpUpstream {
     // client.
     async fn reply(self: &Arc<Self>, reply: Bytes) {
         let request = self
-            .headers(self.spec.client.post(self.spec.url.clone()))
+            .post()
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, ACCEPT_BOTH)
             .body(reply);
@@ -230,6 +354,7 @@ impl HttpUpstream {
         if let Some(task) = lock(&self.standalone).take() {
             task.abort();
         }
+        lock(&self.legacy).take();
         let Some(session) = lock(&self.session).take() else {
             return;
         };

@@ -89,6 +89,9 @@ pub struct GatewaySettings {
     /// The upstream's tool definitions as first seen; a changed one is
     /// hidden until accepted. Default: none (no pinning).
     pub pins: Option<Arc<crate::pins::ToolPins>>,
+    /// Upstream sessions open at once (for stdio: child processes); past
+    /// it a new client session is refused. Default: 256.
+    pub max_upstream_sessions: usize,
 }
 
 impl GatewaySettings {
@@ -100,6 +103,7 @@ impl GatewaySettings {
             request_timeout: Duration::from_secs(120),
             start_timeout: Duration::from_secs(30),
             pins: None,
+            max_upstream_sessions: 256,
         }
     }
 }
@@ -203,7 +207,15 @@ impl Link {
                 }
             }
         }
-        match self.handshake().await {
+        let mut shook = self.handshake().await;
+        if shook.is_err()
+            && let Transport::Http(h) = &self.transport
+            && h.take_maybe_legacy()
+        {
+            h.open_legacy(self.start_timeout).await?;
+            shook = self.handshake().await;
+        }
+        match shook {
             Ok(result) => {
                 if let Transport::Http(h) = &self.transport {
                     h.opened(negotiated(&result).as_deref());
@@ -411,6 +423,12 @@ impl Gateway {
         caller: Option<&Principal>,
         init: &RawValue,
     ) -> Result<Box<RawValue>, UpstreamError> {
+        if self.len() >= self.settings.max_upstream_sessions {
+            return Err(UpstreamError::Unavailable(format!(
+                "the gateway already holds its maximum of {} upstream sessions; try again later",
+                self.settings.max_upstream_sessions
+            )));
+        }
         let link = Arc::new(Link::new(
             &self.settings,
             init.to_owned(),

@@ -35,14 +35,27 @@ impl Chunks for reqwest::Response {
     }
 }
 
-/// Yields the data of each `message` event.
+/// Yields the data of each `message` event (and, for the legacy
+/// transport, the `endpoint` event).
 #[derive(Debug)]
 pub struct EventReader<C> {
     body: C,
     buf: BytesMut,
     data: Vec<u8>,
-    kind_is_message: bool,
+    kind: Kind,
     done: bool,
+}
+
+/// The type of an event mcpgate reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Kind {
+    /// `message` (or no type): a JSON-RPC message.
+    #[default]
+    Message,
+    /// `endpoint`: where the legacy HTTP+SSE transport takes POSTs.
+    Endpoint,
+    /// Anything else: skipped.
+    Other,
 }
 
 impl<C: Chunks> EventReader<C> {
@@ -52,13 +65,24 @@ impl<C: Chunks> EventReader<C> {
             body,
             buf: BytesMut::new(),
             data: Vec::new(),
-            kind_is_message: true,
+            kind: Kind::Message,
             done: false,
         }
     }
 
-    /// The next event's data; `None` at the end of the stream.
+    /// The next `message` event's data; `None` at the end of the stream.
     pub async fn next(&mut self) -> Result<Option<Vec<u8>>, SseError> {
+        loop {
+            match self.next_event().await? {
+                Some((Kind::Message, data)) => return Ok(Some(data)),
+                Some(_) => {}
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// The next event of a type mcpgate reads, with its data.
+    pub async fn next_event(&mut self) -> Result<Option<(Kind, Vec<u8>)>, SseError> {
         loop {
             while let Some(end) = self.buf.iter().position(|b| *b == b'\n') {
                 let mut line = self.buf.split_to(end + 1);
@@ -87,11 +111,11 @@ impl<C: Chunks> EventReader<C> {
         }
     }
 
-    fn line(&mut self, line: &[u8]) -> Result<Option<Vec<u8>>, SseError> {
+    fn line(&mut self, line: &[u8]) -> Result<Option<(Kind, Vec<u8>)>, SseError> {
         if line.is_empty() {
             let event = std::mem::take(&mut self.data);
-            let message = std::mem::replace(&mut self.kind_is_message, true);
-            return Ok((message && !event.is_empty()).then_some(event));
+            let kind = std::mem::take(&mut self.kind);
+            return Ok((kind != Kind::Other && !event.is_empty()).then_some((kind, event)));
         }
         if line.starts_with(b":") {
             return Ok(None);
@@ -113,7 +137,13 @@ impl<C: Chunks> EventReader<C> {
                 }
                 self.data.extend_from_slice(value);
             }
-            b"event" => self.kind_is_message = value == b"message",
+            b"event" => {
+                self.kind = match value {
+                    b"message" => Kind::Message,
+                    b"endpoint" => Kind::Endpoint,
+                    _ => Kind::Other,
+                }
+            }
             _ => {}
         }
         Ok(None)
@@ -148,6 +178,21 @@ mod tests {
         // line is kept.
         assert_eq!(reader.next().await.expect("ok"), Some(b"last".to_vec()));
         assert_eq!(reader.next().await.expect("ok"), None);
+    }
+
+    #[tokio::test]
+    async fn the_legacy_endpoint_event_is_told_apart() {
+        let mut reader = EventReader::new(Parts(vec![
+            b"event: endpoint\ndata: /messages?sessionId=1\n\ndata: {}\n\n",
+        ]));
+        assert_eq!(
+            reader.next_event().await.expect("ok"),
+            Some((Kind::Endpoint, b"/messages?sessionId=1".to_vec()))
+        );
+        assert_eq!(
+            reader.next_event().await.expect("ok"),
+            Some((Kind::Message, b"{}".to_vec()))
+        );
     }
 
     #[tokio::test]

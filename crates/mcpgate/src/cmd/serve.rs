@@ -3,11 +3,12 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use axum::serve::ListenerExt;
 use mcpgate_resource::policy::{Policy, PolicyHandle};
-use mcpgate_resource::{Access, ResourceSettings, Stats, router};
+use mcpgate_resource::{Access, ResourceSettings, Stats, router_with_endpoint};
 use serde::Serialize;
 
 use crate::cli::ServeArgs;
@@ -168,7 +169,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(name) = &raw.http.resource_name {
         settings.resource_name = name.clone();
     }
-    let mut app = router(&settings, access, Arc::new(Stats::default()));
+    let (mut app, endpoint) = router_with_endpoint(&settings, access, Arc::new(Stats::default()));
+    if settings.gateway.is_some() {
+        // Idle sessions end on time, and their children with them.
+        let every =
+            (settings.sessions.idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                endpoint.sessions().sweep_expired();
+            }
+        });
+    }
     if let Some(broker) = &broker {
         app = app.merge(mcpgate_broker::router(broker.clone()));
     }

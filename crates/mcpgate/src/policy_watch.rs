@@ -305,11 +305,8 @@ mod tests {
         assert!(allows(&handle), "no reload without the signal");
         // Safe: `spawn_polling` installed the handler before returning, and
         // the signal goes to this test process alone.
-        let status = std::process::Command::new("kill")
-            .args(["-HUP", &std::process::id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
+        rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::HUP)
+            .expect("SIGHUP sent");
         until("the reload on SIGHUP", || !allows(&handle)).await;
         task.abort();
     }

@@ -6,9 +6,6 @@
 //! parse or compile is reported once, naming the file and line, and the
 //! policy in force is kept.
 
-// `serve` is being wired to `load` and `spawn`; until it is, they are unused.
-#![allow(dead_code)]
-
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -133,31 +130,11 @@ fn spawn_polling(
     }))
 }
 
-/// Reads `path` and swaps its policy in; the number of rules now in force.
-pub fn reload(path: &Path, handle: &PolicyHandle) -> Result<usize, ReloadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ReloadError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    apply(path, &text, handle)
-}
-
 fn apply(path: &Path, text: &str, handle: &PolicyHandle) -> Result<usize, ReloadError> {
     let policy = compile(path, text)?;
     let rules = policy.rule_count();
     handle.replace(policy);
     Ok(rules)
-}
-
-/// The policy of the configuration file `path`, as `serve` reads it at
-/// start: the file's `[policy]` table (none: allow all) with
-/// `MCPGATE_POLICY__…` variables on top.
-pub fn load(path: &Path) -> Result<Policy, ReloadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ReloadError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    compile(path, &text)
 }
 
 #[derive(Deserialize)]
@@ -246,6 +223,15 @@ mod tests {
     use super::*;
     use mcpgate_resource::policy::Kind;
 
+    // What a SIGHUP does, without the signal: the number of rules now in force.
+    fn reload(path: &Path, handle: &PolicyHandle) -> Result<usize, ReloadError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ReloadError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        apply(path, &text, handle)
+    }
+
     const ALLOW: &str = "bind = \"127.0.0.1:0\"\n\n[policy]\ndefault = \"allow\"\n";
     const DENY: &str = "bind = \"127.0.0.1:0\"\n\n[policy]\ndefault = \"deny\"\n";
 
@@ -268,7 +254,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("mcpgate.toml");
         std::fs::write(&path, ALLOW).expect("write");
-        let handle = Arc::new(PolicyHandle::new(load(&path).expect("load")));
+        let handle = Arc::new(PolicyHandle::default());
         let task =
             spawn_polling(path.clone(), handle.clone(), Duration::from_millis(20)).expect("spawn");
         assert!(allows(&handle));

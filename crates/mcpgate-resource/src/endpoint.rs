@@ -234,8 +234,7 @@ impl Endpoint {
                 caller,
                 version: &session.version,
             };
-            let (status, body) = self.dispatch(cx, false, &id, &method, &params).await;
-            return json(status, body);
+            return self.guarded(cx, false, &id, &method, &params).await;
         }
 
         // No session: the 2026-07-28 wire, where each request carries its
@@ -301,8 +300,33 @@ impl Endpoint {
             caller,
             version: &version,
         };
-        let (status, body) = self.dispatch(cx, true, &id, &method, &params).await;
-        json(status, body)
+        self.guarded(cx, true, &id, &method, &params).await
+    }
+
+    /// [`Self::dispatch`] behind the guard: the built-in tools answer to the
+    /// same policy and audit as an upstream's.
+    async fn guarded(
+        &self,
+        cx: CallContext<'_>,
+        stateless: bool,
+        id: &RequestId,
+        method: &str,
+        params: &Params<'_>,
+    ) -> Response {
+        let target = Target::of(method, params.name.as_deref(), params.uri.as_deref());
+        if let Some(target) = target
+            && let Some(refusal) = self.guard.check(cx.caller, id, target, params.arguments)
+        {
+            return refusal;
+        }
+        let finish = self
+            .guard
+            .finish(cx.caller, id, method, target, params.arguments);
+        let (status, body) = self.dispatch(cx, stateless, id, method, params).await;
+        match finish {
+            Some(finish) => json(status, finish(body, reply::Ended::Answered).await),
+            None => json(status, body),
+        }
     }
 
     async fn initialize(
@@ -540,7 +564,8 @@ impl Endpoint {
                 }
                 let finish = self
                     .guard
-                    .finish(caller, &id, &method, target, parsed.arguments);
+                    .finish(caller, &id, &method, target, parsed.arguments)
+                    .unwrap_or_else(reply::passthrough);
                 match link.request(&id, &method, params).await {
                     Ok(forwarded) => reply::respond(id, forwarded, finish).await,
                     Err(e) => {

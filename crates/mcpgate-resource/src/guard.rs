@@ -213,7 +213,8 @@ impl Guard {
 
     /// What the answer to an allowed request goes through: lists are cut
     /// to what the caller may use (and, for tools, to pinned definitions);
-    /// calls are recorded with their outcome.
+    /// calls are recorded with their outcome. `None` when the answer needs
+    /// nothing (no rule, no pin, no audit): the common case costs nothing.
     pub fn finish(
         self: &Arc<Self>,
         caller: Option<&Arc<Principal>>,
@@ -221,7 +222,7 @@ impl Guard {
         method: &str,
         target: Option<Target<'_>>,
         arguments: Option<&RawValue>,
-    ) -> Finish {
+    ) -> Option<Finish> {
         let list = match method {
             "tools/list" => Some((Kind::Tool, "tools", "name")),
             "prompts/list" => Some((Kind::Prompt, "prompts", "name")),
@@ -231,10 +232,19 @@ impl Guard {
             }
             _ => None,
         };
+        if let Some((kind, _, _)) = list
+            && self.pins.is_none()
+        {
+            // With no rule, the default decides for every name alike.
+            let policy = self.policy.load();
+            if policy.rule_count() == 0 && policy.decide(None, kind, "") == Decision::Allow {
+                return None;
+            }
+        }
         let guard = self.clone();
         let caller = caller.cloned();
         if let Some((kind, key, field)) = list {
-            return Box::new(move |answer, ended| {
+            return Some(Box::new(move |answer, ended| {
                 Box::pin(async move {
                     if ended != Ended::Answered {
                         return answer;
@@ -243,17 +253,15 @@ impl Guard {
                         .filter(caller.as_deref(), kind, key, field, answer)
                         .await
                 })
-            });
+            }));
         }
-        let Some(target) = target.filter(|_| self.audits()) else {
-            return crate::gateway::reply::passthrough();
-        };
+        let target = target.filter(|_| self.audits())?;
         let started = Instant::now();
         let id = id.clone();
         let kind = target.kind;
         let name = target.name.to_owned();
         let arguments = arguments.map(ToOwned::to_owned);
-        Box::new(move |answer, ended| {
+        Some(Box::new(move |answer, ended| {
             let outcome = match ended {
                 Ended::Answered => outcome_of(&answer),
                 Ended::TimedOut => UpstreamOutcome::Timeout,
@@ -272,7 +280,7 @@ impl Guard {
                 },
             );
             Box::pin(std::future::ready(answer))
-        })
+        }))
     }
 
     /// Records a call that could not be forwarded at all.

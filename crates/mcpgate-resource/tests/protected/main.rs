@@ -4,5 +4,6 @@
 mod downstream;
 mod metadata;
 mod negative;
+mod policy;
 mod sessions;
 mod support;

@@ -85,6 +85,15 @@ impl Gate {
         .await
     }
 
+    /// Starts with the default policy and settings edited by `edit`.
+    pub async fn with_settings(edit: impl FnOnce(&mut ResourceSettings)) -> Self {
+        let issuer = TestIssuer::start().await;
+        let validator = Validator::builder(policy(&issuer))
+            .build()
+            .expect("policy compiles");
+        Self::serve_with(issuer, Access::Validate(Arc::new(validator)), edit).await
+    }
+
     async fn serve(issuer: TestIssuer, access: Access) -> Self {
         Self::serve_with(issuer, access, |_| {}).await
     }
@@ -142,6 +151,13 @@ impl Gate {
                 ("sub", json!(format!("pairwise-{oid}"))),
             ],
         );
+        self.issuer.sign("key-a", &claims)
+    }
+
+    /// A valid token with `claims` changed as given.
+    pub fn token_with(&self, changes: &[(&str, Value)]) -> String {
+        let claims =
+            mcpgate_testkit::with(self.issuer.claims(mcpgate_testkit::unix_now()), changes);
         self.issuer.sign("key-a", &claims)
     }
 

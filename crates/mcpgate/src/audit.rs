@@ -48,8 +48,6 @@ impl RawAudit {
 /// 0700 if missing) and, unless `store = false`, `store`. Call
 /// [`Auditor::shutdown`] when the server stops, so that nothing queued is
 /// lost.
-// Until serve's wiring (the lead's) calls it.
-#[allow(dead_code, reason = "serve starts the auditor once its wiring lands")]
 pub async fn start(
     raw: &RawConfig,
     data_dir: &Path,

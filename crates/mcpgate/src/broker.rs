@@ -156,6 +156,8 @@ pub struct Attach<'a> {
     pub store: Arc<dyn Store>,
     /// Development auto-approve (loopback only).
     pub auto_approve: Option<String>,
+    /// Where sign-ins and token decisions are recorded.
+    pub audit: Option<Arc<dyn mcpgate_audit::AuditSink>>,
 }
 
 /// Starts the broker and points the server at it: the metadata names it,
@@ -189,6 +191,7 @@ pub async fn attach(
         issuer: &issuer,
         resource: settings.mcp_url(),
         auto_approve: with.auto_approve,
+        audit: with.audit,
     })
     .await?;
     let broker_issuer = broker.config().issuer.as_str().to_owned();
@@ -226,6 +229,8 @@ pub struct Setup<'a> {
     /// Development auto-approve (loopback only; the broker refuses it
     /// otherwise).
     pub auto_approve: Option<String>,
+    /// Where sign-ins and token decisions are recorded.
+    pub audit: Option<Arc<dyn mcpgate_audit::AuditSink>>,
 }
 
 /// Starts the broker: the upstream discovered, its keys and secrets opened
@@ -298,6 +303,7 @@ pub async fn start(setup: Setup<'_>) -> anyhow::Result<Arc<Broker>> {
     let mut config = BrokerConfig::new(issuer, setup.resource);
     config.pre_authorized_clients = raw.broker.pre_authorized.clone();
     config.dev_auto_approve = setup.auto_approve;
+    config.audit = setup.audit;
     if let Some(secs) = raw.broker.access_token_lifetime_secs {
         config.access_token_lifetime = std::time::Duration::from_secs(secs);
     }

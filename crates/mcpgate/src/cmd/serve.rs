@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::cli::ServeArgs;
 use crate::config::{BrokerMode, ConfigError};
-use crate::{broker, devidp, gateway, policy_watch, ready, validator};
+use crate::{audit, broker, devidp, gateway, policy_watch, ready, validator};
 
 /// What the ready file says.
 #[derive(Debug, Serialize)]
@@ -48,7 +48,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let data_dir = devidp::data_dir(&args.idp.place, &raw);
     // One store for everything that must survive a restart: the broker's
     // grants and the embedded IdP's.
-    let store = if embedded || brokered {
+    // Gateway mode keeps pins and the audit trail there, even with no
+    // authentication.
+    let gatewayed =
+        args.upstream_cmd.is_some() || args.upstream_url.is_some() || !raw.upstreams.is_empty();
+    let store = if embedded || brokered || gatewayed {
         let url = broker::store_url(args.store.as_deref(), &raw, &data_dir);
         let store = broker::open_store(&url, &raw).await?;
         broker::purge_periodically(store.clone());
@@ -56,6 +60,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
+    // Every decision on a call, a sign-in or a token, as JSON lines and in
+    // the store; drained on shutdown.
+    let auditor = audit::start(&raw, &data_dir, store.clone()).await?;
     let idp = if embedded {
         let idp =
             devidp::start_with_store(&args.idp, &raw, None, Some(bind), store.clone()).await?;
@@ -94,6 +101,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         None => Policy::allow_all(),
     };
     settings.policy = Arc::new(PolicyHandle::new(policy));
+    settings.audit = Some(auditor.clone());
     if let Some(path) = &args.config.config {
         policy_watch::spawn(path.clone(), settings.policy.clone())
             .context("watching the configuration file for policy changes")?;
@@ -127,6 +135,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                     data_dir: &data_dir,
                     store,
                     auto_approve,
+                    audit: Some(auditor.clone()),
                 },
             )
             .await?,
@@ -268,6 +277,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(idp) = idp {
         idp.shutdown().await;
     }
+    auditor.shutdown().await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -51,6 +51,9 @@ pub enum Command {
     Bridge(ClientArgs),
     /// Query the audit trail: tool calls, sign-ins, tokens issued and refused.
     Audit(crate::cmd::audit::AuditArgs),
+    /// List the upstream tool definitions the gateway pinned, or accept a
+    /// changed one.
+    Pins(crate::cmd::pins::PinsArgs),
 }
 
 /// The desktop client's settings.

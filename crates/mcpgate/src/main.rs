@@ -61,6 +61,7 @@ fn main() -> ExitCode {
             } => cmd::client::call(client, tool, arguments).await,
             Command::Bridge(args) => cmd::client::bridge(args).await,
             Command::Audit(args) => cmd::audit::run(args).await,
+            Command::Pins(args) => cmd::pins::run(args).await,
         }
     });
     match result {

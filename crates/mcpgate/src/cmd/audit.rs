@@ -52,6 +52,34 @@ pub struct AuditArgs {
     pub data_dir: Option<PathBuf>,
 }
 
+/// The store `serve` uses, for a command that reads what it wrote: a
+/// SQLite file that does not exist yet is named, not created. `what` names
+/// what would be missing ("audit trail").
+pub async fn open_existing_store(
+    flag: Option<&str>,
+    raw: &RawConfig,
+    data_dir: &Path,
+    what: &str,
+) -> anyhow::Result<std::sync::Arc<dyn mcpgate_store::Store>> {
+    let url = broker::store_url(flag, raw, data_dir);
+    if let Some(path) = url.strip_prefix("sqlite:")
+        && !Path::new(path.strip_prefix("//").unwrap_or(path)).exists()
+    {
+        bail!("no {what} yet: the store {path} does not exist (give --store or --data-dir?)");
+    }
+    broker::open_store(&url, raw).await
+}
+
+/// The data directory exactly as `serve` finds it.
+pub fn data_dir_of(raw: &RawConfig, data_dir: Option<PathBuf>) -> PathBuf {
+    let place = IdpPlace {
+        data_dir,
+        idp_bind: None,
+        idp_directory: None,
+    };
+    devidp::data_dir(&place, raw)
+}
+
 /// Prints the records asked for.
 pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
     let raw = RawConfig::load(args.config.as_deref())?;
@@ -78,23 +106,10 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
             .context("--until")?,
         limit: args.limit,
     };
-    // The data directory exactly as `serve` finds it.
-    let place = IdpPlace {
-        data_dir: args.data_dir.clone(),
-        idp_bind: None,
-        idp_directory: None,
-    };
-    let data_dir = devidp::data_dir(&place, &raw);
+    let data_dir = data_dir_of(&raw, args.data_dir.clone());
     let records = if raw.audit.to_store() || args.store.is_some() {
-        let url = broker::store_url(args.store.as_deref(), &raw, &data_dir);
-        if let Some(path) = url.strip_prefix("sqlite:")
-            && !Path::new(path.strip_prefix("//").unwrap_or(path)).exists()
-        {
-            bail!(
-                "no audit trail yet: the store {path} does not exist (give --store or --data-dir?)"
-            );
-        }
-        let store = broker::open_store(&url, &raw).await?;
+        let store =
+            open_existing_store(args.store.as_deref(), &raw, &data_dir, "audit trail").await?;
         store
             .query_audit(&query)
             .await

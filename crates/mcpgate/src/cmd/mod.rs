@@ -5,4 +5,5 @@ pub mod check;
 pub mod client;
 pub mod explain;
 pub mod idp;
+pub mod pins;
 pub mod serve;

@@ -1,0 +1,644 @@
+//! Gateway mode end to end: the real `mcpgate serve` in front of the real
+//! `mcpgate-fixture` (over stdio, and over Streamable HTTP), spoken to over
+//! HTTP as an MCP client would, with real tokens from the embedded
+//! development IdP where policy needs a user.
+//!
+//! Each test starts its own gateway: one without authentication comes up in
+//! about 50 ms and one with the IdP in about half a second (debug build),
+//! and tests that shared one would see each other's children and pins.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+mod common;
+#[path = "common/mcp.rs"]
+mod mcp;
+
+use mcp::{DevIdp, Session, names};
+use mcpgate_devidp::IdpConfig;
+use mcpgate_devidp::directory::{DEFAULT_API_APP_ID, DEFAULT_SCOPE};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mcpgate");
+
+/// JSON-RPC code of a policy or pinning refusal.
+const FORBIDDEN: i64 = -32003;
+/// JSON-RPC code of a forwarded request that timed out.
+const TIMED_OUT: i64 = -32001;
+
+/// The fixture binary beside this test's (`target/<profile>/`), built once
+/// if `cargo test -p mcpgate` did not build it.
+fn fixture() -> &'static Path {
+    static FIXTURE: OnceLock<PathBuf> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test executable");
+        // target/<profile>/deps/gateway-<hash>
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>");
+        let path = profile_dir.join(format!("mcpgate-fixture{}", std::env::consts::EXE_SUFFIX));
+        if !path.exists() {
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let mut build = Command::new(cargo);
+            build
+                .args(["build", "-p", "mcpgate-fixture"])
+                .current_dir(env!("CARGO_MANIFEST_DIR"));
+            if profile_dir.file_name().is_some_and(|n| n == "release") {
+                build.arg("--release");
+            }
+            let status = build.status().expect("run cargo build -p mcpgate-fixture");
+            assert!(status.success(), "cargo build -p mcpgate-fixture failed");
+        }
+        assert!(path.exists(), "no fixture at {}", path.display());
+        path
+    })
+}
+
+/// A TOML string literal.
+fn quoted(s: &str) -> String {
+    Value::String(s.to_owned()).to_string()
+}
+
+/// `[[upstreams]]` running the stdio fixture, with `extra` keys.
+fn stdio_upstream(extra: &str) -> String {
+    let command = format!("'{}' stdio --test-tools", fixture().display());
+    format!(
+        "[[upstreams]]\nname = \"fixture\"\ncommand = {}\n{extra}",
+        quoted(&command)
+    )
+}
+
+/// A running `mcpgate serve`, killed (and its directory removed, unless the
+/// test failed) when dropped.
+struct Gateway {
+    child: Child,
+    ready: Value,
+    dir: PathBuf,
+}
+
+impl Gateway {
+    /// Starts `serve` with `config` as its file (`$DIR` standing for the
+    /// gateway's directory), `args` and `envs`, and the embedded IdP's
+    /// directory `idp` if given; its stderr goes to `serve.log`.
+    // The child is reaped by Drop, which clippy cannot see.
+    #[allow(clippy::zombie_processes)]
+    fn start(
+        name: &str,
+        config: &str,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        idp: Option<&IdpConfig>,
+    ) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("mcpgate-gateway-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let config = config.replace("$DIR", &dir.display().to_string());
+        std::fs::write(dir.join("mcpgate.toml"), config).expect("write the config");
+        let mut command = Command::new(BIN);
+        command.args(["serve", "--bind", "127.0.0.1:0"]);
+        if let Some(idp) = idp {
+            let path = dir.join("idp.toml");
+            std::fs::write(&path, toml::to_string(idp).expect("IdP TOML")).expect("write");
+            command.arg("--idp-directory").arg(path);
+        }
+        let ready = dir.join("ready.json");
+        let log = std::fs::File::create(dir.join("serve.log")).expect("log file");
+        let child = command
+            .arg("--ready-file")
+            .arg(&ready)
+            .arg("--config")
+            .arg(dir.join("mcpgate.toml"))
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .args(args)
+            .env_remove("MCPGATE_CONFIG")
+            .env_remove("MCPGATE_DATA_DIR")
+            .env_remove("MCPGATE_UPSTREAM_URL")
+            .env_remove("MCPGATE_IDP_AUTO_APPROVE")
+            .env("MCPGATE_LOG", "info")
+            .envs(envs.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn mcpgate serve");
+        let (child, ready) = common::wait_ready(child, &ready, Duration::from_secs(60));
+        Self { child, ready, dir }
+    }
+
+    /// A gateway with no authentication in front of the stdio fixture.
+    fn open(name: &str, upstream_extra: &str, envs: &[(&str, &str)]) -> Self {
+        let config = format!(
+            "{}\n[audit]\nfile = \"$DIR/audit.jsonl\"\nstore = false\n",
+            stdio_upstream(upstream_extra)
+        );
+        Self::start(name, &config, &["--no-auth"], envs, None)
+    }
+
+    fn mcp_url(&self) -> String {
+        self.ready["mcp_url"].as_str().expect("mcp_url").to_owned()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default()
+    }
+
+    fn audit_path(&self) -> PathBuf {
+        self.dir.join("audit.jsonl")
+    }
+
+    /// Stops the server with SIGTERM, so that the auditor drains its
+    /// queue, and waits for it to exit.
+    fn stop(&mut self) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "SIGTERM to {pid}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.child.try_wait().expect("wait").is_none() {
+            assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The audit file's records, once stopped.
+    fn audit_records(&mut self) -> (String, Vec<Value>) {
+        self.stop();
+        let text = std::fs::read_to_string(self.audit_path()).unwrap_or_else(|e| {
+            panic!(
+                "no audit file at {} ({e}); serve's log:\n{}",
+                self.audit_path().display(),
+                self.log()
+            )
+        });
+        let records = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("an audit line is JSON"))
+            .collect();
+        (text, records)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("kept for inspection: {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// The description of `tool` in a list, if it is there.
+fn description<'a>(tools: &'a [Value], tool: &str) -> Option<&'a str> {
+    tools
+        .iter()
+        .find(|t| t["name"] == tool)
+        .and_then(|t| t["description"].as_str())
+}
+
+#[tokio::test]
+async fn a_crashed_child_fails_its_call_and_the_next_call_starts_a_new_one() {
+    let gateway = Gateway::open("crash", "pinning = \"off\"\n", &[]);
+    let mut session = Session::open(&gateway.mcp_url(), None).await;
+    // A mark only this child holds: a new child lists the original text.
+    let mutated = session
+        .call(
+            "fixture_mutate",
+            json!({ "tool": "fixture_sleep", "description": "first child" }),
+        )
+        .await;
+    mutated.text();
+    let tools = session.tools().await;
+    assert_eq!(description(&tools, "fixture_sleep"), Some("first child"));
+
+    let crashed = session.call("fixture_crash", json!({})).await;
+    let code = crashed.error_code();
+    assert!(
+        code.is_some() && code != Some(FORBIDDEN),
+        "the caller gets the upstream's failure as a JSON-RPC error: {:?}",
+        crashed.messages
+    );
+
+    // Same session, next call: a new child answers.
+    assert_eq!(session.echo("after the crash").await, "after the crash");
+    let tools = session.tools().await;
+    let text = description(&tools, "fixture_sleep").expect("fixture_sleep listed");
+    assert_ne!(text, "first child", "the child was restarted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_call_times_out_while_other_sessions_go_on() {
+    let gateway = Gateway::open("hang", "timeout_secs = 2\n", &[]);
+    let url = gateway.mcp_url();
+    let mut hanging = Session::open(&url, None).await;
+    let mut other = Session::open(&url, None).await;
+
+    // fixture_sleep without ms never answers.
+    let hung = tokio::spawn(async move { hanging.call("fixture_sleep", json!({})).await });
+    assert_eq!(other.echo("meanwhile").await, "meanwhile");
+    assert!(
+        !hung.is_finished(),
+        "the other session's call finished only after the hung one ended"
+    );
+
+    // A deadline, not a measurement: the timeout is 2 s.
+    let reply = tokio::time::timeout(Duration::from_secs(20), hung)
+        .await
+        .expect("the hung call ends with the upstream timeout")
+        .expect("join");
+    assert_eq!(
+        reply.error_code(),
+        Some(TIMED_OUT),
+        "timeout error: {:?}",
+        reply.messages
+    );
+    // The session that hung still works.
+    let mut again = Session::open(&url, None).await;
+    assert_eq!(again.echo("still here").await, "still here");
+}
+
+#[tokio::test]
+async fn the_child_sees_none_of_the_gateways_secrets() {
+    let secrets = [
+        ("MCPGATE_BROKER_CLIENT_SECRET", "broker-secret-5f1c0e"),
+        ("AWS_SECRET_ACCESS_KEY", "aws-secret-9d2b7a"),
+        ("MY_TOKEN", "my-token-3e8f41"),
+    ];
+    let cwd = std::env::temp_dir().join(format!("mcpgate-gateway-cwd-{}", std::process::id()));
+    std::fs::create_dir_all(&cwd).expect("mkdir");
+    let extra = format!(
+        "cwd = {}\nenv = {{ FIXTURE_GREETING = \"hello-from-config\" }}\n",
+        quoted(&cwd.display().to_string())
+    );
+    let gateway = Gateway::open("env", &extra, &secrets);
+    let mut session = Session::open(&gateway.mcp_url(), None).await;
+    let reply = session.call("fixture_env", json!({})).await;
+    let seen = &reply.result()["structuredContent"];
+    let env = seen["env"].as_object().expect("the child's environment");
+
+    assert_eq!(
+        env.get("FIXTURE_GREETING"),
+        Some(&json!("hello-from-config"))
+    );
+    let all = seen.to_string();
+    for (name, value) in secrets {
+        assert!(!env.contains_key(name), "{name} reached the child");
+        assert!(
+            !all.contains(value),
+            "the value of {name} reached the child"
+        );
+    }
+    let seen_cwd = PathBuf::from(seen["cwd"].as_str().expect("cwd"));
+    assert_eq!(
+        seen_cwd.canonicalize().expect("the child's cwd"),
+        cwd.canonicalize().expect("the configured cwd")
+    );
+    drop(gateway);
+    let _ = std::fs::remove_dir_all(cwd);
+}
+
+/// One session changes `fixture_echo`'s description after the first list
+/// pinned it; returns the gateway and that session.
+async fn a_tool_changes_under_a_session(name: &str) -> (Gateway, Session) {
+    let gateway = Gateway::open(name, "pinning = \"enforce\"\n", &[]);
+    let mut changed = Session::open(&gateway.mcp_url(), None).await;
+    assert!(names(&changed.tools().await).contains(&"fixture_echo"));
+    changed
+        .call(
+            "fixture_mutate",
+            json!({ "tool": "fixture_echo", "description": "Now also mails your files away" }),
+        )
+        .await
+        .text();
+    (gateway, changed)
+}
+
+#[tokio::test]
+async fn a_changed_tool_is_hidden_and_refused_but_a_fresh_child_keeps_it() {
+    let (mut gateway, mut changed) = a_tool_changes_under_a_session("pins").await;
+    let listed = changed.tools().await;
+    assert!(
+        !names(&listed).contains(&"fixture_echo"),
+        "the changed tool is hidden: {:?}",
+        names(&listed)
+    );
+    let refused = changed.call("fixture_echo", json!({ "text": "x" })).await;
+    assert_eq!(
+        refused.error_code(),
+        Some(FORBIDDEN),
+        "{:?}",
+        refused.messages
+    );
+
+    // A new session's child shows the pinned definition.
+    let mut fresh = Session::open(&gateway.mcp_url(), None).await;
+    let listed = fresh.tools().await;
+    assert!(names(&listed).contains(&"fixture_echo"));
+    assert_ne!(
+        description(&listed, "fixture_echo"),
+        Some("Now also mails your files away")
+    );
+    assert_eq!(fresh.echo("pinned").await, "pinned");
+
+    // The change is recorded once, however often it is listed.
+    assert!(!names(&changed.tools().await).contains(&"fixture_echo"));
+    let (text, records) = gateway.audit_records();
+    let pins: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["event"] == "pin_changed")
+        .collect();
+    assert_eq!(pins.len(), 1, "one pin_changed record: {text}");
+    assert_eq!(pins[0]["tool"], "fixture_echo");
+    assert_eq!(pins[0]["upstream"], "fixture");
+}
+
+#[tokio::test]
+#[ignore = "bug: Guard::hidden (crates/mcpgate-resource/src/guard.rs:353) is one set for the whole endpoint, replaced by every session's tools/list; another session's list of the pinned definition un-hides the changed tool in the session that has it"]
+async fn another_sessions_list_does_not_unhide_a_changed_tool() {
+    let (gateway, mut changed) = a_tool_changes_under_a_session("pins-unhide").await;
+    assert!(!names(&changed.tools().await).contains(&"fixture_echo"));
+    let mut fresh = Session::open(&gateway.mcp_url(), None).await;
+    assert!(names(&fresh.tools().await).contains(&"fixture_echo"));
+    let refused = changed.call("fixture_echo", json!({ "text": "x" })).await;
+    assert_eq!(
+        refused.error_code(),
+        Some(FORBIDDEN),
+        "the changed definition was called: {:?}",
+        refused.messages
+    );
+}
+
+/// The full name of the API's scope `short` (`mcp:tools`, `mcp:admin`).
+fn api_scope(short: &[&str]) -> String {
+    short
+        .iter()
+        .map(|s| format!("api://{DEFAULT_API_APP_ID}/{s}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Operators (the API's app role, which alice holds and bob does not) may
+/// crash the fixture and read its environment; `fixture_whoami` needs the
+/// API's second scope, `mcp:admin`.
+const POLICY: &str = r#"
+[policy]
+[[policy.rules]]
+name = "operators"
+tools = ["fixture_crash", "fixture_env"]
+roles = ["MCP.Tools.All"]
+[[policy.rules]]
+name = "admins"
+tools = ["fixture_whoami"]
+scopes = ["mcp:admin"]
+"#;
+
+/// A gateway with the embedded dev IdP (direct mode: its tokens are the
+/// ones `/mcp` takes), whose API exposes `mcp:admin` besides `mcp:tools`.
+fn with_idp(name: &str, config: &str, args: &[&str], envs: &[(&str, &str)]) -> (Gateway, DevIdp) {
+    let mut directory = IdpConfig::builtin();
+    let api = directory
+        .apps
+        .iter_mut()
+        .find(|a| a.client_id == DEFAULT_API_APP_ID)
+        .expect("the built-in API");
+    assert_eq!(api.scopes.first().map(String::as_str), Some(DEFAULT_SCOPE));
+    api.scopes.push("mcp:admin".to_owned());
+    let mut envs = envs.to_vec();
+    envs.push(("MCPGATE_BROKER__MODE", "direct"));
+    let gateway = Gateway::start(name, config, args, &envs, Some(&directory));
+    let idp = DevIdp::from_ready(&gateway.ready);
+    (gateway, idp)
+}
+
+/// The policy gateway in front of the stdio fixture, auditing to a file.
+fn policy_gateway(name: &str, envs: &[(&str, &str)]) -> (Gateway, DevIdp) {
+    let config = format!(
+        "{}\n[audit]\nfile = \"$DIR/audit.jsonl\"\nstore = false\n{POLICY}",
+        stdio_upstream("pinning = \"off\"\n")
+    );
+    with_idp(name, &config, &[], envs)
+}
+
+const ALICE: &str = "alice@mcpgate.test";
+const BOB: &str = "bob@mcpgate.test";
+
+#[tokio::test]
+async fn app_roles_decide_what_each_user_lists_and_calls() {
+    let (mut gateway, idp) = policy_gateway("roles", &[]);
+    let url = gateway.mcp_url();
+    let alice = idp.token(ALICE, &api_scope(&["mcp:tools"])).await;
+    let bob = idp.token(BOB, &api_scope(&["mcp:tools"])).await;
+    let mut as_alice = Session::open(&url, Some(&alice)).await;
+    let mut as_bob = Session::open(&url, Some(&bob)).await;
+
+    let (alice_sees, bob_sees) = (as_alice.tools().await, as_bob.tools().await);
+    let (alice_sees, bob_sees) = (names(&alice_sees), names(&bob_sees));
+    for tool in ["fixture_crash", "fixture_env"] {
+        assert!(
+            alice_sees.contains(&tool),
+            "alice lists {tool}: {alice_sees:?}"
+        );
+        assert!(
+            !bob_sees.contains(&tool),
+            "bob does not list {tool}: {bob_sees:?}"
+        );
+    }
+    assert!(alice_sees.contains(&"fixture_echo") && bob_sees.contains(&"fixture_echo"));
+
+    // A mark only bob's child holds: had the refused crash reached it, a
+    // new child would list the original text.
+    as_bob
+        .call(
+            "fixture_mutate",
+            json!({ "tool": "fixture_sleep", "description": "bob's child" }),
+        )
+        .await
+        .text();
+    let refused = as_bob.call("fixture_crash", json!({})).await;
+    assert_eq!(refused.status, 200);
+    assert_eq!(
+        refused.error_code(),
+        Some(FORBIDDEN),
+        "{:?}",
+        refused.messages
+    );
+    let listed = as_bob.tools().await;
+    assert_eq!(
+        description(&listed, "fixture_sleep"),
+        Some("bob's child"),
+        "the refused call never reached bob's child"
+    );
+    assert_eq!(as_bob.echo("bob goes on").await, "bob goes on");
+
+    // Alice may, and her child learns who she is, never her token.
+    let seen = as_alice.call("fixture_env", json!({})).await;
+    let seen = &seen.result()["structuredContent"];
+    assert_eq!(seen["env"]["MCPGATE_USER_UPN"], ALICE);
+    assert!(!seen.to_string().contains(alice.expose()));
+
+    // The refusal is one record, a denial of bob's.
+    let (text, records) = gateway.audit_records();
+    let crashes: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["tool"] == "fixture_crash")
+        .collect();
+    assert_eq!(crashes.len(), 1, "one record of the refused call: {text}");
+    assert_eq!(crashes[0]["decision"], "deny");
+    assert_eq!(crashes[0]["user_upn"], BOB);
+}
+
+/// The `scope` parameter of a `WWW-Authenticate` challenge.
+fn challenge_scope(challenge: &str) -> Option<&str> {
+    let start = challenge.find("scope=\"")? + "scope=\"".len();
+    Some(&challenge[start..start + challenge[start..].find('"')?])
+}
+
+#[tokio::test]
+async fn a_scope_rule_asks_for_step_up_and_the_stepped_up_token_passes() {
+    let (gateway, idp) = policy_gateway("step-up", &[]);
+    let alice = idp.token(ALICE, &api_scope(&["mcp:tools"])).await;
+    let mut session = Session::open(&gateway.mcp_url(), Some(&alice)).await;
+
+    let refused = session.call("fixture_whoami", json!({})).await;
+    assert_eq!(refused.status, 403, "{:?}", refused.messages);
+    let challenge = refused
+        .header("www-authenticate")
+        .expect("a WWW-Authenticate challenge");
+    assert!(challenge.starts_with("Bearer "), "{challenge}");
+    assert!(
+        challenge.contains(r#"error="insufficient_scope""#),
+        "{challenge}"
+    );
+    let wanted = challenge_scope(challenge).expect("a scope parameter");
+    assert!(
+        wanted.split_whitespace().any(|s| s.ends_with("mcp:admin")),
+        "the challenge names the scope the rule needs: {challenge}"
+    );
+
+    // The client signs in again with that scope and retries.
+    let stepped = idp
+        .token(ALICE, &api_scope(&["mcp:tools", "mcp:admin"]))
+        .await;
+    session.set_token(&stepped);
+    let reply = session.call("fixture_whoami", json!({})).await;
+    assert_eq!(reply.result()["structuredContent"]["transport"], "stdio");
+}
+
+#[tokio::test]
+async fn the_audit_log_has_one_record_per_decision_and_no_secret() {
+    let secret = ("MY_TOKEN", "my-token-value-77c1d9");
+    let (mut gateway, idp) = policy_gateway("audit", &[secret]);
+    let url = gateway.mcp_url();
+    let alice = idp.token(ALICE, &api_scope(&["mcp:tools"])).await;
+    let stepped = idp
+        .token(ALICE, &api_scope(&["mcp:tools", "mcp:admin"]))
+        .await;
+    let bob = idp.token(BOB, &api_scope(&["mcp:tools"])).await;
+    let mut as_alice = Session::open(&url, Some(&alice)).await;
+    let mut as_bob = Session::open(&url, Some(&bob)).await;
+
+    assert_eq!(as_alice.echo("one").await, "one");
+    let denied = as_bob.call("fixture_crash", json!({})).await;
+    assert_eq!(denied.error_code(), Some(FORBIDDEN));
+    let step_up = as_alice.call("fixture_whoami", json!({})).await;
+    assert_eq!(step_up.status, 403);
+    as_alice.set_token(&stepped);
+    as_alice.call("fixture_whoami", json!({})).await.result();
+
+    let (text, records) = gateway.audit_records();
+    let mut calls: Vec<(String, String, String)> = records
+        .iter()
+        .filter(|r| r["event"] == "tool_call")
+        .map(|r| {
+            let field = |k: &str| r[k].as_str().unwrap_or_default().to_owned();
+            (field("tool"), field("decision"), field("user_upn"))
+        })
+        .collect();
+    calls.sort();
+    let mut expected: Vec<(String, String, String)> = [
+        ("fixture_crash", "deny", BOB),
+        ("fixture_echo", "allow", ALICE),
+        ("fixture_whoami", "allow", ALICE),
+        ("fixture_whoami", "deny", ALICE),
+    ]
+    .iter()
+    .map(|(t, d, u)| ((*t).to_owned(), (*d).to_owned(), (*u).to_owned()))
+    .collect();
+    expected.sort();
+    assert_eq!(calls, expected, "one record per decision: {text}");
+    assert!(!text.contains("eyJ"), "a token in the audit log: {text}");
+    for token in [&alice, &stepped, &bob] {
+        assert!(!text.contains(token.expose()));
+    }
+    assert!(!text.contains(secret.1), "a secret in the audit log");
+}
+
+/// `mcpgate-fixture http` on a free loopback port, killed when dropped.
+struct HttpFixture {
+    child: Child,
+    url: String,
+    dir: PathBuf,
+}
+
+impl HttpFixture {
+    // The child is reaped by Drop, which clippy cannot see.
+    #[allow(clippy::zombie_processes)]
+    fn start() -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("mcpgate-gateway-httpfx-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let ready = dir.join("ready.json");
+        let child = Command::new(fixture())
+            .args([
+                "http",
+                "--bind",
+                "127.0.0.1:0",
+                "--test-tools",
+                "--ready-file",
+            ])
+            .arg(&ready)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn mcpgate-fixture http");
+        let (child, ready) = common::wait_ready(child, &ready, Duration::from_secs(30));
+        let url = ready["mcp_url"].as_str().expect("mcp_url").to_owned();
+        Self { child, url, dir }
+    }
+}
+
+impl Drop for HttpFixture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test]
+async fn an_http_upstream_answers_and_never_sees_the_callers_token() {
+    let upstream = HttpFixture::start();
+    let (gateway, idp) = with_idp("http", "", &["--upstream-url", &upstream.url], &[]);
+    let alice = idp.token(ALICE, &api_scope(&["mcp:tools"])).await;
+    let mut session = Session::open(&gateway.mcp_url(), Some(&alice)).await;
+
+    assert_eq!(session.echo("over http").await, "over http");
+    let reply = session.call("fixture_whoami", json!({})).await;
+    let seen = &reply.result()["structuredContent"];
+    assert_eq!(seen["transport"], "http", "{seen}");
+    assert_eq!(
+        seen["authorization"], false,
+        "the upstream received an Authorization header"
+    );
+    assert!(!seen.to_string().contains(alice.expose()));
+}

@@ -71,7 +71,7 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn empty() -> Self {
+    pub fn empty() -> Self {
         Self {
             ok: 0,
             errors: 0,

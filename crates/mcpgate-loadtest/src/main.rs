@@ -10,17 +10,26 @@
 //! The full benchmark, with release binaries:
 //! `cargo build --release -p mcpgate -p mcpgate-loadtest && target/release/mcpgate-loadtest`
 //!
+//! Then the gateway ([`gateway`]): `tools/call` through `mcpgate serve
+//! --upstream-url | --upstream-cmd` against the same call made directly to
+//! `mcpgate-fixture`, over HTTP and over stdio (build it too: `-p
+//! mcpgate-fixture`).
+//!
 //! Modules: [`driver`] (the wrk-like client, and why), [`http1`] (its
 //! parser), [`scenario`] (what is sent), [`servers`] (child processes),
-//! [`bench`] (the rounds), [`rss`] (session memory, soak), [`report`].
+//! [`bench`] (the rounds), [`rss`] (session memory, soak), [`gateway`]
+//! (the gateway's rounds) with [`stdio`] (its direct stdio driver),
+//! [`report`].
 
 mod bench;
 mod driver;
+mod gateway;
 mod http1;
 mod report;
 mod rss;
 mod scenario;
 mod servers;
+mod stdio;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -44,7 +53,8 @@ struct Args {
     /// Concurrent keep-alive connections.
     #[arg(long, default_value_t = 32)]
     connections: usize,
-    /// What to run: stateless, sessions16, session1, rss (comma-separated).
+    /// What to run: stateless, sessions16, session1, rss, gateway (both of
+    /// gateway-http, gateway-stdio) (comma-separated).
     #[arg(long, value_delimiter = ',')]
     only: Vec<Part>,
     /// Methods: ping, tools/list, tools/call (comma-separated).
@@ -66,6 +76,10 @@ struct Args {
     /// The mcpgate-echo binary; default: beside this one.
     #[arg(long)]
     echo: Option<PathBuf>,
+    /// The mcpgate-fixture binary (the gateway's upstream); default: beside
+    /// this one.
+    #[arg(long)]
+    fixture: Option<PathBuf>,
 }
 
 /// A part of the benchmark `--only` can select.
@@ -73,15 +87,25 @@ struct Args {
 enum Part {
     Scenario(Scenario),
     Rss,
+    /// The gateway benchmark on these upstreams.
+    Gateway(&'static [gateway::Upstream]),
 }
 
 impl std::str::FromStr for Part {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        if s == "rss" {
-            Ok(Self::Rss)
-        } else {
-            s.parse().map(Self::Scenario)
+        use gateway::Upstream::{Http, Stdio};
+        match s {
+            "rss" => Ok(Self::Rss),
+            "gateway" => Ok(Self::Gateway(&[Http, Stdio])),
+            "gateway-http" => Ok(Self::Gateway(&[Http])),
+            "gateway-stdio" => Ok(Self::Gateway(&[Stdio])),
+            _ => s.parse().map(Self::Scenario).map_err(|_| {
+                format!(
+                    "unknown part {s:?} (stateless, sessions16, session1, rss, gateway, \
+                     gateway-http, gateway-stdio)"
+                )
+            }),
         }
     }
 }
@@ -106,6 +130,10 @@ async fn main() -> anyhow::Result<()> {
             .echo
             .clone()
             .unwrap_or_else(|| here.with_file_name("mcpgate-echo")),
+        fixture: args
+            .fixture
+            .clone()
+            .unwrap_or_else(|| here.with_file_name("mcpgate-fixture")),
     };
     let scenarios: Vec<Scenario> = Scenario::ALL
         .into_iter()
@@ -160,7 +188,31 @@ async fn main() -> anyhow::Result<()> {
         rss_kb = Some(rss::run(&bins, &issuer, args.sessions, settle, soak).await?);
     }
 
+    let mut upstreams = Vec::new();
+    for u in [gateway::Upstream::Http, gateway::Upstream::Stdio] {
+        let wanted = args
+            .only
+            .iter()
+            .any(|p| matches!(p, Part::Gateway(us) if us.contains(&u)));
+        if args.only.is_empty() || wanted {
+            upstreams.push(u);
+        }
+    }
+    let mut gateway_results = Vec::new();
+    if !upstreams.is_empty() {
+        let plan = gateway::Plan {
+            upstreams,
+            connections: args.connections,
+            rounds: args.rounds,
+            measure: Duration::from_secs_f64(args.seconds),
+            warm_up: Duration::from_secs_f64(if args.smoke { 0.3 } else { 1.0 }),
+        };
+        let token = issuer.sign("key-a", &issuer.claims(unix_now()));
+        gateway_results = gateway::run(&bins, &plan, &issuer.issuer(), &token).await?;
+    }
+
     report::print_summary(&results, rss_kb.as_deref());
+    gateway::print_summary(&gateway_results);
     if args.smoke {
         // Errors and empty measurements already failed the run above.
         println!(

@@ -83,14 +83,14 @@ pub fn median(mut v: Vec<f64>) -> Option<f64> {
     })
 }
 
-fn min_max(v: &[f64]) -> (f64, f64) {
+pub fn min_max(v: &[f64]) -> (f64, f64) {
     v.iter()
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| {
             (lo.min(*x), hi.max(*x))
         })
 }
 
-fn show(v: Option<f64>, decimals: usize) -> String {
+pub fn show(v: Option<f64>, decimals: usize) -> String {
     v.map_or("-".to_owned(), |v| format!("{v:.decimals$}"))
 }
 

@@ -110,14 +110,7 @@ impl Server {
 
     /// CPU seconds (user + system) used so far; `None` without procfs.
     pub fn cpu_seconds(&self) -> Option<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).ok()?;
-        // Fields after the command name, which may contain spaces, in parentheses.
-        let rest = stat.rsplit_once(')')?.1;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let utime: f64 = fields.get(11)?.parse().ok()?;
-        let stime: f64 = fields.get(12)?.parse().ok()?;
-        // The kernel counts in clock ticks; USER_HZ is 100 on Linux.
-        Some((utime + stime) / 100.0)
+        cpu_seconds(self.pid())
     }
 
     /// Resident set size in KB (`VmRSS` in `/proc/<pid>/status`).
@@ -128,10 +121,46 @@ impl Server {
     }
 }
 
+/// The fields of `/proc/<pid>/stat` after the command name, which may
+/// contain spaces and so sits in parentheses.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+/// CPU seconds (user + system) process `pid` has used; `None` without
+/// procfs or once it is gone.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let fields = stat_fields(pid)?;
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // The kernel counts in clock ticks; USER_HZ is 100 on Linux.
+    Some((utime + stime) / 100.0)
+}
+
+/// The live child processes of `pid`, found by their parent in
+/// `/proc/*/stat` (`/proc/<pid>/task/*/children` needs a kernel option).
+pub fn children_of(pid: u32) -> Option<Vec<u32>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(child) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        let parent = stat_fields(child).and_then(|f| f.get(1)?.parse::<u32>().ok());
+        if parent == Some(pid) {
+            out.push(child);
+        }
+    }
+    Some(out)
+}
+
 /// Where the binaries are.
 pub struct Binaries {
     pub mcpgate: PathBuf,
     pub echo: PathBuf,
+    /// `mcpgate-fixture`, the gateway's upstream.
+    pub fixture: PathBuf,
 }
 
 /// The arguments each kind of server is started with.
@@ -159,4 +188,21 @@ pub fn start(bins: &Binaries, kind: Kind, issuer: &str) -> anyhow::Result<Server
         Kind::Auth | Kind::NoAuth => &bins.mcpgate,
     };
     Server::start(bin, &args_for(kind, issuer), kind.name())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_a_child_and_reads_cpu() {
+        let mut child = Command::new("sleep").arg("30").spawn().expect("sleep runs");
+        let me = std::process::id();
+        let children = children_of(me).expect("procfs");
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(children.contains(&child.id()), "{children:?}");
+        assert!(cpu_seconds(me).is_some_and(|s| s >= 0.0));
+        assert!(cpu_seconds(u32::MAX).is_none(), "no such process");
+    }
 }

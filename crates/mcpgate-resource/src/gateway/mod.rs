@@ -162,7 +162,10 @@ impl Drop for Forwarded {
 
 impl Link {
     fn new(settings: &GatewaySettings, init: Box<RawValue>, env: Vec<(String, String)>) -> Self {
-        let routes = Arc::new(Routes::default());
+        let routes = Arc::new(match settings.isolation {
+            Isolation::PerSession => Routes::default(),
+            Isolation::Shared => Routes::shared(),
+        });
         let transport = match &settings.upstream {
             UpstreamSpec::Stdio(spec) => {
                 Transport::Stdio(StdioUpstream::new(spec.clone(), env, routes.clone()))
@@ -399,6 +402,9 @@ fn error_message(error: &RawValue) -> String {
 pub struct Gateway {
     settings: GatewaySettings,
     links: Mutex<HashMap<Arc<str>, Arc<Link>>>,
+    // Isolation::Shared: the one upstream session, and its handshake's
+    // result.
+    shared: tokio::sync::Mutex<Option<(Arc<Link>, Box<RawValue>)>>,
 }
 
 impl Gateway {
@@ -408,6 +414,7 @@ impl Gateway {
         Self {
             settings,
             links: Mutex::new(HashMap::new()),
+            shared: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -423,6 +430,24 @@ impl Gateway {
         caller: Option<&Principal>,
         init: &RawValue,
     ) -> Result<Box<RawValue>, UpstreamError> {
+        if self.settings.isolation == Isolation::Shared {
+            let mut shared = self.shared.lock().await;
+            let (link, result) = match &*shared {
+                Some((link, result)) => (link.clone(), result.clone()),
+                None => {
+                    // Started with the first client's handshake, and nobody's
+                    // identity: it serves everyone.
+                    let link = Arc::new(Link::new(&self.settings, init.to_owned(), Vec::new()));
+                    let result = link.ready().await?.ok_or_else(|| {
+                        UpstreamError::Unavailable("the upstream session did not start".into())
+                    })?;
+                    *shared = Some((link.clone(), result.clone()));
+                    (link, result)
+                }
+            };
+            self.lock().insert(session.clone(), link);
+            return Ok(result);
+        }
         if self.len() >= self.settings.max_upstream_sessions {
             return Err(UpstreamError::Unavailable(format!(
                 "the gateway already holds its maximum of {} upstream sessions; try again later",
@@ -448,7 +473,9 @@ impl Gateway {
 
     /// Ends the upstream session of `session` (its child is stopped).
     pub fn close(&self, session: &str) {
-        if let Some(link) = self.lock().remove(session) {
+        if let Some(link) = self.lock().remove(session)
+            && self.settings.isolation == Isolation::PerSession
+        {
             link.stop();
         }
     }

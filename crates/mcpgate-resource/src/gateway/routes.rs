@@ -65,12 +65,25 @@ struct Table {
 pub struct Routes {
     table: Mutex<Table>,
     next: AtomicU64,
+    shared: bool,
 }
 
 /// What [`Routes::inbound`] wants sent back upstream, if anything.
 pub type Reply = Option<Bytes>;
 
 impl Routes {
+    /// The table of a connection several clients share: a message goes to
+    /// a client only when it is certainly theirs (the stream that carried
+    /// it, a progress token no other request in flight uses); nothing goes
+    /// to the newest request or a standalone stream, which may be another
+    /// user's.
+    pub fn shared() -> Self {
+        Self {
+            shared: true,
+            ..Self::default()
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Table> {
         // Every change is one insert or remove: a panic leaves it whole.
         self.table.lock().unwrap_or_else(|e| e.into_inner())
@@ -156,7 +169,9 @@ impl Routes {
     /// Sets the standalone stream, replacing (and so ending) any other.
     pub fn open_standalone(&self) -> mpsc::Receiver<Bytes> {
         let (tx, rx) = mpsc::channel(EVENT_BACKLOG);
-        self.lock().standalone = Some(tx);
+        if !self.shared {
+            self.lock().standalone = Some(tx);
+        }
         rx
     }
 
@@ -190,7 +205,7 @@ impl Routes {
                 let number = self.number();
                 let message = frame::request(number, method, frame.params);
                 let mut table = self.lock();
-                let sink = route(&table, related).cloned();
+                let sink = route(&table, related, self.shared).cloned();
                 let delivered = sink.is_some_and(|sink| sink.try_send(message).is_ok());
                 if !delivered {
                     drop(table);
@@ -216,15 +231,18 @@ impl Routes {
                     "notifications/progress" => {
                         let token = progress_of(frame.params);
                         let sink = token.and_then(|token| {
-                            table
-                                .pending
-                                .values()
-                                .find(|p| {
-                                    p.progress
-                                        .as_deref()
-                                        .is_some_and(|t| t.get() == token.get())
-                                })
-                                .map(|p| &p.events)
+                            let mut owners = table.pending.values().filter(|p| {
+                                p.progress
+                                    .as_deref()
+                                    .is_some_and(|t| t.get() == token.get())
+                            });
+                            let first = owners.next();
+                            // Two requests with one token (clients choose
+                            // them): the progress is nobody's for sure.
+                            if self.shared && owners.next().is_some() {
+                                return None;
+                            }
+                            first.map(|p| &p.events)
                         });
                         (sink, Bytes::copy_from_slice(bytes))
                     }
@@ -239,11 +257,14 @@ impl Routes {
                                 .map(|(n, _)| *n)
                         })?;
                         (
-                            route(&table, related),
+                            route(&table, related, self.shared),
                             cancelled(AnswerId::Number(number), "cancelled by the server"),
                         )
                     }
-                    _ => (route(&table, related), Bytes::copy_from_slice(bytes)),
+                    _ => (
+                        route(&table, related, self.shared),
+                        Bytes::copy_from_slice(bytes),
+                    ),
                 };
                 if let Some(sink) = sink
                     && sink.try_send(message).is_err()
@@ -294,10 +315,12 @@ pub fn error_json(code: i32, message: &str) -> Box<RawValue> {
 // The stream for a message: its own request's, else the newest request's
 // (stdio says nothing about which request a message belongs to), else the
 // standalone one.
-fn route(table: &Table, related: Option<u64>) -> Option<&mpsc::Sender<Bytes>> {
-    related
-        .and_then(|n| table.pending.get(&n))
-        .or_else(|| table.newest.and_then(|n| table.pending.get(&n)))
+fn route(table: &Table, related: Option<u64>, shared: bool) -> Option<&mpsc::Sender<Bytes>> {
+    let own = related.and_then(|n| table.pending.get(&n));
+    if shared {
+        return own.map(|p| &p.events);
+    }
+    own.or_else(|| table.newest.and_then(|n| table.pending.get(&n)))
         .map(|p| &p.events)
         .or(table.standalone.as_ref())
 }
@@ -435,6 +458,42 @@ mod tests {
             value(&standalone.try_recv().expect("request"))["method"],
             "roots/list"
         );
+    }
+
+    #[tokio::test]
+    async fn a_shared_connection_delivers_only_what_is_certainly_yours() {
+        let routes = Routes::shared();
+        let mine = raw(r#"{"_meta":{"progressToken":1}}"#);
+        let (_, mut alice) = routes.request(Some(RequestId::Number(1)), "tools/call", Some(&mine));
+        let (_, mut bob) = routes.request(Some(RequestId::Number(1)), "tools/call", Some(&mine));
+        let mut standalone = routes.open_standalone();
+        // A log line and a request from a stdio child belong to nobody known.
+        routes.inbound(
+            br#"{"jsonrpc":"2.0","method":"notifications/message","params":{}}"#,
+            None,
+        );
+        let refused = routes
+            .inbound(
+                br#"{"jsonrpc":"2.0","id":1,"method":"sampling/createMessage"}"#,
+                None,
+            )
+            .expect("refused upstream");
+        assert!(value(&refused)["error"].is_object());
+        // Both chose token 1: the progress is dropped, not guessed.
+        routes.inbound(
+            br#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":1,"progress":1}}"#,
+            None,
+        );
+        assert!(alice.events.try_recv().is_err());
+        assert!(bob.events.try_recv().is_err());
+        assert!(standalone.try_recv().is_err());
+        // What came on alice's own stream is hers.
+        routes.inbound(
+            br#"{"jsonrpc":"2.0","method":"notifications/message","params":{}}"#,
+            Some(alice.number),
+        );
+        assert!(alice.events.try_recv().is_ok());
+        assert!(bob.events.try_recv().is_err());
     }
 
     #[tokio::test]

@@ -22,11 +22,14 @@ use crate::challenge::{AuthRejection, ChallengeContext};
 use crate::gateway::reply::{Ended, Finish};
 use crate::pins::ToolPins;
 use crate::policy::{Decision, Denial, Kind, PolicyHandle};
+use crate::ratelimit::{RateLimiter, RateLimits};
 use crate::wire;
 
 /// The JSON-RPC error code of a policy refusal that more scope would not
 /// lift.
 pub const FORBIDDEN: ErrorCode = ErrorCode(-32003);
+/// The JSON-RPC error code of a call over its rate limit (with HTTP 429).
+pub const RATE_LIMITED: ErrorCode = ErrorCode(-32029);
 
 /// Policy, pins and audit, as the endpoint applies them.
 #[derive(Debug)]
@@ -40,6 +43,7 @@ pub struct Guard {
     hidden: Mutex<HashSet<String>>,
     // The challenge a step-up refusal extends with the scopes it needs.
     challenge: Option<ChallengeContext>,
+    limiter: Option<RateLimiter>,
 }
 
 /// What a request names that policy governs.
@@ -86,7 +90,15 @@ impl Guard {
             upstream: None,
             hidden: Mutex::new(HashSet::new()),
             challenge,
+            limiter: None,
         }
+    }
+
+    /// Also enforces `limits` on tool calls by authenticated callers.
+    pub fn with_rate_limits(mut self, limits: RateLimits) -> Self {
+        let limiter = RateLimiter::new(limits);
+        self.limiter = limiter.is_active().then_some(limiter);
+        self
     }
 
     /// In front of upstream `name`, whose tool definitions `pins` keeps.
@@ -121,12 +133,49 @@ impl Guard {
         }
         let Decision::Deny(denial) = self.policy.load().decide(who, target.kind, target.name)
         else {
-            return None;
+            return self.rate_limit(who, id, target, arguments);
         };
         self.record(who, id, target, arguments, Verdict::Deny, |r| {
             r.reason = Some(denial.reason.clone());
         });
         Some(self.refusal(id, target, &denial))
+    }
+
+    // A tool call over its caller's quota: 429 with Retry-After, and a
+    // JSON-RPC error that says which limit.
+    fn rate_limit(
+        &self,
+        who: Option<&Principal>,
+        id: &RequestId,
+        target: Target<'_>,
+        arguments: Option<&RawValue>,
+    ) -> Option<Response> {
+        let (Some(limiter), Some(p), Kind::Tool) = (&self.limiter, who, target.kind) else {
+            return None;
+        };
+        let limited = limiter
+            .check(p.identity_key(), p.client_app_id.as_deref(), Instant::now())
+            .err()?;
+        let reason = format!(
+            "rate limit: {} calls per minute per {} (burst {}); retry in {} s",
+            limited.quota.per_minute,
+            limited.whose,
+            limited.quota.burst,
+            limited.retry_after.as_secs().max(1)
+        );
+        self.record(who, id, target, arguments, Verdict::Deny, |r| {
+            r.reason = Some(reason.clone());
+        });
+        let error = ErrorData::new(RATE_LIMITED, reason, None);
+        let mut response = json(wire::error(Some(id), &error));
+        *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        let secs = limited.retry_after.as_secs().max(1).to_string();
+        if let Ok(value) = HeaderValue::from_str(&secs) {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, value);
+        }
+        Some(response)
     }
 
     fn refusal(&self, id: &RequestId, target: Target<'_>, denial: &Denial) -> Response {

@@ -16,6 +16,7 @@
 //! | [`origin`] | the DNS-rebinding defence: allowed `Host` and `Origin` |
 //! | [`auth`] | taking and validating the token of a request |
 //! | [`wire`] | JSON-RPC messages in and replies out |
+//! | [`ratelimit`] | calls per minute, per user and per client application |
 //! | [`protocol`] | revisions, and the headers and `_meta` each requires |
 //! | [`session`] | sessions: bound to their opener, bounded, expiring |
 //! | [`service`] | what answers behind the endpoint ([`service::McpService`]) |
@@ -44,6 +45,7 @@ pub mod pins;
 pub mod policy;
 pub mod prm;
 pub mod protocol;
+pub mod ratelimit;
 pub mod service;
 pub mod session;
 pub mod tools;
@@ -70,6 +72,7 @@ use crate::guard::Guard;
 use crate::origin::OriginPolicy;
 use crate::policy::PolicyHandle;
 use crate::prm::ProtectedResourceMetadata;
+use crate::ratelimit::RateLimits;
 use crate::session::{Clock, SessionLimits, Sessions, SharedSessions, SystemClock};
 use crate::tools::GateTools;
 use mcpgate_audit::AuditSink;
@@ -123,6 +126,9 @@ pub struct ResourceSettings {
     pub policy: Arc<PolicyHandle>,
     /// Where every decision is recorded. Default: nowhere.
     pub audit: Option<Arc<dyn AuditSink>>,
+    /// Tool calls per minute per user and per client application.
+    /// Default: no limit.
+    pub rate_limits: RateLimits,
 }
 
 impl ResourceSettings {
@@ -153,6 +159,7 @@ impl ResourceSettings {
             gateway: None,
             policy: Arc::default(),
             audit: None,
+            rate_limits: RateLimits::default(),
         }
     }
 
@@ -219,7 +226,8 @@ pub fn router_with_endpoint(
         settings.policy.clone(),
         settings.audit.clone(),
         auth.is_some().then_some(challenge),
-    );
+    )
+    .with_rate_limits(settings.rate_limits);
     let mut endpoint = Endpoint::new(
         Arc::new(GateTools::new(stats, settings.user_details.clone())),
         auth,

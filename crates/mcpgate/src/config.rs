@@ -17,7 +17,7 @@ use thiserror::Error;
 
 /// The sections an `MCPGATE_…` variable may set; anything else under the
 /// prefix (`MCPGATE_LOG`, `MCPGATE_CONFIG`) is not configuration.
-const ENV_SECTIONS: [&str; 14] = [
+const ENV_SECTIONS: [&str; 15] = [
     "bind",
     "public_url",
     "ca_file",
@@ -28,6 +28,7 @@ const ENV_SECTIONS: [&str; 14] = [
     "jwks",
     "http",
     "sessions",
+    "rate_limits",
     "policy",
     "audit",
     "idp",
@@ -57,6 +58,8 @@ pub struct RawConfig {
     pub sessions: RawSessions,
     /// The audit trail: its JSON-lines file, the store, arguments recorded.
     pub audit: crate::audit::RawAudit,
+    /// Tool calls per minute, per user and per client application.
+    pub rate_limits: RawRateLimits,
     /// Per-tool policy (`[policy]`); reloaded on SIGHUP and when the file
     /// changes. Default: none, every caller may use every name.
     pub policy: Option<mcpgate_resource::policy::PolicyConfig>,
@@ -75,6 +78,42 @@ pub struct RawConfig {
     pub broker: RawBroker,
     /// Gateway mode: the MCP server(s) behind `/mcp` (`[[upstreams]]`).
     pub upstreams: Vec<RawUpstream>,
+}
+
+/// `[rate_limits]`: how fast one user, and one client application, may call
+/// tools. Each is `{ per_minute = N, burst = M }`; absent means no limit.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawRateLimits {
+    /// Per user (issuer, tenant and object id).
+    pub user: Option<RawQuota>,
+    /// Per client application (`azp` / `appid`).
+    pub client: Option<RawQuota>,
+}
+
+/// Calls per minute, and how many may come at once.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQuota {
+    /// Sustained calls per minute.
+    pub per_minute: u32,
+    /// Calls allowed back to back. Default: a tenth of `per_minute`, at
+    /// least 1.
+    pub burst: Option<u32>,
+}
+
+impl RawRateLimits {
+    /// The limits, defaults filled in.
+    pub fn limits(&self) -> mcpgate_resource::ratelimit::RateLimits {
+        let quota = |q: &RawQuota| mcpgate_resource::ratelimit::Quota {
+            per_minute: q.per_minute.max(1),
+            burst: q.burst.unwrap_or(q.per_minute / 10).max(1),
+        };
+        mcpgate_resource::ratelimit::RateLimits {
+            per_user: self.user.as_ref().map(quota),
+            per_client: self.client.as_ref().map(quota),
+        }
+    }
 }
 
 /// `[[upstreams]]`: an existing MCP server mcpgate stands in front of.

@@ -125,3 +125,59 @@ async fn a_refusal_scope_would_not_lift_is_a_json_rpc_error() {
     let decisions: Vec<Decision> = audit.take().iter().map(|r| r.decision).collect();
     assert_eq!(decisions, [Decision::Deny, Decision::Allow]);
 }
+
+#[tokio::test]
+async fn a_user_over_their_rate_limit_gets_429_and_others_go_on() {
+    use mcpgate_resource::ratelimit::{Quota, RateLimits};
+    let audit = Arc::new(Recorded::default());
+    let sink = audit.clone();
+    let gate = Gate::with_settings(move |s| {
+        s.audit = Some(sink);
+        s.rate_limits = RateLimits {
+            per_user: Some(Quota {
+                per_minute: 1,
+                burst: 2,
+            }),
+            per_client: None,
+        };
+    })
+    .await;
+    let call = |token: String| {
+        gate.stateless("tools/call", Some("whoami"), call_body("whoami"))
+            .bearer_auth(token)
+            .send()
+    };
+    for _ in 0..2 {
+        assert_eq!(
+            call(gate.token()).await.expect("send").status(),
+            StatusCode::OK
+        );
+    }
+    let limited = call(gate.token()).await.expect("send");
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = limited
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After seconds");
+    assert!((1..=60).contains(&retry), "{retry}");
+    let body = jsonrpc(&limited.text().await.expect("body"));
+    assert_eq!(body["error"]["code"], -32029, "{body}");
+    assert_eq!(gate.tool_calls(), 2, "the refused call reached no tool");
+
+    // Someone else is not held back by alice.
+    let bob = gate.token_for("00000000-0000-4000-8000-000000000b0b");
+    assert_eq!(call(bob).await.expect("send").status(), StatusCode::OK);
+
+    let decisions: Vec<Decision> = audit.take().iter().map(|r| r.decision).collect();
+    assert_eq!(
+        decisions,
+        [
+            Decision::Allow,
+            Decision::Allow,
+            Decision::Deny,
+            Decision::Allow
+        ]
+    );
+}

@@ -92,6 +92,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let mut settings = ResourceSettings::new(public_url.clone(), Vec::new());
     settings.sessions = raw.sessions.limits();
+    settings.rate_limits = raw.rate_limits.limits();
     settings.gateway = gateway::settings(&args, &raw, store.clone())?;
     // Who may call what: from [policy], reloaded on SIGHUP and when the
     // file changes, without touching sessions.

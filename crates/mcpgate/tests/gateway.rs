@@ -7,195 +7,26 @@
 //! about 50 ms and one with the IdP in about half a second (debug build),
 //! and tests that shared one would see each other's children and pins.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
 mod common;
 #[path = "common/mcp.rs"]
 mod mcp;
+#[path = "common/serve.rs"]
+mod serve;
 
 use mcp::{DevIdp, Session, names};
 use mcpgate_devidp::IdpConfig;
 use mcpgate_devidp::directory::{DEFAULT_API_APP_ID, DEFAULT_SCOPE};
-
-const BIN: &str = env!("CARGO_BIN_EXE_mcpgate");
+use serve::{Gateway, HttpFixture, LOG_REQUESTS, quoted, received, stdio_upstream};
 
 /// JSON-RPC code of a policy or pinning refusal.
 const FORBIDDEN: i64 = -32003;
 /// JSON-RPC code of a forwarded request that timed out.
 const TIMED_OUT: i64 = -32001;
-
-/// The fixture binary beside this test's (`target/<profile>/`), built once
-/// if `cargo test -p mcpgate` did not build it.
-fn fixture() -> &'static Path {
-    static FIXTURE: OnceLock<PathBuf> = OnceLock::new();
-    FIXTURE.get_or_init(|| {
-        let exe = std::env::current_exe().expect("the test executable");
-        // target/<profile>/deps/gateway-<hash>
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target/<profile>");
-        let path = profile_dir.join(format!("mcpgate-fixture{}", std::env::consts::EXE_SUFFIX));
-        if !path.exists() {
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let mut build = Command::new(cargo);
-            build
-                .args(["build", "-p", "mcpgate-fixture"])
-                .current_dir(env!("CARGO_MANIFEST_DIR"));
-            if profile_dir.file_name().is_some_and(|n| n == "release") {
-                build.arg("--release");
-            }
-            let status = build.status().expect("run cargo build -p mcpgate-fixture");
-            assert!(status.success(), "cargo build -p mcpgate-fixture failed");
-        }
-        assert!(path.exists(), "no fixture at {}", path.display());
-        path
-    })
-}
-
-/// A TOML string literal.
-fn quoted(s: &str) -> String {
-    Value::String(s.to_owned()).to_string()
-}
-
-/// `[[upstreams]]` running the stdio fixture, with `extra` keys.
-fn stdio_upstream(extra: &str) -> String {
-    let command = format!("'{}' stdio --test-tools", fixture().display());
-    format!(
-        "[[upstreams]]\nname = \"fixture\"\ncommand = {}\n{extra}",
-        quoted(&command)
-    )
-}
-
-/// A running `mcpgate serve`, killed (and its directory removed, unless the
-/// test failed) when dropped.
-struct Gateway {
-    child: Child,
-    ready: Value,
-    dir: PathBuf,
-}
-
-impl Gateway {
-    /// Starts `serve` with `config` as its file (`$DIR` standing for the
-    /// gateway's directory), `args` and `envs`, and the embedded IdP's
-    /// directory `idp` if given; its stderr goes to `serve.log`.
-    // The child is reaped by Drop, which clippy cannot see.
-    #[allow(clippy::zombie_processes)]
-    fn start(
-        name: &str,
-        config: &str,
-        args: &[&str],
-        envs: &[(&str, &str)],
-        idp: Option<&IdpConfig>,
-    ) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("mcpgate-gateway-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        let config = config.replace("$DIR", &dir.display().to_string());
-        std::fs::write(dir.join("mcpgate.toml"), config).expect("write the config");
-        let mut command = Command::new(BIN);
-        command.args(["serve", "--bind", "127.0.0.1:0"]);
-        if let Some(idp) = idp {
-            let path = dir.join("idp.toml");
-            std::fs::write(&path, toml::to_string(idp).expect("IdP TOML")).expect("write");
-            command.arg("--idp-directory").arg(path);
-        }
-        let ready = dir.join("ready.json");
-        let log = std::fs::File::create(dir.join("serve.log")).expect("log file");
-        let child = command
-            .arg("--ready-file")
-            .arg(&ready)
-            .arg("--config")
-            .arg(dir.join("mcpgate.toml"))
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .args(args)
-            .env_remove("MCPGATE_CONFIG")
-            .env_remove("MCPGATE_DATA_DIR")
-            .env_remove("MCPGATE_UPSTREAM_URL")
-            .env_remove("MCPGATE_IDP_AUTO_APPROVE")
-            .env("MCPGATE_LOG", "info")
-            .envs(envs.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn mcpgate serve");
-        let (child, ready) = common::wait_ready(child, &ready, Duration::from_secs(60));
-        Self { child, ready, dir }
-    }
-
-    /// A gateway with no authentication in front of the stdio fixture.
-    fn open(name: &str, upstream_extra: &str, envs: &[(&str, &str)]) -> Self {
-        let config = format!(
-            "{}\n[audit]\nfile = \"$DIR/audit.jsonl\"\nstore = false\n",
-            stdio_upstream(upstream_extra)
-        );
-        Self::start(name, &config, &["--no-auth"], envs, None)
-    }
-
-    fn mcp_url(&self) -> String {
-        self.ready["mcp_url"].as_str().expect("mcp_url").to_owned()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default()
-    }
-
-    fn audit_path(&self) -> PathBuf {
-        self.dir.join("audit.jsonl")
-    }
-
-    /// Stops the server with SIGTERM, so that the auditor drains its
-    /// queue, and waits for it to exit.
-    fn stop(&mut self) {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("run kill");
-        assert!(sent.success(), "SIGTERM to {pid}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.child.try_wait().expect("wait").is_none() {
-            assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// The audit file's records, once stopped.
-    fn audit_records(&mut self) -> (String, Vec<Value>) {
-        self.stop();
-        let text = std::fs::read_to_string(self.audit_path()).unwrap_or_else(|e| {
-            panic!(
-                "no audit file at {} ({e}); serve's log:\n{}",
-                self.audit_path().display(),
-                self.log()
-            )
-        });
-        let records = text
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("an audit line is JSON"))
-            .collect();
-        (text, records)
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("kept for inspection: {}", self.dir.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
 
 /// The description of `tool` in a list, if it is there.
 fn description<'a>(tools: &'a [Value], tool: &str) -> Option<&'a str> {
@@ -237,13 +68,20 @@ async fn a_crashed_child_fails_its_call_and_the_next_call_starts_a_new_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_call_times_out_while_other_sessions_go_on() {
-    let gateway = Gateway::open("hang", "timeout_secs = 2\n", &[]);
+    let config = format!("timeout_secs = 2\n{LOG_REQUESTS}");
+    let gateway = Gateway::open("hang", &config, &[]);
     let url = gateway.mcp_url();
     let mut hanging = Session::open(&url, None).await;
     let mut other = Session::open(&url, None).await;
 
     // fixture_sleep without ms never answers.
-    let hung = tokio::spawn(async move { hanging.call("fixture_sleep", json!({})).await });
+    let hung = tokio::spawn(async move {
+        let reply = hanging.call("fixture_sleep", json!({})).await;
+        (hanging, reply)
+    });
+    // The child has it: from here on, the first session hangs.
+    let [came, sleep] = received("fixture_sleep");
+    gateway.wait_for_log(&[&came, &sleep]).await;
     assert_eq!(other.echo("meanwhile").await, "meanwhile");
     assert!(
         !hung.is_finished(),
@@ -251,7 +89,7 @@ async fn a_hung_call_times_out_while_other_sessions_go_on() {
     );
 
     // A deadline, not a measurement: the timeout is 2 s.
-    let reply = tokio::time::timeout(Duration::from_secs(20), hung)
+    let (mut hanging, reply) = tokio::time::timeout(Duration::from_secs(20), hung)
         .await
         .expect("the hung call ends with the upstream timeout")
         .expect("join");
@@ -261,9 +99,8 @@ async fn a_hung_call_times_out_while_other_sessions_go_on() {
         "timeout error: {:?}",
         reply.messages
     );
-    // The session that hung still works.
-    let mut again = Session::open(&url, None).await;
-    assert_eq!(again.echo("still here").await, "still here");
+    // The session that hung goes on.
+    assert_eq!(hanging.echo("still here").await, "still here");
 }
 
 #[tokio::test]
@@ -423,7 +260,7 @@ fn with_idp(name: &str, config: &str, args: &[&str], envs: &[(&str, &str)]) -> (
 fn policy_gateway(name: &str, envs: &[(&str, &str)]) -> (Gateway, DevIdp) {
     let config = format!(
         "{}\n[audit]\nfile = \"$DIR/audit.jsonl\"\nstore = false\n{POLICY}",
-        stdio_upstream("pinning = \"off\"\n")
+        stdio_upstream(&format!("pinning = \"off\"\n{LOG_REQUESTS}"))
     );
     with_idp(name, &config, &[], envs)
 }
@@ -494,6 +331,11 @@ async fn app_roles_decide_what_each_user_lists_and_calls() {
     assert_eq!(crashes.len(), 1, "one record of the refused call: {text}");
     assert_eq!(crashes[0]["decision"], "deny");
     assert_eq!(crashes[0]["user_upn"], BOB);
+    // Seen from the fixture: alice's call came, bob's refused one did not.
+    let [came, env] = received("fixture_env");
+    assert!(gateway.logged(&[&came, &env]), "{}", gateway.log());
+    let [came, crash] = received("fixture_crash");
+    assert!(!gateway.logged(&[&came, &crash]), "{}", gateway.log());
 }
 
 /// The `scope` parameter of a `WWW-Authenticate` challenge.
@@ -580,49 +422,6 @@ async fn the_audit_log_has_one_record_per_decision_and_no_secret() {
         assert!(!text.contains(token.expose()));
     }
     assert!(!text.contains(secret.1), "a secret in the audit log");
-}
-
-/// `mcpgate-fixture http` on a free loopback port, killed when dropped.
-struct HttpFixture {
-    child: Child,
-    url: String,
-    dir: PathBuf,
-}
-
-impl HttpFixture {
-    // The child is reaped by Drop, which clippy cannot see.
-    #[allow(clippy::zombie_processes)]
-    fn start() -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("mcpgate-gateway-httpfx-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        let ready = dir.join("ready.json");
-        let child = Command::new(fixture())
-            .args([
-                "http",
-                "--bind",
-                "127.0.0.1:0",
-                "--test-tools",
-                "--ready-file",
-            ])
-            .arg(&ready)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn mcpgate-fixture http");
-        let (child, ready) = common::wait_ready(child, &ready, Duration::from_secs(30));
-        let url = ready["mcp_url"].as_str().expect("mcp_url").to_owned();
-        Self { child, url, dir }
-    }
-}
-
-impl Drop for HttpFixture {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 #[tokio::test]

@@ -33,6 +33,7 @@ use crate::auth::{self, AuthState};
 use crate::gateway::{Gateway, frame::Outcome, reply};
 use crate::guard::{Guard, Target};
 use crate::origin::OriginPolicy;
+use crate::policy::Kind;
 use crate::protocol::{self, Params, RequestMeta};
 use crate::service::{CallContext, McpService, ToolOutput};
 use crate::session::{OpenError, Sessions};
@@ -315,13 +316,15 @@ impl Endpoint {
     ) -> Response {
         let target = Target::of(method, params.name.as_deref(), params.uri.as_deref());
         if let Some(target) = target
-            && let Some(refusal) = self.guard.check(cx.caller, id, target, params.arguments)
+            && let Some(refusal) = self
+                .guard
+                .check(cx.caller, id, target, params.arguments, false)
         {
             return refusal;
         }
         let finish = self
             .guard
-            .finish(cx.caller, id, method, target, params.arguments);
+            .finish(cx.caller, id, method, target, params.arguments, None);
         let (status, body) = self.dispatch(cx, stateless, id, method, params).await;
         match finish {
             Some(finish) => json(status, finish(body, reply::Ended::Answered).await),
@@ -557,14 +560,22 @@ impl Endpoint {
             Incoming::Request { id, method, params } => {
                 let parsed = Params::of(params);
                 let target = Target::of(&method, parsed.name.as_deref(), parsed.uri.as_deref());
-                if let Some(target) = target
-                    && let Some(refusal) = self.guard.check(caller, &id, target, parsed.arguments)
-                {
-                    return refusal;
+                if let Some(target) = target {
+                    // A tool is judged by its definition as this session's
+                    // upstream shows it.
+                    let hidden = target.kind == Kind::Tool
+                        && self.guard.pins_tools()
+                        && link.tool_hidden(&self.guard, target.name).await;
+                    if let Some(refusal) =
+                        self.guard
+                            .check(caller, &id, target, parsed.arguments, hidden)
+                    {
+                        return refusal;
+                    }
                 }
                 let finish = self
                     .guard
-                    .finish(caller, &id, &method, target, parsed.arguments)
+                    .finish(caller, &id, &method, target, parsed.arguments, Some(&link))
                     .unwrap_or_else(reply::passthrough);
                 match link.request(&id, &method, params).await {
                     Ok(forwarded) => reply::respond(id, forwarded, finish).await,

@@ -5,7 +5,7 @@
 //! decision.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::response::{IntoResponse, Response};
@@ -19,8 +19,9 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::challenge::{AuthRejection, ChallengeContext};
+use crate::gateway::Link;
 use crate::gateway::reply::{Ended, Finish};
-use crate::pins::ToolPins;
+use crate::pins::{PinMode, ToolPins};
 use crate::policy::{Decision, Denial, Kind, PolicyHandle};
 use crate::ratelimit::{RateLimiter, RateLimits};
 use crate::wire;
@@ -38,9 +39,6 @@ pub struct Guard {
     audit: Option<Arc<dyn AuditSink>>,
     pins: Option<Arc<ToolPins>>,
     upstream: Option<String>,
-    // Tools whose changed definition awaits an operator: refused even to a
-    // client that never listed them again.
-    hidden: Mutex<HashSet<String>>,
     // The challenge a step-up refusal extends with the scopes it needs.
     challenge: Option<ChallengeContext>,
     limiter: Option<RateLimiter>,
@@ -88,7 +86,6 @@ impl Guard {
             audit,
             pins: None,
             upstream: None,
-            hidden: Mutex::new(HashSet::new()),
             challenge,
             limiter: None,
         }
@@ -113,17 +110,26 @@ impl Guard {
         self.audit.is_some()
     }
 
+    /// Whether upstream tools are pinned: a session must have its tools
+    /// reviewed ([`Self::review_tools`]) before it calls one.
+    pub fn pins_tools(&self) -> bool {
+        self.pins.is_some() && self.upstream.is_some()
+    }
+
     /// Decides whether `caller` may act on `target`: `None` to go ahead,
     /// else the refusal to answer with (its audit record written).
+    /// `hidden`: the tool's definition, as this session's upstream shows
+    /// it, awaits an operator's acceptance.
     pub fn check(
         &self,
         caller: Option<&Arc<Principal>>,
         id: &RequestId,
         target: Target<'_>,
         arguments: Option<&RawValue>,
+        hidden: bool,
     ) -> Option<Response> {
         let who = caller.map(|p| &**p);
-        if target.kind == Kind::Tool && self.is_hidden(target.name) {
+        if target.kind == Kind::Tool && hidden {
             let reason = "the tool's definition changed since it was approved; an operator must accept the change (mcpgate pins)";
             self.record(who, id, target, arguments, Verdict::Deny, |r| {
                 r.reason = Some(reason.to_owned());
@@ -217,13 +223,34 @@ impl Guard {
         json(wire::error(Some(id), &error))
     }
 
-    fn is_hidden(&self, tool: &str) -> bool {
-        self.pins.is_some()
-            && self
-                .hidden
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains(tool)
+    /// Reviews one upstream session's tools against their pins: reports
+    /// (log and audit) each change seen for the first time, and returns
+    /// the names to hide from that session.
+    pub async fn review_tools(&self, tools: &[Value]) -> HashSet<String> {
+        let (Some(pins), Some(upstream)) = (&self.pins, &self.upstream) else {
+            return HashSet::new();
+        };
+        let review = pins.review(upstream, tools).await;
+        for change in &review.changed {
+            tracing::warn!(target: "mcpgate::pins", upstream, tool = change.tool, old = change.old_digest, new = change.new_digest, mode = ?pins.mode(), "an upstream tool's definition changed since it was pinned");
+            if let Some(audit) = &self.audit {
+                let mut record = AuditRecord::new(AuditEvent::PinChanged, Verdict::Deny);
+                record.upstream = Some(upstream.clone());
+                record.tool = Some(change.tool.clone());
+                record.reason = Some(format!(
+                    "definition changed from {} to {}",
+                    change.old_digest, change.new_digest
+                ));
+                audit.record(record);
+            }
+        }
+        let mut hidden: HashSet<String> = review.hidden.into_iter().collect();
+        if pins.mode() == PinMode::Enforce {
+            // Pinning fails closed: a tool whose pin could not be read is
+            // not shown.
+            hidden.extend(review.unavailable);
+        }
+        hidden
     }
 
     /// Writes one record of `target` decided `verdict`.
@@ -271,6 +298,7 @@ impl Guard {
         method: &str,
         target: Option<Target<'_>>,
         arguments: Option<&RawValue>,
+        link: Option<&Arc<Link>>,
     ) -> Option<Finish> {
         let list = match method {
             "tools/list" => Some((Kind::Tool, "tools", "name")),
@@ -292,6 +320,7 @@ impl Guard {
         }
         let guard = self.clone();
         let caller = caller.cloned();
+        let link = link.cloned();
         if let Some((kind, key, field)) = list {
             return Some(Box::new(move |answer, ended| {
                 Box::pin(async move {
@@ -299,7 +328,7 @@ impl Guard {
                         return answer;
                     }
                     guard
-                        .filter(caller.as_deref(), kind, key, field, answer)
+                        .filter(caller.as_deref(), link.as_deref(), kind, key, field, answer)
                         .await
                 })
             }));
@@ -356,6 +385,7 @@ impl Guard {
     async fn filter(
         &self,
         who: Option<&Principal>,
+        link: Option<&Link>,
         kind: Kind,
         key: &str,
         field: &str,
@@ -371,35 +401,16 @@ impl Guard {
         else {
             return answer;
         };
-        if kind == Kind::Tool
-            && let (Some(pins), Some(upstream)) = (&self.pins, &self.upstream)
-        {
-            let review = pins.review(upstream, items).await;
-            for change in &review.changed {
-                tracing::warn!(target: "mcpgate::pins", upstream, tool = change.tool, old = change.old_digest, new = change.new_digest, mode = ?pins.mode(), "an upstream tool's definition changed since it was pinned");
-                if let Some(audit) = &self.audit {
-                    let mut record = AuditRecord::new(AuditEvent::PinChanged, Verdict::Deny);
-                    record.upstream = Some(upstream.clone());
-                    record.tool = Some(change.tool.clone());
-                    record.reason = Some(format!(
-                        "definition changed from {} to {}",
-                        change.old_digest, change.new_digest
-                    ));
-                    audit.record(record);
-                }
-            }
-            let hidden: HashSet<String> = review
-                .hidden
-                .iter()
-                .chain(&review.unavailable)
-                .cloned()
-                .collect();
+        if kind == Kind::Tool && self.pins_tools() {
+            let hidden = self.review_tools(items).await;
             items.retain(|t| {
                 t.get("name")
                     .and_then(Value::as_str)
                     .is_none_or(|n| !hidden.contains(n))
             });
-            *self.hidden.lock().unwrap_or_else(|e| e.into_inner()) = hidden;
+            if let Some(link) = link {
+                link.set_hidden(hidden).await;
+            }
         }
         let policy = self.policy.load();
         items.retain(|item| {

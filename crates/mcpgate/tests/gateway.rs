@@ -199,12 +199,25 @@ async fn a_changed_tool_is_hidden_and_refused_but_a_fresh_child_keeps_it() {
 }
 
 #[tokio::test]
-#[ignore = "bug: Guard::hidden (crates/mcpgate-resource/src/guard.rs:353) is one set for the whole endpoint, replaced by every session's tools/list; another session's list of the pinned definition un-hides the changed tool in the session that has it"]
 async fn another_sessions_list_does_not_unhide_a_changed_tool() {
     let (gateway, mut changed) = a_tool_changes_under_a_session("pins-unhide").await;
     assert!(!names(&changed.tools().await).contains(&"fixture_echo"));
     let mut fresh = Session::open(&gateway.mcp_url(), None).await;
     assert!(names(&fresh.tools().await).contains(&"fixture_echo"));
+    let refused = changed.call("fixture_echo", json!({ "text": "x" })).await;
+    assert_eq!(
+        refused.error_code(),
+        Some(FORBIDDEN),
+        "the changed definition was called: {:?}",
+        refused.messages
+    );
+}
+
+#[tokio::test]
+async fn a_changed_tool_is_refused_to_a_session_that_never_listed_again() {
+    let (_gateway, mut changed) = a_tool_changes_under_a_session("pins-unlisted").await;
+    // No tools/list after the change: the gateway reviews the session's
+    // tools itself before the call (the upstream said its list changed).
     let refused = changed.call("fixture_echo", json!({ "text": "x" })).await;
     assert_eq!(
         refused.error_code(),

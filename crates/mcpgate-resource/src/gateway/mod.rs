@@ -23,13 +23,14 @@ pub mod routes;
 pub mod sse;
 pub mod stdio;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
 use mcpgate_token::Principal;
 use rmcp::model::RequestId;
+use serde_json::Value;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
@@ -37,6 +38,7 @@ use self::frame::Outcome;
 use self::http::{HttpSpec, HttpUpstream};
 use self::routes::{Call, Routes};
 use self::stdio::{StdioSpec, StdioUpstream};
+use crate::guard::Guard;
 
 /// Why the upstream could not be used.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -125,6 +127,9 @@ pub struct Link {
     request_timeout: Duration,
     // Held while (re)starting, so that nothing is sent before the handshake.
     starting: tokio::sync::Mutex<()>,
+    // With pinning: the tools this session's upstream shows whose changed
+    // definition awaits acceptance; `None` until reviewed.
+    hidden: tokio::sync::Mutex<Option<HashSet<String>>>,
 }
 
 /// A request in flight upstream. Dropping it before the answer came tells
@@ -181,7 +186,82 @@ impl Link {
             start_timeout: settings.start_timeout,
             request_timeout: settings.request_timeout,
             starting: tokio::sync::Mutex::new(()),
+            hidden: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// Keeps the outcome of a review of this session's tools.
+    pub async fn set_hidden(&self, hidden: HashSet<String>) {
+        *self.hidden.lock().await = Some(hidden);
+    }
+
+    /// Whether `tool`, as this session's upstream defines it now, awaits
+    /// an operator's acceptance. The tools are reviewed first if they never
+    /// were here, or changed since: a client that calls without listing
+    /// cannot reach a changed tool. Fails closed: hidden when the list
+    /// cannot be had.
+    pub async fn tool_hidden(&self, guard: &Guard, tool: &str) -> bool {
+        let changed = self.routes.take_tools_changed();
+        let mut hidden = self.hidden.lock().await;
+        if hidden.is_none() || changed {
+            match self.list_all("tools/list", "tools").await {
+                Ok(tools) => *hidden = Some(guard.review_tools(&tools).await),
+                Err(e) => {
+                    tracing::warn!(target: "mcpgate::pins", error = %e, "could not review the upstream's tools; the call is refused");
+                    return true;
+                }
+            }
+        }
+        hidden.as_ref().is_none_or(|h| h.contains(tool))
+    }
+
+    /// Every item of a paginated list (`tools/list` → `tools`), asked by
+    /// the gateway itself; at most 100 pages.
+    async fn list_all(&self, method: &str, key: &str) -> Result<Vec<Value>, UpstreamError> {
+        self.ready().await?;
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..100 {
+            let params = match &cursor {
+                Some(c) => serde_json::json!({ "cursor": c }),
+                None => serde_json::json!({}),
+            };
+            let params = RawValue::from_string(params.to_string())
+                .map_err(|e| UpstreamError::Unavailable(e.to_string()))?;
+            let (message, call) = self.routes.request(None, method, Some(&params));
+            let number = call.number;
+            if let Err(e) = self.send(message, Some(number)).await {
+                self.routes.abandon(number, "not sent");
+                return Err(e);
+            }
+            let answer = match tokio::time::timeout(self.request_timeout, call.done).await {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(_)) => return Err(UpstreamError::Unavailable("no answer".into())),
+                Err(_) => {
+                    self.routes.abandon(number, "timed out");
+                    return Err(UpstreamError::Timeout(self.request_timeout));
+                }
+            };
+            let mut page: Value = serde_json::from_slice(&answer)
+                .map_err(|_| UpstreamError::Unavailable("an answer that is not JSON".into()))?;
+            if let Some(error) = page.get("error") {
+                return Err(UpstreamError::Unavailable(format!(
+                    "{method} failed: {error}"
+                )));
+            }
+            let result = page.get_mut("result").map(Value::take).unwrap_or_default();
+            if let Some(Value::Array(list)) = result.get(key) {
+                items.extend(list.iter().cloned());
+            }
+            cursor = result
+                .get("nextCursor")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            if cursor.is_none() {
+                return Ok(items);
+            }
+        }
+        Ok(items)
     }
 
     fn is_up(&self) -> bool {

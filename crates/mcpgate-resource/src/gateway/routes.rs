@@ -13,7 +13,7 @@
 //! The table is behind a plain mutex that is never held across an await.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -66,6 +66,9 @@ pub struct Routes {
     table: Mutex<Table>,
     next: AtomicU64,
     shared: bool,
+    // The upstream said its tools changed: pins are reviewed again before
+    // the next call.
+    tools_changed: AtomicBool,
 }
 
 /// What [`Routes::inbound`] wants sent back upstream, if anything.
@@ -87,6 +90,12 @@ impl Routes {
     fn lock(&self) -> MutexGuard<'_, Table> {
         // Every change is one insert or remove: a panic leaves it whole.
         self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the upstream announced a change of its tools since the last
+    /// call; clears the mark.
+    pub fn take_tools_changed(&self) -> bool {
+        self.tools_changed.swap(false, Ordering::AcqRel)
     }
 
     fn number(&self) -> u64 {
@@ -226,6 +235,9 @@ impl Routes {
                 None
             }
             Shape::Notification { method } => {
+                if method == "notifications/tools/list_changed" {
+                    self.tools_changed.store(true, Ordering::Release);
+                }
                 let table = self.lock();
                 let (sink, message) = match method {
                     "notifications/progress" => {

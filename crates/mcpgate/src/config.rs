@@ -144,6 +144,14 @@ pub struct RawUpstream {
     /// Upstream sessions open at once (for stdio: child processes); past
     /// it a new client session is refused. Default 256.
     pub max_sessions: Option<usize>,
+    /// What an HTTP upstream learns of the caller: `none` (default) or
+    /// `headers` (`X-MCPGate-User-*`, signed with HMAC-SHA256 under the
+    /// shared secret). Never the caller's token. A stdio child always gets
+    /// the user's identifiers in its environment.
+    pub identity: Option<String>,
+    /// The shared secret for `identity = "headers"` (at least 32 bytes),
+    /// read from this file; or set `MCPGATE_UPSTREAM_IDENTITY_SECRET`.
+    pub identity_secret_file: Option<PathBuf>,
     /// What a tool whose definition changed since first seen becomes:
     /// `enforce` (default: hidden until accepted with `mcpgate pins`),
     /// `warn` (reported, still shown) or `off`.

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use mcpgate_resource::gateway::http::HttpSpec;
+use mcpgate_resource::gateway::identity::IdentityKey;
 use mcpgate_resource::gateway::stdio::StdioSpec;
 use mcpgate_resource::gateway::{GatewaySettings, Isolation, UpstreamSpec};
 
@@ -56,6 +57,9 @@ pub fn settings(
         .clone()
         .unwrap_or_else(|| "upstream".to_owned());
     let spec = match (&upstream.command, &upstream.url) {
+        (Some(_), None) if upstream.identity.as_deref().is_some_and(|i| i != "none") => bail!(
+            "upstream {name:?}: identity applies to HTTP upstreams; a stdio child gets the user's identifiers in its environment"
+        ),
         (Some(command), None) => UpstreamSpec::Stdio(Arc::new(StdioSpec {
             argv: StdioSpec::parse_command(command)?,
             env: upstream.env.clone().into_iter().collect(),
@@ -76,10 +80,18 @@ pub fn settings(
             let client = crate::outbound::client_builder(raw.ca_file.as_deref(), timeout)?
                 .build()
                 .context("building the upstream's HTTP client")?;
+            let identity = match upstream.identity.as_deref() {
+                None | Some("none") => None,
+                Some("headers") => Some(Arc::new(identity_key(&upstream, &name)?)),
+                Some(other) => {
+                    bail!("upstream {name:?}: identity = {other:?}; use \"none\" or \"headers\"")
+                }
+            };
             UpstreamSpec::Http(Arc::new(HttpSpec {
                 url: url.clone(),
                 client,
                 name,
+                identity,
             }))
         }
         (Some(_), Some(_)) => bail!("upstream {name:?} has both a command and a url; keep one"),
@@ -114,4 +126,29 @@ pub fn settings(
             .with_context(|| format!("the upstream's working directory {}", cwd.display()))?;
     }
     Ok(Some(settings))
+}
+
+/// The identity-header secret: from `identity_secret_file`, else from
+/// `MCPGATE_UPSTREAM_IDENTITY_SECRET` (never a command-line argument).
+fn identity_key(upstream: &RawUpstream, name: &str) -> anyhow::Result<IdentityKey> {
+    let secret = match &upstream.identity_secret_file {
+        Some(path) => {
+            let mut bytes = std::fs::read(path)
+                .with_context(|| format!("upstream {name:?}: reading {}", path.display()))?;
+            // A file written by `echo` ends with a newline that is not
+            // part of the secret.
+            while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                bytes.pop();
+            }
+            bytes
+        }
+        None => std::env::var("MCPGATE_UPSTREAM_IDENTITY_SECRET")
+            .map(String::into_bytes)
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "upstream {name:?}: identity = \"headers\" needs identity_secret_file or MCPGATE_UPSTREAM_IDENTITY_SECRET"
+                )
+            })?,
+    };
+    IdentityKey::new(&secret).with_context(|| format!("upstream {name:?}"))
 }

@@ -454,3 +454,50 @@ async fn an_http_upstream_answers_and_never_sees_the_callers_token() {
     );
     assert!(!seen.to_string().contains(alice.expose()));
 }
+
+#[tokio::test]
+async fn an_http_upstream_can_be_told_who_calls_in_signed_headers() {
+    let upstream = HttpFixture::start();
+    let config = format!(
+        "[[upstreams]]\nurl = \"{}\"\nidentity = \"headers\"\n",
+        upstream.url
+    );
+    let secret = "a-shared-secret-of-at-least-32-bytes!";
+    let (gateway, idp) = with_idp(
+        "http-identity",
+        &config,
+        &[],
+        &[("MCPGATE_UPSTREAM_IDENTITY_SECRET", secret)],
+    );
+    let alice = idp.token(ALICE, &api_scope(&["mcp:tools"])).await;
+    let mut session = Session::open(&gateway.mcp_url(), Some(&alice)).await;
+    let reply = session.call("fixture_whoami", json!({})).await;
+    let seen = &reply.result()["structuredContent"];
+    let headers = &seen["headers"];
+    assert_eq!(headers["x-mcpgate-user-upn"], ALICE, "{seen}");
+    assert!(
+        headers["x-mcpgate-user-oid"]
+            .as_str()
+            .is_some_and(|o| !o.is_empty()),
+        "{seen}"
+    );
+    assert!(
+        headers["x-mcpgate-signature"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("v1=") && s.len() > 40),
+        "{seen}"
+    );
+    let signed_at: u64 = headers["x-mcpgate-timestamp"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .expect("a timestamp");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    assert!(now.abs_diff(signed_at) < 300, "{signed_at} vs {now}");
+    // Still never the token, and never the secret.
+    assert_eq!(seen["authorization"], false);
+    assert!(!seen.to_string().contains(alice.expose()));
+    assert!(!seen.to_string().contains(secret));
+}

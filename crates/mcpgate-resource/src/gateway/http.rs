@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 use url::Url;
 
 use super::UpstreamError;
+use super::identity::{Identity, IdentityKey};
 use super::routes::Routes;
 use super::sse::{EventReader, Kind};
 
@@ -40,6 +41,10 @@ pub struct HttpSpec {
     pub client: reqwest::Client,
     /// The upstream's name, for logs.
     pub name: String,
+    /// With a key: every request carries the caller's identity in signed
+    /// headers ([`super::identity`]). Without: the upstream learns nothing
+    /// of the caller.
+    pub identity: Option<Arc<IdentityKey>>,
 }
 
 /// One upstream session at an HTTP server.
@@ -55,12 +60,14 @@ pub struct HttpUpstream {
     legacy: Mutex<Option<Url>>,
     // The first POST was refused with a 4xx: worth trying the legacy way.
     maybe_legacy: AtomicBool,
+    identity: Identity,
 }
 
 impl HttpUpstream {
     /// A session that opens on first use.
-    pub fn new(spec: Arc<HttpSpec>, routes: Arc<Routes>) -> Self {
+    pub fn new(spec: Arc<HttpSpec>, routes: Arc<Routes>, identity: Identity) -> Self {
         Self {
+            identity,
             spec,
             routes,
             session: Mutex::new(None),
@@ -82,9 +89,7 @@ impl HttpUpstream {
     /// `endpoint` event, then read the stream's messages in a task.
     pub async fn open_legacy(self: &Arc<Self>, within: Duration) -> Result<(), UpstreamError> {
         let response = self
-            .spec
-            .client
-            .get(self.spec.url.clone())
+            .signed(self.spec.client.get(self.spec.url.clone()), b"")
             .header(ACCEPT, "text/event-stream")
             .send()
             .await
@@ -211,6 +216,21 @@ impl HttpUpstream {
         }
     }
 
+    // The caller's identity, signed over `body`, when the upstream takes it.
+    fn signed(&self, request: reqwest::RequestBuilder, body: &[u8]) -> reqwest::RequestBuilder {
+        let Some(key) = &self.spec.identity else {
+            return request;
+        };
+        let mut request = request;
+        for (name, value) in self
+            .identity
+            .headers(key, body, std::time::SystemTime::now())
+        {
+            request = request.header(name, value);
+        }
+        request
+    }
+
     // Where messages go: the legacy endpoint, else the MCP URL.
     fn post(&self) -> reqwest::RequestBuilder {
         match lock(&self.legacy).clone() {
@@ -234,7 +254,10 @@ impl HttpUpstream {
     // reopened.
     async fn listen(self: &Arc<Self>) -> Result<bool, reqwest::Error> {
         let request = self
-            .headers(self.spec.client.get(self.spec.url.clone()))
+            .signed(
+                self.headers(self.spec.client.get(self.spec.url.clone())),
+                b"",
+            )
             .header(ACCEPT, "text/event-stream");
         let response = request.send().await?;
         if !response.status().is_success() || !is_event_stream(&response) {
@@ -252,7 +275,7 @@ impl HttpUpstream {
         related: Option<u64>,
     ) -> Result<(), UpstreamError> {
         let request = self
-            .post()
+            .signed(self.post(), &message)
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, ACCEPT_BOTH)
             .body(message);
@@ -337,7 +360,7 @@ impl HttpUpstream {
     // client.
     async fn reply(self: &Arc<Self>, reply: Bytes) {
         let request = self
-            .post()
+            .signed(self.post(), &reply)
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, ACCEPT_BOTH)
             .body(reply);
@@ -359,9 +382,7 @@ impl HttpUpstream {
             return;
         };
         let request = self
-            .spec
-            .client
-            .delete(self.spec.url.clone())
+            .signed(self.spec.client.delete(self.spec.url.clone()), b"")
             .header(SESSION, session);
         tokio::spawn(async move {
             let _ = request.send().await;

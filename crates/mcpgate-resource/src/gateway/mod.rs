@@ -13,11 +13,13 @@
 //! | [`routes`] | which request, on which stream, each message belongs to |
 //! | [`stdio`] | a child process upstream |
 //! | [`http`] | a Streamable HTTP upstream |
+//! | [`identity`] | who the caller is, told to an HTTP upstream in signed headers |
 //! | [`sse`] | reading the upstream's event streams |
 //! | [`reply`] | a forwarded request's answer, as JSON or as an event stream |
 
 pub mod frame;
 pub mod http;
+pub mod identity;
 pub mod reply;
 pub mod routes;
 pub mod sse;
@@ -166,18 +168,23 @@ impl Drop for Forwarded {
 }
 
 impl Link {
-    fn new(settings: &GatewaySettings, init: Box<RawValue>, env: Vec<(String, String)>) -> Self {
+    // `caller`: whose session it is; `None` when shared or unauthenticated.
+    fn new(settings: &GatewaySettings, init: Box<RawValue>, caller: Option<&Principal>) -> Self {
         let routes = Arc::new(match settings.isolation {
             Isolation::PerSession => Routes::default(),
             Isolation::Shared => Routes::shared(),
         });
         let transport = match &settings.upstream {
-            UpstreamSpec::Stdio(spec) => {
-                Transport::Stdio(StdioUpstream::new(spec.clone(), env, routes.clone()))
-            }
-            UpstreamSpec::Http(spec) => {
-                Transport::Http(Arc::new(HttpUpstream::new(spec.clone(), routes.clone())))
-            }
+            UpstreamSpec::Stdio(spec) => Transport::Stdio(StdioUpstream::new(
+                spec.clone(),
+                identity_env(caller),
+                routes.clone(),
+            )),
+            UpstreamSpec::Http(spec) => Transport::Http(Arc::new(HttpUpstream::new(
+                spec.clone(),
+                routes.clone(),
+                identity::Identity::of(caller),
+            ))),
         };
         Self {
             routes,
@@ -517,7 +524,7 @@ impl Gateway {
                 None => {
                     // Started with the first client's handshake, and nobody's
                     // identity: it serves everyone.
-                    let link = Arc::new(Link::new(&self.settings, init.to_owned(), Vec::new()));
+                    let link = Arc::new(Link::new(&self.settings, init.to_owned(), None));
                     let result = link.ready().await?.ok_or_else(|| {
                         UpstreamError::Unavailable("the upstream session did not start".into())
                     })?;
@@ -534,11 +541,7 @@ impl Gateway {
                 self.settings.max_upstream_sessions
             )));
         }
-        let link = Arc::new(Link::new(
-            &self.settings,
-            init.to_owned(),
-            identity_env(caller),
-        ));
+        let link = Arc::new(Link::new(&self.settings, init.to_owned(), caller));
         let result = link.ready().await?.ok_or_else(|| {
             UpstreamError::Unavailable("the upstream session did not start".into())
         })?;

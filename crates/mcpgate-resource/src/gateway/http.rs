@@ -180,10 +180,16 @@ impl HttpUpstream {
         true
     }
 
-    /// The handshake is done: later requests name the revision it chose,
-    /// and the standalone stream opens.
-    pub fn opened(self: &Arc<Self>, version: Option<&str>) {
+    /// The handshake chose `version`: later requests name it.
+    pub fn set_version(&self, version: Option<&str>) {
         *lock(&self.version) = version.and_then(|v| HeaderValue::from_str(v).ok());
+    }
+
+    /// The session is open (the handshake done, `initialized` sent): the
+    /// standalone stream opens. Once per session: a server may allow only
+    /// one such stream, and refuse a second while it has not noticed the
+    /// first one closed.
+    pub fn opened(self: &Arc<Self>) {
         self.up.store(true, Ordering::Release);
         if lock(&self.legacy).is_some() {
             // Its one stream is read already.
@@ -318,12 +324,7 @@ impl HttpUpstream {
                     tokio::spawn(async move { this.read_events(response, related).await });
                     return Ok(());
                 }
-                let body = response.bytes().await.map_err(|e| {
-                    UpstreamError::Unavailable(format!(
-                        "the upstream's answer was cut: {}",
-                        without_url(&e)
-                    ))
-                })?;
+                let body = read_bounded(response).await?;
                 if let Some(reply) = self.routes.inbound(&body, related) {
                     self.reply(reply).await;
                 }
@@ -393,6 +394,41 @@ impl HttpUpstream {
 impl Drop for HttpUpstream {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+// A JSON answer, at most as large as one event may be: an upstream cannot
+// make the gateway hold more.
+async fn read_bounded(mut response: reqwest::Response) -> Result<Vec<u8>, UpstreamError> {
+    let too_large = || {
+        UpstreamError::Unavailable(format!(
+            "the upstream's answer is larger than {} bytes",
+            super::sse::MAX_EVENT
+        ))
+    };
+    if response
+        .content_length()
+        .is_some_and(|n| n > super::sse::MAX_EVENT as u64)
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > super::sse::MAX_EVENT {
+                    return Err(too_large());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) => {
+                return Err(UpstreamError::Unavailable(format!(
+                    "the upstream's answer was cut: {}",
+                    without_url(&e)
+                )));
+            }
+        }
     }
 }
 

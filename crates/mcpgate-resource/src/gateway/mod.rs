@@ -308,7 +308,7 @@ impl Link {
         match shook {
             Ok(result) => {
                 if let Transport::Http(h) = &self.transport {
-                    h.opened(negotiated(&result).as_deref());
+                    h.opened();
                 }
                 Ok(Some(result))
             }
@@ -350,7 +350,7 @@ impl Link {
         if let Transport::Http(h) = &self.transport {
             // Later messages name the revision (the session id is kept by
             // the transport already).
-            h.opened(negotiated(&result).as_deref());
+            h.set_version(negotiated(&result).as_deref());
         }
         self.send(frame::notification("notifications/initialized", None), None)
             .await?;

@@ -258,25 +258,23 @@ impl Txn for SqliteTxn<'_> {
         descending: bool,
         visit: &mut Visit<'_>,
     ) -> Result<(), StoreError> {
-        // A range of the primary key (kind, key): an index walk either way.
-        let sql = match descending {
-            false => {
-                "SELECT key, value FROM entries
-                 WHERE kind = ?1 AND key >= ?2 AND (?3 IS NULL OR key < ?3)
-                   AND (expires_at IS NULL OR expires_at > ?4)
-                 ORDER BY key ASC"
-            }
-            true => {
-                "SELECT key, value FROM entries
-                 WHERE kind = ?1 AND key >= ?2 AND (?3 IS NULL OR key < ?3)
-                   AND (expires_at IS NULL OR expires_at > ?4)
-                 ORDER BY key DESC"
-            }
+        // A range of the primary key (kind, key), an index walk either way;
+        // each bound written out, since `(?3 IS NULL OR key < ?3)` would
+        // not bound the walk and every scan would read to the kind's end.
+        const COLUMNS: &str = "SELECT key, value FROM entries
+            WHERE kind = ?1 AND (expires_at IS NULL OR expires_at > ?2) AND key >= ?3";
+        let order = if descending { "DESC" } else { "ASC" };
+        let sql = match to {
+            Some(_) => format!("{COLUMNS} AND key < ?4 ORDER BY key {order}"),
+            None => format!("{COLUMNS} ORDER BY key {order}"),
         };
-        let mut stmt = self.tx.prepare_cached(sql).map_err(sql_error)?;
-        let mut rows = stmt
-            .query(params![kind.as_str(), from, to, millis(self.now)])
-            .map_err(sql_error)?;
+        let mut stmt = self.tx.prepare_cached(&sql).map_err(sql_error)?;
+        let now = millis(self.now);
+        let mut rows = match to {
+            Some(to) => stmt.query(params![kind.as_str(), now, from, to]),
+            None => stmt.query(params![kind.as_str(), now, from]),
+        }
+        .map_err(sql_error)?;
         while let Some(row) = rows.next().map_err(sql_error)? {
             let key = row
                 .get_ref(0)

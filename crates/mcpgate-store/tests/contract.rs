@@ -446,3 +446,61 @@ mod sqlite_file {
         ));
     }
 }
+
+/// Not a check but a measurement: the audit trail on SQLite, appended in
+/// the auditor's batches, then queried with a filter that matches little.
+/// Run with `cargo test -p mcpgate-store --release --test contract --
+/// --ignored --nocapture audit_measure`.
+#[tokio::test]
+#[ignore = "a measurement"]
+async fn audit_measure_on_sqlite() {
+    use mcpgate_audit::{AuditEvent, AuditQuery, AuditRecord, Decision, UtcTime};
+
+    const N: u64 = 100_000;
+    const BATCH: usize = 512;
+    let dir = tempfile::tempdir().unwrap();
+    let url = std::env::var("AUDIT_MEASURE_URL")
+        .unwrap_or_else(|_| format!("sqlite:{}", dir.path().join("store.db").display()));
+    let store = mcpgate_store::open(&url, Options::default()).await.unwrap();
+    let now = UtcTime::now();
+    let records: Vec<_> = (0..N)
+        .map(|i| {
+            let mut r = AuditRecord::at(
+                now.minus(std::time::Duration::from_millis(N - i)),
+                AuditEvent::ToolCall,
+                Decision::Allow,
+            );
+            r.user_oid = Some(format!("oid-{}", i % 50));
+            r.user_upn = Some(format!("user{}@contoso.example", i % 50));
+            r.client_app = Some("aebc6443-996d-45c2-90f0-388ff96faa56".into());
+            r.tool = Some(format!("tool_{}", i % 20));
+            r.reason = Some("allowed by the rule for Files.Read".into());
+            r
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    for batch in records.chunks(BATCH) {
+        store.append_audit(batch).await.unwrap();
+    }
+    let appended = started.elapsed();
+    let started = std::time::Instant::now();
+    let newest = store.query_audit(&AuditQuery::default()).await.unwrap();
+    let newest_took = started.elapsed();
+    let started = std::time::Instant::now();
+    let query = AuditQuery {
+        user: Some("oid-7".into()),
+        tool: Some("tool_7".into()),
+        limit: 10_000,
+        ..AuditQuery::default()
+    };
+    let rare = store.query_audit(&query).await.unwrap();
+    let rare_took = started.elapsed();
+    assert_eq!(newest.len(), 100);
+    assert_eq!(rare.len() as u64, N / 100);
+    println!(
+        "append: {:.0} records/s in batches of {BATCH}; newest 100: {:?}; a filter over all {N}: {:?}",
+        N as f64 / appended.as_secs_f64(),
+        newest_took,
+        rare_took
+    );
+}

@@ -150,3 +150,45 @@ async fn an_unopenable_file_is_an_error_naming_it() {
     let err = Auditor::start(options, None).await.expect_err("no dir");
     assert!(err.to_string().contains("/nonexistent-dir/audit.jsonl"));
 }
+
+/// Not a check but a measurement: what `record` costs a caller, and how
+/// fast the writer drains to a file and a store. Run with
+/// `cargo test -p mcpgate-audit --release -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement"]
+async fn throughput() {
+    const N: usize = 200_000;
+    let dir = tempfile::tempdir().expect("dir");
+    let store = Arc::new(Kept::default());
+    let options = AuditorOptions {
+        file: Some(dir.path().join("audit.jsonl")),
+        queue: N,
+        ..AuditorOptions::default()
+    };
+    let auditor = Auditor::start(options, Some(store.clone()))
+        .await
+        .expect("start");
+    let records: Vec<_> = (0..N)
+        .map(|i| {
+            let mut r = call(i);
+            r.user_oid = Some("00000000-0000-0000-0000-0000000000a1".into());
+            r.user_upn = Some("alice@contoso.example".into());
+            r.client_app = Some("aebc6443-996d-45c2-90f0-388ff96faa56".into());
+            r.reason = Some("allowed by the rule for Files.Read".into());
+            r
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    for r in records {
+        auditor.record(r);
+    }
+    let recorded = started.elapsed();
+    auditor.shutdown().await;
+    let drained = started.elapsed();
+    assert_eq!(store.records().len(), N);
+    println!(
+        "record(): {:.0} ns each; written to file and store: {:.0} records/s",
+        recorded.as_nanos() as f64 / N as f64,
+        N as f64 / drained.as_secs_f64()
+    );
+}

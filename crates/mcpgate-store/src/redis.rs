@@ -606,21 +606,23 @@ impl Store for RedisStore {
             .map_or_else(|| "-inf".to_owned(), |s| s.unix_millis().to_string());
         let limit = query.effective_limit();
         let mut found = Vec::new();
-        // Pages by offset: a record appended meanwhile may shift a page by
-        // one; a query is a read for a person, not a cursor.
-        let mut offset = 0;
+        // Pages walk down by score, not by offset (an offset costs its
+        // length on every page): the next page starts at the last score
+        // seen, skipping the members with that score already read.
+        let (mut max, mut skip, mut at_max) = (max, 0usize, None::<u64>);
         loop {
-            let page: Vec<Vec<u8>> = ::redis::cmd("ZREVRANGEBYSCORE")
+            let page: Vec<(Vec<u8>, u64)> = ::redis::cmd("ZREVRANGEBYSCORE")
                 .arg(self.whole(Kind::Audit))
                 .arg(&max)
                 .arg(&min)
+                .arg("WITHSCORES")
                 .arg("LIMIT")
-                .arg(offset)
+                .arg(skip)
                 .arg(AUDIT_PAGE)
                 .query_async(&mut self.conn())
                 .await
                 .map_err(redis_error)?;
-            for member in &page {
+            for (member, _) in &page {
                 let json = member.get(MEMBER_ID_LEN..).unwrap_or_default();
                 let record: AuditRecord = decode(Kind::Audit, json)?;
                 if query.matches(&record) {
@@ -630,10 +632,17 @@ impl Store for RedisStore {
                     }
                 }
             }
-            if page.len() < AUDIT_PAGE {
+            let Some(&(_, last)) = page.last().filter(|_| page.len() == AUDIT_PAGE) else {
                 return Ok(found);
-            }
-            offset += AUDIT_PAGE;
+            };
+            let tied = page.iter().filter(|(_, score)| *score == last).count();
+            skip = if at_max == Some(last) {
+                skip + tied
+            } else {
+                tied
+            };
+            at_max = Some(last);
+            max = last.to_string();
         }
     }
 

@@ -162,3 +162,32 @@ async fn an_unreachable_redis_is_unavailable() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn audit_queries_page_through_ties_without_loss_or_repeat() {
+    use mcpgate_audit::{AuditEvent, AuditQuery, AuditRecord, Decision, UtcTime};
+
+    let mut s = store().await;
+    s.limits.max_audit_records = 10_000;
+    // 600 records on 7 instants: every page boundary falls inside a tie.
+    let now = UtcTime::from_unix_millis(s.clock.now().as_millis());
+    let records: Vec<_> = (0..600u64)
+        .map(|i| {
+            let at = now.minus(Duration::from_millis(i % 7));
+            let mut r = AuditRecord::at(at, AuditEvent::ToolCall, Decision::Allow);
+            r.request_id = Some(i.to_string());
+            r
+        })
+        .collect();
+    s.append_audit(&records).await.unwrap();
+    let query = AuditQuery {
+        limit: 10_000,
+        ..AuditQuery::default()
+    };
+    let back = s.query_audit(&query).await.unwrap();
+    let ids: std::collections::BTreeSet<_> =
+        back.iter().map(|r| r.request_id.clone().unwrap()).collect();
+    assert_eq!((back.len(), ids.len()), (600, 600));
+    assert!(back.windows(2).all(|w| w[0].at >= w[1].at), "newest first");
+    cleanup(&s).await;
+}

@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 
 import anyio
@@ -37,10 +38,15 @@ from mcp import Client, types
 from mcp.client.sse import sse_client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPDeprecationWarning
 
 ECHO = "hello through the gateway"
 SAMPLING_PROMPT = "say something"
 PROGRESS_STEPS = 4
+# server-everything's simulated logging sends one message at once, then one
+# every 5 s.
+LOG_WAIT_S = 7
+LOG_LEVELS = {"debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"}
 
 
 class CaseFailed(AssertionError):
@@ -252,7 +258,12 @@ async def paged(fetch, field):
 
 async def record(connect, label):
     """What one client session sees, as plain JSON values."""
-    progress, sampling_requests = [], []
+    progress, sampling_requests, logs = [], [], []
+    got_log = anyio.Event()
+
+    async def on_log(params):
+        logs.append(dump(params))
+        got_log.set()
 
     async def on_progress(value, total, message):
         progress.append({"progress": value, "total": total, "message": message})
@@ -269,6 +280,7 @@ async def record(connect, label):
         # mode="legacy": the initialize handshake, which both server-everything
         # and the gateway speak (the default would first probe server/discover).
         async with Client(connect(), mode="legacy", cache=None, sampling_callback=on_sampling,
+                          logging_callback=on_log,
                           client_info=types.Implementation(name="mcpgate-gateway-test",
                                                            version="1")) as c:
             out["protocol_version"] = c.protocol_version
@@ -297,6 +309,19 @@ async def record(connect, label):
             out["call trigger-sampling-request"] = dump(await c.call_tool(
                 "trigger-sampling-request", {"prompt": SAMPLING_PROMPT, "maxTokens": 50}))
             out["sampling requests"] = sampling_requests
+            # Log messages that belong to no request: the server sends one
+            # at once and one every 5 s, on its standalone stream (HTTP), so
+            # the gateway must keep that stream open and pass it on. Their
+            # text names the server's session id, which differs by design:
+            # only the arrival and the levels are recorded.
+            await c.set_logging_level("debug")
+            await c.call_tool("toggle-simulated-logging", {})
+            with anyio.move_on_after(LOG_WAIT_S):
+                await got_log.wait()
+            await c.call_tool("toggle-simulated-logging", {})
+            out["simulated logging delivered"] = bool(logs)
+            check(all(entry.get("level") in LOG_LEVELS for entry in logs),
+                  f"{label}: log messages with unknown levels: {logs}")
     return out
 
 
@@ -307,6 +332,8 @@ def check_progress(seen, label):
             "total": None if p["total"] is None else float(p["total"])}
            for p in seen["progress callbacks"]]
     check(got == want, f"{label}: progress callbacks {got}, expected {want}")
+    check(seen["simulated logging delivered"],
+          f"{label}: no log message arrived within {LOG_WAIT_S} s of turning simulated logging on")
     check(len(seen["sampling requests"]) == 1,
           f"{label}: the sampling callback ran {len(seen['sampling requests'])} times, expected once")
     text = seen["call trigger-sampling-request"]["content"][0]["text"]
@@ -340,6 +367,8 @@ def main():
     parser.add_argument("--work", required=True)
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # Logging is deprecated from 2026-07-28 on; these sessions are 2025-11-25.
+    warnings.filterwarnings("ignore", category=MCPDeprecationWarning)
 
     suite = Suite(args)
     cases = [suite.case_stdio, suite.case_streamable_http, suite.case_sse]

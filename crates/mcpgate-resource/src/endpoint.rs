@@ -37,9 +37,8 @@ use crate::policy::Kind;
 use crate::protocol::{self, Params, RequestMeta};
 use crate::service::{CallContext, McpService, ToolOutput};
 use crate::session::{OpenError, Sessions};
-use crate::wire::{self, Incoming};
+use crate::wire::{self, Incoming, json};
 
-const JSON: HeaderValue = HeaderValue::from_static("application/json");
 // The owner of every session when authentication is off.
 const ANONYMOUS: &str = "anonymous";
 
@@ -680,10 +679,6 @@ fn is_json(headers: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
-}
-
-fn json(status: StatusCode, body: Bytes) -> Response {
-    (status, [(CONTENT_TYPE, JSON)], body).into_response()
 }
 
 /// A JSON-RPC error as the whole answer.

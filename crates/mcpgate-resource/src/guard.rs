@@ -8,9 +8,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bytes::Bytes;
-use http::header::CONTENT_TYPE;
 use http::{HeaderValue, StatusCode};
 use mcpgate_audit::{AuditEvent, AuditRecord, AuditSink, Decision as Verdict, UpstreamOutcome};
 use mcpgate_token::{Principal, ValidationError};
@@ -449,12 +448,7 @@ fn outcome_of(answer: &[u8]) -> UpstreamOutcome {
 }
 
 fn json(body: Bytes) -> Response {
-    (
-        StatusCode::OK,
-        [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-        body,
-    )
-        .into_response()
+    wire::json(StatusCode::OK, body)
 }
 
 #[cfg(test)]

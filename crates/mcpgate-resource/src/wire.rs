@@ -196,6 +196,13 @@ pub fn parse(body: &[u8]) -> Result<Incoming<'_>, Malformed> {
     }
 }
 
+/// An HTTP answer carrying one JSON-RPC message.
+pub fn json(status: http::StatusCode, body: Bytes) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    const JSON: http::HeaderValue = http::HeaderValue::from_static("application/json");
+    (status, [(http::header::CONTENT_TYPE, JSON)], body).into_response()
+}
+
 /// A successful reply: `{"jsonrpc":"2.0","id":…,"result":…}`.
 pub fn result(id: &RequestId, result: &impl Serialize) -> Bytes {
     let mut out = Vec::with_capacity(256);

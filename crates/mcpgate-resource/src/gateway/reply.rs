@@ -206,12 +206,7 @@ pub fn sse_event(out: &mut Vec<u8>, data: &[u8]) {
 }
 
 fn json(body: Bytes) -> Response {
-    (
-        StatusCode::OK,
-        [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-        body,
-    )
-        .into_response()
+    wire::json(StatusCode::OK, body)
 }
 
 #[cfg(test)]

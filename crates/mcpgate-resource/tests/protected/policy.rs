@@ -34,6 +34,15 @@ fn policy(json: &str) -> Arc<PolicyHandle> {
     ))
 }
 
+/// `tools/call whoami` with `token`, on the stateless wire.
+async fn whoami(gate: &Gate, token: String) -> reqwest::Response {
+    gate.stateless("tools/call", Some("whoami"), call_body("whoami"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("send")
+}
+
 async fn gate(rules: &str, audit: Arc<Recorded>) -> Gate {
     let policy = policy(rules);
     Gate::with_settings(move |s| {
@@ -52,12 +61,7 @@ async fn more_scope_lifts_a_step_up_refusal() {
     )
     .await;
 
-    let refused = gate
-        .stateless("tools/call", Some("whoami"), call_body("whoami"))
-        .bearer_auth(gate.token())
-        .send()
-        .await
-        .expect("send");
+    let refused = whoami(&gate, gate.token()).await;
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
     let challenge = www_authenticate(&refused);
     assert!(
@@ -72,12 +76,7 @@ async fn more_scope_lifts_a_step_up_refusal() {
     assert_eq!(gate.tool_calls(), 0, "a refused call reaches no tool");
 
     let stepped_up = gate.token_with(&[("scp", json!("mcp:tools Mail.Send"))]);
-    let allowed = gate
-        .stateless("tools/call", Some("whoami"), call_body("whoami"))
-        .bearer_auth(stepped_up)
-        .send()
-        .await
-        .expect("send");
+    let allowed = whoami(&gate, stepped_up).await;
     assert_eq!(allowed.status(), StatusCode::OK);
     let body = jsonrpc(&allowed.text().await.expect("body"));
     assert!(body["result"]["structuredContent"].is_object(), "{body}");
@@ -102,24 +101,14 @@ async fn a_refusal_scope_would_not_lift_is_a_json_rpc_error() {
         audit.clone(),
     )
     .await;
-    let refused = gate
-        .stateless("tools/call", Some("whoami"), call_body("whoami"))
-        .bearer_auth(gate.token())
-        .send()
-        .await
-        .expect("send");
+    let refused = whoami(&gate, gate.token()).await;
     assert_eq!(refused.status(), StatusCode::OK);
     let body = jsonrpc(&refused.text().await.expect("body"));
     assert_eq!(body["error"]["code"], -32003, "{body}");
     assert_eq!(gate.tool_calls(), 0);
 
     let admin = gate.token_with(&[("roles", json!(["Admin"]))]);
-    let allowed = gate
-        .stateless("tools/call", Some("whoami"), call_body("whoami"))
-        .bearer_auth(admin)
-        .send()
-        .await
-        .expect("send");
+    let allowed = whoami(&gate, admin).await;
     let body = jsonrpc(&allowed.text().await.expect("body"));
     assert!(body["result"].is_object(), "{body}");
     let decisions: Vec<Decision> = audit.take().iter().map(|r| r.decision).collect();
@@ -142,18 +131,10 @@ async fn a_user_over_their_rate_limit_gets_429_and_others_go_on() {
         };
     })
     .await;
-    let call = |token: String| {
-        gate.stateless("tools/call", Some("whoami"), call_body("whoami"))
-            .bearer_auth(token)
-            .send()
-    };
     for _ in 0..2 {
-        assert_eq!(
-            call(gate.token()).await.expect("send").status(),
-            StatusCode::OK
-        );
+        assert_eq!(whoami(&gate, gate.token()).await.status(), StatusCode::OK);
     }
-    let limited = call(gate.token()).await.expect("send");
+    let limited = whoami(&gate, gate.token()).await;
     assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
     let retry: u64 = limited
         .headers()
@@ -168,7 +149,7 @@ async fn a_user_over_their_rate_limit_gets_429_and_others_go_on() {
 
     // Someone else is not held back by alice.
     let bob = gate.token_for("00000000-0000-4000-8000-000000000b0b");
-    assert_eq!(call(bob).await.expect("send").status(), StatusCode::OK);
+    assert_eq!(whoami(&gate, bob).await.status(), StatusCode::OK);
 
     let decisions: Vec<Decision> = audit.take().iter().map(|r| r.decision).collect();
     assert_eq!(

@@ -329,7 +329,7 @@ async fn device_code_approved_by_a_person_on_the_page() {
     let html = page.text().await.expect("html");
     // Every hidden field of the form (the CSRF value, and the flow's id
     // where the page has one), then what a person fills in.
-    let mut form = hidden_fields(&html);
+    let mut form = common::hidden_fields(&html);
     assert!(
         form.iter().any(|(k, _)| k == "csrf"),
         "a CSRF field: {html}"
@@ -362,21 +362,6 @@ async fn device_code_approved_by_a_person_on_the_page() {
         result["structuredContent"]["preferred_username"],
         "bob@mcpgate.test"
     );
-}
-
-/// The `name` and `value` of each hidden input in a page.
-fn hidden_fields(html: &str) -> Vec<(String, String)> {
-    let attr = |tag: &str, name: &str| {
-        let marker = format!("{name}=\"");
-        let start = tag.find(&marker)? + marker.len();
-        Some(tag[start..start + tag[start..].find('"')?].to_owned())
-    };
-    html.split("<input")
-        .skip(1)
-        .filter_map(|rest| rest.split('>').next())
-        .filter(|tag| tag.contains("type=\"hidden\""))
-        .filter_map(|tag| Some((attr(tag, "name")?, attr(tag, "value")?)))
-        .collect()
 }
 
 #[test]

@@ -321,7 +321,7 @@ impl DevIdp {
             .and_then(|v| v.split(';').next())
             .expect("a CSRF cookie")
             .to_owned();
-        let mut form = hidden_fields(&page.text().await.expect("page"));
+        let mut form = crate::common::hidden_fields(&page.text().await.expect("page"));
         form.extend([
             ("user_code".to_owned(), user_code.to_owned()),
             ("username".to_owned(), user.to_owned()),
@@ -359,19 +359,4 @@ impl DevIdp {
         });
         Bearer(token.to_owned())
     }
-}
-
-/// The `name` and `value` of each hidden input of a page.
-fn hidden_fields(html: &str) -> Vec<(String, String)> {
-    let attr = |tag: &str, name: &str| {
-        let marker = format!("{name}=\"");
-        let start = tag.find(&marker)? + marker.len();
-        Some(tag[start..start + tag[start..].find('"')?].to_owned())
-    };
-    html.split("<input")
-        .skip(1)
-        .filter_map(|rest| rest.split('>').next())
-        .filter(|tag| tag.contains("type=\"hidden\""))
-        .filter_map(|tag| Some((attr(tag, "name")?, attr(tag, "value")?)))
-        .collect()
 }

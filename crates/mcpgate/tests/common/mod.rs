@@ -24,3 +24,19 @@ pub fn wait_ready(mut child: Child, ready: &Path, timeout: Duration) -> (Child, 
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The `name` and `value` of each hidden input of a page.
+#[allow(dead_code, reason = "not every test file signs in through a page")]
+pub fn hidden_fields(html: &str) -> Vec<(String, String)> {
+    let attr = |tag: &str, name: &str| {
+        let marker = format!("{name}=\"");
+        let start = tag.find(&marker)? + marker.len();
+        Some(tag[start..start + tag[start..].find('"')?].to_owned())
+    };
+    html.split("<input")
+        .skip(1)
+        .filter_map(|rest| rest.split('>').next())
+        .filter(|tag| tag.contains("type=\"hidden\""))
+        .filter_map(|tag| Some((attr(tag, "name")?, attr(tag, "value")?)))
+        .collect()
+}

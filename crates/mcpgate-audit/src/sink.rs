@@ -6,6 +6,12 @@
 //! it ([`Auditor::dropped`]) and says so in the log at error level. The
 //! writer wakes at most about once per [`AuditorOptions::flush_interval`]
 //! under load, so a busy server pays no task wake-up per call.
+//!
+//! The file comes first: the store gets each batch from a second task,
+//! through a queue of [`STORE_QUEUE`] batches, so that a slow or absent
+//! store (Redis down, retrying) never holds up the file. A batch the store
+//! has no room for is counted ([`Auditor::not_stored`]) and logged; it is
+//! in the file.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -18,6 +24,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 
 use crate::record::AuditRecord;
 use crate::scrub::{ArgumentPolicy, sanitize};
@@ -48,6 +55,9 @@ pub trait AuditStore: Send + Sync + fmt::Debug {
     /// Appends `records`, all or none.
     fn append<'a>(&'a self, records: &'a [AuditRecord]) -> AppendFuture<'a>;
 }
+
+/// Batches waiting for the store at most.
+pub const STORE_QUEUE: usize = 64;
 
 /// The auditor could not start.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +117,7 @@ pub struct Auditor {
     queue: mpsc::Sender<Message>,
     arguments_for: ArgumentPolicy,
     dropped: AtomicU64,
+    not_stored: Arc<AtomicU64>,
 }
 
 impl fmt::Debug for Auditor {
@@ -136,10 +147,23 @@ impl Auditor {
             None => None,
         };
         let (queue, receiver) = mpsc::channel(options.queue.max(1));
+        let not_stored = Arc::new(AtomicU64::new(0));
+        let (to_store, store_task) = match store {
+            Some(store) => {
+                let (to_store, batches) = mpsc::channel(STORE_QUEUE);
+                (
+                    Some(to_store),
+                    Some(tokio::spawn(feed_store(store, batches))),
+                )
+            }
+            None => (None, None),
+        };
         let writer = Writer {
             file,
             path: options.file.clone(),
-            store,
+            to_store,
+            store_task,
+            not_stored: not_stored.clone(),
             arguments_for: options.arguments_for.clone(),
             batch: options.batch.max(1),
             rest: options.flush_interval,
@@ -149,6 +173,7 @@ impl Auditor {
             queue,
             arguments_for: options.arguments_for,
             dropped: AtomicU64::new(0),
+            not_stored,
         }))
     }
 
@@ -156,6 +181,12 @@ impl Auditor {
     /// had shut down.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Records written to the file but not handed to the store, because
+    /// the store was too far behind.
+    pub fn not_stored(&self) -> u64 {
+        self.not_stored.load(Ordering::Relaxed)
     }
 
     /// Writes everything queued so far (to the file and the store), then
@@ -215,10 +246,21 @@ async fn open_private(path: &Path) -> std::io::Result<tokio::fs::File> {
     Ok(file)
 }
 
+/// The store's side: appends batches in order until the writer is done.
+async fn feed_store(store: Arc<dyn AuditStore>, mut batches: mpsc::Receiver<Vec<AuditRecord>>) {
+    while let Some(batch) = batches.recv().await {
+        if let Err(e) = store.append(&batch).await {
+            tracing::error!(error = %e, records = batch.len(), "audit: could not append records to the store (they are in the file)");
+        }
+    }
+}
+
 struct Writer {
     file: Option<tokio::fs::File>,
     path: Option<PathBuf>,
-    store: Option<Arc<dyn AuditStore>>,
+    to_store: Option<mpsc::Sender<Vec<AuditRecord>>>,
+    store_task: Option<JoinHandle<()>>,
+    not_stored: Arc<AtomicU64>,
     arguments_for: ArgumentPolicy,
     batch: usize,
     rest: Duration,
@@ -231,7 +273,9 @@ impl Writer {
         loop {
             let received = receiver.recv_many(&mut messages, self.batch).await;
             if received == 0 {
-                break; // the auditor is gone and the queue is empty
+                // The auditor is gone and the queue is empty.
+                self.finish_store().await;
+                return;
             }
             let mut done = Vec::new();
             for message in messages.drain(..) {
@@ -252,11 +296,13 @@ impl Writer {
                     }
                 }
             }
-            for chunk in records.chunks_mut(self.batch) {
-                self.write(chunk).await;
+            while !records.is_empty() {
+                let rest = records.split_off(records.len().min(self.batch));
+                let batch = std::mem::replace(&mut records, rest);
+                self.write(batch).await;
             }
-            records.clear();
             if !done.is_empty() {
+                self.finish_store().await;
                 for answer in done {
                     let _ = answer.send(());
                 }
@@ -268,7 +314,15 @@ impl Writer {
         }
     }
 
-    async fn write(&mut self, records: &mut [AuditRecord]) {
+    /// Lets the store task take what is queued for it, and waits for it.
+    async fn finish_store(&mut self) {
+        self.to_store = None;
+        if let Some(task) = self.store_task.take() {
+            let _ = task.await;
+        }
+    }
+
+    async fn write(&mut self, mut records: Vec<AuditRecord>) {
         for record in records.iter_mut() {
             sanitize(record, &self.arguments_for);
         }
@@ -291,10 +345,18 @@ impl Writer {
                 tracing::error!(path = %path.display(), error = %e, records = records.len(), "audit: could not append to the audit file");
             }
         }
-        if let Some(store) = &self.store
-            && let Err(e) = store.append(records).await
+        if let Some(to_store) = &self.to_store
+            && let Err(mpsc::error::TrySendError::Full(batch)) = to_store.try_send(records)
         {
-            tracing::error!(error = %e, records = records.len(), "audit: could not append records to the store");
+            let n = batch.len() as u64;
+            let before = self.not_stored.fetch_add(n, Ordering::Relaxed);
+            // Loud, but once per doubling, not once per batch.
+            if (before + n).ilog2() != before.checked_ilog2().unwrap_or(u32::MAX) {
+                tracing::error!(
+                    not_stored_total = before + n,
+                    "audit: the store is behind; records were NOT stored (they are in the file)"
+                );
+            }
         }
     }
 }

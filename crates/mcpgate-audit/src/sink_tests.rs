@@ -141,6 +141,68 @@ async fn a_full_queue_drops_and_counts_instead_of_blocking() {
     assert_eq!(store.records().len(), 4);
 }
 
+/// A store that waits at a gate before keeping each batch.
+#[derive(Debug)]
+struct Gated {
+    gate: tokio::sync::Semaphore,
+    kept: Kept,
+}
+
+impl AuditStore for Gated {
+    fn append<'a>(&'a self, records: &'a [AuditRecord]) -> AppendFuture<'a> {
+        Box::pin(async move {
+            self.gate.acquire().await?.forget();
+            self.kept.append(records).await
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_stuck_store_holds_up_neither_the_file_nor_the_callers() {
+    const N: usize = 200;
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("audit.jsonl");
+    let store = Arc::new(Gated {
+        gate: tokio::sync::Semaphore::new(0),
+        kept: Kept::default(),
+    });
+    let options = AuditorOptions {
+        file: Some(path.clone()),
+        batch: 1,
+        ..AuditorOptions::default()
+    };
+    let auditor = Auditor::start(options, Some(store.clone()))
+        .await
+        .expect("start");
+    for i in 0..N {
+        auditor.record(call(i));
+    }
+    let stopping = tokio::spawn({
+        let auditor = auditor.clone();
+        async move { auditor.shutdown().await }
+    });
+    // Every record reaches the file while the store is stuck.
+    for _ in 0..500 {
+        if std::fs::read_to_string(&path)
+            .expect("read")
+            .lines()
+            .count()
+            == N
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(lines(&path).len(), N);
+    assert_eq!(auditor.dropped(), 0);
+    store.gate.add_permits(N);
+    stopping.await.expect("shutdown");
+    let stored = store.kept.records().len() as u64;
+    assert!(auditor.not_stored() > 0, "the store's queue overflowed");
+    assert!(stored >= STORE_QUEUE as u64, "{stored}");
+    assert_eq!(stored + auditor.not_stored(), N as u64);
+}
+
 #[tokio::test]
 async fn an_unopenable_file_is_an_error_naming_it() {
     let options = AuditorOptions {

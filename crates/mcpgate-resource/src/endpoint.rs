@@ -45,13 +45,17 @@ const ANONYMOUS: &str = "anonymous";
 /// Everything the endpoint needs, built once.
 pub struct Endpoint {
     service: Arc<dyn McpService>,
-    auth: Option<AuthState>,
-    origins: OriginPolicy,
-    sessions: Sessions,
-    max_body: usize,
+    pub(crate) auth: Option<AuthState>,
+    pub(crate) origins: OriginPolicy,
+    pub(crate) sessions: Sessions,
+    pub(crate) max_body: usize,
     discover: Bytes,
-    gateway: Option<Arc<Gateway>>,
+    pub(crate) gateway: Option<Arc<Gateway>>,
     guard: Arc<Guard>,
+    // Sessions of the 2024-11-05 HTTP+SSE transport: where their messages
+    // go ([`crate::legacy`]).
+    pub(crate) legacy:
+        std::sync::Mutex<std::collections::HashMap<Arc<str>, tokio::sync::mpsc::Sender<Bytes>>>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -85,6 +89,7 @@ impl Endpoint {
             discover,
             gateway: None,
             guard: Arc::new(Guard::new(Arc::default(), None, None)),
+            legacy: std::sync::Mutex::default(),
         }
     }
 
@@ -150,7 +155,7 @@ pub async fn handle(State(ep): State<Arc<Endpoint>>, request: Request) -> Respon
 }
 
 /// Who sessions are bound to.
-fn owner(caller: Option<&Arc<Principal>>) -> &str {
+pub(crate) fn owner(caller: Option<&Arc<Principal>>) -> &str {
     caller.map_or(ANONYMOUS, |p| p.identity_key())
 }
 
@@ -209,7 +214,9 @@ impl Endpoint {
                     .into_response();
             }
             if let Some(gateway) = &self.gateway {
-                return self.forward(gateway, &session.id, caller, message).await;
+                return self
+                    .forward(gateway, &session.id, caller, message, None)
+                    .await;
             }
             let Incoming::Request { id, method, params } = message else {
                 // Notifications (`initialized`, `cancelled`) and answers to
@@ -521,7 +528,11 @@ impl Endpoint {
 
 /// The upstream's `initialize` result, at the revision negotiated with
 /// the client.
-fn upstream_initialized(id: &RequestId, upstream: &RawValue, version: &ProtocolVersion) -> Bytes {
+pub(crate) fn upstream_initialized(
+    id: &RequestId,
+    upstream: &RawValue,
+    version: &ProtocolVersion,
+) -> Bytes {
     match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(upstream.get()) {
         Ok(mut result) => {
             result.insert(
@@ -542,13 +553,15 @@ fn upstream_initialized(id: &RequestId, upstream: &RawValue, version: &ProtocolV
 
 impl Endpoint {
     /// Passes one message of a session to its upstream session, once the
-    /// guard let it through.
-    async fn forward(
+    /// guard let it through. Answers go in the response, or, for a session
+    /// of the legacy transport, to its event stream (`legacy`).
+    pub(crate) async fn forward(
         &self,
         gateway: &Gateway,
         session: &str,
         caller: Option<&Arc<Principal>>,
         message: Incoming<'_>,
+        legacy: Option<&tokio::sync::mpsc::Sender<Bytes>>,
     ) -> Response {
         let Some(link) = gateway.link(session) else {
             // The session outlived its upstream session (another replica's, or
@@ -569,21 +582,32 @@ impl Endpoint {
                         self.guard
                             .check(caller, &id, target, parsed.arguments, hidden)
                     {
-                        return refusal;
+                        return match legacy {
+                            Some(out) => crate::legacy::to_stream(refusal, out).await,
+                            None => refusal,
+                        };
                     }
                 }
                 let finish = self
                     .guard
                     .finish(caller, &id, &method, target, parsed.arguments, Some(&link))
                     .unwrap_or_else(reply::passthrough);
-                match link.request(&id, &method, params).await {
-                    Ok(forwarded) => reply::respond(id, forwarded, finish).await,
-                    Err(e) => {
+                match (link.request(&id, &method, params).await, legacy) {
+                    (Ok(forwarded), None) => reply::respond(id, forwarded, finish).await,
+                    (Ok(forwarded), Some(out)) => {
+                        tokio::spawn(reply::relay(id, forwarded, finish, out.clone()));
+                        StatusCode::ACCEPTED.into_response()
+                    }
+                    (Err(e), _) => {
                         if let Some(target) = target {
                             self.guard.unavailable(caller, &id, target, &e.to_string());
                         }
                         let error = ErrorData::internal_error(e.to_string(), None);
-                        refuse(StatusCode::OK, Some(&id), &error)
+                        let refusal = refuse(StatusCode::OK, Some(&id), &error);
+                        match legacy {
+                            Some(out) => crate::legacy::to_stream(refusal, out).await,
+                            None => refusal,
+                        }
                     }
                 }
             }
@@ -682,7 +706,7 @@ fn is_json(headers: &HeaderMap) -> bool {
 }
 
 /// A JSON-RPC error as the whole answer.
-fn refuse(status: StatusCode, id: Option<&RequestId>, error: &ErrorData) -> Response {
+pub(crate) fn refuse(status: StatusCode, id: Option<&RequestId>, error: &ErrorData) -> Response {
     json(status, wire::error(id, error))
 }
 
@@ -694,7 +718,7 @@ fn header_mismatch(id: &RequestId, why: String) -> Response {
     )
 }
 
-fn session_not_found() -> Response {
+pub(crate) fn session_not_found() -> Response {
     // Unknown, expired and foreign sessions look alike: nothing tells an
     // attacker that a guessed id exists. 404 makes a client start anew.
     let error = ErrorData::new(ErrorCode(-32001), "Session not found", None);

@@ -12,6 +12,7 @@
 //! | [`challenge`] | 400/401/403 with `WWW-Authenticate` |
 //! | [`endpoint`] | `/mcp`: the Streamable HTTP transport, served in the request's own task |
 //! | [`gateway`] | gateway mode: the endpoint in front of an upstream MCP server |
+//! | [`legacy`] | the 2024-11-05 HTTP+SSE transport (`/sse`, `/messages`), in gateway mode |
 //! | [`guard`] | per-tool policy applied to calls and lists, pinned tools, audit records |
 //! | [`origin`] | the DNS-rebinding defence: allowed `Host` and `Origin` |
 //! | [`auth`] | taking and validating the token of a request |
@@ -40,6 +41,7 @@ pub mod downstream;
 pub mod endpoint;
 pub mod gateway;
 pub mod guard;
+pub mod legacy;
 pub mod origin;
 pub mod pins;
 pub mod policy;
@@ -245,6 +247,18 @@ pub fn router_with_endpoint(
     }
     let endpoint = Arc::new(endpoint.with_guard(Arc::new(guard)));
     let mut mcp = Router::new().route(MCP_PATH, any(endpoint::handle).with_state(endpoint.clone()));
+    if settings.gateway.is_some() {
+        // Clients still on the 2024-11-05 transport reach the same upstream.
+        mcp = mcp
+            .route(
+                legacy::SSE_PATH,
+                any(legacy::sse).with_state(endpoint.clone()),
+            )
+            .route(
+                legacy::MESSAGES_PATH,
+                any(legacy::messages).with_state(endpoint.clone()),
+            );
+    }
     if settings.loopback_origins || !settings.allowed_origins.is_empty() {
         mcp = mcp.layer(mcp_cors(origins));
     }

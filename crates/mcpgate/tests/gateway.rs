@@ -501,3 +501,98 @@ async fn an_http_upstream_can_be_told_who_calls_in_signed_headers() {
     assert!(!seen.to_string().contains(alice.expose()));
     assert!(!seen.to_string().contains(secret));
 }
+
+/// The next `event: NAME` of an event stream, with its data.
+async fn next_event(stream: &mut reqwest::Response, buffer: &mut String) -> (String, String) {
+    loop {
+        if let Some(end) = buffer.find("\n\n") {
+            let event: String = buffer.drain(..end + 2).collect();
+            let mut name = "message".to_owned();
+            let mut data = String::new();
+            for line in event.lines() {
+                if let Some(v) = line.strip_prefix("event: ") {
+                    name = v.to_owned();
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    data.push_str(v);
+                }
+            }
+            return (name, data);
+        }
+        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.chunk())
+            .await
+            .expect("an event in time")
+            .expect("the stream")
+            .expect("not the end");
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
+#[tokio::test]
+async fn a_client_on_the_2024_11_05_transport_reaches_the_upstream_through_sse() {
+    let gateway = Gateway::open("legacy", "", &[]);
+    let base = gateway.mcp_url().trim_end_matches("/mcp").to_owned();
+    let http = reqwest::Client::new();
+    let mut stream = http
+        .get(format!("{base}/sse"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .expect("GET /sse");
+    assert_eq!(stream.status(), 200);
+    let mut buffer = String::new();
+    let (name, endpoint) = next_event(&mut stream, &mut buffer).await;
+    assert_eq!(name, "endpoint");
+    assert!(endpoint.starts_with("/messages?session_id="), "{endpoint}");
+    let post = |body: Value| http.post(format!("{base}{endpoint}")).json(&body).send();
+    let accepted = post(
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2024-11-05", "capabilities": {},
+        "clientInfo": {"name": "legacy-test", "version": "1"}}}),
+    )
+    .await
+    .expect("POST");
+    assert_eq!(accepted.status(), 202);
+    let (_, init) = next_event(&mut stream, &mut buffer).await;
+    let init: Value = serde_json::from_str(&init).expect("json");
+    assert_eq!(init["result"]["protocolVersion"], "2024-11-05", "{init}");
+    post(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        .await
+        .expect("POST");
+    post(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "fixture_echo", "arguments": {"text": "old transport"}}}))
+    .await
+    .expect("POST");
+    let (_, answer) = next_event(&mut stream, &mut buffer).await;
+    let answer: Value = serde_json::from_str(&answer).expect("json");
+    assert_eq!(answer["id"], 2, "{answer}");
+    assert_eq!(answer["result"]["content"][0]["text"], "old transport");
+
+    // Another session's id is not this one's.
+    let foreign = http
+        .post(format!("{base}/messages?session_id=0123456789abcdef"))
+        .json(&json!({"jsonrpc": "2.0", "id": 3, "method": "ping"}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(foreign.status(), 404);
+}
+
+#[tokio::test]
+async fn the_sse_transport_is_protected_like_mcp() {
+    let (gateway, _idp) = with_idp("legacy-auth", &stdio_upstream(""), &[], &[]);
+    let base = gateway.mcp_url().trim_end_matches("/mcp").to_owned();
+    let refused = reqwest::Client::new()
+        .get(format!("{base}/sse"))
+        .send()
+        .await
+        .expect("GET /sse");
+    assert_eq!(refused.status(), 401);
+    assert!(
+        refused
+            .headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.contains("resource_metadata=")),
+        "a challenge like /mcp's"
+    );
+}

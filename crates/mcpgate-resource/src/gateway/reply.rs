@@ -105,6 +105,46 @@ pub async fn respond(id: RequestId, mut fwd: Forwarded, finish: Finish) -> Respo
     }
 }
 
+/// Sends what the upstream sends for the client's request `id`, and then
+/// its answer, to `out`: the event stream of a session on the legacy
+/// HTTP+SSE transport, where answers never travel in the POST's response.
+pub async fn relay(id: RequestId, mut fwd: Forwarded, finish: Finish, out: mpsc::Sender<Bytes>) {
+    let deadline = Instant::now() + fwd.timeout;
+    loop {
+        let last = match next(&mut fwd, deadline).await {
+            Next::Event(event) => {
+                if out.send(event).await.is_err() {
+                    // The client left; dropping the request cancels it.
+                    return;
+                }
+                continue;
+            }
+            Next::Done(answer) => {
+                fwd.answered();
+                while let Ok(event) = fwd.call.events.try_recv() {
+                    let _ = out.send(event).await;
+                }
+                finish(answer, Ended::Answered).await
+            }
+            Next::Gone => {
+                fwd.answered();
+                finish(wire::error(Some(&id), &gone()), Ended::Gone).await
+            }
+            Next::Timeout => {
+                let after = fwd.timeout;
+                fwd.abandon("timed out");
+                finish(
+                    wire::error(Some(&id), &timeout_error(after)),
+                    Ended::TimedOut,
+                )
+                .await
+            }
+        };
+        let _ = out.send(last).await;
+        return;
+    }
+}
+
 fn gone() -> ErrorData {
     ErrorData::internal_error("the upstream server went away before answering", None)
 }

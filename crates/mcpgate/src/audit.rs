@@ -80,6 +80,36 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn the_audit_table_loads_with_its_defaults_and_refuses_unknown_keys() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("mcpgate.toml");
+        std::fs::write(&file, "").expect("write");
+        let raw = RawConfig::load(Some(&file)).expect("empty config");
+        assert_eq!(raw.audit.file(Path::new("/d")), Path::new("/d/audit.jsonl"));
+        assert!(raw.audit.to_store());
+        assert!(raw.audit.arguments_for.is_empty());
+
+        std::fs::write(
+            &file,
+            "[audit]\nfile = \"/var/log/a.jsonl\"\nstore = false\narguments_for = [\"search_*\"]\n",
+        )
+        .expect("write");
+        let raw = RawConfig::load(Some(&file)).expect("config");
+        assert_eq!(
+            raw.audit.file(Path::new("/d")),
+            Path::new("/var/log/a.jsonl")
+        );
+        assert!(!raw.audit.to_store());
+        assert_eq!(raw.audit.arguments_for, ["search_*"]);
+
+        std::fs::write(&file, "[audit]\narguments = [\"x\"]\n").expect("write");
+        assert!(
+            RawConfig::load(Some(&file)).is_err(),
+            "a misspelt key is refused"
+        );
+    }
+
     #[tokio::test]
     async fn the_auditor_writes_the_file_and_the_store_as_configured() {
         let dir = tempfile::tempdir().expect("dir");

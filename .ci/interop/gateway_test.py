@@ -11,9 +11,12 @@ HTTP; the legacy 2024-11-05 HTTP+SSE transport) the same client session
 runs twice, once straight to the server and once through `mcpgate serve
 --no-auth`, and records what it saw: the server's identity, the tools,
 prompts, resources and resource templates, and the results of echo, a sum,
-a prompt, a resource read, a tool that reports progress (the progress
-callbacks) and a tool that asks the client for sampling (answered by this
-client's sampling callback, whose request is recorded too). The two records
+two prompts, a resource read, a tool that reports progress (the progress
+callbacks), a tool that asks the client for sampling (answered by this
+client's sampling callback, whose request is recorded too), structured,
+annotated and image content, a call with bad arguments and one of an
+unknown tool, two completions, subscribe and unsubscribe, and whether log
+messages that belong to no request arrive. The two records
 must be equal once normalised (see `normalise`): any other difference is a
 failure. The last line is "N passed, M failed"; the exit code is 1 if
 anything failed.
@@ -38,7 +41,7 @@ from mcp import Client, types
 from mcp.client.sse import sse_client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.exceptions import MCPDeprecationWarning
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 
 ECHO = "hello through the gateway"
 SAMPLING_PROMPT = "say something"
@@ -306,6 +309,21 @@ async def record(connect, label):
                 {"duration": 0.2 * PROGRESS_STEPS, "steps": PROGRESS_STEPS},
                 progress_callback=on_progress))
             out["progress callbacks"] = progress
+            out["call get-structured-content"] = dump(await c.call_tool(
+                "get-structured-content", {"location": "Chicago"}))
+            out["call get-annotated-message"] = dump(await c.call_tool(
+                "get-annotated-message", {"messageType": "error", "includeImage": True}))
+            out["call get-tiny-image"] = dump(await c.call_tool("get-tiny-image", {}))
+            out["call with bad arguments"] = dump(await c.call_tool("get-sum", {"a": "x"}))
+            out["call of an unknown tool"] = await outcome(c.call_tool("no-such-tool", {}))
+            out["complete department"] = dump(await c.complete(
+                types.PromptReference(type="ref/prompt", name="completable-prompt"),
+                {"name": "department", "value": "S"}))
+            out["complete name"] = dump(await c.complete(
+                types.PromptReference(type="ref/prompt", name="completable-prompt"),
+                {"name": "name", "value": ""}, {"department": "Sales"}))
+            out["subscribe"] = await outcome(c.subscribe_resource(text_resources[0]))
+            out["unsubscribe"] = await outcome(c.unsubscribe_resource(text_resources[0]))
             out["call trigger-sampling-request"] = dump(await c.call_tool(
                 "trigger-sampling-request", {"prompt": SAMPLING_PROMPT, "maxTokens": 50}))
             out["sampling requests"] = sampling_requests
@@ -323,6 +341,14 @@ async def record(connect, label):
             check(all(entry.get("level") in LOG_LEVELS for entry in logs),
                   f"{label}: log messages with unknown levels: {logs}")
     return out
+
+
+async def outcome(call):
+    """A result, or the JSON-RPC error it was refused with."""
+    try:
+        return {"result": dump(await call)}
+    except MCPError as e:
+        return {"error": dump(e.error)}
 
 
 def check_callbacks(seen, label):

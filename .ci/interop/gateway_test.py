@@ -13,7 +13,9 @@ runs twice, once straight to the server and once through `mcpgate serve
 prompts, resources and resource templates, and the results of echo, a sum,
 two prompts, a resource read, a tool that reports progress (the progress
 callbacks), a tool that asks the client for sampling (answered by this
-client's sampling callback, whose request is recorded too), structured,
+client's sampling callback, whose request is recorded too), one that asks
+for elicitation (likewise), the roots the server got from the client's
+callback, structured,
 annotated and image content, a call with bad arguments and one of an
 unknown tool, two completions, subscribe and unsubscribe, and whether log
 messages that belong to no request arrive. The two records
@@ -46,6 +48,8 @@ from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 ECHO = "hello through the gateway"
 SAMPLING_PROMPT = "say something"
 PROGRESS_STEPS = 4
+ROOT = "file:///tmp/mcpgate-gateway-test"
+ELICITED = {"name": "Alice", "check": True, "integer": 7}
 # server-everything's simulated logging sends one message at once, then one
 # every 5 s.
 LOG_WAIT_S = 7
@@ -261,7 +265,7 @@ async def paged(fetch, field):
 
 async def record(connect, label):
     """What one client session sees, as plain JSON values."""
-    progress, sampling_requests, logs = [], [], []
+    progress, sampling_requests, elicitation_requests, logs = [], [], [], []
     got_log = anyio.Event()
 
     async def on_log(params):
@@ -278,12 +282,20 @@ async def record(connect, label):
             role="assistant", model="gateway-test-model", stop_reason="endTurn",
             content=types.TextContent(type="text", text=f"sampled: {asked.text}"))
 
+    async def on_elicitation(context, params):
+        elicitation_requests.append(dump(params))
+        return types.ElicitResult(action="accept", content=ELICITED)
+
+    async def on_roots(context):
+        return types.ListRootsResult(roots=[types.Root(uri=ROOT, name="workspace")])
+
     out = {}
     with anyio.fail_after(60):
         # mode="legacy": the initialize handshake, which both server-everything
         # and the gateway speak (the default would first probe server/discover).
         async with Client(connect(), mode="legacy", cache=None, sampling_callback=on_sampling,
-                          logging_callback=on_log,
+                          logging_callback=on_log, elicitation_callback=on_elicitation,
+                          list_roots_callback=on_roots,
                           client_info=types.Implementation(name="mcpgate-gateway-test",
                                                            version="1")) as c:
             out["protocol_version"] = c.protocol_version
@@ -327,6 +339,12 @@ async def record(connect, label):
             out["call trigger-sampling-request"] = dump(await c.call_tool(
                 "trigger-sampling-request", {"prompt": SAMPLING_PROMPT, "maxTokens": 50}))
             out["sampling requests"] = sampling_requests
+            out["call trigger-elicitation-request"] = dump(await c.call_tool(
+                "trigger-elicitation-request", {}))
+            out["elicitation requests"] = elicitation_requests
+            # The server asks for the roots as soon as the session is
+            # initialized, a request that belongs to no request of the client.
+            out["call get-roots-list"] = dump(await c.call_tool("get-roots-list", {}))
             # Log messages that belong to no request: the server sends one
             # at once and one every 5 s, on its standalone stream (HTTP), so
             # the gateway must keep that stream open and pass it on. Their
@@ -363,6 +381,14 @@ def check_callbacks(seen, label):
           f"{label}: no log message arrived within {LOG_WAIT_S} s of turning simulated logging on")
     check(len(seen["sampling requests"]) == 1,
           f"{label}: the sampling callback ran {len(seen['sampling requests'])} times, expected once")
+    check(len(seen["elicitation requests"]) == 1,
+          f"{label}: the elicitation callback ran {len(seen['elicitation requests'])} times, "
+          "expected once")
+    text = seen["call trigger-elicitation-request"]["content"][0]["text"]
+    check(text.startswith("\u2705 User provided"),
+          f"{label}: the tool did not take this client's elicitation answer: {text[:300]}")
+    text = seen["call get-roots-list"]["content"][0]["text"]
+    check(ROOT in text, f"{label}: the server does not know this client's root: {text[:300]}")
     text = seen["call trigger-sampling-request"]["content"][0]["text"]
     check(f"sampled: Resource trigger-sampling-request context: {SAMPLING_PROMPT}" in text,
           f"{label}: the tool did not return this client's sampling answer: {text[:300]}")

@@ -20,7 +20,8 @@ annotated and image content, a call with bad arguments and one of an
 unknown tool, two completions, subscribe and unsubscribe, and whether log
 messages that belong to no request arrive. The two records
 must be equal once normalised (see `normalise`): any other difference is a
-failure. The last line is "N passed, M failed"; the exit code is 1 if
+failure. A fourth case puts the client itself on the legacy transport (the
+gateway's GET /sse) in front of the stdio server. The last line is "N passed, M failed"; the exit code is 1 if
 anything failed.
 """
 
@@ -35,6 +36,7 @@ import subprocess
 import sys
 import time
 import traceback
+import urllib.parse
 import warnings
 from pathlib import Path
 
@@ -212,6 +214,22 @@ class Suite:
         finally:
             gateway.stop()
             server.stop()
+
+    def case_client_sse(self):
+        # The client's side on the legacy transport too: GET /sse at the
+        # gateway (in front of the stdio server), compared with stdio direct.
+        params = StdioServerParameters(command=self.node, args=[self.server, "stdio"],
+                                       env=self.env)
+        errlog = open(self.work / "everything-stdio-2.log", "w")  # noqa: SIM115 (closed below)
+        cmd = " ".join(map(shlex.quote, [self.node, self.server, "stdio"]))
+        gateway, url = self.start_gateway("gateway-client-sse", ["--upstream-cmd", cmd])
+        sse_url = urllib.parse.urljoin(url, "/sse")
+        try:
+            self.compare("client-sse", lambda: stdio_client(params, errlog=errlog),
+                         lambda: sse_client(sse_url), [gateway])
+        finally:
+            gateway.stop()
+            errlog.close()
 
     def compare(self, shape, direct, through, procs):
         seen = {}
@@ -424,7 +442,7 @@ def main():
     warnings.filterwarnings("ignore", category=MCPDeprecationWarning)
 
     suite = Suite(args)
-    cases = [suite.case_stdio, suite.case_streamable_http, suite.case_sse]
+    cases = [suite.case_stdio, suite.case_streamable_http, suite.case_sse, suite.case_client_sse]
     passed = failed = 0
     try:
         for case in cases:

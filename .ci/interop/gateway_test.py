@@ -1,4 +1,4 @@
-"""The Python MCP SDK's client through mcpgate's gateway, against the
+r"""The Python MCP SDK's client through mcpgate's gateway, against the
 reference server @modelcontextprotocol/server-everything.
 
 Run by .ci/interop/gateway (which installs the packages and builds mcpgate):
@@ -12,17 +12,19 @@ runs twice, once straight to the server and once through `mcpgate serve
 --no-auth`, and records what it saw: the server's identity, the tools,
 prompts, resources and resource templates, and the results of echo, a sum,
 two prompts, a resource read, a tool that reports progress (the progress
-callbacks), a tool that asks the client for sampling (answered by this
-client's sampling callback, whose request is recorded too), one that asks
-for elicitation (likewise), the roots the server got from the client's
-callback, structured,
-annotated and image content, a call with bad arguments and one of an
-unknown tool, two completions, subscribe and unsubscribe, and whether log
-messages that belong to no request arrive. The two records
-must be equal once normalised (see `normalise`): any other difference is a
-failure. A fourth case puts the client itself on the legacy transport (the
-gateway's GET /sse) in front of the stdio server. The last line is "N passed, M failed"; the exit code is 1 if
-anything failed.
+callbacks; and four such calls at once), a tool that asks the client for
+sampling (answered by this client's sampling callback, whose request is
+recorded too), one that asks for elicitation (likewise), the roots the
+server got from the client's callback, structured, annotated and image
+content, a call with bad arguments and one of an unknown tool, two
+completions, subscribe and unsubscribe, and whether log messages that
+belong to no request arrive. The two records must be equal once normalised
+(see `normalise`): any other difference is a failure. A fourth case puts
+the client itself on the legacy transport (the gateway's GET /sse) in
+front of the stdio server.
+
+The last line is "N passed, M failed"; the exit code is 1 if anything
+failed.
 """
 
 import argparse
@@ -50,6 +52,7 @@ from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 ECHO = "hello through the gateway"
 SAMPLING_PROMPT = "say something"
 PROGRESS_STEPS = 4
+CONCURRENT_CALLS = 4
 ROOT = "file:///tmp/mcpgate-gateway-test"
 ELICITED = {"name": "Alice", "check": True, "integer": 7}
 # server-everything's simulated logging sends one message at once, then one
@@ -339,6 +342,7 @@ async def record(connect, label):
                 {"duration": 0.2 * PROGRESS_STEPS, "steps": PROGRESS_STEPS},
                 progress_callback=on_progress))
             out["progress callbacks"] = progress
+            out["concurrent progress"] = await concurrent_progress(c)
             out["call get-structured-content"] = dump(await c.call_tool(
                 "get-structured-content", {"location": "Chicago"}))
             out["call get-annotated-message"] = dump(await c.call_tool(
@@ -379,6 +383,29 @@ async def record(connect, label):
     return out
 
 
+async def concurrent_progress(c):
+    """Several calls with progress at once in one session: each callback must
+    get its own call's progress (the gateway routes it by token)."""
+    seen = {}
+
+    async def one(i):
+        events = []
+
+        async def on_progress(value, total, message):
+            events.append([value, total])
+
+        steps = 2 + i
+        result = await c.call_tool("trigger-long-running-operation",
+                                   {"duration": 0.1 * steps, "steps": steps},
+                                   progress_callback=on_progress)
+        seen[str(i)] = {"progress": events, "result": dump(result)}
+
+    async with anyio.create_task_group() as tg:
+        for i in range(CONCURRENT_CALLS):
+            tg.start_soon(one, i)
+    return seen
+
+
 async def outcome(call):
     """A result, or the JSON-RPC error it was refused with."""
     try:
@@ -395,6 +422,10 @@ def check_callbacks(seen, label):
             "total": None if p["total"] is None else float(p["total"])}
            for p in seen["progress callbacks"]]
     check(got == want, f"{label}: progress callbacks {got}, expected {want}")
+    for i, call in seen["concurrent progress"].items():
+        steps = 2 + int(i)
+        check(call["progress"] == [[float(n), float(steps)] for n in range(1, steps + 1)],
+              f"{label}: concurrent call {i} of {steps} steps saw progress {call['progress']}")
     check(seen["simulated logging delivered"],
           f"{label}: no log message arrived within {LOG_WAIT_S} s of turning simulated logging on")
     check(len(seen["sampling requests"]) == 1,

@@ -19,6 +19,9 @@ use mcpgate_resource::ResourceSettings;
 use mcpgate_resource::downstream::{
     DownstreamError, DownstreamFuture, UserDetails, UserDetailsSource,
 };
+use mcpgate_resource::gateway::credential::{
+    CredentialError, CredentialFuture, TokenSource, UpstreamToken,
+};
 use mcpgate_resource::session::{SessionFuture, SharedSessions};
 use mcpgate_store::{IdentityKey, KeyBytes, SessionId, Store, TokenCipher};
 use mcpgate_token::Principal;
@@ -411,6 +414,40 @@ impl UserDetailsSource for GraphProfile {
             resp.json::<UserDetails>()
                 .await
                 .map_err(|e| DownstreamError::Unavailable(format!("{}: {e}", self.me_url)))
+        })
+    }
+}
+
+/// Tokens for a gateway's HTTP upstream, for the caller: On-Behalf-Of
+/// with the user's upstream grant the broker holds.
+#[derive(Debug)]
+pub struct BrokerObo {
+    /// The broker.
+    pub broker: Arc<Broker>,
+    /// The upstream API's scopes.
+    pub scopes: Vec<String>,
+}
+
+impl TokenSource for BrokerObo {
+    fn token_for<'a>(&'a self, caller: &'a Principal) -> CredentialFuture<'a> {
+        Box::pin(async move {
+            let token = self
+                .broker
+                .upstream_token_for(caller, &self.scopes)
+                .await
+                .map_err(|e| {
+                    if e.needs_sign_in() {
+                        CredentialError::NoGrant
+                    } else {
+                        CredentialError::Unavailable(e.to_string())
+                    }
+                })?;
+            Ok(UpstreamToken::new(
+                token.access_token.secret().to_owned(),
+                token
+                    .expires_at
+                    .map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s)),
+            ))
         })
     }
 }

@@ -144,11 +144,16 @@ pub struct RawUpstream {
     /// Upstream sessions open at once (for stdio: child processes); past
     /// it a new client session is refused. Default 256.
     pub max_sessions: Option<usize>,
-    /// What an HTTP upstream learns of the caller: `none` (default) or
+    /// What an HTTP upstream learns of the caller: `none` (default),
     /// `headers` (`X-MCPGate-User-*`, signed with HMAC-SHA256 under the
-    /// shared secret). Never the caller's token. A stdio child always gets
-    /// the user's identifiers in its environment.
+    /// shared secret) or `obo` (a token for the upstream's own audience,
+    /// obtained for the caller through the broker). Never the caller's
+    /// token. A stdio child always gets the user's identifiers in its
+    /// environment.
     pub identity: Option<String>,
+    /// `identity = "obo"`: the scopes of the upstream's tokens
+    /// (`api://<its app id>/.default`).
+    pub obo_scopes: Vec<String>,
     /// The shared secret for `identity = "headers"` (at least 32 bytes),
     /// read from this file; or set `MCPGATE_UPSTREAM_IDENTITY_SECRET`.
     pub identity_secret_file: Option<PathBuf>,

@@ -22,7 +22,7 @@ pub fn settings(
     args: &ServeArgs,
     raw: &RawConfig,
     store: Option<Arc<dyn Store>>,
-) -> anyhow::Result<Option<GatewaySettings>> {
+) -> anyhow::Result<Option<Planned>> {
     let from_flags = match (&args.upstream_cmd, &args.upstream_url) {
         (Some(command), _) => Some(RawUpstream {
             command: Some(command.clone()),
@@ -56,6 +56,7 @@ pub fn settings(
         .name
         .clone()
         .unwrap_or_else(|| "upstream".to_owned());
+    let mut obo_scopes = None;
     let spec = match (&upstream.command, &upstream.url) {
         (Some(_), None) if upstream.identity.as_deref().is_some_and(|i| i != "none") => bail!(
             "upstream {name:?}: identity applies to HTTP upstreams; a stdio child gets the user's identifiers in its environment"
@@ -83,15 +84,26 @@ pub fn settings(
             let identity = match upstream.identity.as_deref() {
                 None | Some("none") => None,
                 Some("headers") => Some(Arc::new(identity_key(&upstream, &name)?)),
-                Some(other) => {
-                    bail!("upstream {name:?}: identity = {other:?}; use \"none\" or \"headers\"")
+                Some("obo") => {
+                    if upstream.obo_scopes.is_empty() {
+                        bail!(
+                            "upstream {name:?}: identity = \"obo\" needs obo_scopes (the upstream API's, e.g. \"api://<its app id>/.default\")"
+                        );
+                    }
+                    obo_scopes = Some(upstream.obo_scopes.clone());
+                    None
                 }
+                Some(other) => bail!(
+                    "upstream {name:?}: identity = {other:?}; use \"none\", \"headers\" or \"obo\""
+                ),
             };
             UpstreamSpec::Http(Arc::new(HttpSpec {
                 url: url.clone(),
                 client,
                 name,
                 identity,
+                // Set once the broker runs: see `attach_obo`.
+                credential: None,
             }))
         }
         (Some(_), Some(_)) => bail!("upstream {name:?} has both a command and a url; keep one"),
@@ -125,7 +137,41 @@ pub fn settings(
         std::fs::metadata(cwd)
             .with_context(|| format!("the upstream's working directory {}", cwd.display()))?;
     }
-    Ok(Some(settings))
+    Ok(Some(Planned {
+        settings,
+        obo_scopes,
+    }))
+}
+
+/// The gateway's settings, and what must wait for the broker.
+#[derive(Debug)]
+pub struct Planned {
+    /// The settings.
+    pub settings: GatewaySettings,
+    /// `identity = "obo"`: the scopes of the upstream's tokens, obtained
+    /// through the broker once it runs.
+    pub obo_scopes: Option<Vec<String>>,
+}
+
+/// Gives the HTTP upstream its On-Behalf-Of tokens, through the broker
+/// (which holds each user's upstream grant).
+pub fn attach_obo(
+    settings: &mut GatewaySettings,
+    scopes: Vec<String>,
+    broker: Option<&Arc<mcpgate_broker::Broker>>,
+) -> anyhow::Result<()> {
+    let Some(broker) = broker else {
+        bail!(
+            "identity = \"obo\" needs broker mode (the default with the embedded IdP, or [broker] with your tenant): the broker holds the grant a token is obtained from"
+        );
+    };
+    if let UpstreamSpec::Http(spec) = &mut settings.upstream {
+        Arc::make_mut(spec).credential = Some(Arc::new(crate::broker::BrokerObo {
+            broker: broker.clone(),
+            scopes,
+        }));
+    }
+    Ok(())
 }
 
 /// The identity-header secret: from `identity_secret_file`, else from

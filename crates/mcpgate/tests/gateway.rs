@@ -596,3 +596,53 @@ async fn the_sse_transport_is_protected_like_mcp() {
         "a challenge like /mcp's"
     );
 }
+
+#[tokio::test]
+async fn an_http_upstream_can_get_a_token_of_its_own_for_the_caller() {
+    let upstream = HttpFixture::start();
+    // Broker mode (the default): the broker holds alice's grant at the dev
+    // IdP and obtains, On-Behalf-Of her, a token for the upstream's scope.
+    let config = format!(
+        "[[upstreams]]\nurl = \"{}\"\nidentity = \"obo\"\nobo_scopes = [\"https://graph.microsoft.com/User.Read\"]\n",
+        upstream.url
+    );
+    let gateway = Gateway::start(
+        "http-obo",
+        &config,
+        &[],
+        &[("MCPGATE_IDP_AUTO_APPROVE", ALICE)],
+        None,
+    );
+    let ca = gateway.ready["idp"]["ca_file"]
+        .as_str()
+        .expect("the IdP's CA")
+        .to_owned();
+    let cache = tempfile::tempdir().expect("cache dir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcpgate"))
+        .args([
+            "call",
+            &gateway.mcp_url(),
+            "fixture_whoami",
+            "--non-interactive",
+        ])
+        .args(["--ca-file", &ca])
+        .arg("--cache-dir")
+        .arg(cache.path())
+        .env_remove("MCPGATE_CONFIG")
+        .env_remove("MCPGATE_CACHE_DIR")
+        .output()
+        .expect("run mcpgate call");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{} {stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: Value = serde_json::from_str(&stdout).expect("JSON result");
+    let seen = &result["structuredContent"];
+    assert_eq!(seen["transport"], "http", "{seen}");
+    assert_eq!(
+        seen["authorization"], true,
+        "the upstream got a token of its own: {seen}"
+    );
+}

@@ -24,9 +24,11 @@ use tokio::task::JoinHandle;
 use url::Url;
 
 use super::UpstreamError;
+use super::credential::{TokenSource, UpstreamToken};
 use super::identity::{Identity, IdentityKey};
 use super::routes::Routes;
 use super::sse::{EventReader, Kind};
+use mcpgate_token::Principal;
 
 const SESSION: &str = "mcp-session-id";
 const VERSION: &str = "mcp-protocol-version";
@@ -45,6 +47,9 @@ pub struct HttpSpec {
     /// headers ([`super::identity`]). Without: the upstream learns nothing
     /// of the caller.
     pub identity: Option<Arc<IdentityKey>>,
+    /// With a source: every request carries a token for the upstream's own
+    /// audience, obtained for the caller (On-Behalf-Of).
+    pub credential: Option<Arc<dyn TokenSource>>,
 }
 
 /// One upstream session at an HTTP server.
@@ -61,13 +66,23 @@ pub struct HttpUpstream {
     // The first POST was refused with a 4xx: worth trying the legacy way.
     maybe_legacy: AtomicBool,
     identity: Identity,
+    caller: Option<Arc<Principal>>,
+    // The caller's token for the upstream, reused until near its expiry.
+    token: tokio::sync::Mutex<Option<UpstreamToken>>,
 }
 
 impl HttpUpstream {
     /// A session that opens on first use.
-    pub fn new(spec: Arc<HttpSpec>, routes: Arc<Routes>, identity: Identity) -> Self {
+    pub fn new(
+        spec: Arc<HttpSpec>,
+        routes: Arc<Routes>,
+        identity: Identity,
+        caller: Option<Arc<Principal>>,
+    ) -> Self {
         Self {
             identity,
+            caller,
+            token: tokio::sync::Mutex::new(None),
             spec,
             routes,
             session: Mutex::new(None),
@@ -89,7 +104,8 @@ impl HttpUpstream {
     /// `endpoint` event, then read the stream's messages in a task.
     pub async fn open_legacy(self: &Arc<Self>, within: Duration) -> Result<(), UpstreamError> {
         let response = self
-            .signed(self.spec.client.get(self.spec.url.clone()), b"")
+            .authorized(self.signed(self.spec.client.get(self.spec.url.clone()), b""))
+            .await?
             .header(ACCEPT, "text/event-stream")
             .send()
             .await
@@ -222,6 +238,36 @@ impl HttpUpstream {
         }
     }
 
+    // The caller's token for the upstream, when it takes one: the cached
+    // one while it has a minute left, else a new one.
+    async fn authorized(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::RequestBuilder, UpstreamError> {
+        let Some(source) = &self.spec.credential else {
+            return Ok(request);
+        };
+        let Some(caller) = &self.caller else {
+            return Err(UpstreamError::Config(
+                "this upstream takes a token for the caller, and the request has no caller (authentication is off)".into(),
+            ));
+        };
+        let mut cached = self.token.lock().await;
+        let now = std::time::SystemTime::now();
+        let token = match &*cached {
+            Some(token) if token.fresh_at(now, Duration::from_secs(60)) => token.clone(),
+            _ => {
+                let token = source
+                    .token_for(caller)
+                    .await
+                    .map_err(|e| UpstreamError::Unavailable(e.to_string()))?;
+                *cached = Some(token.clone());
+                token
+            }
+        };
+        Ok(request.bearer_auth(token.secret()))
+    }
+
     // The caller's identity, signed over `body`, when the upstream takes it.
     fn signed(&self, request: reqwest::RequestBuilder, body: &[u8]) -> reqwest::RequestBuilder {
         let Some(key) = &self.spec.identity else {
@@ -281,7 +327,8 @@ impl HttpUpstream {
         related: Option<u64>,
     ) -> Result<(), UpstreamError> {
         let request = self
-            .signed(self.post(), &message)
+            .authorized(self.signed(self.post(), &message))
+            .await?
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, ACCEPT_BOTH)
             .body(message);
@@ -360,8 +407,10 @@ impl HttpUpstream {
     // A refusal of the upstream's request, sent back as it would be by a
     // client.
     async fn reply(self: &Arc<Self>, reply: Bytes) {
-        let request = self
-            .signed(self.post(), &reply)
+        let Ok(request) = self.authorized(self.signed(self.post(), &reply)).await else {
+            return;
+        };
+        let request = request
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, ACCEPT_BOTH)
             .body(reply);
@@ -382,9 +431,13 @@ impl HttpUpstream {
         let Some(session) = lock(&self.session).take() else {
             return;
         };
-        let request = self
+        let mut request = self
             .signed(self.spec.client.delete(self.spec.url.clone()), b"")
             .header(SESSION, session);
+        // Ending a session needs no new token: the last one, if any.
+        if let Some(token) = self.token.try_lock().ok().and_then(|t| t.clone()) {
+            request = request.bearer_auth(token.secret());
+        }
         tokio::spawn(async move {
             let _ = request.send().await;
         });

@@ -13,10 +13,12 @@
 //! | [`routes`] | which request, on which stream, each message belongs to |
 //! | [`stdio`] | a child process upstream |
 //! | [`http`] | a Streamable HTTP upstream |
+//! | [`credential`] | a token for an HTTP upstream's own audience, for the caller (On-Behalf-Of) |
 //! | [`identity`] | who the caller is, told to an HTTP upstream in signed headers |
 //! | [`sse`] | reading the upstream's event streams |
 //! | [`reply`] | a forwarded request's answer, as JSON or as an event stream |
 
+pub mod credential;
 pub mod frame;
 pub mod http;
 pub mod identity;
@@ -184,6 +186,7 @@ impl Link {
                 spec.clone(),
                 routes.clone(),
                 identity::Identity::of(caller),
+                caller.cloned().map(Arc::new),
             ))),
         };
         Self {

@@ -93,7 +93,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut settings = ResourceSettings::new(public_url.clone(), Vec::new());
     settings.sessions = raw.sessions.limits();
     settings.rate_limits = raw.rate_limits.limits();
-    settings.gateway = gateway::settings(&args, &raw, store.clone())?;
+    let planned = gateway::settings(&args, &raw, store.clone())?;
+    let obo_scopes = planned.as_ref().and_then(|p| p.obo_scopes.clone());
+    settings.gateway = planned.map(|p| p.settings);
     // Who may call what: from [policy], reloaded on SIGHUP and when the
     // file changes, without touching sessions.
     let policy = match &raw.policy {
@@ -143,6 +145,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         ),
         None => None,
     };
+
+    if let (Some(scopes), Some(gateway)) = (obo_scopes, settings.gateway.as_mut()) {
+        gateway::attach_obo(gateway, scopes, broker.as_ref())?;
+    }
 
     let (access, issuers, mut scopes, authorization_servers) = if args.no_auth {
         (Access::Open, Vec::new(), Vec::new(), Vec::new())

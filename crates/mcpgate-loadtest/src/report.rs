@@ -175,6 +175,9 @@ pub fn print_summary(results: &Results, rss_kb: Option<&[f64]>) {
             show(value, 3)
         );
     };
+    if results.is_empty() && rss_kb.is_none() {
+        return;
+    }
     println!();
     println!("== issue 10 targets (reported, not asserted)");
     for (sc, min) in [

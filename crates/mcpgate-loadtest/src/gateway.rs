@@ -206,13 +206,17 @@ async fn http_target(
 }
 
 /// Starts the servers `upstreams` need and opens their sessions.
-async fn rig(
-    bins: &Binaries,
-    upstreams: &[Upstream],
-    issuer: &str,
-    token: &str,
-    connections: usize,
-) -> anyhow::Result<Rig> {
+async fn rig(bins: &Binaries, plan: &Plan, issuer: &str, token: &str) -> anyhow::Result<Rig> {
+    let (upstreams, connections) = (&plan.upstreams, plan.connections);
+    // `serve` and its options, then what each gateway adds.
+    let serve = |rest: &[String]| -> Vec<String> {
+        let mut args = vec!["serve".to_owned()];
+        if let Some(config) = &plan.config {
+            args.extend(["--config".to_owned(), config.to_string_lossy().into_owned()]);
+        }
+        args.extend_from_slice(rest);
+        args
+    };
     if !bins.fixture.exists() {
         bail!(
             "{} not found: build it (cargo build [--release] -p mcpgate-fixture) or pass --fixture",
@@ -230,17 +234,16 @@ async fn rig(
         let url = format!("http://{}/mcp", fixture.host);
         let open = Server::start(
             &bins.mcpgate,
-            &[
-                "serve".into(),
-                "--no-auth".into(),
-                "--upstream-url".into(),
-                url.clone(),
-            ],
+            &serve(&["--no-auth".into(), "--upstream-url".into(), url.clone()]),
             "gateway-http",
         )?;
-        let mut auth_args = servers::args_for(Kind::Auth, issuer);
+        // The auth server's flags, without the `serve` they start with.
+        let mut auth_args: Vec<String> = servers::args_for(Kind::Auth, issuer)
+            .into_iter()
+            .skip(1)
+            .collect();
         auth_args.extend(["--upstream-url".into(), url]);
-        let auth = Server::start(&bins.mcpgate, &auth_args, "gateway-http-auth")?;
+        let auth = Server::start(&bins.mcpgate, &serve(&auth_args), "gateway-http-auth")?;
         eprintln!(
             "gateway, HTTP upstream: fixture pid {}, gateway no-auth pid {}, gateway auth pid {}",
             fixture.pid(),
@@ -261,12 +264,7 @@ async fn rig(
         // the idle children cost nothing.
         let gw = Server::start(
             &bins.mcpgate,
-            &[
-                "serve".into(),
-                "--no-auth".into(),
-                "--upstream-cmd".into(),
-                cmd,
-            ],
+            &serve(&["--no-auth".into(), "--upstream-cmd".into(), cmd]),
             "gateway-stdio",
         )?;
         let direct_pid = direct
@@ -333,6 +331,9 @@ async fn measure(
 /// What to run and for how long.
 pub struct Plan {
     pub upstreams: Vec<Upstream>,
+    /// A configuration file for every gateway (`serve --config`), to
+    /// measure a setting's cost: `[audit] store = false`, say.
+    pub config: Option<std::path::PathBuf>,
     pub connections: usize,
     pub rounds: u32,
     pub measure: Duration,
@@ -347,7 +348,7 @@ pub async fn run(
     issuer: &str,
     token: &str,
 ) -> anyhow::Result<Results> {
-    let mut rig = rig(bins, &plan.upstreams, issuer, token, plan.connections).await?;
+    let mut rig = rig(bins, plan, issuer, token).await?;
     for t in &mut rig.targets {
         measure(t, plan.connections, plan.warm_up).await?;
     }

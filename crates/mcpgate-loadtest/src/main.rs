@@ -80,6 +80,10 @@ struct Args {
     /// this one.
     #[arg(long)]
     fixture: Option<PathBuf>,
+    /// A configuration file for the gateways (`serve --config`), to measure
+    /// what a setting costs (`[audit] store = false`, say).
+    #[arg(long, value_name = "FILE")]
+    gateway_config: Option<PathBuf>,
 }
 
 /// A part of the benchmark `--only` can select.
@@ -202,6 +206,7 @@ async fn main() -> anyhow::Result<()> {
     if !upstreams.is_empty() {
         let plan = gateway::Plan {
             upstreams,
+            config: args.gateway_config.clone(),
             connections: args.connections,
             rounds: args.rounds,
             measure: Duration::from_secs_f64(args.seconds),

@@ -86,17 +86,22 @@ fn read_count(tx: &mut dyn Txn) -> Result<u64, StoreError> {
     Ok(n)
 }
 
-/// Appends `records`, then applies retention.
+/// Appends `records`, then applies retention: the cap on count always,
+/// the age limit when `check_age` (the caller does that now and then: the
+/// look costs a walk of the oldest keys, and nothing ages in a second).
 pub(crate) fn append(
     tx: &mut dyn Txn,
     records: &[Encoded],
     limits: &Limits,
+    check_age: bool,
 ) -> Result<(), StoreError> {
     let cutoff = cutoff_ms(tx.now().as_millis(), limits);
     let mut count = read_count(tx)?;
-    for key in keys_in(tx, "r/", &record_key_prefix(cutoff), u64::MAX)? {
-        if tx.delete(Kind::Audit, &key)? {
-            count = count.saturating_sub(1);
+    if check_age {
+        for key in keys_in(tx, "r/", &record_key_prefix(cutoff), u64::MAX)? {
+            if tx.delete(Kind::Audit, &key)? {
+                count = count.saturating_sub(1);
+            }
         }
     }
     for record in records.iter().filter(|r| r.at_ms >= cutoff) {

@@ -78,7 +78,10 @@ pub fn settings(
                 ),
             }
             let timeout = Duration::from_secs(upstream.timeout_secs.unwrap_or(120).max(1));
+            // An MCP endpoint answers where it is: a redirect would carry the
+            // caller's identity (headers, token) somewhere else.
             let client = crate::outbound::client_builder(raw.ca_file.as_deref(), timeout)?
+                .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .context("building the upstream's HTTP client")?;
             let identity = match upstream.identity.as_deref() {

@@ -244,10 +244,14 @@ impl StdioUpstream {
         let running = self.current().ok_or_else(|| {
             UpstreamError::Unavailable("the upstream server is not running".into())
         })?;
+        // One write per message: a pipe write is a system call, and a
+        // wake-up of the child.
+        let mut line = Vec::with_capacity(message.len() + 1);
+        line.extend_from_slice(message);
+        line.push(b'\n');
         let mut stdin = running.stdin.lock().await;
         let written = async {
-            stdin.write_all(message).await?;
-            stdin.write_all(b"\n").await?;
+            stdin.write_all(&line).await?;
             stdin.flush().await
         }
         .await;

@@ -176,15 +176,13 @@ impl Endpoint {
             )
                 .into_response();
         }
-        let Ok(bytes) = to_bytes(body, self.max_body).await else {
-            return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response();
+        let bytes = match read_body(body, self.max_body).await {
+            Ok(bytes) => bytes,
+            Err(refusal) => return refusal,
         };
-        let message = match wire::parse(&bytes) {
+        let message = match parse_or_refuse(&bytes) {
             Ok(m) => m,
-            Err(malformed) => {
-                let (id, error) = malformed.error();
-                return refuse(StatusCode::BAD_REQUEST, id.as_ref(), &error);
-            }
+            Err(refusal) => return refusal,
         };
         let header_version = match protocol::header_version(headers) {
             Ok(v) => v,
@@ -703,6 +701,25 @@ fn is_json(headers: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// The body, up to `max` bytes; 413 past it.
+pub(crate) async fn read_body(body: Body, max: usize) -> Result<Bytes, Response> {
+    to_bytes(body, max)
+        .await
+        .map_err(|_| (StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response())
+}
+
+/// One JSON-RPC message, or the JSON-RPC error that says why not.
+#[allow(
+    clippy::result_large_err,
+    reason = "the refusal is the answer, returned at once"
+)]
+pub(crate) fn parse_or_refuse(bytes: &[u8]) -> Result<Incoming<'_>, Response> {
+    wire::parse(bytes).map_err(|malformed| {
+        let (id, error) = malformed.error();
+        refuse(StatusCode::BAD_REQUEST, id.as_ref(), &error)
+    })
 }
 
 /// A JSON-RPC error as the whole answer.

@@ -20,7 +20,9 @@ use rmcp::model::{ErrorData, ProtocolVersion};
 use tokio::sync::mpsc;
 
 use crate::auth;
-use crate::endpoint::{Endpoint, owner, refuse, session_not_found, upstream_initialized};
+use crate::endpoint::{
+    Endpoint, owner, parse_or_refuse, read_body, refuse, session_not_found, upstream_initialized,
+};
 use crate::gateway::reply::{event_stream, sse_event};
 use crate::protocol;
 use crate::wire::{self, Incoming};
@@ -156,15 +158,13 @@ pub async fn messages(
     let Some(out) = out else {
         return session_not_found();
     };
-    let Ok(bytes) = to_bytes(body, ep.max_body).await else {
-        return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response();
+    let bytes = match read_body(body, ep.max_body).await {
+        Ok(bytes) => bytes,
+        Err(refusal) => return refusal,
     };
-    let message = match wire::parse(&bytes) {
+    let message = match parse_or_refuse(&bytes) {
         Ok(m) => m,
-        Err(malformed) => {
-            let (id, error) = malformed.error();
-            return refuse(StatusCode::BAD_REQUEST, id.as_ref(), &error);
-        }
+        Err(refusal) => return refusal,
     };
     let Some(gateway) = ep.gateway.clone() else {
         return StatusCode::NOT_FOUND.into_response();

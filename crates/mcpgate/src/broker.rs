@@ -385,22 +385,16 @@ pub struct GraphProfile {
 impl UserDetailsSource for GraphProfile {
     fn user_details<'a>(&'a self, caller: &'a Principal) -> DownstreamFuture<'a> {
         Box::pin(async move {
-            let token = self
-                .broker
-                .upstream_token_for(caller, &self.scopes)
+            let token = grant_token(&self.broker, caller, &self.scopes)
                 .await
-                .map_err(|e| {
-                    if e.needs_sign_in() {
-                        tracing::info!(target: "mcpgate::downstream", error = %e, "no usable grant");
-                        DownstreamError::NoGrant
-                    } else {
-                        DownstreamError::Unavailable(e.to_string())
-                    }
+                .map_err(|e| match e {
+                    CredentialError::NoGrant => DownstreamError::NoGrant,
+                    CredentialError::Unavailable(e) => DownstreamError::Unavailable(e),
                 })?;
             let resp = self
                 .http
                 .get(&self.me_url)
-                .bearer_auth(token.access_token.secret())
+                .bearer_auth(token.secret())
                 .send()
                 .await
                 .map_err(|e| DownstreamError::Unavailable(format!("{}: {e}", self.me_url)))?;
@@ -418,6 +412,32 @@ impl UserDetailsSource for GraphProfile {
     }
 }
 
+/// A token for `scopes` for the user `caller` stands for: On-Behalf-Of
+/// with the user's upstream grant the broker holds.
+async fn grant_token(
+    broker: &Broker,
+    caller: &Principal,
+    scopes: &[String],
+) -> Result<UpstreamToken, CredentialError> {
+    let token = broker
+        .upstream_token_for(caller, scopes)
+        .await
+        .map_err(|e| {
+            if e.needs_sign_in() {
+                tracing::info!(target: "mcpgate::downstream", error = %e, "no usable grant");
+                CredentialError::NoGrant
+            } else {
+                CredentialError::Unavailable(e.to_string())
+            }
+        })?;
+    Ok(UpstreamToken::new(
+        token.access_token.secret().to_owned(),
+        token
+            .expires_at
+            .map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s)),
+    ))
+}
+
 /// Tokens for a gateway's HTTP upstream, for the caller: On-Behalf-Of
 /// with the user's upstream grant the broker holds.
 #[derive(Debug)]
@@ -430,25 +450,7 @@ pub struct BrokerObo {
 
 impl TokenSource for BrokerObo {
     fn token_for<'a>(&'a self, caller: &'a Principal) -> CredentialFuture<'a> {
-        Box::pin(async move {
-            let token = self
-                .broker
-                .upstream_token_for(caller, &self.scopes)
-                .await
-                .map_err(|e| {
-                    if e.needs_sign_in() {
-                        CredentialError::NoGrant
-                    } else {
-                        CredentialError::Unavailable(e.to_string())
-                    }
-                })?;
-            Ok(UpstreamToken::new(
-                token.access_token.secret().to_owned(),
-                token
-                    .expires_at
-                    .map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s)),
-            ))
-        })
+        Box::pin(grant_token(&self.broker, caller, &self.scopes))
     }
 }
 

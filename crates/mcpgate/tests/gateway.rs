@@ -646,3 +646,40 @@ async fn an_http_upstream_can_get_a_token_of_its_own_for_the_caller() {
         "the upstream got a token of its own: {seen}"
     );
 }
+
+#[tokio::test]
+async fn upstream_sessions_are_capped_and_a_closed_one_frees_its_slot() {
+    let gateway = Gateway::open("cap", "max_sessions = 1\n", &[]);
+    let url = gateway.mcp_url();
+    let first = Session::open(&url, None).await;
+    let http = reqwest::Client::new();
+    let initialize = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "second", "version": "1"}}});
+    let refused: Value = http
+        .post(&url)
+        .header("accept", "application/json, text/event-stream")
+        .json(&initialize)
+        .send()
+        .await
+        .expect("POST")
+        .json()
+        .await
+        .expect("JSON-RPC");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("maximum of 1 upstream sessions")),
+        "{refused}"
+    );
+    // Ending the first session frees its child's slot.
+    let ended = http
+        .delete(&url)
+        .header("mcp-session-id", first.id())
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(ended.status(), 204);
+    let mut second = Session::open(&url, None).await;
+    assert_eq!(second.echo("room again").await, "room again");
+}

@@ -28,6 +28,7 @@ pub mod sse;
 pub mod stdio;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -495,6 +496,17 @@ pub struct Gateway {
     // Isolation::Shared: the one upstream session, and its handshake's
     // result.
     shared: tokio::sync::Mutex<Option<(Arc<Link>, Box<RawValue>)>>,
+    // Upstream sessions being started, counted against the cap.
+    starting: AtomicUsize,
+}
+
+// Gives back a starting slot, however the start ended.
+struct Slot<'a>(&'a AtomicUsize);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Gateway {
@@ -505,6 +517,7 @@ impl Gateway {
             settings,
             links: Mutex::new(HashMap::new()),
             shared: tokio::sync::Mutex::new(None),
+            starting: AtomicUsize::new(0),
         }
     }
 
@@ -538,7 +551,11 @@ impl Gateway {
             self.lock().insert(session.clone(), link);
             return Ok(result);
         }
-        if self.len() >= self.settings.max_upstream_sessions {
+        // A slot is taken before the (slow) start, so that a burst of
+        // sessions cannot start more children than the cap.
+        let taken = self.starting.fetch_add(1, Ordering::AcqRel);
+        let _slot = Slot(&self.starting);
+        if self.len() + taken >= self.settings.max_upstream_sessions {
             return Err(UpstreamError::Unavailable(format!(
                 "the gateway already holds its maximum of {} upstream sessions; try again later",
                 self.settings.max_upstream_sessions

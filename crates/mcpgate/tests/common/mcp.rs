@@ -143,6 +143,12 @@ pub struct Session {
 }
 
 impl Session {
+    /// The session's `Mcp-Session-Id`.
+    #[allow(dead_code, reason = "not every test ends a session itself")]
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
     /// Initializes a session at `url` (with `token`, unless authentication
     /// is off) and sends `notifications/initialized`.
     pub async fn open(url: &str, token: Option<&Bearer>) -> Self {

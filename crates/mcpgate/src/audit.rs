@@ -28,6 +28,10 @@ pub struct RawAudit {
     /// Tools whose call arguments are recorded: names or `*` / `?` globs.
     /// Default none: arguments may hold personal data.
     pub arguments_for: Vec<String>,
+    /// Records the store keeps; the oldest go first. Default 1,000,000.
+    pub max_records: Option<u64>,
+    /// Days the store keeps a record. Default 90.
+    pub max_age_days: Option<u64>,
 }
 
 impl RawAudit {

@@ -64,13 +64,25 @@ pub async fn open_store(url: &str, raw: &RawConfig) -> anyhow::Result<Arc<dyn St
     {
         create_private_dir(dir)?;
     }
+    mcpgate_store::open(url, store_options(raw))
+        .await
+        .with_context(|| format!("opening the {scheme} store"))
+}
+
+/// The store's options from the configuration: the Redis key prefix, and
+/// how much of the audit trail it keeps.
+fn store_options(raw: &RawConfig) -> mcpgate_store::Options {
     let mut options = mcpgate_store::Options::default();
     if let Some(prefix) = &raw.store_prefix {
         options.key_prefix = prefix.clone();
     }
-    mcpgate_store::open(url, options)
-        .await
-        .with_context(|| format!("opening the {scheme} store"))
+    if let Some(max) = raw.audit.max_records {
+        options.limits.max_audit_records = max.max(1);
+    }
+    if let Some(days) = raw.audit.max_age_days {
+        options.limits.audit_max_age = std::time::Duration::from_secs(days.max(1) * 86_400);
+    }
+    options
 }
 
 /// Creates `dir` (and its parents) readable by its owner only: it will
@@ -522,5 +534,30 @@ impl SharedSessions for StoreSessions {
                 .await
                 .map_err(|e| e.to_string())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_audit_trail_keeps_what_the_configuration_says() {
+        let defaults = store_options(&RawConfig::default());
+        assert_eq!(
+            defaults.limits.max_audit_records,
+            mcpgate_store::Limits::default().max_audit_records
+        );
+        let mut raw = RawConfig::default();
+        raw.audit.max_records = Some(5000);
+        raw.audit.max_age_days = Some(30);
+        raw.store_prefix = Some("team-a".into());
+        let options = store_options(&raw);
+        assert_eq!(options.limits.max_audit_records, 5000);
+        assert_eq!(
+            options.limits.audit_max_age,
+            std::time::Duration::from_secs(30 * 86_400)
+        );
+        assert_eq!(options.key_prefix, "team-a");
     }
 }

@@ -51,30 +51,56 @@ pub fn timeout_error(after: Duration) -> ErrorData {
     )
 }
 
-enum Next {
-    Event(Bytes),
+// How a request ended, when not with something on the way.
+enum End {
     Done(Bytes),
     Gone,
     Timeout,
 }
 
-async fn next(fwd: &mut Forwarded, deadline: Instant) -> Next {
+// The next message on the way (`Ok`), or how the request ended.
+async fn next(fwd: &mut Forwarded, deadline: Instant) -> Result<Bytes, End> {
     tokio::select! {
         biased;
         event = fwd.call.events.recv() => match event {
-            Some(event) => Next::Event(event),
+            Some(event) => Ok(event),
             // The routes dropped this request without answering it.
-            None => match (&mut fwd.call.done).await {
-                Ok(answer) => Next::Done(answer),
-                Err(_) => Next::Gone,
-            },
+            None => Err(match (&mut fwd.call.done).await {
+                Ok(answer) => End::Done(answer),
+                Err(_) => End::Gone,
+            }),
         },
-        done = &mut fwd.call.done => match done {
-            Ok(answer) => Next::Done(answer),
-            Err(_) => Next::Gone,
-        },
-        () = tokio::time::sleep_until(deadline) => Next::Timeout,
+        done = &mut fwd.call.done => Err(match done {
+            Ok(answer) => End::Done(answer),
+            Err(_) => End::Gone,
+        }),
+        () = tokio::time::sleep_until(deadline) => Err(End::Timeout),
     }
+}
+
+// The client's last message for request `id`: the upstream's answer, or
+// the gateway's error; through `finish` either way. A timeout tells the
+// upstream to stop.
+async fn last(id: &RequestId, mut fwd: Forwarded, end: End, finish: Finish) -> Bytes {
+    let (answer, ended) = match end {
+        End::Done(answer) => {
+            fwd.answered();
+            (answer, Ended::Answered)
+        }
+        End::Gone => {
+            fwd.answered();
+            (wire::error(Some(id), &gone()), Ended::Gone)
+        }
+        End::Timeout => {
+            let after = fwd.timeout;
+            fwd.abandon("timed out");
+            (
+                wire::error(Some(id), &timeout_error(after)),
+                Ended::TimedOut,
+            )
+        }
+    };
+    finish(answer, ended).await
 }
 
 fn drain(events: &mut mpsc::Receiver<Bytes>, out: &mut Vec<u8>) {
@@ -87,21 +113,8 @@ fn drain(events: &mut mpsc::Receiver<Bytes>, out: &mut Vec<u8>) {
 pub async fn respond(id: RequestId, mut fwd: Forwarded, finish: Finish) -> Response {
     let deadline = Instant::now() + fwd.timeout;
     match next(&mut fwd, deadline).await {
-        Next::Done(answer) => {
-            fwd.answered();
-            json(finish(answer, Ended::Answered).await)
-        }
-        Next::Gone => {
-            fwd.answered();
-            json(finish(wire::error(Some(&id), &gone()), Ended::Gone).await)
-        }
-        Next::Timeout => {
-            let after = fwd.timeout;
-            fwd.abandon("timed out");
-            let error = wire::error(Some(&id), &timeout_error(after));
-            json(finish(error, Ended::TimedOut).await)
-        }
-        Next::Event(first) => stream(id, fwd, finish, first, deadline),
+        Ok(first) => stream(id, fwd, finish, first, deadline),
+        Err(end) => json(last(&id, fwd, end, finish).await),
     }
 }
 
@@ -110,39 +123,23 @@ pub async fn respond(id: RequestId, mut fwd: Forwarded, finish: Finish) -> Respo
 /// HTTP+SSE transport, where answers never travel in the POST's response.
 pub async fn relay(id: RequestId, mut fwd: Forwarded, finish: Finish, out: mpsc::Sender<Bytes>) {
     let deadline = Instant::now() + fwd.timeout;
-    loop {
-        let last = match next(&mut fwd, deadline).await {
-            Next::Event(event) => {
+    let end = loop {
+        match next(&mut fwd, deadline).await {
+            Ok(event) => {
                 if out.send(event).await.is_err() {
                     // The client left; dropping the request cancels it.
                     return;
                 }
-                continue;
             }
-            Next::Done(answer) => {
-                fwd.answered();
-                while let Ok(event) = fwd.call.events.try_recv() {
-                    let _ = out.send(event).await;
-                }
-                finish(answer, Ended::Answered).await
-            }
-            Next::Gone => {
-                fwd.answered();
-                finish(wire::error(Some(&id), &gone()), Ended::Gone).await
-            }
-            Next::Timeout => {
-                let after = fwd.timeout;
-                fwd.abandon("timed out");
-                finish(
-                    wire::error(Some(&id), &timeout_error(after)),
-                    Ended::TimedOut,
-                )
-                .await
-            }
-        };
-        let _ = out.send(last).await;
-        return;
+            Err(end) => break end,
+        }
+    };
+    if matches!(end, End::Done(_)) {
+        while let Ok(event) = fwd.call.events.try_recv() {
+            let _ = out.send(event).await;
+        }
     }
+    let _ = out.send(last(&id, fwd, end, finish).await).await;
 }
 
 fn gone() -> ErrorData {
@@ -178,28 +175,16 @@ fn stream(
         }
         let mut fwd = s.fwd.take()?;
         match next(&mut fwd, s.deadline).await {
-            Next::Event(event) => {
+            Ok(event) => {
                 sse_event(&mut out, &event);
                 s.fwd = Some(fwd);
             }
-            Next::Done(answer) => {
-                fwd.answered();
-                drain(&mut fwd.call.events, &mut out);
+            Err(end) => {
+                if matches!(end, End::Done(_)) {
+                    drain(&mut fwd.call.events, &mut out);
+                }
                 let finish = s.finish.take()?;
-                sse_event(&mut out, &finish(answer, Ended::Answered).await);
-            }
-            Next::Gone => {
-                fwd.answered();
-                let finish = s.finish.take()?;
-                let error = wire::error(Some(&s.id), &gone());
-                sse_event(&mut out, &finish(error, Ended::Gone).await);
-            }
-            Next::Timeout => {
-                let after = fwd.timeout;
-                fwd.abandon("timed out");
-                let finish = s.finish.take()?;
-                let error = wire::error(Some(&s.id), &timeout_error(after));
-                sse_event(&mut out, &finish(error, Ended::TimedOut).await);
+                sse_event(&mut out, &last(&s.id, fwd, end, finish).await);
             }
         }
         Some((Ok(Bytes::from(out)), s))

@@ -239,20 +239,9 @@ impl Link {
             };
             let params = RawValue::from_string(params.to_string())
                 .map_err(|e| UpstreamError::Unavailable(e.to_string()))?;
-            let (message, call) = self.routes.request(None, method, Some(&params));
-            let number = call.number;
-            if let Err(e) = self.send(message, Some(number)).await {
-                self.routes.abandon(number, "not sent");
-                return Err(e);
-            }
-            let answer = match tokio::time::timeout(self.request_timeout, call.done).await {
-                Ok(Ok(answer)) => answer,
-                Ok(Err(_)) => return Err(UpstreamError::Unavailable("no answer".into())),
-                Err(_) => {
-                    self.routes.abandon(number, "timed out");
-                    return Err(UpstreamError::Timeout(self.request_timeout));
-                }
-            };
+            let answer = self
+                .ask(method, Some(&params), self.request_timeout)
+                .await?;
             let mut page: Value = serde_json::from_slice(&answer)
                 .map_err(|_| UpstreamError::Unavailable("an answer that is not JSON".into()))?;
             if let Some(error) = page.get("error") {
@@ -323,25 +312,37 @@ impl Link {
         }
     }
 
-    async fn handshake(&self) -> Result<Box<RawValue>, UpstreamError> {
-        let (message, call) = self.routes.request(None, "initialize", Some(&self.init));
+    /// A request of the gateway's own (not a client's), and its answer
+    /// within `within`; one not sent, or not answered in time, is
+    /// forgotten (the upstream told to stop).
+    async fn ask(
+        &self,
+        method: &str,
+        params: Option<&RawValue>,
+        within: Duration,
+    ) -> Result<Bytes, UpstreamError> {
+        let (message, call) = self.routes.request(None, method, params);
         let number = call.number;
         if let Err(e) = self.send(message, Some(number)).await {
             self.routes.abandon(number, "not sent");
             return Err(e);
         }
-        let answer = match tokio::time::timeout(self.start_timeout, call.done).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(_)) => {
-                return Err(UpstreamError::Unavailable(
-                    "the upstream server exited during initialize".into(),
-                ));
-            }
+        match tokio::time::timeout(within, call.done).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(_)) => Err(UpstreamError::Unavailable(format!(
+                "the upstream server exited during {method}"
+            ))),
             Err(_) => {
-                self.routes.abandon(number, "initialize timed out");
-                return Err(UpstreamError::Timeout(self.start_timeout));
+                self.routes.abandon(number, &format!("{method} timed out"));
+                Err(UpstreamError::Timeout(within))
             }
-        };
+        }
+    }
+
+    async fn handshake(&self) -> Result<Box<RawValue>, UpstreamError> {
+        let answer = self
+            .ask("initialize", Some(&self.init), self.start_timeout)
+            .await?;
         let frame = frame::Frame::parse(&answer)
             .ok_or_else(|| UpstreamError::Refused("an answer that is not JSON-RPC".into()))?;
         if let Some(error) = frame.error {

@@ -45,8 +45,8 @@ const ANONYMOUS: &str = "anonymous";
 /// Everything the endpoint needs, built once.
 pub struct Endpoint {
     service: Arc<dyn McpService>,
-    pub(crate) auth: Option<AuthState>,
-    pub(crate) origins: OriginPolicy,
+    auth: Option<AuthState>,
+    origins: OriginPolicy,
     pub(crate) sessions: Sessions,
     pub(crate) max_body: usize,
     discover: Bytes,
@@ -118,23 +118,15 @@ impl Endpoint {
 /// Serves `/mcp`.
 pub async fn handle(State(ep): State<Arc<Endpoint>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    if let Err(refused) = ep.origins.check(&parts.uri, &parts.headers) {
-        tracing::warn!(target: "mcpgate::mcp", reason = refused.message(), "request refused (DNS-rebinding defence)");
-        let status = match refused {
-            crate::origin::Refused::BadHost => StatusCode::BAD_REQUEST,
-            _ => StatusCode::FORBIDDEN,
-        };
-        return (status, refused.message()).into_response();
+    if let Some(refusal) = ep.origin_refusal(&parts) {
+        return refusal;
     }
     if !matches!(parts.method, Method::POST | Method::GET | Method::DELETE) {
         return method_not_allowed();
     }
-    let caller = match &ep.auth {
-        Some(auth) => match auth::authenticate(auth, &parts).await {
-            Ok(principal) => Some(principal),
-            Err(challenge) => return challenge,
-        },
-        None => None,
+    let caller = match ep.caller(&parts).await {
+        Ok(caller) => caller,
+        Err(challenge) => return challenge,
     };
     match parts.method {
         Method::POST => ep.post(&parts, body, caller.as_ref()).await,
@@ -151,6 +143,29 @@ pub async fn handle(State(ep): State<Arc<Endpoint>>, request: Request) -> Respon
             },
             None => method_not_allowed(),
         },
+    }
+}
+
+impl Endpoint {
+    /// The DNS-rebinding defence's answer to a request from a `Host` or
+    /// `Origin` this endpoint does not serve.
+    pub(crate) fn origin_refusal(&self, parts: &Parts) -> Option<Response> {
+        let refused = self.origins.check(&parts.uri, &parts.headers).err()?;
+        tracing::warn!(target: "mcpgate::mcp", reason = refused.message(), "request refused (DNS-rebinding defence)");
+        let status = match refused {
+            crate::origin::Refused::BadHost => StatusCode::BAD_REQUEST,
+            _ => StatusCode::FORBIDDEN,
+        };
+        Some((status, refused.message()).into_response())
+    }
+
+    /// Who calls: their validated token's principal, `None` when
+    /// authentication is off, or the challenge to answer with.
+    pub(crate) async fn caller(&self, parts: &Parts) -> Result<Option<Arc<Principal>>, Response> {
+        match &self.auth {
+            Some(auth) => auth::authenticate(auth, parts).await.map(Some),
+            None => Ok(None),
+        }
     }
 }
 

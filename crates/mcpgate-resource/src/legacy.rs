@@ -19,7 +19,6 @@ use mcpgate_token::Principal;
 use rmcp::model::{ErrorData, ProtocolVersion};
 use tokio::sync::mpsc;
 
-use crate::auth;
 use crate::endpoint::{
     Endpoint, owner, parse_or_refuse, read_body, refuse, session_not_found, upstream_initialized,
 };
@@ -41,18 +40,12 @@ pub struct Named {
     session_id: String,
 }
 
+// The same Host/Origin check and token as `/mcp`.
 async fn admit(ep: &Endpoint, parts: &Parts) -> Result<Option<Arc<Principal>>, Response> {
-    if let Err(refused) = ep.origins.check(&parts.uri, &parts.headers) {
-        let status = match refused {
-            crate::origin::Refused::BadHost => StatusCode::BAD_REQUEST,
-            _ => StatusCode::FORBIDDEN,
-        };
-        return Err((status, refused.message()).into_response());
+    if let Some(refusal) = ep.origin_refusal(parts) {
+        return Err(refusal);
     }
-    match &ep.auth {
-        Some(auth) => auth::authenticate(auth, parts).await.map(Some),
-        None => Ok(None),
-    }
+    ep.caller(parts).await
 }
 
 // Ends the session when its stream is dropped (the client left).

@@ -317,15 +317,7 @@ async fn device_code_approved_by_a_person_on_the_page() {
         .expect("page")
         .to_owned();
     let page = http.get(&page_url).send().await.expect("page");
-    let cookie = page
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with("mcpgate_idp_csrf"))
-        .and_then(|v| v.split(';').next())
-        .expect("csrf cookie")
-        .to_owned();
+    let cookie = common::csrf_cookie(&page);
     let html = page.text().await.expect("html");
     // Every hidden field of the form (the CSRF value, and the flow's id
     // where the page has one), then what a person fills in.

@@ -318,15 +318,7 @@ impl DevIdp {
             .send()
             .await
             .expect("device page");
-        let cookie = page
-            .headers()
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find(|v| v.starts_with("mcpgate_idp_csrf"))
-            .and_then(|v| v.split(';').next())
-            .expect("a CSRF cookie")
-            .to_owned();
+        let cookie = crate::common::csrf_cookie(&page);
         let mut form = crate::common::hidden_fields(&page.text().await.expect("page"));
         form.extend([
             ("user_code".to_owned(), user_code.to_owned()),

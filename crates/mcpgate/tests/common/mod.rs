@@ -40,3 +40,16 @@ pub fn hidden_fields(html: &str) -> Vec<(String, String)> {
         .filter_map(|tag| Some((attr(tag, "name")?, attr(tag, "value")?)))
         .collect()
 }
+
+/// The dev IdP's CSRF cookie a sign-in page set, as a `Cookie` value.
+#[allow(dead_code, reason = "not every test file signs in through a page")]
+pub fn csrf_cookie(page: &reqwest::Response) -> String {
+    page.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("mcpgate_idp_csrf"))
+        .and_then(|v| v.split(';').next())
+        .expect("a CSRF cookie")
+        .to_owned()
+}

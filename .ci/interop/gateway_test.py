@@ -21,7 +21,10 @@ completions, subscribe and unsubscribe, and whether log messages that
 belong to no request arrive. The two records must be equal once normalised
 (see `normalise`): any other difference is a failure. A fourth case puts
 the client itself on the legacy transport (the gateway's GET /sse) in
-front of the stdio server.
+front of the stdio server. A fifth puts two servers behind one gateway
+(stdio as "everything", Streamable HTTP as "remote"): the session with
+"remote" through it, its prefixes taken off, must equal the direct one
+(see `unprefixed`).
 
 The last line is "N passed, M failed"; the exit code is 1 if anything
 failed.
@@ -234,16 +237,41 @@ class Suite:
             gateway.stop()
             errlog.close()
 
-    def compare(self, shape, direct, through, procs):
+    def case_several(self):
+        # Two upstreams behind one gateway, each under its name: the stdio
+        # server as "everything" and the Streamable HTTP one as "remote". The
+        # client's session with "remote" through the gateway, prefixes taken
+        # off, must be the one it has straight with the server.
+        server, port = self.start_everything("streamableHttp")
+        upstream = f"http://127.0.0.1:{port}/mcp"
+        cmd = " ".join(map(shlex.quote, [self.node, self.server, "stdio"]))
+        config = self.work / "several.toml"
+        config.write_text(f'[[upstreams]]\nname = "everything"\ncommand = {json.dumps(cmd)}\n\n'
+                          f'[[upstreams]]\nname = "remote"\nurl = "{upstream}"\n')
+        gateway, url = self.start_gateway("gateway-several", ["--config", str(config)])
+        try:
+            self.compare("several", lambda: streamable_http_client(upstream),
+                         lambda: streamable_http_client(url), [server, gateway], ns="remote")
+        finally:
+            gateway.stop()
+            server.stop()
+
+    def compare(self, shape, direct, through, procs, ns=None):
         seen = {}
         for label, connect in (("direct", direct), ("gateway", through)):
             try:
-                seen[label] = anyio.run(record, connect, f"{shape}-{label}")
+                seen[label] = anyio.run(record, connect, f"{shape}-{label}",
+                                        ns if label == "gateway" else None)
             except Exception as e:
                 dead = "".join(f"\n   {p.name} has exited ({p.proc.returncode}):\n{p.log_tail()}"
                                for p in procs if not p.alive())
                 raise CaseFailed(f"the {label} session failed: {describe(e)}{dead}") from e
         (self.work / f"{shape}.json").write_text(json.dumps(seen, indent=2, sort_keys=True))
+        if ns:
+            direct = seen["direct"]
+            direct.pop("server_info")
+            direct.pop("capabilities")
+            seen["gateway"] = unprefixed(seen["gateway"], ns, direct.pop("instructions"))
         a, b = normalise(seen["direct"]), normalise(seen["gateway"])
         check_callbacks(seen["direct"], "direct")
         check_callbacks(seen["gateway"], "gateway")
@@ -284,8 +312,11 @@ async def paged(fetch, field):
     raise CaseFailed(f"{field}: more than 100 pages")
 
 
-async def record(connect, label):
-    """What one client session sees, as plain JSON values."""
+async def record(connect, label, ns=None):
+    """What one client session sees, as plain JSON values. `ns`: the
+    server's name behind a gateway of several, whose prefix its tools,
+    prompts and resources carry there."""
+    t = (lambda name: f"{ns}__{name}") if ns else (lambda name: name)
     progress, sampling_requests, elicitation_requests, logs = [], [], [], []
     got_log = anyio.Event()
 
@@ -328,62 +359,63 @@ async def record(connect, label):
             out["resources"] = await paged(lambda cur: c.list_resources(cursor=cur), "resources")
             out["resource_templates"] = await paged(
                 lambda cur: c.list_resource_templates(cursor=cur), "resource_templates")
-            out["call echo"] = dump(await c.call_tool("echo", {"message": ECHO}))
-            out["call get-sum"] = dump(await c.call_tool("get-sum", {"a": 19, "b": 23}))
-            out["get simple-prompt"] = dump(await c.get_prompt("simple-prompt"))
+            out["call echo"] = dump(await c.call_tool(t("echo"), {"message": ECHO}))
+            out["call get-sum"] = dump(await c.call_tool(t("get-sum"), {"a": 19, "b": 23}))
+            out["get simple-prompt"] = dump(await c.get_prompt(t("simple-prompt")))
             out["get args-prompt"] = dump(await c.get_prompt(
-                "args-prompt", {"city": "Lisbon", "state": "Lisboa"}))
+                t("args-prompt"), {"city": "Lisbon", "state": "Lisboa"}))
             text_resources = [r["uri"] for r in out["resources"]
-                              if r.get("mimeType", "").startswith("text/")]
+                              if r.get("mimeType", "").startswith("text/")
+                              and (not ns or r["uri"].startswith(f"{ns}+"))]
             check(text_resources, f"{label}: no text resource listed")
             out["read resource"] = dump(await c.read_resource(text_resources[0]))
             out["call trigger-long-running-operation"] = dump(await c.call_tool(
-                "trigger-long-running-operation",
+                t("trigger-long-running-operation"),
                 {"duration": 0.2 * PROGRESS_STEPS, "steps": PROGRESS_STEPS},
                 progress_callback=on_progress))
             out["progress callbacks"] = progress
-            out["concurrent progress"] = await concurrent_progress(c)
+            out["concurrent progress"] = await concurrent_progress(c, t)
             out["call get-structured-content"] = dump(await c.call_tool(
-                "get-structured-content", {"location": "Chicago"}))
+                t("get-structured-content"), {"location": "Chicago"}))
             out["call get-annotated-message"] = dump(await c.call_tool(
-                "get-annotated-message", {"messageType": "error", "includeImage": True}))
-            out["call get-tiny-image"] = dump(await c.call_tool("get-tiny-image", {}))
-            out["call with bad arguments"] = dump(await c.call_tool("get-sum", {"a": "x"}))
-            out["call of an unknown tool"] = await outcome(c.call_tool("no-such-tool", {}))
+                t("get-annotated-message"), {"messageType": "error", "includeImage": True}))
+            out["call get-tiny-image"] = dump(await c.call_tool(t("get-tiny-image"), {}))
+            out["call with bad arguments"] = dump(await c.call_tool(t("get-sum"), {"a": "x"}))
+            out["call of an unknown tool"] = await outcome(c.call_tool(t("no-such-tool"), {}))
             out["complete department"] = dump(await c.complete(
-                types.PromptReference(type="ref/prompt", name="completable-prompt"),
+                types.PromptReference(type="ref/prompt", name=t("completable-prompt")),
                 {"name": "department", "value": "S"}))
             out["complete name"] = dump(await c.complete(
-                types.PromptReference(type="ref/prompt", name="completable-prompt"),
+                types.PromptReference(type="ref/prompt", name=t("completable-prompt")),
                 {"name": "name", "value": ""}, {"department": "Sales"}))
             out["subscribe"] = await outcome(c.subscribe_resource(text_resources[0]))
             out["unsubscribe"] = await outcome(c.unsubscribe_resource(text_resources[0]))
             out["call trigger-sampling-request"] = dump(await c.call_tool(
-                "trigger-sampling-request", {"prompt": SAMPLING_PROMPT, "maxTokens": 50}))
+                t("trigger-sampling-request"), {"prompt": SAMPLING_PROMPT, "maxTokens": 50}))
             out["sampling requests"] = sampling_requests
             out["call trigger-elicitation-request"] = dump(await c.call_tool(
-                "trigger-elicitation-request", {}))
+                t("trigger-elicitation-request"), {}))
             out["elicitation requests"] = elicitation_requests
             # The server asks for the roots as soon as the session is
             # initialized, a request that belongs to no request of the client.
-            out["call get-roots-list"] = dump(await c.call_tool("get-roots-list", {}))
+            out["call get-roots-list"] = dump(await c.call_tool(t("get-roots-list"), {}))
             # Log messages that belong to no request: the server sends one
             # at once and one every 5 s, on its standalone stream (HTTP), so
             # the gateway must keep that stream open and pass it on. Their
             # text names the server's session id, which differs by design:
             # only the arrival and the levels are recorded.
             await c.set_logging_level("debug")
-            await c.call_tool("toggle-simulated-logging", {})
+            await c.call_tool(t("toggle-simulated-logging"), {})
             with anyio.move_on_after(LOG_WAIT_S):
                 await got_log.wait()
-            await c.call_tool("toggle-simulated-logging", {})
+            await c.call_tool(t("toggle-simulated-logging"), {})
             out["simulated logging delivered"] = bool(logs)
             check(all(entry.get("level") in LOG_LEVELS for entry in logs),
                   f"{label}: log messages with unknown levels: {logs}")
     return out
 
 
-async def concurrent_progress(c):
+async def concurrent_progress(c, t):
     """Several calls with progress at once in one session: each callback must
     get its own call's progress (the gateway routes it by token)."""
     seen = {}
@@ -395,7 +427,7 @@ async def concurrent_progress(c):
             events.append([value, total])
 
         steps = 2 + i
-        result = await c.call_tool("trigger-long-running-operation",
+        result = await c.call_tool(t("trigger-long-running-operation"),
                                    {"duration": 0.1 * steps, "steps": steps},
                                    progress_callback=on_progress)
         seen[str(i)] = {"progress": events, "result": dump(result)}
@@ -461,6 +493,37 @@ def normalise(seen):
     return out
 
 
+def unprefixed(seen, ns, direct_instructions):
+    """A session through a gateway of several servers, as server `ns` alone
+    would have shown it: its items without their prefix, the others' left
+    out. The gateway's own identity, merged capabilities and instructions
+    replace the server's by design; they are checked, then left out."""
+    info = seen.pop("server_info")
+    check(info and info.get("name") == "mcpgate", f"several: server info {info}")
+    caps = seen.pop("capabilities")
+    check(all(k in caps for k in ("tools", "prompts", "resources", "logging", "completions")),
+          f"several: merged capabilities {caps}")
+    instructions = seen.pop("instructions") or ""
+    check(not direct_instructions or direct_instructions in instructions,
+          f"several: the server's instructions are not among the gateway's: {instructions[:300]!r}")
+    fields = {"tools": "name", "prompts": "name", "resources": "uri",
+              "resource_templates": "uriTemplate"}
+    names = {k: [x[by] for x in seen[k]] for k, by in fields.items()}
+    for key, listed in names.items():
+        strays = [n for n in listed if not n.startswith((f"{ns}__", f"{ns}+", "everything__",
+                                                         "everything+"))]
+        check(not strays, f"several: {key} without a server's prefix: {strays}")
+    check("everything__echo" in names["tools"], "several: the other server's tools are missing")
+    out = {}
+    for key, value in seen.items():
+        if key in fields:
+            value = [x for x in value if x[fields[key]].startswith((f"{ns}__", f"{ns}+"))]
+        text = json.dumps(value)
+        text = text.replace(f'"{ns}__', '"').replace(f'"{ns}+', '"')
+        out[key] = json.loads(text)
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--bin", required=True)
@@ -473,7 +536,8 @@ def main():
     warnings.filterwarnings("ignore", category=MCPDeprecationWarning)
 
     suite = Suite(args)
-    cases = [suite.case_stdio, suite.case_streamable_http, suite.case_sse, suite.case_client_sse]
+    cases = [suite.case_stdio, suite.case_streamable_http, suite.case_sse, suite.case_client_sse,
+             suite.case_several]
     passed = failed = 0
     try:
         for case in cases:

@@ -30,7 +30,7 @@ use rmcp::transport::common::http_header::HEADER_SESSION_ID;
 use serde_json::value::RawValue;
 
 use crate::auth::{self, AuthState};
-use crate::gateway::{Gateway, frame::Outcome, reply};
+use crate::gateway::{Gateway, frame::Outcome, mux, reply};
 use crate::guard::{Guard, Target};
 use crate::origin::OriginPolicy;
 use crate::policy::Kind;
@@ -136,8 +136,8 @@ pub async fn handle(State(ep): State<Arc<Endpoint>>, request: Request) -> Respon
         _ => match session_header(&parts.headers) {
             Some(id) => match ep.sessions.find(id, owner(caller.as_ref())).await {
                 None => session_not_found(),
-                Some(session) => match ep.gateway.as_ref().and_then(|g| g.link(&session.id)) {
-                    Some(link) => reply::standalone(link.standalone()),
+                Some(session) => match ep.gateway.as_ref().and_then(|g| g.session(&session.id)) {
+                    Some(links) => reply::standalone(links.standalone()),
                     None => method_not_allowed(),
                 },
             },
@@ -576,36 +576,72 @@ impl Endpoint {
         message: Incoming<'_>,
         legacy: Option<&tokio::sync::mpsc::Sender<Bytes>>,
     ) -> Response {
-        let Some(link) = gateway.link(session) else {
+        let Some(links) = gateway.session(session) else {
             // The session outlived its upstream session (another replica's, or
             // from before a restart): the client starts anew.
             return session_not_found();
         };
+        let to_client = |response: Response| async move {
+            match legacy {
+                Some(out) => crate::legacy::to_stream(response, out).await,
+                None => response,
+            }
+        };
         match message {
             Incoming::Request { id, method, params } => {
+                if links.is_multi()
+                    && let Some(answer) = self
+                        .answer_for_all(&links, caller, &id, &method, params)
+                        .await
+                {
+                    return to_client(answer).await;
+                }
+                let route = match links.route(&method, params) {
+                    Ok(route) => route,
+                    Err(error) => {
+                        return to_client(refuse(StatusCode::OK, Some(&id), &error)).await;
+                    }
+                };
+                let member = route.member;
+                let link = &member.link;
+                // Policy judges names as the client sees them; the upstream
+                // gets its own.
                 let parsed = Params::of(params);
-                let target = Target::of(&method, parsed.name.as_deref(), parsed.uri.as_deref());
+                let upstream_params = route.params.as_deref().or(params);
+                let own = route.params.as_deref().map(|p| Params::of(Some(p)));
+                let target = Target::of(&method, parsed.name.as_deref(), parsed.uri.as_deref())
+                    .map(|t| t.at(member.name()));
                 if let Some(target) = target {
                     // A tool is judged by its definition as this session's
                     // upstream shows it.
-                    let hidden = target.kind == Kind::Tool
-                        && self.guard.pins_tools()
-                        && link.tool_hidden(&self.guard, target.name).await;
+                    let own_name = own
+                        .as_ref()
+                        .map_or(target.name, |o| o.name.as_deref().unwrap_or_default());
+                    let hidden =
+                        target.kind == Kind::Tool && link.tool_hidden(&self.guard, own_name).await;
                     if let Some(refusal) =
                         self.guard
                             .check(caller, &id, target, parsed.arguments, hidden)
                     {
-                        return match legacy {
-                            Some(out) => crate::legacy::to_stream(refusal, out).await,
-                            None => refusal,
-                        };
+                        return to_client(refusal).await;
                     }
                 }
                 let finish = self
                     .guard
-                    .finish(caller, &id, &method, target, parsed.arguments, Some(&link))
+                    .finish(caller, &id, &method, target, parsed.arguments, Some(link))
                     .unwrap_or_else(reply::passthrough);
-                match (link.request(&id, &method, params).await, legacy) {
+                let finish = match &member.namespace {
+                    // Resource URIs in the answer, as the client knows them.
+                    Some(namespace) => {
+                        let namespace = namespace.clone();
+                        let method = method.to_string();
+                        Box::new(move |answer: Bytes, ended| {
+                            finish(mux::show_uris(answer, &method, &namespace), ended)
+                        }) as reply::Finish
+                    }
+                    None => finish,
+                };
+                match (link.request(&id, &method, upstream_params).await, legacy) {
                     (Ok(forwarded), None) => reply::respond(id, forwarded, finish).await,
                     (Ok(forwarded), Some(out)) => {
                         tokio::spawn(reply::relay(id, forwarded, finish, out.clone()));
@@ -616,18 +652,12 @@ impl Endpoint {
                             self.guard.unavailable(caller, &id, target, &e.to_string());
                         }
                         let error = ErrorData::internal_error(e.to_string(), None);
-                        let refusal = refuse(StatusCode::OK, Some(&id), &error);
-                        match legacy {
-                            Some(out) => crate::legacy::to_stream(refusal, out).await,
-                            None => refusal,
-                        }
+                        to_client(refuse(StatusCode::OK, Some(&id), &error)).await
                     }
                 }
             }
             Incoming::Notification { method, params } => {
-                if let Err(e) = link.notify(&method, params).await {
-                    tracing::debug!(target: "mcpgate::upstream", error = %e, method = &*method, "a notification could not be passed on");
-                }
+                links.notify(&method, params).await;
                 StatusCode::ACCEPTED.into_response()
             }
             Incoming::Response {
@@ -640,7 +670,7 @@ impl Endpoint {
                 } else {
                     Outcome::Result(outcome)
                 };
-                match link.answer(&id, outcome).await {
+                match links.answer(&id, outcome).await {
                     Ok(true) => {}
                     Ok(false) => {
                         tracing::debug!(target: "mcpgate::upstream", "an answer to no open request of the upstream's was dropped");
@@ -652,6 +682,50 @@ impl Endpoint {
                 StatusCode::ACCEPTED.into_response()
             }
         }
+    }
+
+    /// With several upstreams, what the gateway answers itself: `ping`,
+    /// the merged lists and `logging/setLevel`. `None`: a request for one
+    /// upstream.
+    async fn answer_for_all(
+        &self,
+        links: &mux::Links,
+        caller: Option<&Arc<Principal>>,
+        id: &RequestId,
+        method: &str,
+        params: Option<&RawValue>,
+    ) -> Option<Response> {
+        let body = match method {
+            "ping" => wire::raw_result(id, b"{}"),
+            "logging/setLevel" => match links.set_level(params).await {
+                Ok(()) => wire::raw_result(id, b"{}"),
+                Err(e) => wire::error(Some(id), &ErrorData::internal_error(e.to_string(), None)),
+            },
+            _ => {
+                let (key, field) = mux::list_shape(method)?;
+                let cursor = params
+                    .and_then(|p| serde_json::from_str::<serde_json::Value>(p.get()).ok())
+                    .is_some_and(|p| p.get("cursor").is_some_and(|c| !c.is_null()));
+                if cursor {
+                    // Everything comes in one page: no cursor was handed out.
+                    let error =
+                        ErrorData::invalid_params("unknown cursor: this list has one page", None);
+                    return Some(json(StatusCode::OK, wire::error(Some(id), &error)));
+                }
+                let mut items = links.list(&self.guard, method).await;
+                let kind = match key {
+                    "tools" => Kind::Tool,
+                    "prompts" => Kind::Prompt,
+                    _ => Kind::Resource,
+                };
+                self.guard
+                    .visible_only(caller.map(|p| &**p), kind, field, &mut items);
+                let mut result = serde_json::Map::new();
+                result.insert(key.to_owned(), serde_json::Value::Array(items));
+                wire::result(id, &result)
+            }
+        };
+        Some(json(StatusCode::OK, body))
     }
 }
 

@@ -36,8 +36,6 @@ pub const RATE_LIMITED: ErrorCode = ErrorCode(-32029);
 pub struct Guard {
     policy: Arc<PolicyHandle>,
     audit: Option<Arc<dyn AuditSink>>,
-    pins: Option<Arc<ToolPins>>,
-    upstream: Option<String>,
     // The challenge a step-up refusal extends with the scopes it needs.
     challenge: Option<ChallengeContext>,
     limiter: Option<RateLimiter>,
@@ -48,8 +46,10 @@ pub struct Guard {
 pub struct Target<'a> {
     /// Tool, resource or prompt.
     pub kind: Kind,
-    /// Its name (a resource's URI).
+    /// Its name (a resource's URI), as the client sees it.
     pub name: &'a str,
+    /// The upstream it belongs to, in gateway mode.
+    pub upstream: Option<&'a str>,
 }
 
 impl<'a> Target<'a> {
@@ -61,7 +61,19 @@ impl<'a> Target<'a> {
             "resources/read" | "resources/subscribe" => (Kind::Resource, uri?),
             _ => return None,
         };
-        Some(Self { kind, name })
+        Some(Self {
+            kind,
+            name,
+            upstream: None,
+        })
+    }
+
+    /// The same, at upstream `name`.
+    pub fn at(self, upstream: &'a str) -> Self {
+        Self {
+            upstream: Some(upstream),
+            ..self
+        }
     }
 
     fn event(self) -> AuditEvent {
@@ -83,8 +95,6 @@ impl Guard {
         Self {
             policy,
             audit,
-            pins: None,
-            upstream: None,
             challenge,
             limiter: None,
         }
@@ -97,22 +107,9 @@ impl Guard {
         self
     }
 
-    /// In front of upstream `name`, whose tool definitions `pins` keeps.
-    pub fn for_upstream(mut self, name: String, pins: Option<Arc<ToolPins>>) -> Self {
-        self.upstream = Some(name);
-        self.pins = pins;
-        self
-    }
-
     /// Whether anything is recorded.
     pub fn audits(&self) -> bool {
         self.audit.is_some()
-    }
-
-    /// Whether upstream tools are pinned: a session must have its tools
-    /// reviewed ([`Self::review_tools`]) before it calls one.
-    pub fn pins_tools(&self) -> bool {
-        self.pins.is_some() && self.upstream.is_some()
     }
 
     /// Decides whether `caller` may act on `target`: `None` to go ahead,
@@ -225,16 +222,18 @@ impl Guard {
     /// Reviews one upstream session's tools against their pins: reports
     /// (log and audit) each change seen for the first time, and returns
     /// the names to hide from that session.
-    pub async fn review_tools(&self, tools: &[Value]) -> HashSet<String> {
-        let (Some(pins), Some(upstream)) = (&self.pins, &self.upstream) else {
-            return HashSet::new();
-        };
+    pub async fn review_tools(
+        &self,
+        pins: &ToolPins,
+        upstream: &str,
+        tools: &[Value],
+    ) -> HashSet<String> {
         let review = pins.review(upstream, tools).await;
         for change in &review.changed {
             tracing::warn!(target: "mcpgate::pins", upstream, tool = change.tool, old = change.old_digest, new = change.new_digest, mode = ?pins.mode(), "an upstream tool's definition changed since it was pinned");
             if let Some(audit) = &self.audit {
                 let mut record = AuditRecord::new(AuditEvent::PinChanged, Verdict::Deny);
-                record.upstream = Some(upstream.clone());
+                record.upstream = Some(upstream.to_owned());
                 record.tool = Some(change.tool.clone());
                 record.reason = Some(format!(
                     "definition changed from {} to {}",
@@ -274,7 +273,7 @@ impl Guard {
             record.tenant = p.tenant_id.clone();
             record.client_app = p.client_app_id.clone();
         }
-        record.upstream = self.upstream.clone();
+        record.upstream = target.upstream.map(str::to_owned);
         record.tool = Some(target.name.to_owned());
         if target.kind == Kind::Tool
             && audit.wants_arguments(target.name)
@@ -309,7 +308,7 @@ impl Guard {
             _ => None,
         };
         if let Some((kind, _, _)) = list
-            && self.pins.is_none()
+            && link.is_none_or(|l| l.pins().is_none())
         {
             // With no rule, the default decides for every name alike.
             let policy = self.policy.load();
@@ -337,6 +336,7 @@ impl Guard {
         let id = id.clone();
         let kind = target.kind;
         let name = target.name.to_owned();
+        let upstream = target.upstream.map(str::to_owned);
         let arguments = arguments.map(ToOwned::to_owned);
         Some(Box::new(move |answer, ended| {
             let outcome = match ended {
@@ -344,7 +344,11 @@ impl Guard {
                 Ended::TimedOut => UpstreamOutcome::Timeout,
                 Ended::Gone => UpstreamOutcome::Unavailable,
             };
-            let target = Target { kind, name: &name };
+            let target = Target {
+                kind,
+                name: &name,
+                upstream: upstream.as_deref(),
+            };
             guard.record(
                 caller.as_deref(),
                 &id,
@@ -400,24 +404,36 @@ impl Guard {
         else {
             return answer;
         };
-        if kind == Kind::Tool && self.pins_tools() {
-            let hidden = self.review_tools(items).await;
+        if kind == Kind::Tool
+            && let Some(link) = link
+            && let Some(pins) = link.pins()
+        {
+            let hidden = self.review_tools(pins, link.name(), items).await;
             items.retain(|t| {
                 t.get("name")
                     .and_then(Value::as_str)
                     .is_none_or(|n| !hidden.contains(n))
             });
-            if let Some(link) = link {
-                link.set_hidden(hidden).await;
-            }
+            link.set_hidden(hidden).await;
         }
+        self.visible_only(who, kind, field, items);
+        serde_json::to_vec(&message).map_or(answer, Bytes::from)
+    }
+
+    /// Cuts a list to the items `who` may use; `field` names an item.
+    pub fn visible_only(
+        &self,
+        who: Option<&Principal>,
+        kind: Kind,
+        field: &str,
+        items: &mut Vec<Value>,
+    ) {
         let policy = self.policy.load();
         items.retain(|item| {
             item.get(field)
                 .and_then(Value::as_str)
                 .is_some_and(|name| policy.visible(who, kind, name))
         });
-        serde_json::to_vec(&message).map_or(answer, Bytes::from)
     }
 }
 

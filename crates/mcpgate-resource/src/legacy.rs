@@ -185,8 +185,8 @@ pub async fn messages(
             Ok(upstream) => {
                 // What the upstream sends outside any request goes on the
                 // same stream.
-                if let Some(link) = gateway.link(&session.id) {
-                    let mut standalone = link.standalone();
+                if let Some(links) = gateway.session(&session.id) {
+                    let mut standalone = links.standalone();
                     let out = out.clone();
                     tokio::spawn(async move {
                         while let Some(message) = standalone.recv().await {

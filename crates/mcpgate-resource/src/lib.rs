@@ -120,9 +120,10 @@ pub struct ResourceSettings {
     /// Sessions shared by every replica, so that one opened at another
     /// continues here. Default: none (sessions live in this process).
     pub shared_sessions: Option<Arc<dyn SharedSessions>>,
-    /// Gateway mode: the MCP server `/mcp` stands in front of, instead of
-    /// the built-in tools. Default: none.
-    pub gateway: Option<GatewaySettings>,
+    /// Gateway mode: the MCP server(s) `/mcp` stands in front of, instead
+    /// of the built-in tools; several are shown each under its name
+    /// ([`gateway::mux`]). Default: none.
+    pub upstreams: Vec<GatewaySettings>,
     /// Who may call which tool, read which resource, get which prompt;
     /// swapped in place on reload. Default: everything allowed.
     pub policy: Arc<PolicyHandle>,
@@ -158,7 +159,7 @@ impl ResourceSettings {
             clock: Arc::new(SystemClock::default()),
             user_details: None,
             shared_sessions: None,
-            gateway: None,
+            upstreams: Vec::new(),
             policy: Arc::default(),
             audit: None,
             rate_limits: RateLimits::default(),
@@ -224,7 +225,7 @@ pub fn router_with_endpoint(
         }),
         Access::Open => None,
     };
-    let mut guard = Guard::new(
+    let guard = Guard::new(
         settings.policy.clone(),
         settings.audit.clone(),
         auth.is_some().then_some(challenge),
@@ -241,13 +242,12 @@ pub fn router_with_endpoint(
         ),
         settings.max_body_bytes,
     );
-    if let Some(gateway) = &settings.gateway {
-        guard = guard.for_upstream(gateway.upstream.name().to_owned(), gateway.pins.clone());
-        endpoint = endpoint.with_gateway(Arc::new(Gateway::new(gateway.clone())));
+    if !settings.upstreams.is_empty() {
+        endpoint = endpoint.with_gateway(Arc::new(Gateway::new(settings.upstreams.clone())));
     }
     let endpoint = Arc::new(endpoint.with_guard(Arc::new(guard)));
     let mut mcp = Router::new().route(MCP_PATH, any(endpoint::handle).with_state(endpoint.clone()));
-    if settings.gateway.is_some() {
+    if !settings.upstreams.is_empty() {
         // Clients still on the 2024-11-05 transport reach the same upstream.
         mcp = mcp
             .route(

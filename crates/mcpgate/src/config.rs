@@ -120,7 +120,9 @@ impl RawRateLimits {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RawUpstream {
-    /// Its name, in logs and audit records. Default "upstream".
+    /// Its name, in logs and audit records. Default "upstream". With
+    /// several upstreams each needs one (lowercase letters, digits, `-`):
+    /// clients see its tools as `<name>__<tool>`.
     pub name: Option<String>,
     /// A stdio server: its command line, split as a shell would split it
     /// and never run through one.

@@ -16,13 +16,14 @@ use crate::cli::ServeArgs;
 use crate::config::{RawConfig, RawUpstream};
 use crate::pins::StorePins;
 
-/// The upstream `/mcp` stands in front of, if any: `--upstream-cmd` or
-/// `--upstream-url` win over the configuration.
+/// The upstreams `/mcp` stands in front of, if any: `--upstream-cmd` or
+/// `--upstream-url` win over the configuration (keeping a lone configured
+/// upstream's other settings).
 pub fn settings(
     args: &ServeArgs,
     raw: &RawConfig,
     store: Option<Arc<dyn Store>>,
-) -> anyhow::Result<Option<Planned>> {
+) -> anyhow::Result<Vec<Planned>> {
     let from_flags = match (&args.upstream_cmd, &args.upstream_url) {
         (Some(command), _) => Some(RawUpstream {
             command: Some(command.clone()),
@@ -34,24 +35,45 @@ pub fn settings(
         }),
         (None, None) => None,
     };
-    let upstream = match (from_flags, raw.upstreams.as_slice()) {
+    let upstreams = match (from_flags, raw.upstreams.as_slice()) {
         (Some(flags), configured) => {
-            // Keep the configured environment and limits of a lone upstream.
-            match configured {
+            if configured.len() > 1 {
+                bail!(
+                    "--upstream-cmd/--upstream-url name one upstream, and the configuration has {} [[upstreams]]; keep one or the other",
+                    configured.len()
+                );
+            }
+            vec![match configured {
                 [one] if one.command.is_some() == flags.command.is_some() => RawUpstream {
                     command: flags.command,
                     url: flags.url,
                     ..one.clone()
                 },
                 _ => flags,
-            }
+            }]
         }
-        (None, []) => return Ok(None),
-        (None, [one]) => one.clone(),
-        (None, _) => bail!(
-            "several [[upstreams]] are configured; this version serves one upstream per endpoint"
-        ),
+        (None, configured) => configured.to_vec(),
     };
+    if upstreams.len() > 1 {
+        let names: Vec<&str> = upstreams
+            .iter()
+            .map(|u| u.name.as_deref().unwrap_or_default())
+            .collect();
+        mcpgate_resource::gateway::mux::check_names(names.iter().copied())
+            .context("several [[upstreams]]")?;
+    }
+    upstreams
+        .iter()
+        .map(|upstream| one(args, raw, upstream, store.clone()))
+        .collect()
+}
+
+fn one(
+    args: &ServeArgs,
+    raw: &RawConfig,
+    upstream: &RawUpstream,
+    store: Option<Arc<dyn Store>>,
+) -> anyhow::Result<Planned> {
     let name = upstream
         .name
         .clone()
@@ -86,7 +108,7 @@ pub fn settings(
                 .context("building the upstream's HTTP client")?;
             let identity = match upstream.identity.as_deref() {
                 None | Some("none") => None,
-                Some("headers") => Some(Arc::new(identity_key(&upstream, &name)?)),
+                Some("headers") => Some(Arc::new(identity_key(upstream, &name)?)),
                 Some("obo") => {
                     if upstream.obo_scopes.is_empty() {
                         bail!(
@@ -140,10 +162,10 @@ pub fn settings(
         std::fs::metadata(cwd)
             .with_context(|| format!("the upstream's working directory {}", cwd.display()))?;
     }
-    Ok(Some(Planned {
+    Ok(Planned {
         settings,
         obo_scopes,
-    }))
+    })
 }
 
 /// The gateway's settings, and what must wait for the broker.

@@ -683,3 +683,126 @@ async fn upstream_sessions_are_capped_and_a_closed_one_frees_its_slot() {
     let mut second = Session::open(&url, None).await;
     assert_eq!(second.echo("room again").await, "room again");
 }
+
+#[tokio::test]
+async fn several_upstreams_are_shown_each_under_its_name() {
+    let remote = HttpFixture::start();
+    let config = format!(
+        "{}\n[[upstreams]]\nname = \"remote\"\nurl = {}\n\n[audit]\nfile = \"$DIR/audit.jsonl\"\nstore = false\n\n[policy]\n[[policy.rules]]\ntools = [\"remote__fixture_crash\"]\ndeny = true\n",
+        stdio_upstream("").replace("name = \"fixture\"", "name = \"local\""),
+        quoted(&remote.url)
+    );
+    let mut gateway = Gateway::start("several", &config, &["--no-auth"], &[], None);
+    let url = gateway.mcp_url();
+    let mut session = Session::open(&url, None).await;
+
+    let tools = session.tools().await;
+    let listed = names(&tools);
+    for tool in [
+        "local__fixture_echo",
+        "remote__fixture_echo",
+        "local__test_simple_text",
+        "local__fixture_crash",
+    ] {
+        assert!(listed.contains(&tool), "{tool} in {listed:?}");
+    }
+    assert!(
+        listed
+            .iter()
+            .all(|n| n.starts_with("local__") || n.starts_with("remote__")),
+        "every name carries its server's prefix: {listed:?}"
+    );
+    assert!(
+        !listed.contains(&"remote__fixture_crash"),
+        "policy names tools as clients see them: {listed:?}"
+    );
+
+    // Each call reaches its own upstream, under the upstream's own name.
+    let local = session.call("local__fixture_whoami", json!({})).await;
+    assert_eq!(local.result()["structuredContent"]["transport"], "stdio");
+    let remote_whoami = session.call("remote__fixture_whoami", json!({})).await;
+    assert_eq!(
+        remote_whoami.result()["structuredContent"]["transport"],
+        "http"
+    );
+    let refused = session.call("remote__fixture_crash", json!({})).await;
+    assert_eq!(
+        refused.error_code(),
+        Some(FORBIDDEN),
+        "{:?}",
+        refused.answer()
+    );
+    let unknown = session.call("elsewhere__fixture_echo", json!({})).await;
+    assert_eq!(unknown.error_code(), Some(-32602), "{:?}", unknown.answer());
+
+    // Resources: listed, read and linked under `<name>+`.
+    let resources = session.request("resources/list", json!({})).await;
+    let uris: Vec<&str> = resources.result()["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .filter_map(|r| r["uri"].as_str())
+        .collect();
+    assert!(uris.contains(&"local+test://static-text"), "{uris:?}");
+    assert!(uris.contains(&"remote+test://static-text"), "{uris:?}");
+    let read = session
+        .request(
+            "resources/read",
+            json!({"uri": "remote+test://static-text"}),
+        )
+        .await;
+    assert_eq!(
+        read.result()["contents"][0]["uri"],
+        "remote+test://static-text"
+    );
+    let embedded = session
+        .call("local__test_embedded_resource", json!({}))
+        .await;
+    assert_eq!(
+        embedded.result()["content"][0]["resource"]["uri"],
+        "local+test://embedded-resource"
+    );
+    let templates = session.request("resources/templates/list", json!({})).await;
+    assert!(
+        templates.result()["resourceTemplates"]
+            .as_array()
+            .expect("templates")
+            .iter()
+            .any(|t| t["uriTemplate"] == "remote+test://template/{id}/data"),
+        "{:?}",
+        templates.answer()
+    );
+
+    // Prompts and completions go the same way.
+    let prompt = session
+        .request("prompts/get", json!({"name": "remote__test_simple_prompt"}))
+        .await;
+    assert!(
+        prompt.result()["messages"].is_array(),
+        "{:?}",
+        prompt.answer()
+    );
+    let completion = session
+        .request(
+            "completion/complete",
+            json!({"ref": {"type": "ref/prompt", "name": "local__test_prompt_with_arguments"},
+                   "argument": {"name": "arg1", "value": ""}}),
+        )
+        .await;
+    assert!(
+        completion.result()["completion"]["values"].is_array(),
+        "{:?}",
+        completion.answer()
+    );
+    let ping = session.request("ping", json!({})).await;
+    assert_eq!(ping.result(), &json!({}));
+
+    // The audit names the upstream and the tool as the client saw it.
+    let (_, records) = gateway.audit_records();
+    let denied = records
+        .iter()
+        .find(|r| r["decision"] == "deny")
+        .expect("the refused call's record");
+    assert_eq!(denied["upstream"], "remote", "{denied}");
+    assert_eq!(denied["tool"], "remote__fixture_crash", "{denied}");
+}

@@ -17,18 +17,20 @@
 //! | [`identity`] | who the caller is, told to an HTTP upstream in signed headers |
 //! | [`sse`] | reading the upstream's event streams |
 //! | [`reply`] | a forwarded request's answer, as JSON or as an event stream |
+//! | [`mux`] | several upstreams behind one endpoint, each under its name |
 
 pub mod credential;
 pub mod frame;
 pub mod http;
 pub mod identity;
+pub mod mux;
 pub mod reply;
 pub mod routes;
 pub mod sse;
 pub mod stdio;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -37,13 +39,14 @@ use mcpgate_token::Principal;
 use rmcp::model::RequestId;
 use serde_json::Value;
 use serde_json::value::RawValue;
-use tokio::sync::mpsc;
 
 use self::frame::Outcome;
 use self::http::{HttpSpec, HttpUpstream};
+use self::mux::{Links, Member, Namespace};
 use self::routes::{Call, Routes};
 use self::stdio::{StdioSpec, StdioUpstream};
 use crate::guard::Guard;
+use crate::pins::ToolPins;
 
 /// Why the upstream could not be used.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -124,6 +127,8 @@ enum Transport {
 /// One upstream session.
 #[derive(Debug)]
 pub struct Link {
+    name: Arc<str>,
+    pins: Option<Arc<ToolPins>>,
     routes: Arc<Routes>,
     transport: Transport,
     // What the client sent in `initialize`, replayed after a restart.
@@ -172,11 +177,22 @@ impl Drop for Forwarded {
 
 impl Link {
     // `caller`: whose session it is; `None` when shared or unauthenticated.
-    fn new(settings: &GatewaySettings, init: Box<RawValue>, caller: Option<&Principal>) -> Self {
-        let routes = Arc::new(match settings.isolation {
+    fn new(
+        settings: &GatewaySettings,
+        namespace: Option<&Namespace>,
+        numbers: &Arc<AtomicU64>,
+        init: Box<RawValue>,
+        caller: Option<&Principal>,
+    ) -> Self {
+        let routes = match settings.isolation {
             Isolation::PerSession => Routes::default(),
             Isolation::Shared => Routes::shared(),
-        });
+        };
+        let routes = Arc::new(
+            routes
+                .numbered_by(numbers.clone())
+                .with_uri_prefix(namespace.map(|n| n.uri_prefix().clone())),
+        );
         let transport = match &settings.upstream {
             UpstreamSpec::Stdio(spec) => Transport::Stdio(StdioUpstream::new(
                 spec.clone(),
@@ -191,6 +207,8 @@ impl Link {
             ))),
         };
         Self {
+            name: settings.upstream.name().into(),
+            pins: settings.pins.clone(),
             routes,
             transport,
             init,
@@ -199,6 +217,16 @@ impl Link {
             starting: tokio::sync::Mutex::new(()),
             hidden: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// The upstream's name, as configured.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Where the upstream's tool definitions are pinned, if they are.
+    pub fn pins(&self) -> Option<&ToolPins> {
+        self.pins.as_deref()
     }
 
     /// Keeps the outcome of a review of this session's tools.
@@ -212,11 +240,14 @@ impl Link {
     /// cannot reach a changed tool. Fails closed: hidden when the list
     /// cannot be had.
     pub async fn tool_hidden(&self, guard: &Guard, tool: &str) -> bool {
+        let Some(pins) = self.pins() else {
+            return false;
+        };
         let changed = self.routes.take_tools_changed();
         let mut hidden = self.hidden.lock().await;
         if hidden.is_none() || changed {
             match self.list_all("tools/list", "tools").await {
-                Ok(tools) => *hidden = Some(guard.review_tools(&tools).await),
+                Ok(tools) => *hidden = Some(guard.review_tools(pins, &self.name, &tools).await),
                 Err(e) => {
                     tracing::warn!(target: "mcpgate::pins", error = %e, "could not review the upstream's tools; the call is refused");
                     return true;
@@ -228,7 +259,11 @@ impl Link {
 
     /// Every item of a paginated list (`tools/list` → `tools`), asked by
     /// the gateway itself; at most 100 pages.
-    async fn list_all(&self, method: &str, key: &str) -> Result<Vec<Value>, UpstreamError> {
+    pub(crate) async fn list_all(
+        &self,
+        method: &str,
+        key: &str,
+    ) -> Result<Vec<Value>, UpstreamError> {
         self.ready().await?;
         let mut items = Vec::new();
         let mut cursor: Option<String> = None;
@@ -336,6 +371,24 @@ impl Link {
                 self.routes.abandon(number, &format!("{method} timed out"));
                 Err(UpstreamError::Timeout(within))
             }
+        }
+    }
+
+    /// A request of the gateway's own, started first if need be; an error
+    /// answer is a refusal.
+    pub(crate) async fn ask_checked(
+        &self,
+        method: &str,
+        params: Option<&RawValue>,
+    ) -> Result<(), UpstreamError> {
+        self.ready().await?;
+        let answer = self.ask(method, params, self.request_timeout).await?;
+        match frame::Frame::parse(&answer).and_then(|f| f.error) {
+            Some(error) => Err(UpstreamError::Refused(format!(
+                "{method}: {}",
+                error_message(error)
+            ))),
+            None => Ok(()),
         }
     }
 
@@ -461,11 +514,6 @@ impl Link {
         self.send(message, None).await?;
         Ok(true)
     }
-
-    /// The session's standalone stream (a client's `GET`).
-    pub fn standalone(&self) -> mpsc::Receiver<Bytes> {
-        self.routes.open_standalone()
-    }
 }
 
 // The revision the upstream chose in its `initialize` result.
@@ -489,109 +537,217 @@ fn error_message(error: &RawValue) -> String {
         .unwrap_or_else(|| "no reason given".into())
 }
 
-/// The upstream sessions of every client session.
+/// One configured upstream.
 #[derive(Debug)]
-pub struct Gateway {
+struct Upstream {
     settings: GatewaySettings,
-    links: Mutex<HashMap<Arc<str>, Arc<Link>>>,
+    // With several upstreams: its prefixes.
+    namespace: Option<Namespace>,
     // Isolation::Shared: the one upstream session, and its handshake's
     // result.
     shared: tokio::sync::Mutex<Option<(Arc<Link>, Box<RawValue>)>>,
-    // Upstream sessions being started, counted against the cap.
-    starting: AtomicUsize,
+    // Upstream sessions open or being started, counted against the cap.
+    held: AtomicUsize,
 }
 
-// Gives back a starting slot, however the start ended.
-struct Slot<'a>(&'a AtomicUsize);
+// Gives back a held slot, unless kept.
+struct Slot<'a>(Option<&'a AtomicUsize>);
+
+impl Slot<'_> {
+    fn keep(mut self) {
+        self.0 = None;
+    }
+}
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        if let Some(held) = self.0 {
+            held.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
+impl Upstream {
+    /// An upstream session for a new client session, and the upstream's
+    /// `initialize` result.
+    async fn open(
+        &self,
+        numbers: &Arc<AtomicU64>,
+        caller: Option<&Principal>,
+        init: &RawValue,
+    ) -> Result<(Arc<Link>, Box<RawValue>), UpstreamError> {
+        let new_link = |caller| {
+            Arc::new(Link::new(
+                &self.settings,
+                self.namespace.as_ref(),
+                numbers,
+                init.to_owned(),
+                caller,
+            ))
+        };
+        if self.settings.isolation == Isolation::Shared {
+            let mut shared = self.shared.lock().await;
+            if let Some((link, result)) = &*shared {
+                return Ok((link.clone(), result.clone()));
+            }
+            // Started with the first client's handshake, and nobody's
+            // identity: it serves everyone.
+            let link = new_link(None);
+            let result = link.ready().await?.ok_or_else(not_started)?;
+            *shared = Some((link.clone(), result.clone()));
+            return Ok((link, result));
+        }
+        // The slot is taken before the (slow) start, so that a burst of
+        // sessions cannot start more children than the cap.
+        let max = self.settings.max_upstream_sessions;
+        let slot = Slot(Some(&self.held));
+        if self.held.fetch_add(1, Ordering::AcqRel) >= max {
+            return Err(UpstreamError::Unavailable(format!(
+                "the gateway already holds its maximum of {max} upstream sessions with {}; try again later",
+                self.settings.upstream.name()
+            )));
+        }
+        let link = new_link(caller);
+        let result = link.ready().await?.ok_or_else(not_started)?;
+        slot.keep();
+        Ok((link, result))
+    }
+
+    /// Ends one of its upstream sessions.
+    fn release(&self, link: &Link) {
+        if self.settings.isolation == Isolation::PerSession {
+            link.stop();
+            self.held.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+fn not_started() -> UpstreamError {
+    UpstreamError::Unavailable("the upstream session did not start".into())
+}
+
+/// The upstream sessions of every client session.
+#[derive(Debug)]
+pub struct Gateway {
+    upstreams: Vec<Upstream>,
+    sessions: Mutex<HashMap<Arc<str>, Arc<Links>>>,
+    // Request numbers, unique across every upstream session.
+    numbers: Arc<AtomicU64>,
+}
+
 impl Gateway {
-    /// A gateway to `settings.upstream`; nothing starts until a session
-    /// opens.
-    pub fn new(settings: GatewaySettings) -> Self {
+    /// A gateway to one upstream, or to several (their names checked with
+    /// [`mux::check_names`]); nothing starts until a session opens.
+    pub fn new(upstreams: Vec<GatewaySettings>) -> Self {
+        let several = upstreams.len() > 1;
         Self {
-            settings,
-            links: Mutex::new(HashMap::new()),
-            shared: tokio::sync::Mutex::new(None),
-            starting: AtomicUsize::new(0),
+            upstreams: upstreams
+                .into_iter()
+                .map(|settings| Upstream {
+                    namespace: several.then(|| Namespace::new(settings.upstream.name())),
+                    settings,
+                    shared: tokio::sync::Mutex::new(None),
+                    held: AtomicUsize::new(0),
+                })
+                .collect(),
+            sessions: Mutex::new(HashMap::new()),
+            numbers: Arc::new(AtomicU64::new(0)),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<Link>>> {
-        self.links.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<Links>>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Opens the upstream session of client session `session`, with the
-    /// client's `initialize` params; the upstream's `initialize` result.
+    /// Opens the upstream sessions of client session `session`, with the
+    /// client's `initialize` params; the `initialize` result to answer
+    /// with. With several upstreams, those that cannot start are left out
+    /// of the session (and logged); it opens if one did.
     pub async fn open(
         &self,
         session: &Arc<str>,
         caller: Option<&Principal>,
         init: &RawValue,
     ) -> Result<Box<RawValue>, UpstreamError> {
-        if self.settings.isolation == Isolation::Shared {
-            let mut shared = self.shared.lock().await;
-            let (link, result) = match &*shared {
-                Some((link, result)) => (link.clone(), result.clone()),
-                None => {
-                    // Started with the first client's handshake, and nobody's
-                    // identity: it serves everyone.
-                    let link = Arc::new(Link::new(&self.settings, init.to_owned(), None));
-                    let result = link.ready().await?.ok_or_else(|| {
-                        UpstreamError::Unavailable("the upstream session did not start".into())
-                    })?;
-                    *shared = Some((link.clone(), result.clone()));
-                    (link, result)
+        let opening = self
+            .upstreams
+            .iter()
+            .map(|u| u.open(&self.numbers, caller, init));
+        let opened = futures::future::join_all(opening).await;
+        let mut members = Vec::new();
+        let mut results = Vec::new();
+        let mut failure = None;
+        for (index, (upstream, outcome)) in self.upstreams.iter().zip(opened).enumerate() {
+            match outcome {
+                Ok((link, result)) => {
+                    members.push(Member::new(
+                        upstream.namespace.clone(),
+                        link,
+                        index,
+                        &result,
+                    ));
+                    results.push(result);
                 }
-            };
-            self.lock().insert(session.clone(), link);
-            return Ok(result);
+                Err(e) => {
+                    if self.upstreams.len() > 1 {
+                        tracing::warn!(target: "mcpgate::upstream", upstream = upstream.settings.upstream.name(), error = %e, "an upstream could not start for a new session; the session goes on without it");
+                    }
+                    failure = Some(e);
+                }
+            }
         }
-        // A slot is taken before the (slow) start, so that a burst of
-        // sessions cannot start more children than the cap.
-        let taken = self.starting.fetch_add(1, Ordering::AcqRel);
-        let _slot = Slot(&self.starting);
-        if self.len() + taken >= self.settings.max_upstream_sessions {
-            return Err(UpstreamError::Unavailable(format!(
-                "the gateway already holds its maximum of {} upstream sessions; try again later",
-                self.settings.max_upstream_sessions
-            )));
-        }
-        let link = Arc::new(Link::new(&self.settings, init.to_owned(), caller));
-        let result = link.ready().await?.ok_or_else(|| {
-            UpstreamError::Unavailable("the upstream session did not start".into())
-        })?;
-        self.lock().insert(session.clone(), link);
+        let result = match (self.upstreams.len(), results.pop(), failure) {
+            (1, Some(result), _) => result,
+            (_, None, failure) => {
+                return Err(failure.unwrap_or_else(not_started));
+            }
+            (_, Some(last), _) => {
+                results.push(last);
+                let opened: Vec<(&str, &RawValue)> = members
+                    .iter()
+                    .zip(&results)
+                    .map(|(m, r)| (m.name(), &**r))
+                    .collect();
+                let merged = mux::initialize_result(&opened);
+                RawValue::from_string(merged.to_string())
+                    .map_err(|e| UpstreamError::Unavailable(e.to_string()))?
+            }
+        };
+        self.lock()
+            .insert(session.clone(), Arc::new(Links::new(members)));
         Ok(result)
     }
 
-    /// The upstream session of client session `session`.
-    pub fn link(&self, session: &str) -> Option<Arc<Link>> {
+    /// The upstream sessions of client session `session`.
+    pub fn session(&self, session: &str) -> Option<Arc<Links>> {
         self.lock().get(session).cloned()
     }
 
-    /// Ends the upstream session of `session` (its child is stopped).
+    /// Ends the upstream sessions of `session` (their children stopped).
     pub fn close(&self, session: &str) {
-        if let Some(link) = self.lock().remove(session)
-            && self.settings.isolation == Isolation::PerSession
-        {
-            link.stop();
+        let Some(links) = self.lock().remove(session) else {
+            return;
+        };
+        for member in links.members() {
+            if let Some(upstream) = self.upstreams.get(member.upstream) {
+                upstream.release(&member.link);
+            }
         }
     }
 
-    /// How many upstream sessions are open.
+    /// How many client sessions have upstream sessions.
     pub fn len(&self) -> usize {
         self.lock().len()
     }
 
-    /// Whether none is.
+    /// Whether none has.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The upstreams, for the startup banner.
+    pub fn upstreams(&self) -> impl Iterator<Item = &UpstreamSpec> {
+        self.upstreams.iter().map(|u| &u.settings.upstream)
     }
 }
 

@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use rmcp::model::RequestId;
@@ -26,7 +26,7 @@ use super::frame::{self, AnswerId, Frame, Outcome, Shape};
 
 /// How many messages may wait for a slow client on one request's stream
 /// before progress and log notifications are dropped.
-const EVENT_BACKLOG: usize = 64;
+pub(crate) const EVENT_BACKLOG: usize = 64;
 
 /// The messages of one request in flight, as the client will see them.
 #[derive(Debug)]
@@ -64,8 +64,14 @@ struct Table {
 #[derive(Debug, Default)]
 pub struct Routes {
     table: Mutex<Table>,
-    next: AtomicU64,
+    // Shared by every connection of a gateway, so that a number the client
+    // answers names one request of one upstream, however many a session
+    // reaches.
+    next: Arc<AtomicU64>,
     shared: bool,
+    // Behind a gateway of several upstreams: what this one's resource URIs
+    // start with, as clients see them.
+    uri_prefix: Option<Arc<str>>,
     // The upstream said its tools changed: pins are reviewed again before
     // the next call.
     tools_changed: AtomicBool,
@@ -85,6 +91,20 @@ impl Routes {
             shared: true,
             ..Self::default()
         }
+    }
+
+    /// Numbers requests from `numbers`, shared with the other connections
+    /// of the gateway.
+    pub fn numbered_by(mut self, numbers: Arc<AtomicU64>) -> Self {
+        self.next = numbers;
+        self
+    }
+
+    /// Shows the upstream's resource URIs (in `notifications/resources/updated`)
+    /// under `prefix`.
+    pub fn with_uri_prefix(mut self, prefix: Option<Arc<str>>) -> Self {
+        self.uri_prefix = prefix;
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, Table> {
@@ -178,10 +198,16 @@ impl Routes {
     /// Sets the standalone stream, replacing (and so ending) any other.
     pub fn open_standalone(&self) -> mpsc::Receiver<Bytes> {
         let (tx, rx) = mpsc::channel(EVENT_BACKLOG);
+        self.set_standalone(tx);
+        rx
+    }
+
+    /// Sets the standalone stream to `tx`, which other connections of the
+    /// same client session may feed too. Never on a shared connection.
+    pub fn set_standalone(&self, tx: mpsc::Sender<Bytes>) {
         if !self.shared {
             self.lock().standalone = Some(tx);
         }
-        rx
     }
 
     /// Routes one message from the upstream. `related` is the request whose
@@ -273,6 +299,10 @@ impl Routes {
                             cancelled(AnswerId::Number(number), "cancelled by the server"),
                         )
                     }
+                    "notifications/resources/updated" if self.uri_prefix.is_some() => (
+                        route(&table, related, self.shared),
+                        self.prefixed_update(&frame, bytes),
+                    ),
                     _ => (
                         route(&table, related, self.shared),
                         Bytes::copy_from_slice(bytes),
@@ -312,6 +342,25 @@ impl Routes {
     /// How many requests are in flight.
     pub fn in_flight(&self) -> usize {
         self.lock().pending.len()
+    }
+
+    // `notifications/resources/updated` with its URI as clients know it.
+    fn prefixed_update(&self, frame: &Frame<'_>, bytes: &[u8]) -> Bytes {
+        let (Some(prefix), Some(params)) = (&self.uri_prefix, frame.params) else {
+            return Bytes::copy_from_slice(bytes);
+        };
+        let Ok(mut params) = serde_json::from_str::<serde_json::Value>(params.get()) else {
+            return Bytes::copy_from_slice(bytes);
+        };
+        if let Some(uri) = params.get_mut("uri")
+            && let Some(s) = uri.as_str()
+        {
+            *uri = format!("{prefix}{s}").into();
+        }
+        match RawValue::from_string(params.to_string()) {
+            Ok(params) => frame::notification("notifications/resources/updated", Some(&params)),
+            Err(_) => Bytes::copy_from_slice(bytes),
+        }
     }
 }
 

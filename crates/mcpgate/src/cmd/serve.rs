@@ -94,8 +94,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     settings.sessions = raw.sessions.limits();
     settings.rate_limits = raw.rate_limits.limits();
     let planned = gateway::settings(&args, &raw, store.clone())?;
-    let obo_scopes = planned.as_ref().and_then(|p| p.obo_scopes.clone());
-    settings.gateway = planned.map(|p| p.settings);
+    let obo_scopes: Vec<Option<Vec<String>>> =
+        planned.iter().map(|p| p.obo_scopes.clone()).collect();
+    settings.upstreams = planned.into_iter().map(|p| p.settings).collect();
     // Who may call what: from [policy], reloaded on SIGHUP and when the
     // file changes, without touching sessions.
     let policy = match &raw.policy {
@@ -146,8 +147,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
 
-    if let (Some(scopes), Some(gateway)) = (obo_scopes, settings.gateway.as_mut()) {
-        gateway::attach_obo(gateway, scopes, broker.as_ref())?;
+    for (upstream, scopes) in settings.upstreams.iter_mut().zip(obo_scopes) {
+        if let Some(scopes) = scopes {
+            gateway::attach_obo(upstream, scopes, broker.as_ref())?;
+        }
     }
 
     let (access, issuers, mut scopes, authorization_servers) = if args.no_auth {
@@ -186,7 +189,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         settings.resource_name = name.clone();
     }
     let (mut app, endpoint) = router_with_endpoint(&settings, access, Arc::new(Stats::default()));
-    if settings.gateway.is_some() {
+    if !settings.upstreams.is_empty() {
         // Idle sessions end on time, and their children with them.
         let every =
             (settings.sessions.idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
@@ -234,7 +237,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         devidp::print_summary(info);
     }
     eprintln!("mcpgate is serving MCP at {}", settings.mcp_url());
-    if let Some(gateway) = &settings.gateway {
+    for gateway in &settings.upstreams {
         eprintln!("  in front of: {}", gateway.upstream);
     }
     eprintln!("  metadata: {}", settings.prm_url());

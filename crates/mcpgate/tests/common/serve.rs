@@ -222,8 +222,11 @@ impl HttpFixture {
     // The child is reaped by Drop, which clippy cannot see.
     #[allow(clippy::zombie_processes)]
     pub fn start() -> Self {
+        // Tests of one binary run at once: each fixture has its own directory.
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir =
-            std::env::temp_dir().join(format!("mcpgate-gateway-httpfx-{}", std::process::id()));
+            std::env::temp_dir().join(format!("mcpgate-gateway-httpfx-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("mkdir");
         let ready = dir.join("ready.json");

@@ -172,16 +172,37 @@ async fn mutate(
 /// values as text) and `authorization` as a boolean: a test can check that
 /// the gateway never passes the caller's token on without the fixture ever
 /// echoing one. Over stdio, the `MCPGATE_USER_*` environment variables.
+// The `aud` of a bearer JWT, read without verifying it (this fixture only
+// reports whom the token it got was issued to; it never prints a token).
+fn bearer_audience(header: &[u8]) -> serde_json::Value {
+    use base64::Engine as _;
+    let payload = std::str::from_utf8(header)
+        .ok()
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .and_then(|t| t.split('.').nth(1))
+        .and_then(|p| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p)
+                .ok()
+        })
+        .and_then(|p| serde_json::from_slice::<serde_json::Value>(&p).ok());
+    payload
+        .and_then(|p| p.get("aud").cloned())
+        .unwrap_or_default()
+}
+
 fn whoami(transport: &Transport, context: &RequestContext<RoleServer>) -> CallToolResult {
     match transport {
         Transport::Http(_) => {
             let parts = context.extensions.get::<http::request::Parts>();
             let mut headers = BTreeMap::new();
             let mut authorization = false;
+            let mut audience = serde_json::Value::Null;
             if let Some(parts) = parts {
                 for (name, value) in &parts.headers {
                     if name == http::header::AUTHORIZATION {
                         authorization = true;
+                        audience = bearer_audience(value.as_bytes());
                     } else if name.as_str().starts_with("x-mcpgate-") {
                         let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
                         headers.insert(name.as_str().to_owned(), value);
@@ -192,6 +213,7 @@ fn whoami(transport: &Transport, context: &RequestContext<RoleServer>) -> CallTo
                 "transport": "http",
                 "headers": headers,
                 "authorization": authorization,
+                "audience": audience,
             }))
         }
         Transport::Stdio => {

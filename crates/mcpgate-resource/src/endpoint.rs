@@ -30,6 +30,7 @@ use rmcp::transport::common::http_header::HEADER_SESSION_ID;
 use serde_json::value::RawValue;
 
 use crate::auth::{self, AuthState};
+use crate::gateway::credential::CallerToken;
 use crate::gateway::{Gateway, frame::Outcome, mux, reply};
 use crate::guard::{Guard, Target};
 use crate::origin::OriginPolicy;
@@ -228,7 +229,14 @@ impl Endpoint {
             }
             if let Some(gateway) = &self.gateway {
                 return self
-                    .forward(gateway, &session.id, caller, message, None)
+                    .forward(
+                        gateway,
+                        &session.id,
+                        caller,
+                        presented_token(gateway, headers).as_ref(),
+                        message,
+                        None,
+                    )
                     .await;
             }
             let Incoming::Request { id, method, params } = message else {
@@ -416,7 +424,12 @@ impl Endpoint {
         let body = match (&self.gateway, params) {
             (Some(gateway), Some(params)) => {
                 match gateway
-                    .open(&session.id, caller.map(|p| &**p), params)
+                    .open(
+                        &session.id,
+                        caller.map(|p| &**p),
+                        presented_token(gateway, headers).as_ref(),
+                        params,
+                    )
                     .await
                 {
                     Ok(upstream) => upstream_initialized(id, &upstream, &version),
@@ -573,6 +586,7 @@ impl Endpoint {
         gateway: &Gateway,
         session: &str,
         caller: Option<&Arc<Principal>>,
+        presented: Option<&CallerToken>,
         message: Incoming<'_>,
         legacy: Option<&tokio::sync::mpsc::Sender<Bytes>>,
     ) -> Response {
@@ -581,6 +595,7 @@ impl Endpoint {
             // from before a restart): the client starts anew.
             return session_not_found();
         };
+        links.present(presented);
         let to_client = |response: Response| async move {
             match legacy {
                 Some(out) => crate::legacy::to_stream(response, out).await,
@@ -727,6 +742,17 @@ impl Endpoint {
         };
         Some(json(StatusCode::OK, body))
     }
+}
+
+/// The caller's token, kept only where an upstream's tokens are obtained
+/// by exchanging it (On-Behalf-Of in direct mode).
+pub(crate) fn presented_token(gateway: &Gateway, headers: &HeaderMap) -> Option<CallerToken> {
+    if !gateway.exchanges_caller_token() {
+        return None;
+    }
+    crate::bearer::extract(headers, None)
+        .ok()
+        .map(CallerToken::new)
 }
 
 /// When a request carries a revision in `_meta`, the header must name the

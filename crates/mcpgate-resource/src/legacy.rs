@@ -20,7 +20,8 @@ use rmcp::model::{ErrorData, ProtocolVersion};
 use tokio::sync::mpsc;
 
 use crate::endpoint::{
-    Endpoint, owner, parse_or_refuse, read_body, refuse, session_not_found, upstream_initialized,
+    Endpoint, owner, parse_or_refuse, presented_token, read_body, refuse, session_not_found,
+    upstream_initialized,
 };
 use crate::gateway::reply::{event_stream, sse_event};
 use crate::protocol;
@@ -162,6 +163,7 @@ pub async fn messages(
     let Some(gateway) = ep.gateway.clone() else {
         return StatusCode::NOT_FOUND.into_response();
     };
+    let presented = presented_token(&gateway, &parts.headers);
     if let Incoming::Request { id, method, params } = &message
         && method == "initialize"
     {
@@ -181,7 +183,10 @@ pub async fn messages(
             &serde_json::from_value(serde_json::Value::String(asked))
                 .unwrap_or(ProtocolVersion::V_2024_11_05),
         );
-        let answer = match gateway.open(&session.id, caller.as_deref(), params).await {
+        let answer = match gateway
+            .open(&session.id, caller.as_deref(), presented.as_ref(), params)
+            .await
+        {
             Ok(upstream) => {
                 // What the upstream sends outside any request goes on the
                 // same stream.
@@ -209,8 +214,15 @@ pub async fn messages(
         let _ = out.send(answer).await;
         return StatusCode::ACCEPTED.into_response();
     }
-    ep.forward(&gateway, &session.id, caller.as_ref(), message, Some(&out))
-        .await
+    ep.forward(
+        &gateway,
+        &session.id,
+        caller.as_ref(),
+        presented.as_ref(),
+        message,
+        Some(&out),
+    )
+    .await
 }
 
 /// A refusal made for the streamable transport, delivered the legacy way:

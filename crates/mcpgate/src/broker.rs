@@ -20,7 +20,7 @@ use mcpgate_resource::downstream::{
     DownstreamError, DownstreamFuture, UserDetails, UserDetailsSource,
 };
 use mcpgate_resource::gateway::credential::{
-    CredentialError, CredentialFuture, TokenSource, UpstreamToken,
+    CallerToken, CredentialError, CredentialFuture, TokenSource, UpstreamToken,
 };
 use mcpgate_resource::session::{SessionFuture, SharedSessions};
 use mcpgate_store::{IdentityKey, KeyBytes, SessionId, Store, TokenCipher};
@@ -250,23 +250,31 @@ pub struct Setup<'a> {
 
 /// Starts the broker: the upstream discovered, its keys and secrets opened
 /// (created on first start, mode 0600), its configuration compiled.
-pub async fn start(setup: Setup<'_>) -> anyhow::Result<Arc<Broker>> {
-    let raw = setup.raw;
-    let api = setup.idp.and_then(devidp::api_of);
-    let upstream_issuer = raw
+/// mcpgate's upstream issuer and its client id there: `[broker]`, else the
+/// embedded IdP's API, else `[auth.entra]`.
+fn upstream_client_id(raw: &RawConfig, idp: Option<&IdpInfo>) -> anyhow::Result<(String, String)> {
+    let api = idp.and_then(devidp::api_of);
+    let issuer = raw
         .broker
         .issuer
         .clone()
-        .or_else(|| setup.idp.map(|i| i.issuer.clone()))
+        .or_else(|| idp.map(|i| i.issuer.clone()))
         .or_else(|| raw.entra_v2_issuer())
         .context("[broker] issuer is not set: name the upstream issuer (or use [auth.entra])")?;
     let client_id = raw
         .broker
         .client_id
         .clone()
-        .or_else(|| api.as_ref().map(|(id, _)| id.clone()))
+        .or_else(|| api.map(|(id, _)| id))
         .or_else(|| raw.auth.entra.as_ref().map(|e| e.app_id.clone()))
         .context("[broker] client_id is not set: mcpgate's application (client) id upstream")?;
+    Ok((issuer, client_id))
+}
+
+pub async fn start(setup: Setup<'_>) -> anyhow::Result<Arc<Broker>> {
+    let raw = setup.raw;
+    let api = setup.idp.and_then(devidp::api_of);
+    let (upstream_issuer, client_id) = upstream_client_id(raw, setup.idp)?;
     // The upstream token must be for this API (On-Behalf-Of exchanges it):
     // by default, the API scope the server requires of tokens.
     let scopes: Vec<String> = if raw.broker.scopes.is_empty() {
@@ -461,9 +469,90 @@ pub struct BrokerObo {
 }
 
 impl TokenSource for BrokerObo {
-    fn token_for<'a>(&'a self, caller: &'a Principal) -> CredentialFuture<'a> {
+    fn token_for<'a>(
+        &'a self,
+        caller: &'a Principal,
+        _presented: Option<&'a CallerToken>,
+    ) -> CredentialFuture<'a> {
         Box::pin(grant_token(&self.broker, caller, &self.scopes))
     }
+}
+
+/// Tokens for a gateway's HTTP upstream in direct mode: the caller's own
+/// token, which the identity provider issued to mcpgate's API, exchanged
+/// On-Behalf-Of by mcpgate as that API's confidential client.
+#[derive(Debug)]
+pub struct DirectObo {
+    /// mcpgate's confidential client upstream.
+    pub client: Arc<Upstream>,
+    /// The upstream API's scopes.
+    pub scopes: Vec<String>,
+}
+
+impl TokenSource for DirectObo {
+    fn token_for<'a>(
+        &'a self,
+        caller: &'a Principal,
+        presented: Option<&'a CallerToken>,
+    ) -> CredentialFuture<'a> {
+        Box::pin(async move {
+            // Entra refuses it (AADSTS7000114); asking would only add a
+            // round trip.
+            if caller.kind == mcpgate_token::TokenKind::AppOnly {
+                return Err(CredentialError::Unavailable(
+                    "On-Behalf-Of acts for a user, and this caller is an application acting for itself".into(),
+                ));
+            }
+            let Some(presented) = presented else {
+                return Err(CredentialError::NoGrant);
+            };
+            let set = self
+                .client
+                .on_behalf_of(presented.secret(), &self.scopes)
+                .await
+                .map_err(|e| CredentialError::Unavailable(e.to_string()))?;
+            Ok(UpstreamToken::new(
+                set.access_token.secret().to_owned(),
+                set.expires_at
+                    .map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s)),
+            ))
+        })
+    }
+
+    fn exchanges_caller_token(&self) -> bool {
+        true
+    }
+}
+
+/// mcpgate's confidential client at the upstream identity provider, for
+/// On-Behalf-Of in direct mode: the same issuer, client id and credential
+/// the broker would use.
+pub async fn direct_client(
+    raw: &RawConfig,
+    idp: Option<&IdpInfo>,
+    idp_ca: Option<&Path>,
+) -> anyhow::Result<Arc<Upstream>> {
+    let (issuer, client_id) = upstream_client_id(raw, idp)?;
+    let credential = credential(&raw.broker, idp, &client_id)?;
+    let ca_files: Vec<PathBuf> = raw
+        .ca_file
+        .iter()
+        .cloned()
+        .chain(idp_ca.map(Path::to_path_buf))
+        .collect();
+    let http = outbound::http_client(ca_files.iter().map(PathBuf::as_path), raw.fetch_timeout())?;
+    let client = Upstream::discover(
+        UpstreamConfig {
+            issuer: issuer.clone(),
+            client_id,
+            credential,
+            scopes: Vec::new(),
+        },
+        http,
+    )
+    .await
+    .with_context(|| format!("discovering the identity provider {issuer}"))?;
+    Ok(Arc::new(client))
 }
 
 /// MCP sessions in the store, so that every replica (and this one after a

@@ -149,7 +149,8 @@ pub struct RawUpstream {
     /// What an HTTP upstream learns of the caller: `none` (default),
     /// `headers` (`X-MCPGate-User-*`, signed with HMAC-SHA256 under the
     /// shared secret) or `obo` (a token for the upstream's own audience,
-    /// obtained for the caller through the broker). Never the caller's
+    /// obtained On-Behalf-Of the caller: from the broker's grant, or in
+    /// direct mode from the caller's own token). Never the caller's
     /// token. A stdio child always gets the user's identifiers in its
     /// environment.
     pub identity: Option<String>,

@@ -178,25 +178,31 @@ pub struct Planned {
     pub obo_scopes: Option<Vec<String>>,
 }
 
-/// Gives the HTTP upstream its On-Behalf-Of tokens, through the broker
-/// (which holds each user's upstream grant).
-pub fn attach_obo(
-    settings: &mut GatewaySettings,
-    scopes: Vec<String>,
-    broker: Option<&Arc<mcpgate_broker::Broker>>,
-) -> anyhow::Result<()> {
-    let Some(broker) = broker else {
-        bail!(
-            "identity = \"obo\" needs broker mode (the default with the embedded IdP, or [broker] with your tenant): the broker holds the grant a token is obtained from"
-        );
-    };
+/// Where On-Behalf-Of tokens come from.
+#[derive(Debug, Clone)]
+pub enum OboFrom {
+    /// Broker mode: the user's upstream grant, which the broker holds.
+    Broker(Arc<mcpgate_broker::Broker>),
+    /// Direct mode: the caller's own token, exchanged by mcpgate's
+    /// confidential client.
+    Direct(Arc<mcpgate_broker::upstream::Upstream>),
+}
+
+/// Gives the HTTP upstream its On-Behalf-Of tokens.
+pub fn attach_obo(settings: &mut GatewaySettings, scopes: Vec<String>, from: &OboFrom) {
     if let UpstreamSpec::Http(spec) = &mut settings.upstream {
-        Arc::make_mut(spec).credential = Some(Arc::new(crate::broker::BrokerObo {
-            broker: broker.clone(),
-            scopes,
-        }));
+        let source: Arc<dyn mcpgate_resource::gateway::credential::TokenSource> = match from {
+            OboFrom::Broker(broker) => Arc::new(crate::broker::BrokerObo {
+                broker: broker.clone(),
+                scopes,
+            }),
+            OboFrom::Direct(client) => Arc::new(crate::broker::DirectObo {
+                client: client.clone(),
+                scopes,
+            }),
+        };
+        Arc::make_mut(spec).credential = Some(source);
     }
-    Ok(())
 }
 
 /// The identity-header secret: from `identity_secret_file`, else from

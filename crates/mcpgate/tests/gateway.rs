@@ -806,3 +806,30 @@ async fn several_upstreams_are_shown_each_under_its_name() {
     assert_eq!(denied["upstream"], "remote", "{denied}");
     assert_eq!(denied["tool"], "remote__fixture_crash", "{denied}");
 }
+
+#[tokio::test]
+async fn in_direct_mode_the_callers_own_token_is_exchanged_on_behalf_of_them() {
+    let upstream = HttpFixture::start();
+    // Direct mode: alice's token was issued by the IdP to mcpgate's API;
+    // mcpgate, as that API's confidential client, exchanges it for one to
+    // the upstream's API.
+    let config = format!(
+        "[[upstreams]]\nurl = {}\nidentity = \"obo\"\nobo_scopes = [\"https://graph.microsoft.com/User.Read\"]\n",
+        quoted(&upstream.url)
+    );
+    let (gateway, idp) = with_idp("direct-obo", &config, &[], &[]);
+    let alice = idp.token(ALICE, &api_scope(&["mcp:tools"])).await;
+    let mut session = Session::open(&gateway.mcp_url(), Some(&alice)).await;
+    for _ in 0..2 {
+        let reply = session.call("fixture_whoami", json!({})).await;
+        let seen = &reply.result()["structuredContent"];
+        assert_eq!(seen["authorization"], true, "{seen}");
+        let audience = seen["audience"].as_str().unwrap_or_default();
+        assert!(
+            audience.contains("graph") || audience == "00000003-0000-0000-c000-000000000000",
+            "the upstream's token is issued to its own API: {seen}"
+        );
+        assert!(!seen.to_string().contains(alice.expose()));
+    }
+    drop(gateway);
+}

@@ -5,6 +5,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use mcpgate_token::Principal;
@@ -44,6 +45,30 @@ impl UpstreamToken {
     }
 }
 
+/// The caller's own access token, kept by an upstream session only to be
+/// exchanged On-Behalf-Of (direct mode, where it was issued to mcpgate's
+/// API). It is never sent to an upstream. Its `Debug` shows nothing.
+#[derive(Clone)]
+pub struct CallerToken(Arc<str>);
+
+impl CallerToken {
+    /// The token the caller presented.
+    pub fn new(token: &str) -> Self {
+        Self(token.into())
+    }
+
+    /// The token itself, for the exchange's `assertion` only.
+    pub fn secret(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for CallerToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CallerToken([redacted])")
+    }
+}
+
 /// Why no token could be had for the caller.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CredentialError {
@@ -61,8 +86,19 @@ pub type CredentialFuture<'a> =
 
 /// Where the gateway gets a token for the upstream, for a caller.
 pub trait TokenSource: Send + Sync + fmt::Debug {
-    /// A token for the upstream's audience, acting for `caller`.
-    fn token_for<'a>(&'a self, caller: &'a Principal) -> CredentialFuture<'a>;
+    /// A token for the upstream's audience, acting for `caller`, who
+    /// presented `presented` (kept only where [`Self::exchanges_caller_token`]).
+    fn token_for<'a>(
+        &'a self,
+        caller: &'a Principal,
+        presented: Option<&'a CallerToken>,
+    ) -> CredentialFuture<'a>;
+
+    /// Whether the caller's own token is what is exchanged: upstream
+    /// sessions then keep the newest one their client presented.
+    fn exchanges_caller_token(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]
@@ -77,5 +113,6 @@ mod tests {
         assert!(token.fresh_at(now, Duration::from_secs(60)));
         assert!(!token.fresh_at(now, Duration::from_secs(180)));
         assert!(!UpstreamToken::new("x".into(), None).fresh_at(now, Duration::ZERO));
+        assert!(!format!("{:?}", CallerToken::new("eyJcaller")).contains("eyJ"));
     }
 }

@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use url::Url;
 
 use super::UpstreamError;
-use super::credential::{TokenSource, UpstreamToken};
+use super::credential::{CallerToken, TokenSource, UpstreamToken};
 use super::identity::{Identity, IdentityKey};
 use super::routes::Routes;
 use super::sse::{EventReader, Kind};
@@ -69,6 +69,9 @@ pub struct HttpUpstream {
     caller: Option<Arc<Principal>>,
     // The caller's token for the upstream, reused until near its expiry.
     token: tokio::sync::Mutex<Option<UpstreamToken>>,
+    // The newest token the client presented, where the upstream's token is
+    // obtained by exchanging it.
+    presented: Mutex<Option<CallerToken>>,
 }
 
 impl HttpUpstream {
@@ -83,6 +86,7 @@ impl HttpUpstream {
             identity,
             caller,
             token: tokio::sync::Mutex::new(None),
+            presented: Mutex::new(None),
             spec,
             routes,
             session: Mutex::new(None),
@@ -91,6 +95,22 @@ impl HttpUpstream {
             standalone: Mutex::new(None),
             legacy: Mutex::new(None),
             maybe_legacy: AtomicBool::new(false),
+        }
+    }
+
+    /// Keeps the token the client presented with its newest request, when
+    /// this upstream's tokens are obtained by exchanging it (never on a
+    /// session several callers share).
+    pub fn present(&self, token: Option<CallerToken>) {
+        if token.is_some()
+            && self.caller.is_some()
+            && self
+                .spec
+                .credential
+                .as_ref()
+                .is_some_and(|c| c.exchanges_caller_token())
+        {
+            *lock(&self.presented) = token;
         }
     }
 
@@ -257,8 +277,9 @@ impl HttpUpstream {
         let token = match &*cached {
             Some(token) if token.fresh_at(now, Duration::from_secs(60)) => token.clone(),
             _ => {
+                let presented = lock(&self.presented).clone();
                 let token = source
-                    .token_for(caller)
+                    .token_for(caller, presented.as_ref())
                     .await
                     .map_err(|e| UpstreamError::Unavailable(e.to_string()))?;
                 *cached = Some(token.clone());

@@ -40,6 +40,7 @@ use rmcp::model::RequestId;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use self::credential::CallerToken;
 use self::frame::Outcome;
 use self::http::{HttpSpec, HttpUpstream};
 use self::mux::{Links, Member, Namespace};
@@ -297,6 +298,14 @@ impl Link {
             }
         }
         Ok(items)
+    }
+
+    /// Keeps the token the client presented with its newest request, for
+    /// an upstream whose tokens are obtained by exchanging it.
+    pub fn present(&self, token: Option<&CallerToken>) {
+        if let Transport::Http(h) = &self.transport {
+            h.present(token.cloned());
+        }
     }
 
     fn is_up(&self) -> bool {
@@ -574,16 +583,19 @@ impl Upstream {
         &self,
         numbers: &Arc<AtomicU64>,
         caller: Option<&Principal>,
+        presented: Option<&CallerToken>,
         init: &RawValue,
     ) -> Result<(Arc<Link>, Box<RawValue>), UpstreamError> {
         let new_link = |caller| {
-            Arc::new(Link::new(
+            let link = Link::new(
                 &self.settings,
                 self.namespace.as_ref(),
                 numbers,
                 init.to_owned(),
                 caller,
-            ))
+            );
+            link.present(presented);
+            Arc::new(link)
         };
         if self.settings.isolation == Isolation::Shared {
             let mut shared = self.shared.lock().await;
@@ -667,12 +679,13 @@ impl Gateway {
         &self,
         session: &Arc<str>,
         caller: Option<&Principal>,
+        presented: Option<&CallerToken>,
         init: &RawValue,
     ) -> Result<Box<RawValue>, UpstreamError> {
         let opening = self
             .upstreams
             .iter()
-            .map(|u| u.open(&self.numbers, caller, init));
+            .map(|u| u.open(&self.numbers, caller, presented, init));
         let opened = futures::future::join_all(opening).await;
         let mut members = Vec::new();
         let mut results = Vec::new();
@@ -743,6 +756,18 @@ impl Gateway {
     /// Whether none has.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Whether an upstream's tokens are obtained by exchanging the
+    /// caller's own: the endpoint then hands each request's token on.
+    pub fn exchanges_caller_token(&self) -> bool {
+        self.upstreams.iter().any(|u| match &u.settings.upstream {
+            UpstreamSpec::Http(spec) => spec
+                .credential
+                .as_ref()
+                .is_some_and(|c| c.exchanges_caller_token()),
+            UpstreamSpec::Stdio(_) => false,
+        })
     }
 
     /// The upstreams, for the startup banner.

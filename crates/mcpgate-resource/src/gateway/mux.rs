@@ -319,6 +319,14 @@ impl Links {
         merged
     }
 
+    /// Hands the token the client presented to every upstream session
+    /// whose tokens are obtained by exchanging it.
+    pub fn present(&self, token: Option<&super::credential::CallerToken>) {
+        for member in &self.members {
+            member.link.present(token);
+        }
+    }
+
     /// One stream for everything the upstreams send outside a request.
     pub fn standalone(&self) -> mpsc::Receiver<Bytes> {
         let (tx, rx) = mpsc::channel(super::routes::EVENT_BACKLOG);

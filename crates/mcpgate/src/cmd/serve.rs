@@ -147,9 +147,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
 
-    for (upstream, scopes) in settings.upstreams.iter_mut().zip(obo_scopes) {
-        if let Some(scopes) = scopes {
-            gateway::attach_obo(upstream, scopes, broker.as_ref())?;
+    if obo_scopes.iter().any(Option::is_some) {
+        let from = match &broker {
+            Some(broker) => gateway::OboFrom::Broker(broker.clone()),
+            None if args.no_auth => anyhow::bail!(
+                "identity = \"obo\" acts for the caller, and with --no-auth there is none"
+            ),
+            None => gateway::OboFrom::Direct(
+                broker::direct_client(&raw, idp_info, idp_ca)
+                    .await
+                    .context("identity = \"obo\" in direct mode: mcpgate's confidential client exchanges the caller's token")?,
+            ),
+        };
+        for (upstream, scopes) in settings.upstreams.iter_mut().zip(obo_scopes) {
+            if let Some(scopes) = scopes {
+                gateway::attach_obo(upstream, scopes, &from);
+            }
         }
     }
 

@@ -138,7 +138,19 @@ pub async fn handle(State(ep): State<Arc<Endpoint>>, request: Request) -> Respon
             Some(id) => match ep.sessions.find(id, owner(caller.as_ref())).await {
                 None => session_not_found(),
                 Some(session) => match ep.gateway.as_ref().and_then(|g| g.session(&session.id)) {
-                    Some(links) => reply::standalone(links.standalone()),
+                    // A client that lost a request's stream picks it up
+                    // after the last event it saw.
+                    Some(links) => match parts.headers.get("last-event-id") {
+                        Some(last) => match last.to_str().ok().and_then(|l| links.streams.resume(l)) {
+                            Some(rest) => reply::event_stream(rest),
+                            None => (
+                                StatusCode::NOT_FOUND,
+                                "Not Found: no stream to resume from that Last-Event-ID (ended and read, or dropped)",
+                            )
+                                .into_response(),
+                        },
+                        None => reply::standalone(links.standalone()),
+                    },
                     None => method_not_allowed(),
                 },
             },
@@ -657,7 +669,9 @@ impl Endpoint {
                     None => finish,
                 };
                 match (link.request(&id, &method, upstream_params).await, legacy) {
-                    (Ok(forwarded), None) => reply::respond(id, forwarded, finish).await,
+                    (Ok(forwarded), None) => {
+                        reply::respond(id, forwarded, finish, &links.streams).await
+                    }
                     (Ok(forwarded), Some(out)) => {
                         tokio::spawn(reply::relay(id, forwarded, finish, out.clone()));
                         StatusCode::ACCEPTED.into_response()

@@ -450,12 +450,18 @@ async fn grant_token(
                 CredentialError::Unavailable(e.to_string())
             }
         })?;
-    Ok(UpstreamToken::new(
-        token.access_token.secret().to_owned(),
-        token
-            .expires_at
-            .map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s)),
+    Ok(upstream_token(
+        token.access_token.secret(),
+        token.expires_at,
     ))
+}
+
+// A token for a gateway's upstream, expiring at `expires_at` (Unix seconds).
+fn upstream_token(secret: &str, expires_at: Option<u64>) -> UpstreamToken {
+    UpstreamToken::new(
+        secret.to_owned(),
+        expires_at.map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s)),
+    )
 }
 
 /// Tokens for a gateway's HTTP upstream, for the caller: On-Behalf-Of
@@ -511,11 +517,7 @@ impl TokenSource for DirectObo {
                 .on_behalf_of(presented.secret(), &self.scopes)
                 .await
                 .map_err(|e| CredentialError::Unavailable(e.to_string()))?;
-            Ok(UpstreamToken::new(
-                set.access_token.secret().to_owned(),
-                set.expires_at
-                    .map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s)),
-            ))
+            Ok(upstream_token(set.access_token.secret(), set.expires_at))
         })
     }
 

@@ -833,3 +833,87 @@ async fn in_direct_mode_the_callers_own_token_is_exchanged_on_behalf_of_them() {
     }
     drop(gateway);
 }
+
+#[tokio::test]
+async fn a_dropped_stream_is_resumed_after_its_last_event_and_the_call_goes_on() {
+    let gateway = Gateway::open("resume", "pinning = \"off\"\n", &[]);
+    let url = gateway.mcp_url();
+    let session = Session::open(&url, None).await;
+    let http = reqwest::Client::new();
+    // The fixture's tool sends progress at once, then twice 50 ms apart,
+    // then answers: the answer is an event stream.
+    let mut call = http
+        .post(&url)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", session.id())
+        .header("mcp-protocol-version", mcp::PROTOCOL)
+        .json(
+            &json!({"jsonrpc": "2.0", "id": "resumed", "method": "tools/call", "params": {
+            "name": "test_tool_with_progress", "arguments": {},
+            "_meta": {"progressToken": "p"}}}),
+        )
+        .send()
+        .await
+        .expect("POST");
+    let chunk = tokio::time::timeout(Duration::from_secs(10), call.chunk())
+        .await
+        .expect("an event in time")
+        .expect("the stream")
+        .expect("an event");
+    let first = String::from_utf8_lossy(&chunk).into_owned();
+    let last_id = first
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .next_back()
+        .unwrap_or_else(|| panic!("events carry ids: {first:?}"))
+        .to_owned();
+    assert!(first.contains("notifications/progress"), "{first}");
+    // The connection drops; the call goes on without it.
+    drop(call);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let resumed = http
+        .get(&url)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", session.id())
+        .header("mcp-protocol-version", mcp::PROTOCOL)
+        .header("last-event-id", &last_id)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(resumed.status(), 200);
+    let rest = tokio::time::timeout(Duration::from_secs(10), resumed.text())
+        .await
+        .expect("the rest in time")
+        .expect("the rest");
+    assert!(!rest.contains(&format!("id: {last_id}\n")), "{rest}");
+    // Every progress event once: those seen, then the rest.
+    assert_eq!(
+        first.matches("notifications/progress").count()
+            + rest.matches("notifications/progress").count(),
+        3,
+        "{first}{rest}"
+    );
+    let answer: Value = rest
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .next_back()
+        .and_then(|d| serde_json::from_str(d).ok())
+        .expect("the answer last");
+    assert_eq!(answer["id"], "resumed");
+    assert_eq!(
+        answer["result"]["content"][0]["text"], "Tool with progress executed successfully",
+        "the call was not cancelled by the dropped connection: {answer}"
+    );
+
+    let unknown = http
+        .get(&url)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", session.id())
+        .header("mcp-protocol-version", mcp::PROTOCOL)
+        .header("last-event-id", "999/1")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(unknown.status(), 404);
+}

@@ -18,6 +18,7 @@
 //! | [`sse`] | reading the upstream's event streams |
 //! | [`reply`] | a forwarded request's answer, as JSON or as an event stream |
 //! | [`mux`] | several upstreams behind one endpoint, each under its name |
+//! | [`resume`] | event streams a client can resume after a dropped connection |
 
 pub mod credential;
 pub mod frame;
@@ -25,6 +26,7 @@ pub mod http;
 pub mod identity;
 pub mod mux;
 pub mod reply;
+pub mod resume;
 pub mod routes;
 pub mod sse;
 pub mod stdio;

@@ -149,6 +149,8 @@ impl Member {
 #[derive(Debug)]
 pub struct Links {
     members: Vec<Member>,
+    /// The session's event streams, for resuming.
+    pub streams: Arc<super::resume::Streams>,
 }
 
 /// Where a request goes: the upstream session, and its params as that
@@ -175,7 +177,10 @@ pub fn list_shape(method: &str) -> Option<(&'static str, &'static str)> {
 
 impl Links {
     pub(super) fn new(members: Vec<Member>) -> Self {
-        Self { members }
+        Self {
+            members,
+            streams: Arc::default(),
+        }
     }
 
     /// The upstream sessions.

@@ -1,9 +1,11 @@
 //! A forwarded request's answer to the client: one JSON body when the
 //! upstream answered with nothing before it, else an event stream that
 //! carries what the upstream sent on the way (progress, logs, its own
-//! requests) and ends with the answer.
+//! requests) and ends with the answer; that stream can be resumed
+//! ([`super::resume`]).
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -16,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::Forwarded;
+use super::resume::Streams;
 use crate::wire;
 
 /// How a forwarded request ended.
@@ -109,11 +112,17 @@ fn drain(events: &mut mpsc::Receiver<Bytes>, out: &mut Vec<u8>) {
     }
 }
 
-/// Answers the client's request `id` with what the upstream sends.
-pub async fn respond(id: RequestId, mut fwd: Forwarded, finish: Finish) -> Response {
+/// Answers the client's request `id` with what the upstream sends; an
+/// event stream is kept in `streams` for the client to resume.
+pub async fn respond(
+    id: RequestId,
+    mut fwd: Forwarded,
+    finish: Finish,
+    streams: &Arc<Streams>,
+) -> Response {
     let deadline = Instant::now() + fwd.timeout;
     match next(&mut fwd, deadline).await {
-        Ok(first) => stream(id, fwd, finish, first, deadline),
+        Ok(first) => stream(id, fwd, finish, first, deadline, streams.clone()),
         Err(end) => json(last(&id, fwd, end, finish).await),
     }
 }
@@ -146,50 +155,41 @@ fn gone() -> ErrorData {
     ErrorData::internal_error("the upstream server went away before answering", None)
 }
 
+// The request's messages go into a log of their own, which the client
+// reads now and may resume later: a connection that drops does not end
+// the request.
 fn stream(
     id: RequestId,
-    fwd: Forwarded,
+    mut fwd: Forwarded,
     finish: Finish,
     first: Bytes,
     deadline: Instant,
+    streams: Arc<Streams>,
 ) -> Response {
-    struct State {
-        id: RequestId,
-        fwd: Option<Forwarded>,
-        finish: Option<Finish>,
-        first: Option<Bytes>,
-        deadline: Instant,
-    }
-    let state = State {
-        id,
-        fwd: Some(fwd),
-        finish: Some(finish),
-        first: Some(first),
-        deadline,
-    };
-    let body = futures::stream::unfold(state, |mut s| async move {
-        let mut out = Vec::new();
-        if let Some(first) = s.first.take() {
-            sse_event(&mut out, &first);
-            return Some((Ok::<_, Infallible>(Bytes::from(out)), s));
-        }
-        let mut fwd = s.fwd.take()?;
-        match next(&mut fwd, s.deadline).await {
-            Ok(event) => {
-                sse_event(&mut out, &event);
-                s.fwd = Some(fwd);
+    let log = streams.start();
+    log.push(first);
+    let pump = log.clone();
+    tokio::spawn(async move {
+        let end = loop {
+            tokio::select! {
+                biased;
+                // Dropped to make room: dropping the request cancels it.
+                () = pump.evicted() => return,
+                event = next(&mut fwd, deadline) => match event {
+                    Ok(event) => pump.push(event),
+                    Err(end) => break end,
+                },
             }
-            Err(end) => {
-                if matches!(end, End::Done(_)) {
-                    drain(&mut fwd.call.events, &mut out);
-                }
-                let finish = s.finish.take()?;
-                sse_event(&mut out, &last(&s.id, fwd, end, finish).await);
+        };
+        if matches!(end, End::Done(_)) {
+            while let Ok(event) = fwd.call.events.try_recv() {
+                pump.push(event);
             }
         }
-        Some((Ok(Bytes::from(out)), s))
+        let answer = last(&id, fwd, end, finish).await;
+        pump.end(answer, &streams);
     });
-    event_stream(Body::from_stream(body))
+    event_stream(log.reader(0))
 }
 
 /// A response carrying `body` as `text/event-stream`.

@@ -15,7 +15,7 @@ use crate::challenge::BearerChallenge;
 use crate::discovery::{self, AuthServer};
 pub use crate::error::ClientError;
 pub use crate::grants::SignIn;
-use crate::grants::{self, ExpectCallback, Grant, TokenEndpoint};
+use crate::grants::{self, Grant, TokenEndpoint};
 use crate::mcp::{McpHttp, Reply};
 use crate::oauth::TokenSet;
 use crate::redirect::Browser;
@@ -251,66 +251,14 @@ impl Client {
         resource: Option<&str>,
     ) -> Result<TokenSet, ClientError> {
         let notify = |m: &str| self.notify(m);
-        let device_endpoint = || {
-            meta.device_authorization_endpoint
-                .as_deref()
-                .ok_or_else(|| ClientError::MissingEndpoint {
-                    issuer: issuer.to_owned(),
-                    endpoint: "device authorization endpoint",
-                    hint: ": sign in with a browser instead",
-                })
+        let runner = grants::Runner {
+            http_no_redirect: &self.http_no_redirect,
+            browser: &self.options.browser,
+            notify: &notify,
         };
-        Ok(match grant {
-            Grant::ClientCredentials => endpoint.client_credentials(scopes, resource).await?,
-            Grant::DeviceCode => {
-                endpoint
-                    .device_code(device_endpoint()?, scopes, resource, &notify)
-                    .await?
-            }
-            Grant::FollowRedirect => {
-                let start =
-                    ExpectCallback::start(&identity.registration, meta, issuer, scopes, resource)
-                        .await?;
-                start
-                    .by_following(&self.http_no_redirect, meta)
-                    .await?
-                    .redeem(endpoint, resource)
-                    .await?
-            }
-            Grant::Browser => {
-                let start =
-                    ExpectCallback::start(&identity.registration, meta, issuer, scopes, resource)
-                        .await?;
-                self.notify(&format!("Sign in at: {}", start.url()));
-                let browser = self.options.browser.clone();
-                let url = start.url().clone();
-                let opened = tokio::task::spawn_blocking(move || browser.open(&url))
-                    .await
-                    .map_err(ClientError::Task)?;
-                if let Err(reason) = opened {
-                    // Nothing would ever arrive: do not wait for it.
-                    drop(start);
-                    if meta.device_authorization_endpoint.is_none() {
-                        return Err(ClientError::NoBrowser {
-                            reason,
-                            issuer: issuer.to_owned(),
-                        });
-                    }
-                    self.notify(&format!(
-                        "(could not open a browser: {reason}; signing in with a device code instead)"
-                    ));
-                    endpoint
-                        .device_code(device_endpoint()?, scopes, resource, &notify)
-                        .await?
-                } else {
-                    start
-                        .by_browser(meta, grants::BROWSER_TIMEOUT)
-                        .await?
-                        .redeem(endpoint, resource)
-                        .await?
-                }
-            }
-        })
+        runner
+            .run(grant, endpoint, identity, meta, issuer, scopes, resource)
+            .await
     }
 
     /// Sends one JSON-RPC message, signing in as the server asks.

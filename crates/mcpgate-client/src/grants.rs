@@ -71,7 +71,7 @@ pub fn choose(
     issuer: &str,
     confidential: bool,
     browser: &dyn Browser,
-    notify: &dyn Fn(&str),
+    notify: &(dyn Fn(&str) + Sync),
 ) -> Result<Grant, ClientError> {
     if sign_in == SignIn::ClientCredentials || (confidential && meta.only_client_credentials()) {
         return Ok(Grant::ClientCredentials);
@@ -93,7 +93,7 @@ fn no_browser(
     meta: &AuthServer,
     issuer: &str,
     reason: redirect::NoBrowser,
-    notify: &dyn Fn(&str),
+    notify: &(dyn Fn(&str) + Sync),
 ) -> Result<Grant, ClientError> {
     if meta.device_authorization_endpoint.is_some() {
         notify(&format!(
@@ -105,6 +105,95 @@ fn no_browser(
         reason,
         issuer: issuer.to_owned(),
     })
+}
+
+/// What runs a user's grant: the HTTP client that follows no redirect (the
+/// non-interactive mode), the browser, and where prompts go.
+pub struct Runner<'a> {
+    /// Follows no redirect.
+    pub http_no_redirect: &'a reqwest::Client,
+    /// Opens the sign-in page.
+    pub browser: &'a std::sync::Arc<dyn Browser>,
+    /// Where prompts go.
+    pub notify: &'a (dyn Fn(&str) + Sync),
+}
+
+impl Runner<'_> {
+    /// Runs `grant` to its tokens. A browser that cannot be opened falls
+    /// back to a device code where the server offers one.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn run(
+        &self,
+        grant: Grant,
+        endpoint: &TokenEndpoint<'_>,
+        identity: &crate::registration::Identity,
+        meta: &AuthServer,
+        issuer: &str,
+        scopes: &[String],
+        resource: Option<&str>,
+    ) -> Result<TokenSet, ClientError> {
+        let notify = self.notify;
+        let device_endpoint = || {
+            meta.device_authorization_endpoint
+                .as_deref()
+                .ok_or_else(|| ClientError::MissingEndpoint {
+                    issuer: issuer.to_owned(),
+                    endpoint: "device authorization endpoint",
+                    hint: ": sign in with a browser instead",
+                })
+        };
+        Ok(match grant {
+            Grant::ClientCredentials => endpoint.client_credentials(scopes, resource).await?,
+            Grant::DeviceCode => {
+                endpoint
+                    .device_code(device_endpoint()?, scopes, resource, notify)
+                    .await?
+            }
+            Grant::FollowRedirect => {
+                let start =
+                    ExpectCallback::start(&identity.registration, meta, issuer, scopes, resource)
+                        .await?;
+                start
+                    .by_following(self.http_no_redirect, meta)
+                    .await?
+                    .redeem(endpoint, resource)
+                    .await?
+            }
+            Grant::Browser => {
+                let start =
+                    ExpectCallback::start(&identity.registration, meta, issuer, scopes, resource)
+                        .await?;
+                notify(&format!("Sign in at: {}", start.url()));
+                let browser = self.browser.clone();
+                let url = start.url().clone();
+                let opened = tokio::task::spawn_blocking(move || browser.open(&url))
+                    .await
+                    .map_err(ClientError::Task)?;
+                if let Err(reason) = opened {
+                    // Nothing would ever arrive: do not wait for it.
+                    drop(start);
+                    if meta.device_authorization_endpoint.is_none() {
+                        return Err(ClientError::NoBrowser {
+                            reason,
+                            issuer: issuer.to_owned(),
+                        });
+                    }
+                    notify(&format!(
+                        "(could not open a browser: {reason}; signing in with a device code instead)"
+                    ));
+                    endpoint
+                        .device_code(device_endpoint()?, scopes, resource, notify)
+                        .await?
+                } else {
+                    start
+                        .by_browser(meta, BROWSER_TIMEOUT)
+                        .await?
+                        .redeem(endpoint, resource)
+                        .await?
+                }
+            }
+        })
+    }
 }
 
 /// What every token request of one sign-in shares.
@@ -157,7 +246,7 @@ impl TokenEndpoint<'_> {
         device_endpoint: &str,
         scopes: &[String],
         resource: Option<&str>,
-        notify: &dyn Fn(&str),
+        notify: &(dyn Fn(&str) + Sync),
     ) -> Result<TokenSet, FlowError> {
         let device: DeviceAuthorization = oauth::device_authorization(
             self.http,

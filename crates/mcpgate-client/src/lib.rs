@@ -23,6 +23,7 @@
 //! at); every discovered endpoint is https, or http on loopback; the
 //! loopback listener takes only the callback carrying its own `state`.
 
+pub mod account;
 pub mod assertion;
 pub mod challenge;
 pub mod client;

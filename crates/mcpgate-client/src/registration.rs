@@ -74,6 +74,22 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// A public client `client_id` at `issuer`: no secret, no key.
+    pub fn public(issuer: &str, client_id: &str) -> Self {
+        Self {
+            registration: Registration {
+                issuer: issuer.to_owned(),
+                client_id: client_id.to_owned(),
+                client_secret: None,
+                redirect_uris: vec![],
+                token_endpoint_auth_method: Some("none".into()),
+            },
+            key: None,
+            bind_on_success: false,
+            keep_on_success: false,
+        }
+    }
+
     /// Whether the client can authenticate (client credentials needs it).
     pub fn confidential(&self) -> bool {
         self.registration.client_secret.is_some() || self.key.is_some()

@@ -64,7 +64,7 @@ impl Session {
         http: &reqwest::Client,
         store: &Store,
         server: &str,
-        notify: &dyn Fn(&str),
+        notify: &(dyn Fn(&str) + Sync),
     ) -> Result<bool, ClientError> {
         let due = self
             .tokens

@@ -49,6 +49,9 @@ pub enum Command {
     },
     /// Bridge a stdio MCP host to a protected Streamable HTTP server.
     Bridge(ClientArgs),
+    /// An MCP server over stdio whose tools act for you (Microsoft Graph
+    /// `/me`), signed in as a public client on first use.
+    Stdio(StdioArgs),
     /// Query the audit trail: tool calls, sign-ins, tokens issued and refused.
     Audit(crate::cmd::audit::AuditArgs),
     /// List the upstream tool definitions the gateway pinned, or accept a
@@ -107,6 +110,57 @@ pub struct ClientArgs {
     /// Where registrations and tokens are kept (default ~/.cache/mcpgate).
     #[arg(long, env = "MCPGATE_CACHE_DIR", value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+}
+
+/// `mcpgate stdio`'s settings.
+#[derive(Debug, Clone, Args)]
+pub struct StdioArgs {
+    /// The tenant, as MSAL takes it (`https://login.microsoftonline.com/<tenant-id>`).
+    #[arg(long, env = "MCPGATE_AUTHORITY", value_name = "URL")]
+    pub authority: Option<String>,
+    /// The public client's id (an app registration with no secret).
+    #[arg(long, env = "MCPGATE_CLIENT_ID", value_name = "ID")]
+    pub client_id: Option<String>,
+    /// A scope to ask for; repeat for several. Default: `User.Read`.
+    #[arg(long = "scope", value_name = "SCOPE")]
+    pub scopes: Vec<String>,
+    /// Extra CA certificates (PEM) to trust.
+    #[arg(long, env = "MCPGATE_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Where tokens are kept (default: the user's cache directory, shared
+    /// with `mcpgate login`).
+    #[arg(long, env = "MCPGATE_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Microsoft Graph's base URL (default `https://graph.microsoft.com/v1.0`;
+    /// the development IdP's `/v1.0` when the authority is on loopback).
+    #[arg(long, env = "MCPGATE_GRAPH_URL", value_name = "URL")]
+    pub graph_url: Option<url::Url>,
+    /// Sign in with a device code instead of the browser.
+    #[arg(long)]
+    pub device_code: bool,
+    /// Forget the cached tokens and exit.
+    #[arg(long)]
+    pub logout: bool,
+    /// How long a tool call waits for a pending sign-in before it fails
+    /// (the sign-in goes on; call again once done).
+    #[arg(long = "sign-in-timeout", value_name = "SECS", default_value_t = 120)]
+    pub sign_in_timeout_secs: u64,
+    /// Where a local `mcpgate serve` or `mcpgate idp` keeps its state: with
+    /// no `--authority`, its development IdP is used if it runs.
+    #[arg(long, env = "MCPGATE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl StdioArgs {
+    /// The data directory `serve` and `idp` use by default.
+    pub fn data_dir(&self) -> PathBuf {
+        let place = IdpPlace {
+            data_dir: self.data_dir.clone(),
+            idp_bind: None,
+            idp_directory: None,
+        };
+        crate::devidp::data_dir(&place, &RawConfig::default())
+    }
 }
 
 /// Where the embedded development IdP keeps its state, where it listens

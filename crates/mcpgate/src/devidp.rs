@@ -119,15 +119,64 @@ pub async fn start_with_store(
         Some(s) => s,
         None => open_grants(&idp_dir).await?,
     };
-    let mut options = IdpOptions::new(idp_dir);
+    let mut options = IdpOptions::new(idp_dir.clone());
     options.store = Some(store);
     options.bind = bind;
     options.tls = tls;
     options.auto_approve = flags.auto_approve(settings);
     let config = directory(&flags.place, settings)?;
-    mcpgate_devidp::start(config, options)
+    let running = mcpgate_devidp::start(config, options)
         .await
-        .context("starting the development identity provider")
+        .context("starting the development identity provider")?;
+    announce(&idp_dir, running.info());
+    Ok(running)
+}
+
+/// Where a running IdP says where it is, for `mcpgate stdio` started with
+/// no configuration on the same machine.
+pub const RUNNING_FILE: &str = "running.json";
+
+/// What a running IdP tells local tools: its authority, CA and public
+/// client. No secret.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Running {
+    /// The authority, as MSAL takes it.
+    pub authority: String,
+    /// Its TLS certificate's CA.
+    pub ca_file: Option<PathBuf>,
+    /// The public client's id.
+    pub client_id: String,
+    /// The process serving it.
+    pub pid: u32,
+}
+
+fn announce(idp_dir: &Path, info: &IdpInfo) {
+    let Some(client) = public_client(info) else {
+        return;
+    };
+    let running = Running {
+        authority: info.authority.clone(),
+        ca_file: info.ca_file.clone(),
+        client_id: client.client_id.clone(),
+        pid: std::process::id(),
+    };
+    let written = serde_json::to_vec_pretty(&running)
+        .map_err(std::io::Error::other)
+        .and_then(|json| std::fs::write(idp_dir.join(RUNNING_FILE), json));
+    if let Err(e) = written {
+        tracing::debug!(error = %e, "could not record where the development IdP runs");
+    }
+}
+
+/// The development IdP running on this machine, if its data directory says
+/// one is (and its process is alive).
+pub fn running_here(data_dir: &Path) -> Option<Running> {
+    let text = std::fs::read(data_dir.join("idp").join(RUNNING_FILE)).ok()?;
+    let running: Running = serde_json::from_slice(&text).ok()?;
+    let alive = Path::new(&format!("/proc/{}", running.pid)).exists();
+    let local =
+        url::Url::parse(&running.authority).is_ok_and(|u| mcpgate_resource::is_loopback_host(&u));
+    (alive && local).then_some(running)
 }
 
 /// The first API the directory exposes, as `(audience id, full scope)`.

@@ -28,10 +28,16 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // An MCP host shows a stdio server's stderr to its user: warnings only.
+    let level = match cli.command {
+        Command::Stdio(_) => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_env("MCPGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_env("MCPGATE_LOG").unwrap_or_else(|_| EnvFilter::new(level)),
         )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -60,6 +66,7 @@ fn main() -> ExitCode {
                 arguments,
             } => cmd::client::call(client, tool, arguments).await,
             Command::Bridge(args) => cmd::client::bridge(args).await,
+            Command::Stdio(args) => cmd::stdio::run(args).await,
             Command::Audit(args) => cmd::audit::run(args).await,
             Command::Pins(args) => cmd::pins::run(args).await,
         }

@@ -7,3 +7,4 @@ pub mod explain;
 pub mod idp;
 pub mod pins;
 pub mod serve;
+pub mod stdio;

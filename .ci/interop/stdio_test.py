@@ -19,9 +19,11 @@ Cases, in order, sharing one token cache:
  6. with `--sign-in-timeout 1` and nobody signing in, the call fails after
     a second saying what to do; the sign-in goes on, and once approved the
     next call succeeds, with one prompt in all;
- 7. with no configuration, the development IdP running on this machine is
+ 7. a host that takes URL elicitations gets the sign-in link (and code)
+    as one, and can complete the sign-in alone;
+ 8. with no configuration, the development IdP running on this machine is
     found (and said so); with none running, one line says what to set;
- 8. `--logout` empties the cache.
+ 9. `--logout` empties the cache.
 Every line any server wrote on stdout must be a JSON-RPC message.
 
 The last line is "N passed, M failed"; the exit code is 1 if anything
@@ -47,7 +49,7 @@ import urllib.parse
 import urllib.request
 
 import anyio
-from mcp import ClientSession, StdioServerParameters
+from mcp import ClientSession, StdioServerParameters, types
 from mcp.client.stdio import stdio_client
 
 ALICE = "alice@mcpgate.test"
@@ -131,7 +133,7 @@ class Suite:
         return StdioServerParameters(command="/bin/sh", args=args, env={
             **self.env, "MCPGATE_TEST_STDOUT": str(self.stdout_log), **(env or {})})
 
-    def session(self, body, params=None):
+    def session(self, body, params=None, **callbacks):
         """Runs `body(session, stderr_path)` in one start of the server."""
         self.runs += 1
         errpath = self.work / f"stderr-{self.runs}.log"
@@ -139,7 +141,7 @@ class Suite:
         async def run():
             with anyio.fail_after(90), open(errpath, "w") as errlog:
                 async with stdio_client(params or self.params(), errlog=errlog) as (r, w):
-                    async with ClientSession(r, w) as s:
+                    async with ClientSession(r, w, **callbacks) as s:
                         await s.initialize()
                         return await body(s, errpath)
 
@@ -289,6 +291,28 @@ class Suite:
             check(len(prompts) == 1, f"{len(prompts)} device codes: {prompts}")
         self.session(body, self.params("--sign-in-timeout", "1", cache=self.work / "cache-2"))
 
+    def case_a_host_with_url_elicitation_is_shown_the_sign_in_link(self):
+        asked = []
+
+        async def on_elicitation(context, params):
+            asked.append(params.model_dump(mode="json", by_alias=True, exclude_none=True))
+            # The host alone completes the sign-in: the code is in the
+            # message it was given.
+            code = CODE.search(params.message)
+            check(code, f"no code in the elicitation: {params.message}")
+            await anyio.to_thread.run_sync(self.answer_device_code, code.group(1))
+            return types.ElicitResult(action="accept")
+
+        async def body(s, errpath):
+            self.profile_of(await s.call_tool("get_user_details", {}))
+            check(len(asked) == 1, f"{len(asked)} elicitations")
+            check(asked[0].get("mode") == "url", f"not a URL elicitation: {asked[0]}")
+            check(asked[0].get("url") == self.idp["device_login_url"],
+                  f"the link is not the IdP's device page: {asked[0]}")
+            check(CODE.search(errpath.read_text()), "the prompt is not on stderr as well")
+        self.session(body, self.params(cache=self.work / "cache-3"),
+                     elicitation_callback=on_elicitation)
+
     def case_with_no_configuration_the_local_idp_is_found(self):
         data_dir = str(self.work / "idp" / "data")
 
@@ -347,6 +371,7 @@ def main():
              suite.case_whoami_shows_claims_never_the_token,
              suite.case_a_revoked_grant_leads_to_a_fresh_sign_in,
              suite.case_a_call_waits_for_a_pending_sign_in_only_up_to_its_limit,
+             suite.case_a_host_with_url_elicitation_is_shown_the_sign_in_link,
              suite.case_with_no_configuration_the_local_idp_is_found,
              suite.case_logout_empties_the_cache]
     passed = failed = 0

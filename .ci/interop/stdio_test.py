@@ -11,6 +11,7 @@ Cases, in order, sharing one token cache:
     (on stderr), which the test answers at the IdP's /devicelogin as alice
     would; both calls return her Graph profile;
  2. second start: the cache serves, silently: no prompt, same profile;
+    and the same configured by a file's `[stdio]` section instead of flags;
  3. the cached access token expired: refreshed silently, no prompt, a new
     access token in the cache;
  4. `whoami` shows the token's claims and not the token;
@@ -221,6 +222,18 @@ class Suite:
                   f"a prompt on the second start: {text}")
         self.session(body)
 
+    def case_a_config_file_configures_it_as_the_flags_do(self):
+        config = self.work / "mcpgate.toml"
+        config.write_text(f'ca_file = {json.dumps(self.idp["ca_file"])}\n\n[stdio]\n'
+                          f'authority = {json.dumps(self.idp["authority"])}\n'
+                          f'client_id = {json.dumps(self.client_id)}\n'
+                          'scopes = ["User.Read"]\n')
+
+        async def body(s, errpath):
+            self.profile_of(await s.call_tool("get_user_details", {}))
+            check(not CODE.search(errpath.read_text()), "a prompt despite the shared cache")
+        self.session(body, self.params("--config", str(config), configured=False))
+
     def case_an_expired_access_token_is_refreshed_silently(self):
         path = self.token_file()
         cached = json.loads(path.read_text())
@@ -367,6 +380,7 @@ def main():
     suite = Suite(args)
     cases = [suite.case_first_start_signs_in_once_for_two_calls,
              suite.case_second_start_is_silent,
+             suite.case_a_config_file_configures_it_as_the_flags_do,
              suite.case_an_expired_access_token_is_refreshed_silently,
              suite.case_whoami_shows_claims_never_the_token,
              suite.case_a_revoked_grant_leads_to_a_fresh_sign_in,

@@ -142,9 +142,13 @@ pub struct StdioArgs {
     #[arg(long)]
     pub logout: bool,
     /// How long a tool call waits for a pending sign-in before it fails
-    /// (the sign-in goes on; call again once done).
-    #[arg(long = "sign-in-timeout", value_name = "SECS", default_value_t = 120)]
-    pub sign_in_timeout_secs: u64,
+    /// (the sign-in goes on; call again once done). Default 120.
+    #[arg(long = "sign-in-timeout", value_name = "SECS")]
+    pub sign_in_timeout_secs: Option<u64>,
+    /// Configuration file (TOML): its `[stdio]` section, `ca_file` and
+    /// `data_dir`.
+    #[arg(long, env = "MCPGATE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Where a local `mcpgate serve` or `mcpgate idp` keeps its state: with
     /// no `--authority`, its development IdP is used if it runs.
     #[arg(long, env = "MCPGATE_DATA_DIR", value_name = "DIR")]
@@ -152,6 +156,24 @@ pub struct StdioArgs {
 }
 
 impl StdioArgs {
+    /// Fills what the flags (and their variables) left unset from the
+    /// configuration file's `[stdio]`, `ca_file` and `data_dir`.
+    pub fn with_config(mut self) -> Result<Self, crate::config::ConfigError> {
+        let raw = RawConfig::load(self.config.as_deref())?;
+        let stdio = raw.stdio;
+        self.authority = self.authority.or(stdio.authority);
+        self.client_id = self.client_id.or(stdio.client_id);
+        if self.scopes.is_empty() {
+            self.scopes = stdio.scopes;
+        }
+        self.graph_url = self.graph_url.or(stdio.graph_url);
+        self.cache_dir = self.cache_dir.or(stdio.cache_dir);
+        self.sign_in_timeout_secs = self.sign_in_timeout_secs.or(stdio.sign_in_timeout_secs);
+        self.ca_file = self.ca_file.or(raw.ca_file);
+        self.data_dir = self.data_dir.or(raw.data_dir);
+        Ok(self)
+    }
+
     /// The data directory `serve` and `idp` use by default.
     pub fn data_dir(&self) -> PathBuf {
         let place = IdpPlace {

@@ -17,7 +17,7 @@ use thiserror::Error;
 
 /// The sections an `MCPGATE_…` variable may set; anything else under the
 /// prefix (`MCPGATE_LOG`, `MCPGATE_CONFIG`) is not configuration.
-const ENV_SECTIONS: [&str; 15] = [
+const ENV_SECTIONS: [&str; 16] = [
     "bind",
     "public_url",
     "ca_file",
@@ -33,6 +33,7 @@ const ENV_SECTIONS: [&str; 15] = [
     "audit",
     "idp",
     "broker",
+    "stdio",
 ];
 
 /// The whole configuration file. Every key can also be set by environment
@@ -78,6 +79,27 @@ pub struct RawConfig {
     pub broker: RawBroker,
     /// Gateway mode: the MCP server(s) behind `/mcp` (`[[upstreams]]`).
     pub upstreams: Vec<RawUpstream>,
+    /// `mcpgate stdio`: where its user signs in, and what for.
+    pub stdio: RawStdio,
+}
+
+/// `[stdio]`: `mcpgate stdio`'s settings; its flags and their environment
+/// variables win.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawStdio {
+    /// The tenant, as MSAL takes it.
+    pub authority: Option<String>,
+    /// The public client's id.
+    pub client_id: Option<String>,
+    /// The scopes asked for. Default `["User.Read"]`.
+    pub scopes: Vec<String>,
+    /// Microsoft Graph's base URL.
+    pub graph_url: Option<url::Url>,
+    /// Where tokens are kept.
+    pub cache_dir: Option<PathBuf>,
+    /// How long a tool call waits for a pending sign-in.
+    pub sign_in_timeout_secs: Option<u64>,
 }
 
 /// `[rate_limits]`: how fast one user, and one client application, may call

@@ -31,7 +31,8 @@ use crate::outbound::{client_builder, http_client};
 const GRAPH: &str = "https://graph.microsoft.com/v1.0";
 
 /// `mcpgate stdio`.
-pub async fn run(mut args: StdioArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(args: StdioArgs) -> anyhow::Result<ExitCode> {
+    let mut args = args.with_config()?;
     let setup = Setup::from_args(&mut args)?;
     let store = Store::new(args.cache_dir.clone().unwrap_or_else(Store::default_dir));
     let http = http_client(args.ca_file.as_deref(), Duration::from_secs(30))?;
@@ -69,7 +70,7 @@ pub async fn run(mut args: StdioArgs) -> anyhow::Result<ExitCode> {
     let server = StdioServer {
         signer: Arc::new(Signer::new(
             account,
-            Duration::from_secs(args.sign_in_timeout_secs.max(1)),
+            Duration::from_secs(args.sign_in_timeout_secs.unwrap_or(120).max(1)),
         )),
         prompter,
         http,

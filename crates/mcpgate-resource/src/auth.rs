@@ -33,6 +33,18 @@ pub async fn authenticate(state: &AuthState, parts: &Parts) -> Result<Arc<Princi
     };
     match outcome {
         Ok(principal) => {
+            // The request's span (opened by the server around each
+            // request) carries who asked, for traces.
+            let span = tracing::Span::current();
+            span.record("enduser.id", principal.object_id.as_deref().unwrap_or(""));
+            span.record(
+                "enduser.tenant",
+                principal.tenant_id.as_deref().unwrap_or(""),
+            );
+            span.record(
+                "client.app",
+                principal.client_app_id.as_deref().unwrap_or(""),
+            );
             tracing::debug!(
                 target: "mcpgate::auth",
                 oid = principal.object_id.as_deref().unwrap_or(""),
@@ -43,6 +55,12 @@ pub async fn authenticate(state: &AuthState, parts: &Parts) -> Result<Arc<Princi
             Ok(principal)
         }
         Err(rejection) => {
+            let reason = match &rejection {
+                AuthRejection::Token(e) => e.code(),
+                AuthRejection::Request(e) => e.code(),
+            };
+            metrics::counter!("mcpgate_token_refusals_total", "reason" => reason).increment(1);
+            tracing::Span::current().record("decision", "unauthenticated");
             match &rejection {
                 AuthRejection::Token(e) if e.is_server_side() => {
                     tracing::warn!(target: "mcpgate::auth", error = %e, "could not verify a token");

@@ -24,6 +24,17 @@ pub enum BearerError {
 }
 
 impl BearerError {
+    /// A short code for metrics and logs.
+    pub fn code(self) -> &'static str {
+        match self {
+            BearerError::Missing => "missing_token",
+            BearerError::InQuery => "token_in_query",
+            BearerError::Duplicated => "duplicated_header",
+            BearerError::OtherScheme => "other_scheme",
+            BearerError::MalformedToken => "malformed_bearer",
+        }
+    }
+
     /// The sentence that goes into `error_description`.
     pub fn describe(self) -> &'static str {
         match self {

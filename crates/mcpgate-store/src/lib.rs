@@ -97,6 +97,7 @@ mod codec;
 mod engine;
 pub mod error;
 pub mod memory;
+pub mod metered;
 pub mod options;
 pub mod records;
 pub mod redis;
@@ -108,6 +109,7 @@ use std::sync::Arc;
 
 pub use audit::StoreAudit;
 pub use error::{Kind, OpenError, StoreError};
+pub use metered::Metered;
 pub use options::{Clock, Limits, Options};
 pub use records::{
     ClientId, ClientRecord, ClientSource, CodeRecord, CodeState, ConsentRecord, FamilyId,

@@ -210,4 +210,12 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// read as absent; this only reclaims space. Backends with native TTLs
     /// (Redis) have nothing to do.
     async fn purge_expired(&self) -> Result<u64, StoreError>;
+
+    /// Whether the backend answers: one read that finds nothing. For
+    /// readiness checks.
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.get_client(&ClientId::new("mcpgate-readiness-probe"))
+            .await
+            .map(drop)
+    }
 }

@@ -190,6 +190,29 @@ impl JwksCache {
         &self.source
     }
 
+    /// The issuer these keys are for, else their URL: for metrics and
+    /// readiness.
+    pub fn label(&self) -> &str {
+        match &self.source {
+            KeysFrom::Discovery {
+                expected_issuer, ..
+            } => expected_issuer,
+            KeysFrom::Jwks(url) => url,
+        }
+    }
+
+    /// The number of keys held, fetching them first if none are (at most
+    /// once per refresh interval); for readiness checks.
+    pub async fn ensure_loaded(&self) -> Result<usize, FetchError> {
+        if let Some(set) = self.snapshot()
+            && !set.keys.is_empty()
+        {
+            return Ok(set.keys.len());
+        }
+        self.refresh_at_most_every_interval().await?;
+        Ok(self.snapshot().map_or(0, |s| s.keys.len()))
+    }
+
     /// The key for `kid`. A held key is returned at once, even from a set
     /// past its lifetime (which then revalidates in the background); an
     /// unknown `kid` or an empty cache waits for one refresh, unless one ran
@@ -304,6 +327,13 @@ impl JwksCache {
     async fn fetch_into(&self, state: &mut RefreshState) -> Result<(), FetchError> {
         state.last_attempt = Some(self.clock.now());
         let result = self.fetch(state).await;
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        metrics::counter!(
+            "mcpgate_jwks_fetches_total",
+            "issuer" => self.label().to_owned(),
+            "outcome" => outcome
+        )
+        .increment(1);
         match &result {
             Ok(set) => {
                 tracing::debug!(keys = set.keys.len(), "fetched signing keys");

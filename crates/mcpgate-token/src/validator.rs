@@ -114,6 +114,7 @@ impl Validator {
                 max: self.policy.max_token_bytes,
             });
         }
+        let started = std::time::Instant::now();
         let (signed, signature) = token.rsplit_once('.').unwrap_or(("", token));
         let digest: [u8; 32] = Sha256::digest(signature.as_bytes()).into();
         if let Some(hit) = self.verified.get(&digest)
@@ -123,11 +124,16 @@ impl Validator {
             if now <= hit.exp.saturating_add(self.policy.clock_skew_secs)
                 && self.keys[hit.issuer_index].still_published(&hit.kid)
             {
+                metrics::histogram!("mcpgate_token_validation_duration_seconds", "cache" => "hit")
+                    .record(started.elapsed());
                 return Ok(hit.principal.clone());
             }
             self.verified.invalidate(&digest);
         }
-        let verified = self.verify(token).await?;
+        let verified = self.verify(token).await;
+        metrics::histogram!("mcpgate_token_validation_duration_seconds", "cache" => "miss")
+            .record(started.elapsed());
+        let verified = verified?;
         let principal = verified.principal.clone();
         self.verified.insert(digest, Arc::new(verified));
         Ok(principal)

@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use mcpgate_audit::{ArgumentPolicy, AuditStore, Auditor, AuditorOptions};
+use mcpgate_audit::{
+    ArgumentPolicy, AuditEvent, AuditRecord, AuditSink, AuditStore, Auditor, AuditorOptions,
+    UpstreamOutcome,
+};
 use mcpgate_store::{Store, StoreAudit};
 use serde::Deserialize;
 
@@ -76,6 +79,163 @@ pub async fn start(
     };
     let auditor = Auditor::start(options, store).await?;
     Ok(auditor)
+}
+
+/// Distinct tool names a metric series is kept for; past it, `other`: a
+/// caller may ask for any name, and each would be a series forever.
+const MAX_TOOL_LABELS: usize = 256;
+
+/// Sees every decision before the [`Auditor`] queues it: one log line in
+/// the request's span (so with its request id), the decision on that span
+/// for traces, and the counters and latencies derived from it.
+#[derive(Debug)]
+pub struct Observed {
+    inner: Arc<Auditor>,
+    tools: std::sync::RwLock<std::collections::HashSet<Box<str>>>,
+}
+
+impl Observed {
+    /// Observes what goes to `inner`.
+    pub fn new(inner: Arc<Auditor>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            tools: Default::default(),
+        })
+    }
+
+    // The tool's own name while few are known; `other` past the bound.
+    fn tool_label(&self, tool: &str) -> String {
+        let known = |set: &std::collections::HashSet<Box<str>>| set.contains(tool);
+        if self.tools.read().map(|s| known(&s)).unwrap_or(false) {
+            return tool.to_owned();
+        }
+        let Ok(mut set) = self.tools.write() else {
+            return "other".to_owned();
+        };
+        if set.len() < MAX_TOOL_LABELS {
+            set.insert(tool.into());
+            return tool.to_owned();
+        }
+        "other".to_owned()
+    }
+
+    fn observe(&self, r: &AuditRecord) {
+        let decision = r.decision.as_str();
+        tracing::info!(
+            target: "mcpgate::decision",
+            event = r.event.as_str(),
+            decision,
+            tool = r.tool.as_deref().unwrap_or(""),
+            upstream = r.upstream.as_deref().unwrap_or(""),
+            oid = r.user_oid.as_deref().unwrap_or(""),
+            client_app = r.client_app.as_deref().unwrap_or(""),
+            grant_type = r.grant_type.as_deref().unwrap_or(""),
+            reason = r.reason.as_deref().unwrap_or(""),
+            outcome = %r.upstream_outcome.map(|o| o.to_string()).unwrap_or_default(),
+            latency_ms = r.latency_ms.unwrap_or_default(),
+            "decision"
+        );
+        match r.event {
+            AuditEvent::ToolCall | AuditEvent::ResourceRead | AuditEvent::PromptGet => {
+                let span = tracing::Span::current();
+                span.record("decision", decision);
+                if let Some(tool) = &r.tool {
+                    span.record("mcp.tool", tool.as_str());
+                }
+                let tool = self.tool_label(r.tool.as_deref().unwrap_or(""));
+                metrics::counter!(
+                    "mcpgate_tool_calls_total",
+                    "kind" => r.event.as_str(),
+                    "tool" => tool,
+                    "decision" => decision
+                )
+                .increment(1);
+                if let Some(outcome) = r.upstream_outcome {
+                    let upstream = r.upstream.clone().unwrap_or_default();
+                    metrics::counter!(
+                        "mcpgate_upstream_calls_total",
+                        "upstream" => upstream.clone(),
+                        "outcome" => outcome_label(outcome)
+                    )
+                    .increment(1);
+                    if let Some(ms) = r.latency_ms {
+                        metrics::histogram!(
+                            "mcpgate_upstream_call_duration_seconds",
+                            "upstream" => upstream
+                        )
+                        .record(ms / 1000.0);
+                    }
+                }
+            }
+            AuditEvent::TokenIssued | AuditEvent::TokenRefused => {
+                let outcome = if r.event == AuditEvent::TokenIssued {
+                    "issued"
+                } else {
+                    "refused"
+                };
+                // At /token the reason is the OAuth error code: a short,
+                // bounded set.
+                let error = match r.event {
+                    AuditEvent::TokenRefused => r
+                        .reason
+                        .as_deref()
+                        .filter(|e| {
+                            e.len() <= 40 && e.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                        })
+                        .unwrap_or("other")
+                        .to_owned(),
+                    _ => String::new(),
+                };
+                metrics::counter!(
+                    "mcpgate_broker_grants_total",
+                    "grant_type" => grant_label(r.grant_type.as_deref()),
+                    "outcome" => outcome,
+                    "error" => error
+                )
+                .increment(1);
+            }
+            AuditEvent::SignIn => {
+                metrics::counter!("mcpgate_broker_sign_ins_total", "decision" => decision)
+                    .increment(1);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn outcome_label(outcome: UpstreamOutcome) -> &'static str {
+    match outcome {
+        UpstreamOutcome::Ok => "ok",
+        UpstreamOutcome::ToolError => "tool_error",
+        UpstreamOutcome::RpcError { .. } => "rpc_error",
+        UpstreamOutcome::Timeout => "timeout",
+        UpstreamOutcome::Unavailable => "unavailable",
+    }
+}
+
+// The grant types OAuth defines, and `other`: the field is the client's.
+fn grant_label(grant: Option<&str>) -> &'static str {
+    match grant {
+        Some("authorization_code") => "authorization_code",
+        Some("refresh_token") => "refresh_token",
+        Some("client_credentials") => "client_credentials",
+        Some("urn:ietf:params:oauth:grant-type:device_code") => "device_code",
+        Some("urn:ietf:params:oauth:grant-type:jwt-bearer") => "jwt_bearer",
+        Some("urn:ietf:params:oauth:grant-type:token-exchange") => "token_exchange",
+        None => "none",
+        Some(_) => "other",
+    }
+}
+
+impl AuditSink for Observed {
+    fn record(&self, record: AuditRecord) {
+        self.observe(&record);
+        self.inner.record(record);
+    }
+
+    fn wants_arguments(&self, tool: &str) -> bool {
+        self.inner.wants_arguments(tool)
+    }
 }
 
 #[cfg(test)]

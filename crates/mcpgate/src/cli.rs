@@ -11,6 +11,16 @@ use crate::config::RawConfig;
 #[derive(Debug, Parser)]
 #[command(name = "mcpgate", version, about, long_about = None)]
 pub struct Cli {
+    /// Log lines as text (for people) or JSON (for collectors), on stderr.
+    #[arg(
+        long,
+        global = true,
+        env = "MCPGATE_LOG_FORMAT",
+        value_enum,
+        default_value_t,
+        value_name = "FORMAT"
+    )]
+    pub log_format: crate::telemetry::LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -307,6 +317,16 @@ pub struct ServeArgs {
     /// Write one JSON object here once listening (URLs, issuers; no secrets).
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
+    /// Where Prometheus scrapes `/metrics` (with `/healthz` and `/readyz`):
+    /// its own listener, loopback by default so that it is never public by
+    /// accident. Default `127.0.0.1:9090` (port 0 when `--bind` uses port
+    /// 0); `off` for none.
+    #[arg(long, env = "MCPGATE_METRICS_BIND", value_name = "ADDR|off")]
+    pub metrics_bind: Option<String>,
+    /// On SIGTERM or Ctrl-C, how long calls in flight may take to finish
+    /// before the server exits anyway; new requests are refused meanwhile.
+    #[arg(long = "shutdown-timeout", value_name = "SECS")]
+    pub shutdown_timeout_secs: Option<u64>,
     /// Turn authentication off. Loopback only; for benchmarks and
     /// conformance runs.
     #[arg(long)]

@@ -17,8 +17,10 @@ use thiserror::Error;
 
 /// The sections an `MCPGATE_…` variable may set; anything else under the
 /// prefix (`MCPGATE_LOG`, `MCPGATE_CONFIG`) is not configuration.
-const ENV_SECTIONS: [&str; 16] = [
+const ENV_SECTIONS: [&str; 18] = [
     "bind",
+    "metrics_bind",
+    "shutdown_timeout_secs",
     "public_url",
     "ca_file",
     "data_dir",
@@ -49,6 +51,12 @@ pub struct RawConfig {
     pub public_url: Option<url::Url>,
     /// Extra CA certificates (PEM) every outbound HTTP client trusts.
     pub ca_file: Option<PathBuf>,
+    /// Where Prometheus scrapes `/metrics` (and `/healthz`, `/readyz`):
+    /// a listener of its own, never the public one. Default
+    /// `127.0.0.1:9090`; `off` for none.
+    pub metrics_bind: Option<String>,
+    /// How long a SIGTERM waits for calls in flight. Default 30.
+    pub shutdown_timeout_secs: Option<u64>,
     /// Token validation.
     pub auth: RawAuth,
     /// Key caching.

@@ -129,6 +129,8 @@ fn one(
                 identity,
                 // Set once the broker runs: see `attach_obo`.
                 credential: None,
+                // Set when traces are exported: see `attach_trace_context`.
+                trace_context: None,
             }))
         }
         (Some(_), Some(_)) => bail!("upstream {name:?} has both a command and a url; keep one"),
@@ -202,6 +204,14 @@ pub fn attach_obo(settings: &mut GatewaySettings, scopes: Vec<String>, from: &Ob
             }),
         };
         Arc::make_mut(spec).credential = Some(source);
+    }
+}
+
+/// Passes each request's trace context (`traceparent`) to an HTTP
+/// upstream, so that its spans join the caller's trace.
+pub fn attach_trace_context(settings: &mut GatewaySettings) {
+    if let UpstreamSpec::Http(spec) = &mut settings.upstream {
+        Arc::make_mut(spec).trace_context = Some(crate::request_span::inject_trace_context);
     }
 }
 

@@ -7,18 +7,19 @@ mod cmd;
 mod config;
 mod devidp;
 mod gateway;
+mod ops;
 mod outbound;
 mod pins;
 mod policy_watch;
 mod ready;
+mod request_span;
+mod telemetry;
 mod validator;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use tracing_subscriber::EnvFilter;
-
 use crate::cli::{Cli, Command};
+use clap::Parser;
 
 // Requests are allocated on one worker thread and often freed on another;
 // glibc's malloc serialises that on its arena locks (seen in perf under
@@ -33,13 +34,10 @@ fn main() -> ExitCode {
         Command::Stdio(_) => "warn",
         _ => "info",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("MCPGATE_LOG").unwrap_or_else(|_| EnvFilter::new(level)),
-        )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+    // Traces are for the servers; a client command's would be noise.
+    let servers = matches!(cli.command, Command::Serve(_) | Command::Idp(_));
+    let telemetry = telemetry::init(cli.log_format, level, servers);
+    let traces = telemetry.traces_on();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -52,7 +50,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => cmd::serve::run(*args).await,
+            Command::Serve(args) => cmd::serve::run(*args, traces).await,
             Command::Explain(args) => cmd::explain::run(args).await,
             Command::Check(args) => cmd::check::run(args).await,
             Command::Idp(args) => cmd::idp::run(args).await,
@@ -71,6 +69,10 @@ fn main() -> ExitCode {
             Command::Pins(args) => cmd::pins::run(args).await,
         }
     });
+    // Spans still buffered are exported before the runtime goes.
+    runtime
+        .block_on(async { tokio::task::spawn_blocking(move || telemetry.shutdown()).await })
+        .ok();
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -50,6 +50,9 @@ pub struct HttpSpec {
     /// With a source: every request carries a token for the upstream's own
     /// audience, obtained for the caller (On-Behalf-Of).
     pub credential: Option<Arc<dyn TokenSource>>,
+    /// Adds the current trace context (`traceparent`) to each request, when
+    /// the server exports traces.
+    pub trace_context: Option<fn(&mut http::HeaderMap)>,
 }
 
 /// One upstream session at an HTTP server.
@@ -306,9 +309,25 @@ impl HttpUpstream {
 
     // Where messages go: the legacy endpoint, else the MCP URL.
     fn post(&self) -> reqwest::RequestBuilder {
-        match lock(&self.legacy).clone() {
+        let request = match lock(&self.legacy).clone() {
             Some(endpoint) => self.spec.client.post(endpoint),
             None => self.headers(self.spec.client.post(self.spec.url.clone())),
+        };
+        self.traced(request)
+    }
+
+    // The calling request's trace context, so that the upstream's spans
+    // join the caller's trace.
+    fn traced(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let Some(inject) = self.spec.trace_context else {
+            return request;
+        };
+        let mut headers = http::HeaderMap::new();
+        inject(&mut headers);
+        if headers.is_empty() {
+            request
+        } else {
+            request.headers(headers)
         }
     }
 

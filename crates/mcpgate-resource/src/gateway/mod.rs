@@ -77,6 +77,38 @@ pub enum UpstreamSpec {
     Http(Arc<HttpSpec>),
 }
 
+impl UpstreamSpec {
+    /// Whether the upstream looks usable, without speaking MCP to it (that
+    /// needs a session, and for stdio a child): an HTTP upstream accepts a
+    /// TCP connection; a stdio upstream's program is an executable file.
+    pub async fn probe(&self) -> Result<(), UpstreamError> {
+        match self {
+            UpstreamSpec::Http(spec) => {
+                let host = spec.url.host_str().unwrap_or_default();
+                let port = spec.url.port_or_known_default().unwrap_or(443);
+                // Brackets belong to the URL, not to the address.
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                tokio::net::TcpStream::connect((host, port))
+                    .await
+                    .map(drop)
+                    .map_err(|e| {
+                        UpstreamError::Unavailable(format!("cannot connect to {host}:{port}: {e}"))
+                    })
+            }
+            UpstreamSpec::Stdio(spec) => {
+                let program = spec.argv.first().map(String::as_str).unwrap_or_default();
+                if stdio::find_program(program, spec.cwd.as_deref()).is_some() {
+                    Ok(())
+                } else {
+                    Err(UpstreamError::Unavailable(format!(
+                        "{program:?} is not an executable file here or on PATH"
+                    )))
+                }
+            }
+        }
+    }
+}
+
 /// Whether sessions share an upstream session.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Isolation {

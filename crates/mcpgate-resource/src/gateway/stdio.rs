@@ -59,6 +59,30 @@ pub struct StdioSpec {
     pub name: String,
 }
 
+/// Where `program` would be found when started: itself when it names a
+/// path (relative to `cwd`, the child's directory), else the first
+/// executable file of that name on `PATH`.
+pub(crate) fn find_program(program: &str, cwd: Option<&std::path::Path>) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let executable = |path: &std::path::Path| {
+        std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.is_empty() {
+        return None;
+    }
+    if program.contains('/') {
+        let path = match cwd {
+            Some(dir) => dir.join(program),
+            None => PathBuf::from(program),
+        };
+        return executable(&path).then_some(path);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| executable(candidate))
+}
+
 impl StdioSpec {
     /// Splits `command` as a POSIX shell would (quotes, escapes), without
     /// running one.

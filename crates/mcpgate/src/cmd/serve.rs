@@ -13,7 +13,8 @@ use serde::Serialize;
 
 use crate::cli::ServeArgs;
 use crate::config::{BrokerMode, ConfigError};
-use crate::{audit, broker, devidp, gateway, policy_watch, ready, validator};
+use crate::request_span::{Tracking, track};
+use crate::{audit, broker, devidp, gateway, ops, policy_watch, ready, validator};
 
 /// What the ready file says.
 #[derive(Debug, Serialize)]
@@ -26,15 +27,31 @@ struct Ready<'a> {
     auth: bool,
     bind: SocketAddr,
     #[serde(skip_serializing_if = "Option::is_none")]
+    metrics_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     idp: Option<&'a mcpgate_devidp::IdpInfo>,
     #[serde(skip_serializing_if = "Option::is_none")]
     login: Option<&'a str>,
 }
 
-/// Runs until interrupted.
-pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+/// How long calls in flight may take to finish after SIGTERM, by default.
+const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs until interrupted. `traces`: whether spans are exported (then
+/// HTTP upstreams are passed the trace context).
+pub async fn run(args: ServeArgs, traces: bool) -> anyhow::Result<ExitCode> {
     let mut raw = args.config.load()?;
     let bind = args.bind.or(raw.bind).unwrap_or(validator::DEFAULT_BIND);
+    let metrics_bind = ops::metrics_addr(
+        args.metrics_bind.as_deref().or(raw.metrics_bind.as_deref()),
+        bind,
+    )?;
+    let drain_for = args
+        .shutdown_timeout_secs
+        .or(raw.shutdown_timeout_secs)
+        .map_or(DEFAULT_SHUTDOWN_TIMEOUT, Duration::from_secs);
+    // Counters from the first request on; the listener comes up later.
+    let scrape = ops::install_recorder().context("installing the metrics recorder")?;
     if args.no_auth && !bind.ip().is_loopback() {
         bail!(
             "--no-auth is refused unless the server is bound to a loopback address (it was {bind})"
@@ -55,6 +72,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let store = if embedded || brokered || gatewayed {
         let url = broker::store_url(args.store.as_deref(), &raw, &data_dir);
         let store = broker::open_store(&url, &raw).await?;
+        let backend = ["sqlite", "redis", "memory"]
+            .into_iter()
+            .find(|b| url.starts_with(b))
+            .unwrap_or("other");
+        let store = mcpgate_store::Metered::wrap(store, backend);
         broker::purge_periodically(store.clone());
         Some(store)
     } else {
@@ -63,6 +85,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // Every decision on a call, a sign-in or a token, as JSON lines and in
     // the store; drained on shutdown.
     let auditor = audit::start(&raw, &data_dir, store.clone()).await?;
+    // Every decision also becomes a log line, a span attribute and a count.
+    let decisions: Arc<dyn mcpgate_audit::AuditSink> = audit::Observed::new(auditor.clone());
     let idp = if embedded {
         let idp =
             devidp::start_with_store(&args.idp, &raw, None, Some(bind), store.clone()).await?;
@@ -97,6 +121,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let obo_scopes: Vec<Option<Vec<String>>> =
         planned.iter().map(|p| p.obo_scopes.clone()).collect();
     settings.upstreams = planned.into_iter().map(|p| p.settings).collect();
+    if traces {
+        settings
+            .upstreams
+            .iter_mut()
+            .for_each(gateway::attach_trace_context);
+    }
     // Who may call what: from [policy], reloaded on SIGHUP and when the
     // file changes, without touching sessions.
     let policy = match &raw.policy {
@@ -105,7 +135,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         None => Policy::allow_all(),
     };
     settings.policy = Arc::new(PolicyHandle::new(policy));
-    settings.audit = Some(auditor.clone());
+    settings.audit = Some(decisions.clone());
     if let Some(path) = &args.config.config {
         policy_watch::spawn(path.clone(), settings.policy.clone())
             .context("watching the configuration file for policy changes")?;
@@ -128,7 +158,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // and signs users in upstream as a confidential client. Its tokens are
     // validated like any issuer's; the upstream's own stay accepted too.
     let auto_approve = args.idp.auto_approve(&raw.idp);
-    let broker = match store.filter(|_| brokered) {
+    let broker = match store.clone().filter(|_| brokered) {
         Some(store) => Some(
             broker::attach(
                 &mut raw,
@@ -139,7 +169,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                     data_dir: &data_dir,
                     store,
                     auto_approve,
-                    audit: Some(auditor.clone()),
+                    audit: Some(decisions.clone()),
                 },
             )
             .await?,
@@ -166,10 +196,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
     }
 
+    let mut readiness = ops::Readiness {
+        store: store.clone(),
+        upstreams: settings
+            .upstreams
+            .iter()
+            .map(|u| (u.upstream.name().to_owned(), u.upstream.clone()))
+            .collect(),
+        ..ops::Readiness::default()
+    };
     let (access, issuers, mut scopes, authorization_servers) = if args.no_auth {
         (Access::Open, Vec::new(), Vec::new(), Vec::new())
     } else {
         let (policy, validator) = validator::build(&raw, idp_ca)?;
+        readiness.keys = validator.key_caches().to_vec();
         let servers = raw.authorization_servers(&policy);
         (
             Access::Validate(validator),
@@ -202,6 +242,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         settings.resource_name = name.clone();
     }
     let (mut app, endpoint) = router_with_endpoint(&settings, access, Arc::new(Stats::default()));
+    let readiness = Arc::new(readiness);
+    let open_sessions = endpoint.clone();
+    let dropped = auditor.clone();
+    let scrape = ops::Scrape {
+        handle: scrape,
+        gauges: Arc::new(move || {
+            metrics::gauge!("mcpgate_sessions_open").set(open_sessions.sessions().len() as f64);
+            metrics::counter!("mcpgate_audit_records_dropped_total").absolute(dropped.dropped());
+        }),
+    };
     if !settings.upstreams.is_empty() {
         // Idle sessions end on time, and their children with them.
         let every =
@@ -216,6 +266,33 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(broker) = &broker {
         app = app.merge(mcpgate_broker::router(broker.clone()));
+    }
+    // Load balancers probe the public listener; Prometheus scrapes its own.
+    let app = app
+        .route(
+            "/readyz",
+            axum::routing::get(ops::readyz).with_state(readiness.clone()),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            Tracking::new(traces),
+            track,
+        ));
+    let metrics_listener = match metrics_bind {
+        Some(at) => Some(tokio::net::TcpListener::bind(at).await.with_context(|| {
+            format!("cannot listen for metrics on {at} (--metrics-bind; `off` for none)")
+        })?),
+        None => None,
+    };
+    let metrics_addr = metrics_listener
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()?;
+    if let Some(at) = metrics_addr
+        && !at.ip().is_loopback()
+    {
+        tracing::warn!(
+            "metrics are served on {at}, beyond this machine: make sure only the scraper can reach it"
+        );
     }
 
     if args.no_auth {
@@ -254,6 +331,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         eprintln!("  in front of: {}", gateway.upstream);
     }
     eprintln!("  metadata: {}", settings.prm_url());
+    if let Some(at) = metrics_addr {
+        eprintln!("  metrics:  http://{at}/metrics");
+    }
     for issuer in &issuers {
         eprintln!("  trusts:   {issuer}");
     }
@@ -279,6 +359,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 scopes: &scopes,
                 auth: !args.no_auth,
                 bind: addr,
+                metrics_url: metrics_addr.map(|at| format!("http://{at}/metrics")),
                 idp: idp_info,
                 login: login.as_deref(),
             },
@@ -289,14 +370,57 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
+    // On SIGTERM: not ready any more (load balancers stop sending), no new
+    // connections, calls in flight finish; past the deadline, exit anyway.
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(false);
+    if let Some(listener) = metrics_listener {
+        let router = ops::router(scrape, readiness.clone());
+        let mut stopped = metrics_stopped;
+        tokio::spawn(async move {
+            let until = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            if let Err(e) = axum::serve(listener, router)
+                .with_graceful_shutdown(until)
+                .await
+            {
+                tracing::warn!(error = %e, "the metrics listener failed");
+            }
+        });
+    }
+    let signalled = stopping.clone();
+    let draining = readiness.clone();
     // The broker rate-limits registrations per peer address.
-    axum::serve(
+    let server = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .context("server failed")?;
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        draining
+            .draining
+            .store(true, std::sync::atomic::Ordering::Release);
+        tracing::info!(
+            "shutting down: new connections refused, calls in flight have {} s to finish",
+            drain_for.as_secs()
+        );
+        signalled.notify_one();
+    })
+    .into_future();
+    tokio::select! {
+        served = server => served.context("server failed")?,
+        () = async {
+            stopping.notified().await;
+            tokio::time::sleep(drain_for).await;
+        } => {
+            tracing::warn!(
+                "calls still in flight after {} s: stopping anyway",
+                drain_for.as_secs()
+            );
+        }
+    }
+    let _ = stop_metrics.send(true);
     if let Some(idp) = idp {
         idp.shutdown().await;
     }

@@ -203,7 +203,7 @@ fn whoami(transport: &Transport, context: &RequestContext<RoleServer>) -> CallTo
                     if name == http::header::AUTHORIZATION {
                         authorization = true;
                         audience = bearer_audience(value.as_bytes());
-                    } else if name.as_str().starts_with("x-mcpgate-") {
+                    } else if name.as_str().starts_with("x-mcpgate-") || name == "traceparent" {
                         let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
                         headers.insert(name.as_str().to_owned(), value);
                     }

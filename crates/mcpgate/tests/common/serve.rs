@@ -168,15 +168,33 @@ impl Gateway {
     /// Stops the server with SIGTERM, so that the auditor drains its
     /// queue, and waits for it to exit.
     pub fn stop(&mut self) {
+        self.terminate();
+        assert!(
+            self.exited_within(Duration::from_secs(20)).is_some(),
+            "serve did not stop on SIGTERM"
+        );
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill")
             .args(["-TERM", &pid])
             .status()
             .expect("run kill");
         assert!(sent.success(), "SIGTERM to {pid}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.child.try_wait().expect("wait").is_none() {
-            assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+    }
+
+    /// How it exited, if it did within `limit`.
+    pub fn exited_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -317,4 +317,117 @@ mod tests {
             .expect("query");
         assert_eq!(stored.len(), 1);
     }
+
+    /// The counters a sequence of decisions leaves, by name and labels.
+    fn counted(records: Vec<AuditRecord>) -> Vec<(String, Vec<(String, String)>, u64)> {
+        use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let dir = tempfile::tempdir().expect("dir");
+        runtime.block_on(async {
+            let auditor = start(&RawConfig::default(), dir.path(), None)
+                .await
+                .expect("start");
+            let observed = Observed::new(auditor.clone());
+            metrics::with_local_recorder(&recorder, || {
+                for r in records {
+                    observed.record(r);
+                }
+            });
+            auditor.shutdown().await;
+        });
+        let mut counters: Vec<_> = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .filter_map(|(key, _, _, value)| match value {
+                DebugValue::Counter(n) => {
+                    let key = key.key();
+                    let labels = key
+                        .labels()
+                        .map(|l| (l.key().to_owned(), l.value().to_owned()))
+                        .collect();
+                    Some((key.name().to_owned(), labels, n))
+                }
+                _ => None,
+            })
+            .collect();
+        counters.sort();
+        counters
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn broker_grants_are_counted_issued_and_refused_by_error() {
+        let mut issued = AuditRecord::new(AuditEvent::TokenIssued, Decision::Allow);
+        issued.grant_type = Some("authorization_code".into());
+        let mut refused = AuditRecord::new(AuditEvent::TokenRefused, Decision::Deny);
+        refused.grant_type = Some("refresh_token".into());
+        refused.reason = Some("invalid_grant".into());
+        let mut odd = AuditRecord::new(AuditEvent::TokenRefused, Decision::Deny);
+        odd.grant_type = Some("made-up grant".into());
+        odd.reason = Some("a sentence, not a code".into());
+        let counters = counted(vec![issued.clone(), issued, refused, odd]);
+        let name = "mcpgate_broker_grants_total".to_owned();
+        assert_eq!(
+            counters,
+            vec![
+                (
+                    name.clone(),
+                    labels(&[
+                        ("grant_type", "authorization_code"),
+                        ("outcome", "issued"),
+                        ("error", "")
+                    ]),
+                    2
+                ),
+                (
+                    name.clone(),
+                    labels(&[
+                        ("grant_type", "other"),
+                        ("outcome", "refused"),
+                        ("error", "other")
+                    ]),
+                    1
+                ),
+                (
+                    name,
+                    labels(&[
+                        ("grant_type", "refresh_token"),
+                        ("outcome", "refused"),
+                        ("error", "invalid_grant")
+                    ]),
+                    1
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn tool_labels_are_bounded() {
+        let records = (0..MAX_TOOL_LABELS + 10)
+            .map(|n| {
+                let mut r = AuditRecord::new(AuditEvent::ToolCall, Decision::Deny);
+                r.tool = Some(format!("tool-{n}"));
+                r
+            })
+            .collect();
+        let counters = counted(records);
+        assert_eq!(counters.len(), MAX_TOOL_LABELS + 1, "256 names and `other`");
+        let other = counters
+            .iter()
+            .find(|(_, l, _)| l.contains(&("tool".to_owned(), "other".to_owned())))
+            .expect("an `other` series");
+        assert_eq!(other.2, 10);
+    }
 }

@@ -11,10 +11,16 @@ use serde_json::{Value, json};
 
 mod common;
 #[path = "common/mcp.rs"]
-#[allow(dead_code, reason = "shared with the gateway tests, which use all of it")]
+#[allow(
+    dead_code,
+    reason = "shared with the gateway tests, which use all of it"
+)]
 mod mcp;
 #[path = "common/serve.rs"]
-#[allow(dead_code, reason = "shared with the gateway tests, which use all of it")]
+#[allow(
+    dead_code,
+    reason = "shared with the gateway tests, which use all of it"
+)]
 mod serve;
 
 use mcp::{DevIdp, Session};

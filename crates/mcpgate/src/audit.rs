@@ -318,8 +318,11 @@ mod tests {
         assert_eq!(stored.len(), 1);
     }
 
+    /// A counter: its name, labels and value.
+    type Counted = (String, Vec<(String, String)>, u64);
+
     /// The counters a sequence of decisions leaves, by name and labels.
-    fn counted(records: Vec<AuditRecord>) -> Vec<(String, Vec<(String, String)>, u64)> {
+    fn counted(records: Vec<AuditRecord>) -> Vec<Counted> {
         use metrics_util::debugging::{DebugValue, DebuggingRecorder};
         let recorder = DebuggingRecorder::new();
         let snapshotter = recorder.snapshotter();

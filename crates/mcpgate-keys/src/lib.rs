@@ -74,14 +74,32 @@ fn unix_now() -> u64 {
 /// Writes `data` to `path` atomically, mode 0600 (tempfile's default on
 /// Unix), creating the directory.
 fn write_private(path: &Path, data: &[u8]) -> Result<(), KeyError> {
+    let file = temp_beside(path, data)?;
+    file.persist(path).map_err(|e| io(path, e.error))?;
+    Ok(())
+}
+
+/// Writes `data` to `path` unless the file exists: `Ok(false)` when another
+/// process created it first.
+fn create_private(path: &Path, data: &[u8]) -> Result<bool, KeyError> {
+    let file = temp_beside(path, data)?;
+    match file.persist_noclobber(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(io(path, e.error)),
+    }
+}
+
+// A private temporary file holding `data`, in `path`'s directory (so that a
+// rename onto `path` is atomic).
+fn temp_beside(path: &Path, data: &[u8]) -> Result<tempfile::NamedTempFile, KeyError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
     let mut file = tempfile::NamedTempFile::new_in(dir).map_err(|e| io(dir, e))?;
     file.write_all(data)
         .and_then(|()| file.as_file().sync_all())
         .map_err(|e| io(file.path(), e))?;
-    file.persist(path).map_err(|e| io(path, e.error))?;
-    Ok(())
+    Ok(file)
 }
 
 const KEYS_FILE: &str = "signing-keys.json";
@@ -112,7 +130,7 @@ struct LoadedKey {
 }
 
 struct Loaded {
-    stamp: Option<(SystemTime, u64)>,
+    stamp: Option<(SystemTime, u64, u64)>,
     keys: Vec<LoadedKey>,
 }
 
@@ -167,16 +185,23 @@ fn read_file(path: &Path) -> Result<StoredKeys, KeyError> {
 }
 
 fn write_file(path: &Path, keys: &StoredKeys) -> Result<(), KeyError> {
-    let json = serde_json::to_vec_pretty(keys).map_err(|e| KeyError::Corrupt {
-        path: path.to_owned(),
-        reason: e.to_string(),
-    })?;
-    write_private(path, &json)
+    write_private(path, &serialize(path, keys)?)
 }
 
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+fn serialize(path: &Path, keys: &StoredKeys) -> Result<Vec<u8>, KeyError> {
+    serde_json::to_vec_pretty(keys).map_err(|e| KeyError::Corrupt {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// What tells a rewritten file from the one loaded: every write is a new
+/// file renamed into place, so a new inode, even when its time and length
+/// look the same.
+fn stamp(path: &Path) -> Option<(SystemTime, u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
     let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
+    Some((meta.modified().ok()?, meta.len(), meta.ino()))
 }
 
 fn load(stored: &StoredKeys) -> Result<Vec<LoadedKey>, KeyError> {
@@ -241,6 +266,15 @@ impl KeyRing {
     pub fn open(data_dir: &Path) -> Result<Self, KeyError> {
         let path = data_dir.join(KEYS_FILE);
         let mut stored = read_file(&path)?;
+        if stored.keys.is_empty() && !path.exists() {
+            // Replicas sharing the directory may start at once: the first
+            // key file written wins, and the others use it rather than
+            // replace it with keys of their own.
+            stored.keys.push(generate()?);
+            if !create_private(&path, &serialize(&path, &stored)?)? {
+                stored = read_file(&path)?;
+            }
+        }
         if !stored.keys.iter().any(|k| k.retire_at.is_none()) {
             stored.keys.push(generate()?);
             write_file(&path, &stored)?;
@@ -360,6 +394,42 @@ mod tests {
 
     fn temp_dir() -> tempfile::TempDir {
         tempfile::tempdir().expect("temp dir")
+    }
+
+    /// Two replicas starting at once on an empty shared directory: before,
+    /// each could keep a key of its own, and one's tokens never verified
+    /// at the other.
+    #[test]
+    fn replicas_starting_together_share_one_key() {
+        for _ in 0..6 {
+            let tmp = temp_dir();
+            let dir = tmp.path().to_owned();
+            let start = std::sync::Arc::new(std::sync::Barrier::new(2));
+            let opened: Vec<String> = (0..2)
+                .map(|_| {
+                    let (dir, start) = (dir.clone(), start.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        let ring = KeyRing::open(&dir).expect("open");
+                        // What it opened with, before any look at the file
+                        // again could paper over a lost race.
+                        let loaded = ring.loaded.lock().expect("lock");
+                        loaded
+                            .keys
+                            .iter()
+                            .map(|k| k.kid.clone())
+                            .collect::<String>()
+                    })
+                })
+                .collect::<Vec<_>>()
+                .into_iter()
+                .map(|t| t.join().expect("thread"))
+                .collect();
+            assert_eq!(opened[0], opened[1], "both sign with the same key");
+            let stored = read_file(&dir.join(KEYS_FILE)).expect("read");
+            assert_eq!(stored.keys.len(), 1);
+            assert_eq!(stored.keys[0].kid, opened[0]);
+        }
     }
 
     #[test]

@@ -57,6 +57,20 @@ pub enum Command {
     /// List the upstream tool definitions the gateway pinned, or accept a
     /// changed one.
     Pins(crate::cmd::pins::PinsArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish,
+    /// powershell) on standard output.
+    Completions {
+        /// The shell.
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) on standard output: `mcpgate man | man -l -`.
+    Man {
+        /// A subcommand's page instead of the top one: `serve` for
+        /// mcpgate-serve(1), `idp rotate-keys` for mcpgate-idp-rotate-keys(1).
+        #[arg(value_name = "COMMAND")]
+        command: Vec<String>,
+    },
 }
 
 /// The desktop client's settings.

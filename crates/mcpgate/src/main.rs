@@ -69,6 +69,8 @@ fn main() -> ExitCode {
             Command::Stdio(args) => cmd::stdio::run(args).await,
             Command::Audit(args) => cmd::audit::run(args).await,
             Command::Pins(args) => cmd::pins::run(args).await,
+            Command::Completions { shell } => cmd::shell::completions(shell),
+            Command::Man { command } => cmd::shell::man(&command),
         }
     });
     match result {

@@ -407,3 +407,81 @@ fn config_file_and_environment_are_read() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text.contains("HS256 can never be used"), "{text}");
 }
+
+#[test]
+fn bash_completion_registers_a_function_for_mcpgate() {
+    let out = Command::new(BIN)
+        .args(["completions", "bash"])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let script = temp_path("completion.bash");
+    std::fs::write(&script, &out.stdout).expect("write");
+    let bash = Command::new("bash")
+        .arg("--norc")
+        .arg("-c")
+        .arg("source \"$1\" && complete -p mcpgate && declare -F _mcpgate")
+        .arg("bash")
+        .arg(&script)
+        .output()
+        .expect("run bash");
+    let said = String::from_utf8_lossy(&bash.stdout).into_owned();
+    assert!(
+        bash.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&bash.stderr)
+    );
+    assert!(
+        said.lines().any(|l| l.starts_with("complete ")
+            && l.contains(" -F _mcpgate ")
+            && l.ends_with(" mcpgate")),
+        "{said}"
+    );
+    assert!(said.lines().any(|l| l == "_mcpgate"), "{said}");
+    let _ = std::fs::remove_file(script);
+
+    // The other shells get a script too, and an unknown one is refused.
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let out = Command::new(BIN)
+            .args(["completions", shell])
+            .output()
+            .expect("run");
+        assert!(out.status.success() && !out.stdout.is_empty(), "{shell}");
+    }
+    let out = Command::new(BIN)
+        .args(["completions", "tcsh"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn man_prints_a_roff_page() {
+    let out = Command::new(BIN).arg("man").output().expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = String::from_utf8(out.stdout).expect("utf-8");
+    // The first request past clap_mangen's quote-string preamble (`.ie`,
+    // `.el`) is the title header.
+    let first = page
+        .lines()
+        .find(|l| !l.starts_with(".ie ") && !l.starts_with(".el "))
+        .expect("a line");
+    assert!(first.starts_with(".TH mcpgate 1"), "{page}");
+    assert!(page.contains(".SH SYNOPSIS") && page.contains("mcpgate\\-serve(1)"));
+
+    let out = Command::new(BIN)
+        .args(["man", "serve"])
+        .output()
+        .expect("run");
+    let page = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(page.contains(".TH mcpgate-serve 1"), "{page}");
+}

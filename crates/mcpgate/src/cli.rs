@@ -73,6 +73,15 @@ pub enum Command {
     },
 }
 
+/// How a command prints its result.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct Output {
+    /// Print one JSON document on standard output instead of text
+    /// (snake_case fields; never a token or a secret).
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// The desktop client's settings.
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
@@ -247,6 +256,9 @@ pub struct CheckArgs {
     /// With no issuer configured: the development IdP `serve` would embed.
     #[command(flatten)]
     pub idp: IdpPlace,
+    /// Output format.
+    #[command(flatten)]
+    pub output: Output,
 }
 
 /// `mcpgate idp`.
@@ -361,6 +373,9 @@ pub struct ExplainArgs {
     /// The access token, or `-` to read it from standard input.
     #[arg(value_name = "TOKEN")]
     pub token: String,
+    /// Output format.
+    #[command(flatten)]
+    pub output: Output,
 }
 
 impl ConfigArgs {

@@ -34,7 +34,14 @@ pub enum Command {
     /// Print an access token for a server (for scripts).
     Token(ClientArgs),
     /// List a server's tools.
-    Tools(ClientArgs),
+    Tools {
+        /// Server and sign-in.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Output format.
+        #[command(flatten)]
+        output: Output,
+    },
     /// Call a tool.
     Call {
         /// Server and sign-in.
@@ -46,6 +53,9 @@ pub enum Command {
         /// Arguments, as a JSON object.
         #[arg(long = "args", value_name = "JSON")]
         arguments: Option<String>,
+        /// Output format.
+        #[command(flatten)]
+        output: Output,
     },
     /// Bridge a stdio MCP host to a protected Streamable HTTP server.
     Bridge(ClientArgs),

@@ -12,6 +12,7 @@ mod pins;
 mod policy_watch;
 mod ready;
 mod validator;
+mod waiting;
 
 use std::process::ExitCode;
 
@@ -59,12 +60,13 @@ fn main() -> ExitCode {
             Command::Login(args) => cmd::client::login(args).await,
             Command::Logout(args) => cmd::client::logout(args).await,
             Command::Token(args) => cmd::client::token(args).await,
-            Command::Tools(args) => cmd::client::tools(args).await,
+            Command::Tools { client, output } => cmd::client::tools(client, output).await,
             Command::Call {
                 client,
                 tool,
                 arguments,
-            } => cmd::client::call(client, tool, arguments).await,
+                output,
+            } => cmd::client::call(client, tool, arguments, output).await,
             Command::Bridge(args) => cmd::client::bridge(args).await,
             Command::Stdio(args) => cmd::stdio::run(args).await,
             Command::Audit(args) => cmd::audit::run(args).await,

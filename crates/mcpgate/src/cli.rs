@@ -44,7 +44,14 @@ pub enum Command {
     /// Print an access token for a server (for scripts).
     Token(ClientArgs),
     /// List a server's tools.
-    Tools(ClientArgs),
+    Tools {
+        /// Server and sign-in.
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Output format.
+        #[command(flatten)]
+        output: Output,
+    },
     /// Call a tool.
     Call {
         /// Server and sign-in.
@@ -56,6 +63,9 @@ pub enum Command {
         /// Arguments, as a JSON object.
         #[arg(long = "args", value_name = "JSON")]
         arguments: Option<String>,
+        /// Output format.
+        #[command(flatten)]
+        output: Output,
     },
     /// Bridge a stdio MCP host to a protected Streamable HTTP server.
     Bridge(ClientArgs),
@@ -67,6 +77,29 @@ pub enum Command {
     /// List the upstream tool definitions the gateway pinned, or accept a
     /// changed one.
     Pins(crate::cmd::pins::PinsArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish,
+    /// powershell) on standard output.
+    Completions {
+        /// The shell.
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) on standard output: `mcpgate man | man -l -`.
+    Man {
+        /// A subcommand's page instead of the top one: `serve` for
+        /// mcpgate-serve(1), `idp rotate-keys` for mcpgate-idp-rotate-keys(1).
+        #[arg(value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+}
+
+/// How a command prints its result.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct Output {
+    /// Print one JSON document on standard output instead of text
+    /// (snake_case fields; never a token or a secret).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// The desktop client's settings.
@@ -243,6 +276,9 @@ pub struct CheckArgs {
     /// With no issuer configured: the development IdP `serve` would embed.
     #[command(flatten)]
     pub idp: IdpPlace,
+    /// Output format.
+    #[command(flatten)]
+    pub output: Output,
 }
 
 /// `mcpgate idp`.
@@ -367,6 +403,9 @@ pub struct ExplainArgs {
     /// The access token, or `-` to read it from standard input.
     #[arg(value_name = "TOKEN")]
     pub token: String,
+    /// Output format.
+    #[command(flatten)]
+    pub output: Output,
 }
 
 impl ConfigArgs {

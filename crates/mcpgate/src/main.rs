@@ -15,6 +15,7 @@ mod ready;
 mod request_span;
 mod telemetry;
 mod validator;
+mod waiting;
 
 use std::process::ExitCode;
 
@@ -57,16 +58,19 @@ fn main() -> ExitCode {
             Command::Login(args) => cmd::client::login(args).await,
             Command::Logout(args) => cmd::client::logout(args).await,
             Command::Token(args) => cmd::client::token(args).await,
-            Command::Tools(args) => cmd::client::tools(args).await,
+            Command::Tools { client, output } => cmd::client::tools(client, output).await,
             Command::Call {
                 client,
                 tool,
                 arguments,
-            } => cmd::client::call(client, tool, arguments).await,
+                output,
+            } => cmd::client::call(client, tool, arguments, output).await,
             Command::Bridge(args) => cmd::client::bridge(args).await,
             Command::Stdio(args) => cmd::stdio::run(args).await,
             Command::Audit(args) => cmd::audit::run(args).await,
             Command::Pins(args) => cmd::pins::run(args).await,
+            Command::Completions { shell } => cmd::shell::completions(shell),
+            Command::Man { command } => cmd::shell::man(&command),
         }
     });
     // Spans still buffered are exported before the runtime goes.

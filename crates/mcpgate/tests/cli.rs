@@ -407,3 +407,242 @@ fn config_file_and_environment_are_read() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text.contains("HS256 can never be used"), "{text}");
 }
+
+/// `mcpgate ARGS…` with `input` on stdin, off the runtime's threads.
+async fn run_with_stdin(args: Vec<String>, input: Option<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = Command::new(BIN)
+            .args(&args)
+            .env_remove("MCPGATE_CONFIG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        if let (Some(mut stdin), Some(input)) = (child.stdin.take(), input) {
+            stdin.write_all(input.as_bytes())?;
+        }
+        child.wait_with_output()
+    })
+    .await
+    .expect("join")
+    .expect("run")
+}
+
+#[tokio::test]
+async fn explain_json_gives_the_verdict_and_the_reason_code_but_never_the_token() {
+    let issuer = TestIssuer::start().await;
+    let args = |token: &str| {
+        let mut a = vec!["explain".to_owned(), "--json".to_owned()];
+        a.extend(auth_args(&issuer));
+        a.push(token.to_owned());
+        a
+    };
+    let signature = |token: &str| token.rsplit('.').next().expect("signature").to_owned();
+
+    let good = issuer.sign("key-a", &issuer.claims(unix_now()));
+    let out = run_with_stdin(args(&good), None).await;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let doc: Value = serde_json::from_str(&text).expect("one JSON document");
+    assert_eq!(doc["verdict"], "accepted", "{doc}");
+    assert_eq!(doc["caller"]["preferred_username"], "alice@test.example");
+    assert_eq!(doc["caller"]["kind"], "delegated");
+    assert_eq!(doc["judged_as_dev_idp"], false);
+    assert!(doc["times"]["exp"]["seconds_from_now"].as_i64() > Some(0));
+    assert!(doc.get("reason").is_none());
+    assert!(!text.contains(&good) && !text.contains(&signature(&good)));
+
+    // Refused: a Graph token, read from stdin as `-`.
+    let graph = issuer.sign(
+        "key-a",
+        &with(
+            issuer.claims(unix_now()),
+            &[("aud", json!("00000003-0000-0000-c000-000000000000"))],
+        ),
+    );
+    let out = run_with_stdin(args("-"), Some(format!("Bearer {graph}\n"))).await;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let doc: Value = serde_json::from_str(&text).expect("one JSON document");
+    assert_eq!(doc["verdict"], "rejected", "{doc}");
+    assert_eq!(doc["reason"]["code"], "graph_token");
+    assert!(
+        doc["reason"]["fix"]
+            .as_str()
+            .expect("fix")
+            .contains(&format!("Ask for scope api://{API_APP_ID}/mcp:tools")),
+        "{doc}"
+    );
+    assert_eq!(doc["claims"]["aud"], "00000003-0000-0000-c000-000000000000");
+    assert!(doc.get("caller").is_none());
+    assert!(!text.contains(&graph), "the token is never printed");
+    assert!(!text.contains(&signature(&graph)), "nor its signature");
+
+    // Not judged (no audience configured): exit 2, still one document.
+    let out = run_with_stdin(
+        vec![
+            "explain".to_owned(),
+            "--json".to_owned(),
+            "--issuer".to_owned(),
+            issuer.issuer(),
+            graph.clone(),
+        ],
+        None,
+    )
+    .await;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    let doc: Value = serde_json::from_str(&text).expect("one JSON document");
+    assert_eq!(doc["verdict"], "cannot_validate", "{doc}");
+    assert!(
+        doc["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{doc}"
+    );
+    assert!(!text.contains(&signature(&graph)));
+}
+
+#[tokio::test]
+async fn check_json_is_one_document_with_the_same_findings_and_exit_code() {
+    let issuer = TestIssuer::start().await;
+    let mut args = vec!["check".to_owned(), "--json".to_owned()];
+    args.extend(auth_args(&issuer));
+    let out = run_with_stdin(args.clone(), None).await;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let doc: Value = serde_json::from_str(&text).expect("one JSON document");
+    assert_eq!(doc["ok"], true, "{doc}");
+    let findings = doc["findings"].as_array().expect("findings");
+    assert_eq!(findings[0]["subject"], "config");
+    let probe = findings
+        .iter()
+        .find(|f| f["subject"] == issuer.issuer().as_str())
+        .expect("the issuer's probe");
+    assert_eq!(probe["level"], "ok", "{doc}");
+    assert_eq!(probe["signing_keys"], 1, "{doc}");
+
+    issuer.go_down();
+    let out = run_with_stdin(args, None).await;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let doc: Value = serde_json::from_str(&text).expect("one JSON document");
+    assert_eq!(doc["ok"], false, "{doc}");
+    let failed: Vec<&Value> = doc["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| f["level"] == "fail")
+        .collect();
+    assert_eq!(failed.len(), 1, "{doc}");
+    assert!(
+        failed[0]["message"]
+            .as_str()
+            .expect("message")
+            .contains("503")
+    );
+    assert!(failed[0]["fix"].is_string(), "{doc}");
+
+    // A configuration that does not load is a finding too.
+    let bad = temp_path("bad-json.toml");
+    std::fs::write(&bad, "[auth]\naudince = [\"x\"]\n").expect("write");
+    let out = run_with_stdin(
+        vec![
+            "check".to_owned(),
+            "--json".to_owned(),
+            "--config".to_owned(),
+            bad.display().to_string(),
+        ],
+        None,
+    )
+    .await;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let doc: Value = serde_json::from_str(&text).expect("one JSON document");
+    assert_eq!(doc["ok"], false);
+    assert_eq!(doc["findings"][0]["level"], "fail");
+    assert!(
+        doc["findings"][0]["message"]
+            .as_str()
+            .expect("message")
+            .contains("audince")
+    );
+    let _ = std::fs::remove_file(bad);
+}
+
+#[test]
+fn bash_completion_registers_a_function_for_mcpgate() {
+    let out = Command::new(BIN)
+        .args(["completions", "bash"])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let script = temp_path("completion.bash");
+    std::fs::write(&script, &out.stdout).expect("write");
+    let bash = Command::new("bash")
+        .arg("--norc")
+        .arg("-c")
+        .arg("source \"$1\" && complete -p mcpgate && declare -F _mcpgate")
+        .arg("bash")
+        .arg(&script)
+        .output()
+        .expect("run bash");
+    let said = String::from_utf8_lossy(&bash.stdout).into_owned();
+    assert!(
+        bash.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&bash.stderr)
+    );
+    assert!(
+        said.lines().any(|l| l.starts_with("complete ")
+            && l.contains(" -F _mcpgate ")
+            && l.ends_with(" mcpgate")),
+        "{said}"
+    );
+    assert!(said.lines().any(|l| l == "_mcpgate"), "{said}");
+    let _ = std::fs::remove_file(script);
+
+    // The other shells get a script too, and an unknown one is refused.
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let out = Command::new(BIN)
+            .args(["completions", shell])
+            .output()
+            .expect("run");
+        assert!(out.status.success() && !out.stdout.is_empty(), "{shell}");
+    }
+    let out = Command::new(BIN)
+        .args(["completions", "tcsh"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn man_prints_a_roff_page() {
+    let out = Command::new(BIN).arg("man").output().expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = String::from_utf8(out.stdout).expect("utf-8");
+    // The first request past clap_mangen's quote-string preamble (`.ie`,
+    // `.el`) is the title header.
+    let first = page
+        .lines()
+        .find(|l| !l.starts_with(".ie ") && !l.starts_with(".el "))
+        .expect("a line");
+    assert!(first.starts_with(".TH mcpgate 1"), "{page}");
+    assert!(page.contains(".SH SYNOPSIS") && page.contains("mcpgate\\-serve(1)"));
+
+    let out = Command::new(BIN)
+        .args(["man", "serve"])
+        .output()
+        .expect("run");
+    let page = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(page.contains(".TH mcpgate-serve 1"), "{page}");
+}

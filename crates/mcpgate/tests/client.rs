@@ -167,6 +167,24 @@ fn call_signs_in_without_a_browser_and_caches_privately() {
         "tools never prints a token"
     );
 
+    // The same as one JSON document each, still without the token.
+    let out = server.run(&["tools", &url, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: Value = serde_json::from_str(&stdout(&out)).expect("one JSON document");
+    let tools = doc["tools"].as_array().expect("tools");
+    assert!(tools.iter().any(|t| t["name"] == "whoami"), "{doc}");
+    assert!(!stdout(&out).contains(&access_token));
+    let out = server.run(&["call", &url, "whoami", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: Value = serde_json::from_str(&stdout(&out)).expect("one JSON document");
+    assert_eq!(doc["tool"], "whoami");
+    assert_eq!(doc["is_error"], false);
+    assert_eq!(
+        doc["result"]["structuredContent"]["preferred_username"],
+        "alice@mcpgate.test"
+    );
+    assert!(!stdout(&out).contains(&access_token));
+
     // `token` is the one command that prints it.
     let out = server.run(&["token", &url]);
     assert_eq!(stdout(&out).trim(), access_token);
@@ -191,6 +209,12 @@ fn device_code_sign_in_works_against_the_dev_idp() {
     assert!(
         stderr(&out).contains("devicelogin"),
         "the code's page is shown: {}",
+        stderr(&out)
+    );
+    // stderr is a pipe here: the prompts, and no spinner.
+    assert!(
+        !stderr(&out).contains("waiting for the sign-in") && !stderr(&out).contains('\r'),
+        "{}",
         stderr(&out)
     );
     assert_eq!(token_files(&server.cache()).len(), 1);

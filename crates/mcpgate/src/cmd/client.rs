@@ -1,6 +1,8 @@
 //! The desktop client's commands: `login`, `logout`, `token`, `tools`,
 //! `call`, and `bridge` (stdio on one side, the protected server on the
 //! other). Prompts go to stderr; stdout carries only what was asked for.
+//! While a sign-in waits for its person, a spinner shows on stderr when it
+//! is a terminal ([`crate::waiting`]); never in `bridge`.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -15,8 +17,12 @@ use mcpgate_client::{Client, ClientError, ClientOptions, Credentials, SignIn};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use crate::cli::ClientArgs;
+use crate::cli::{ClientArgs, Output};
 use crate::outbound::{client_builder, http_client};
+use crate::waiting::{Prompter, say};
+
+/// Where the client's prompts go.
+type Notify = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// The server URL as the client keys its cache: parsed and serialised, so
 /// that `logout` forgets what `login` kept however the URL is typed.
@@ -28,8 +34,8 @@ fn store(args: &ClientArgs) -> Store {
     Store::new(args.cache_dir.clone().unwrap_or_else(Store::default_dir))
 }
 
-/// Builds the client from the flags.
-fn client(args: &ClientArgs) -> anyhow::Result<Client> {
+/// Builds the client from the flags, its prompts going to `notify`.
+fn client(args: &ClientArgs, notify: Notify) -> anyhow::Result<Client> {
     let url = server_url(args)?;
     if mcpgate_client::discovery::require_secure("MCP server", url.as_str()).is_err() {
         anyhow::bail!(
@@ -89,17 +95,26 @@ fn client(args: &ClientArgs) -> anyhow::Result<Client> {
             sign_in,
             scopes: args.scopes.clone(),
             store: store(args),
-            notify: Arc::new(|m: &str| say(m)),
+            notify,
             protocol_version: args.protocol_version.clone(),
             browser: Arc::new(SystemBrowser),
         },
     ))
 }
 
-/// A line on stderr; a closed stderr (the host went away) is not an error.
-fn say(message: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "{message}");
+/// A client whose prompts go through `prompter` (spinning while a sign-in
+/// waits): the interactive commands'.
+fn prompting_client(args: &ClientArgs, prompter: &Arc<Prompter>) -> anyhow::Result<Client> {
+    let prompter = prompter.clone();
+    client(args, Arc::new(move |m: &str| prompter.line(m)))
+}
+
+/// Signs in first if the server asks (the spinner's wait), so that the
+/// request after it is not shown as one.
+async fn signed_in(c: &Client, prompter: &Prompter) -> anyhow::Result<()> {
+    let done = c.ensure_initialized().await;
+    prompter.stop();
+    done.map_err(with_body)
 }
 
 /// An authorization server's refusal, with the body it sent on stderr:
@@ -118,8 +133,9 @@ fn with_body(e: ClientError) -> anyhow::Error {
 
 /// `mcpgate login URL`.
 pub async fn login(args: ClientArgs) -> anyhow::Result<ExitCode> {
-    let c = client(&args)?;
-    c.ensure_initialized().await.map_err(with_body)?;
+    let prompter = Arc::new(Prompter::new());
+    let c = prompting_client(&args, &prompter)?;
+    signed_in(&c, &prompter).await?;
     say(&format!("signed in to {}", c.url()));
     Ok(ExitCode::SUCCESS)
 }
@@ -134,15 +150,31 @@ pub async fn logout(args: ClientArgs) -> anyhow::Result<ExitCode> {
 
 /// `mcpgate token URL`: the one command that prints a token.
 pub async fn token(args: ClientArgs) -> anyhow::Result<ExitCode> {
-    let c = client(&args)?;
-    println!("{}", c.token().await.map_err(with_body)?);
+    let prompter = Arc::new(Prompter::new());
+    let c = prompting_client(&args, &prompter)?;
+    let token = c.token().await;
+    prompter.stop();
+    println!("{}", token.map_err(with_body)?);
     Ok(ExitCode::SUCCESS)
 }
 
-/// `mcpgate tools URL`.
-pub async fn tools(args: ClientArgs) -> anyhow::Result<ExitCode> {
-    let c = client(&args)?;
-    let result = c.list_tools().await.map_err(with_body)?;
+/// `mcpgate tools URL`: one tool a line, name and description; with
+/// `--json`, `{"tools": [...]}` with the server's tool definitions as it
+/// sent them (and `next_cursor` when it has more).
+pub async fn tools(args: ClientArgs, output: Output) -> anyhow::Result<ExitCode> {
+    let prompter = Arc::new(Prompter::new());
+    let c = prompting_client(&args, &prompter)?;
+    signed_in(&c, &prompter).await?;
+    let result = c.list_tools().await;
+    prompter.stop();
+    let result = result.map_err(with_body)?;
+    if output.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&tools_document(&result))?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     for t in result["tools"].as_array().into_iter().flatten() {
         println!(
             "{}\t{}",
@@ -153,20 +185,44 @@ pub async fn tools(args: ClientArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `mcpgate call URL TOOL --args JSON`.
+/// `{"tools": [...], "next_cursor": ...}` from a `tools/list` result.
+fn tools_document(result: &Value) -> Value {
+    let mut doc = serde_json::json!({
+        "tools": result.get("tools").cloned().unwrap_or_else(|| Value::Array(Vec::new())),
+    });
+    if let Some(cursor) = result.get("nextCursor").filter(|c| !c.is_null()) {
+        doc["next_cursor"] = cursor.clone();
+    }
+    doc
+}
+
+/// `mcpgate call URL TOOL --args JSON`: the tool's result as the server
+/// sent it; with `--json`, `{"tool", "is_error", "result"}`. Exit 1 when
+/// the tool says it failed.
 pub async fn call(
     args: ClientArgs,
     tool: String,
     arguments: Option<String>,
+    output: Output,
 ) -> anyhow::Result<ExitCode> {
     let arguments: Value = match arguments {
         Some(text) => serde_json::from_str(&text).context("--args is not JSON")?,
         None => Value::Object(Default::default()),
     };
-    let c = client(&args)?;
-    let result = c.call_tool(&tool, arguments).await.map_err(with_body)?;
-    println!("{}", serde_json::to_string_pretty(&result)?);
-    Ok(if result["isError"] == true {
+    let prompter = Arc::new(Prompter::new());
+    let c = prompting_client(&args, &prompter)?;
+    signed_in(&c, &prompter).await?;
+    let result = c.call_tool(&tool, arguments).await;
+    prompter.stop();
+    let result = result.map_err(with_body)?;
+    let is_error = result["isError"] == true;
+    if output.json {
+        let doc = serde_json::json!({ "tool": tool, "is_error": is_error, "result": result });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    }
+    Ok(if is_error {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
@@ -175,7 +231,8 @@ pub async fn call(
 
 /// `mcpgate bridge URL`: newline-delimited JSON-RPC on stdin/stdout.
 pub async fn bridge(args: ClientArgs) -> anyhow::Result<ExitCode> {
-    let c = client(&args)?;
+    // Plain lines, no spinner: a host may read this stderr.
+    let c = client(&args, Arc::new(|m: &str| say(m)))?;
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut stdout = tokio::io::stdout();
     while let Some(line) = lines.next_line().await? {

@@ -1,19 +1,23 @@
 //! `mcpgate explain TOKEN`: what a person debugging a 401 needs. Decodes
 //! the token, runs the server's own validation with the same configuration,
 //! and says why it would be accepted or refused, and what to do about it.
+//! With `--json`, the same as one document (`verdict`, `reason.code`,
+//! `caller`, the decoded `header` and `claims`), never the token itself.
 
 use std::io::Read;
 use std::process::ExitCode;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use mcpgate_token::{ValidationError, ValidationPolicy};
+use mcpgate_token::{Principal, ValidationError, ValidationPolicy};
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::cli::ExplainArgs;
 use crate::validator;
 
-/// Prints the verdict; exit 0 when accepted, 1 when refused.
+/// Prints the verdict; exit 0 when accepted, 1 when refused, 2 when the
+/// token cannot be judged (the configuration is wrong).
 pub async fn run(args: ExplainArgs) -> anyhow::Result<ExitCode> {
     let token = if args.token == "-" {
         let mut s = String::new();
@@ -23,34 +27,179 @@ pub async fn run(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         args.token.trim().to_owned()
     };
     let token = token.strip_prefix("Bearer ").unwrap_or(&token).to_owned();
+    let json = args.output.json;
 
-    let mut parts = token.split('.');
-    let header = parts.next().and_then(decode);
-    let claims = parts.next().and_then(decode);
-    println!("header: {}", pretty(header.as_ref()));
-    println!("claims: {}", pretty(claims.as_ref()));
-    if let Some(c) = &claims {
-        print_times(c);
+    let mut report = Report::decode(&token, unix_now());
+    if !json {
+        report.print_token();
     }
 
-    let mut raw = args.config.load()?;
-    let embedded = !raw.has_issuer();
+    let mut raw = match args.config.load() {
+        Ok(raw) => raw,
+        Err(e) if json => {
+            report.cannot_validate(format!("{:#}", anyhow::Error::from(e)));
+            return report.finish(json);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    report.judged_as_dev_idp = !raw.has_issuer();
     let (policy, validator) = match validator::build_as_serve_would(&mut raw, &args.idp) {
         Ok(v) => v,
         Err(e) => {
-            println!("verdict: cannot validate: {e:#}");
-            return Ok(ExitCode::from(2));
+            report.cannot_validate(format!("{e:#}"));
+            return report.finish(json);
         }
     };
-    if embedded {
-        println!(
-            "judged as `mcpgate serve` with no issuer configured would: trusting its development IdP {}",
-            policy.issuers.join(", ")
-        );
-    }
-    let explanation = validator.explain(&token).await;
-    match explanation.verdict {
+    report.trusted_issuers = policy.issuers.clone();
+    match validator.explain(&token).await.verdict {
         Ok(p) => {
+            report.verdict = Verdict::Accepted;
+            report.caller = Some(Principal::clone(&p));
+        }
+        Err(e) => {
+            report.verdict = Verdict::Rejected;
+            report.reason = Some(Reason {
+                code: e.code(),
+                message: e.to_string(),
+                fix: fix(&e, &policy, report.judged_as_dev_idp),
+            });
+        }
+    }
+    report.finish(json)
+}
+
+/// What `explain` found: the text output's content, and with `--json` its
+/// document. The token itself, and its signature, are never part of it.
+#[derive(Debug, Serialize)]
+struct Report {
+    /// The decoded header, or null.
+    header: Value,
+    /// The decoded claims, or null.
+    claims: Value,
+    /// `iat`, `nbf` and `exp`, those present, with their distance from now.
+    times: serde_json::Map<String, Value>,
+    /// No issuer is configured: judged as `serve` would, against its
+    /// development IdP.
+    judged_as_dev_idp: bool,
+    /// The issuers the verdict trusts (empty when it could not be had).
+    trusted_issuers: Vec<String>,
+    /// `accepted`, `rejected` or `cannot_validate`.
+    verdict: Verdict,
+    /// Accepted: who the token stands for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    caller: Option<Principal>,
+    /// Rejected: the stable code, the reason and what to do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<Reason>,
+    /// Cannot validate: why (the configuration).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Verdict {
+    Accepted,
+    Rejected,
+    CannotValidate,
+}
+
+#[derive(Debug, Serialize)]
+struct Reason {
+    /// [`ValidationError::code`]: stable, for scripts.
+    code: &'static str,
+    message: String,
+    fix: String,
+}
+
+impl Report {
+    /// Decodes the header and the claims; nothing is verified yet.
+    fn decode(token: &str, now: i64) -> Self {
+        let mut parts = token.split('.');
+        let header = parts.next().and_then(decode).unwrap_or(Value::Null);
+        let claims = parts.next().and_then(decode).unwrap_or(Value::Null);
+        let mut times = serde_json::Map::new();
+        for name in ["iat", "nbf", "exp"] {
+            if let Some(t) = claims.get(name).and_then(Value::as_i64) {
+                times.insert(
+                    name.to_owned(),
+                    serde_json::json!({ "at": t, "seconds_from_now": t - now }),
+                );
+            }
+        }
+        Self {
+            header,
+            claims,
+            times,
+            judged_as_dev_idp: false,
+            trusted_issuers: Vec::new(),
+            verdict: Verdict::CannotValidate,
+            caller: None,
+            reason: None,
+            error: None,
+        }
+    }
+
+    fn cannot_validate(&mut self, error: String) {
+        self.verdict = Verdict::CannotValidate;
+        self.error = Some(error);
+    }
+
+    fn exit_code(&self) -> ExitCode {
+        match self.verdict {
+            Verdict::Accepted => ExitCode::SUCCESS,
+            Verdict::Rejected => ExitCode::FAILURE,
+            Verdict::CannotValidate => ExitCode::from(2),
+        }
+    }
+
+    /// Prints the verdict (the JSON document, or the text's second half)
+    /// and gives the exit code.
+    fn finish(self, json: bool) -> anyhow::Result<ExitCode> {
+        if json {
+            println!("{}", serde_json::to_string_pretty(&self)?);
+        } else {
+            self.print_verdict();
+        }
+        Ok(self.exit_code())
+    }
+
+    /// The text's first half: what the token says.
+    fn print_token(&self) {
+        println!("header: {}", pretty(&self.header));
+        println!("claims: {}", pretty(&self.claims));
+        for name in ["iat", "nbf", "exp"] {
+            if let Some(delta) = self
+                .times
+                .get(name)
+                .and_then(|t| t["seconds_from_now"].as_i64())
+            {
+                let when = if delta >= 0 {
+                    format!("in {delta} s")
+                } else {
+                    format!("{} s ago", -delta)
+                };
+                println!("  {name}: {when}");
+            }
+        }
+    }
+
+    /// The text's second half: the verdict.
+    fn print_verdict(&self) {
+        if self.verdict == Verdict::CannotValidate {
+            println!(
+                "verdict: cannot validate: {}",
+                self.error.as_deref().unwrap_or_default()
+            );
+            return;
+        }
+        if self.judged_as_dev_idp {
+            println!(
+                "judged as `mcpgate serve` with no issuer configured would: trusting its development IdP {}",
+                self.trusted_issuers.join(", ")
+            );
+        }
+        if let Some(p) = &self.caller {
             println!("verdict: ACCEPTED");
             println!(
                 "  caller: {} ({}), {} token from client app {}",
@@ -62,20 +211,20 @@ pub async fn run(args: ExplainArgs) -> anyhow::Result<ExitCode> {
                 p.kind.as_str(),
                 p.client_app_id.as_deref().unwrap_or("unknown")
             );
-            Ok(ExitCode::SUCCESS)
         }
-        Err(e) => {
-            println!("verdict: REJECTED ({})", e.code());
-            println!("  reason: {e}");
-            match &e {
-                ValidationError::KeysUnavailable(_) if embedded => println!(
-                    "  fix:    start the development IdP (`mcpgate serve` or `mcpgate idp`) with the same settings, or configure the issuer this token came from"
-                ),
-                _ => println!("  fix:    {}", hint(&e, &policy)),
-            }
-            Ok(ExitCode::FAILURE)
+        if let Some(r) = &self.reason {
+            println!("verdict: REJECTED ({})", r.code);
+            println!("  reason: {}", r.message);
+            println!("  fix:    {}", r.fix);
         }
     }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 fn decode(part: &str) -> Option<Value> {
@@ -85,26 +234,19 @@ fn decode(part: &str) -> Option<Value> {
         .and_then(|b| serde_json::from_slice(&b).ok())
 }
 
-fn pretty(v: Option<&Value>) -> String {
-    v.and_then(|v| serde_json::to_string_pretty(v).ok())
-        .unwrap_or_else(|| "(not decodable)".to_owned())
+fn pretty(v: &Value) -> String {
+    if v.is_null() {
+        return "(not decodable)".to_owned();
+    }
+    serde_json::to_string_pretty(v).unwrap_or_else(|_| "(not decodable)".to_owned())
 }
 
-fn print_times(claims: &Value) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    for name in ["iat", "nbf", "exp"] {
-        if let Some(t) = claims.get(name).and_then(Value::as_i64) {
-            let delta = t - now;
-            let when = if delta >= 0 {
-                format!("in {delta} s")
-            } else {
-                format!("{} s ago", -delta)
-            };
-            println!("  {name}: {when}");
-        }
+/// What to do about a refusal; with no issuer configured, missing keys
+/// mean the development IdP is not running.
+fn fix(e: &ValidationError, policy: &ValidationPolicy, dev_idp: bool) -> String {
+    match e {
+        ValidationError::KeysUnavailable(_) if dev_idp => "start the development IdP (`mcpgate serve` or `mcpgate idp`) with the same settings, or configure the issuer this token came from".to_owned(),
+        _ => hint(e, policy),
     }
 }
 

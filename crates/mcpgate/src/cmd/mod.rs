@@ -7,4 +7,5 @@ pub mod explain;
 pub mod idp;
 pub mod pins;
 pub mod serve;
+pub mod shell;
 pub mod stdio;

@@ -26,14 +26,18 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
     cargo build --release --locked -p mcpgate \
  && install -D -m 0755 target/release/mcpgate /out/bin/mcpgate \
- && install -d -m 0700 /out/data /out/data/broker /out/data/idp
+ && install -d -m 0755 /out/var/lib \
+ && install -d -m 0700 /out/var/lib/mcpgate /out/var/lib/mcpgate/broker /out/var/lib/mcpgate/idp
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 LABEL org.opencontainers.image.title="mcpgate" \
       org.opencontainers.image.description="Secures MCP servers with OAuth 2.1 and Microsoft Entra ID" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build /out/bin/mcpgate /usr/local/bin/mcpgate
-COPY --from=build --chown=65532:65532 /out/data /var/lib/mcpgate
+# Copying /var/lib/mcpgate as an entry of /var/lib keeps its mode (0700)
+# along with the new owner. A named volume mounted there starts as a copy
+# of it, owner and mode included.
+COPY --from=build --chown=65532:65532 /out/var/lib /var/lib
 # A container is reached from outside it: listen on every interface.
 # serve still refuses plain http off loopback unless --public-url is
 # https (TLS at the proxy in front), so a bare `docker run` fails closed.

@@ -220,6 +220,11 @@ pub async fn run(args: ServeArgs, traces: bool) -> anyhow::Result<ExitCode> {
     };
     settings.authorization_servers = authorization_servers.clone();
     if let Some(broker) = &broker {
+        // The broker's own keys are in this process; fetching them over
+        // HTTP from the public URL would make readiness depend on the load
+        // balancer already routing here.
+        let own = broker.config().issuer.as_str().to_owned();
+        readiness.keys.retain(|cache| cache.label() != own);
         // Clients ask the broker for its own scope names; its tokens
         // carry them, and the policy reads them as the API's.
         scopes = broker

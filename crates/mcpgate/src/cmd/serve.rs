@@ -42,10 +42,9 @@ const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 pub async fn run(args: ServeArgs, traces: bool) -> anyhow::Result<ExitCode> {
     let mut raw = args.config.load()?;
     let bind = args.bind.or(raw.bind).unwrap_or(validator::DEFAULT_BIND);
-    let metrics_bind = ops::metrics_addr(
-        args.metrics_bind.as_deref().or(raw.metrics_bind.as_deref()),
-        bind,
-    )?;
+    let metrics_setting = args.metrics_bind.as_deref().or(raw.metrics_bind.as_deref());
+    let metrics_bind = ops::metrics_addr(metrics_setting, bind)?;
+    let metrics_asked = metrics_setting.is_some();
     let drain_for = args
         .shutdown_timeout_secs
         .or(raw.shutdown_timeout_secs)
@@ -283,9 +282,22 @@ pub async fn run(args: ServeArgs, traces: bool) -> anyhow::Result<ExitCode> {
             track,
         ));
     let metrics_listener = match metrics_bind {
-        Some(at) => Some(tokio::net::TcpListener::bind(at).await.with_context(|| {
-            format!("cannot listen for metrics on {at} (--metrics-bind; `off` for none)")
-        })?),
+        Some(at) => match tokio::net::TcpListener::bind(at).await {
+            Ok(listener) => Some(listener),
+            // The default port taken (a second server on this machine):
+            // serving matters more than its metrics. One asked for fails.
+            Err(e) if !metrics_asked => {
+                tracing::warn!(
+                    "no metrics: cannot listen on {at}, the default ({e}); set --metrics-bind ADDR (or `off`)"
+                );
+                None
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "cannot listen for metrics on {at} (--metrics-bind; `off` for none)"
+                )));
+            }
+        },
         None => None,
     };
     let metrics_addr = metrics_listener

@@ -30,6 +30,7 @@ use rmcp::transport::common::http_header::HEADER_SESSION_ID;
 use serde_json::value::RawValue;
 
 use crate::auth::{self, AuthState};
+use crate::closing::Closing;
 use crate::gateway::credential::CallerToken;
 use crate::gateway::{Gateway, frame::Outcome, mux, reply};
 use crate::guard::{Guard, Target};
@@ -57,6 +58,7 @@ pub struct Endpoint {
     // go ([`crate::legacy`]).
     pub(crate) legacy:
         std::sync::Mutex<std::collections::HashMap<Arc<str>, tokio::sync::mpsc::Sender<Bytes>>>,
+    closing: Closing,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -91,7 +93,14 @@ impl Endpoint {
             gateway: None,
             guard: Arc::new(Guard::new(Arc::default(), None, None)),
             legacy: std::sync::Mutex::default(),
+            closing: Closing::default(),
         }
+    }
+
+    /// Ends standalone streams when `closing` is closed.
+    pub fn with_closing(mut self, closing: Closing) -> Self {
+        self.closing = closing;
+        self
     }
 
     /// Applies `guard` (policy, pins, audit) to every call.
@@ -149,7 +158,7 @@ pub async fn handle(State(ep): State<Arc<Endpoint>>, request: Request) -> Respon
                             )
                                 .into_response(),
                         },
-                        None => reply::standalone(links.standalone()),
+                        None => reply::standalone(links.standalone(), ep.closing.clone()),
                     },
                     None => method_not_allowed(),
                 },

@@ -37,6 +37,7 @@
 pub mod auth;
 pub mod bearer;
 pub mod challenge;
+pub mod closing;
 pub mod downstream;
 pub mod endpoint;
 pub mod gateway;
@@ -67,6 +68,7 @@ use url::Url;
 
 use crate::auth::AuthState;
 use crate::challenge::ChallengeContext;
+use crate::closing::Closing;
 use crate::downstream::UserDetailsSource;
 use crate::endpoint::Endpoint;
 use crate::gateway::{Gateway, GatewaySettings};
@@ -132,6 +134,8 @@ pub struct ResourceSettings {
     /// Tool calls per minute per user and per client application.
     /// Default: no limit.
     pub rate_limits: RateLimits,
+    /// Set when the server shuts down: standalone streams end.
+    pub closing: Closing,
 }
 
 impl ResourceSettings {
@@ -163,6 +167,7 @@ impl ResourceSettings {
             policy: Arc::default(),
             audit: None,
             rate_limits: RateLimits::default(),
+            closing: Closing::default(),
         }
     }
 
@@ -245,7 +250,11 @@ pub fn router_with_endpoint(
     if !settings.upstreams.is_empty() {
         endpoint = endpoint.with_gateway(Arc::new(Gateway::new(settings.upstreams.clone())));
     }
-    let endpoint = Arc::new(endpoint.with_guard(Arc::new(guard)));
+    let endpoint = Arc::new(
+        endpoint
+            .with_guard(Arc::new(guard))
+            .with_closing(settings.closing.clone()),
+    );
     let mut mcp = Router::new().route(MCP_PATH, any(endpoint::handle).with_state(endpoint.clone()));
     if !settings.upstreams.is_empty() {
         // Clients still on the 2024-11-05 transport reach the same upstream.

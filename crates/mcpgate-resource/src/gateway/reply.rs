@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use super::Forwarded;
 use super::resume::Streams;
+use crate::closing::Closing;
 use crate::wire;
 
 /// How a forwarded request ended.
@@ -206,14 +207,18 @@ pub fn event_stream(body: Body) -> Response {
 }
 
 /// The standalone stream of a session (`GET`): whatever the upstream sends
-/// that belongs to no request, until the client leaves or the session ends.
-pub fn standalone(events: mpsc::Receiver<Bytes>) -> Response {
-    let body = futures::stream::unfold(events, |mut events| async move {
-        let event = events.recv().await?;
+/// that belongs to no request, until the client leaves, the session ends or
+/// the server shuts down.
+pub fn standalone(events: mpsc::Receiver<Bytes>, closing: Closing) -> Response {
+    let body = futures::stream::unfold((events, closing), |(mut events, closing)| async move {
+        let event = tokio::select! {
+            event = events.recv() => event?,
+            () = closing.closed() => return None,
+        };
         let mut out = Vec::with_capacity(event.len() + 32);
         sse_event(&mut out, &event);
         drain(&mut events, &mut out);
-        Some((Ok::<_, Infallible>(Bytes::from(out)), events))
+        Some((Ok::<_, Infallible>(Bytes::from(out)), (events, closing)))
     });
     event_stream(Body::from_stream(body))
 }

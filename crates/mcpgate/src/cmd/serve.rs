@@ -408,6 +408,7 @@ pub async fn run(args: ServeArgs, traces: bool) -> anyhow::Result<ExitCode> {
     }
     let signalled = stopping.clone();
     let draining = readiness.clone();
+    let closing = settings.closing.clone();
     // The broker rate-limits registrations per peer address.
     let server = axum::serve(
         listener,
@@ -418,6 +419,9 @@ pub async fn run(args: ServeArgs, traces: bool) -> anyhow::Result<ExitCode> {
         draining
             .draining
             .store(true, std::sync::atomic::Ordering::Release);
+        // Standalone streams never end on their own: end them, so that
+        // only calls in flight hold the shutdown.
+        closing.close();
         tracing::info!(
             "shutting down: new connections refused, calls in flight have {} s to finish",
             drain_for.as_secs()

@@ -44,7 +44,7 @@ COPY --from=build --chown=65532:65532 /out/var/lib /var/lib
 ENV MCPGATE_DATA_DIR=/var/lib/mcpgate \
     MCPGATE_BIND=0.0.0.0:8080
 USER 65532:65532
-# 8080: MCP, the metadata, the broker, /healthz. 9090: metrics
+# 8080: MCP, the metadata, the broker, /healthz, /readyz. 9090: metrics
 # (--metrics-bind; keep it off the public network).
 EXPOSE 8080 9090
 ENTRYPOINT ["/usr/local/bin/mcpgate"]

@@ -258,6 +258,7 @@ async fn metrics_count_the_traffic_and_refusals_by_reason() {
 
 #[tokio::test]
 async fn sigterm_lets_calls_in_flight_finish_and_refuses_new_ones() {
+    const CALLS: usize = 6;
     let config = stdio_upstream(LOG_REQUESTS);
     let mut gateway = Gateway::start(
         "drain",
@@ -278,18 +279,39 @@ async fn sigterm_lets_calls_in_flight_finish_and_refuses_new_ones() {
         .await
         .expect("GET the standalone stream");
     assert_eq!(stream.status(), 200);
-    let in_flight = tokio::spawn(async move {
-        session
-            .call("fixture_sleep", json!({ "ms": 1500 }))
-            .await
-            .result()
-            .clone()
-    });
-    // Once the call has reached the upstream, stop the server.
+    // Under load: calls in flight on several sessions (a child each).
+    let mut sessions = vec![session];
+    for _ in 1..CALLS {
+        sessions.push(Session::open(&url, None).await);
+    }
+    let in_flight: Vec<_> = sessions
+        .into_iter()
+        .map(|mut session| {
+            tokio::spawn(async move {
+                session
+                    .call("fixture_sleep", json!({ "ms": 1500 }))
+                    .await
+                    .result()
+                    .clone()
+            })
+        })
+        .collect();
+    // Once every call has reached the upstream, stop the server.
     let reached = received("fixture_sleep");
-    gateway
-        .wait_for_log(&[reached[0].as_str(), reached[1].as_str()])
-        .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while gateway
+        .log()
+        .lines()
+        .filter(|l| reached.iter().all(|r| l.contains(r.as_str())))
+        .count()
+        < CALLS
+    {
+        assert!(
+            Instant::now() < deadline,
+            "calls never reached the upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let signalled = Instant::now();
     gateway.terminate();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -309,9 +331,11 @@ async fn sigterm_lets_calls_in_flight_finish_and_refuses_new_ones() {
     })
     .await;
     assert!(ended.is_ok(), "the standalone stream ends on shutdown");
-    let answer = in_flight.await.expect("the call's task");
-    assert_eq!(answer["isError"], false, "{answer}");
-    assert_eq!(answer["content"][0]["text"], "slept 1500 ms", "{answer}");
+    for call in in_flight {
+        let answer = call.await.expect("the call's task");
+        assert_eq!(answer["isError"], false, "{answer}");
+        assert_eq!(answer["content"][0]["text"], "slept 1500 ms", "{answer}");
+    }
     // Well before the 30 s deadline: nothing but the call held it.
     let status = gateway
         .exited_within(Duration::from_secs(15))

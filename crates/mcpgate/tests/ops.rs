@@ -268,7 +268,7 @@ async fn sigterm_lets_calls_in_flight_finish_and_refuses_new_ones() {
         None,
     );
     let url = gateway.mcp_url();
-    let mut session = Session::open(&url, None).await;
+    let session = Session::open(&url, None).await;
     // A standalone stream, which would never end on its own.
     let mut stream = reqwest::Client::new()
         .get(&url)

@@ -612,7 +612,9 @@ async fn on_behalf_of(
         }));
     }
     if claims["idtyp"] == "app" || claims.get("scp").is_none() {
-        return Err(AadError::from(TokenError::AssertionAppOnly));
+        return Err(AadError::from(TokenError::AssertionAppOnly {
+            client_id: client.client_id.clone(),
+        }));
     }
     let user = claims["oid"]
         .as_str()

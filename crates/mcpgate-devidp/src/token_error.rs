@@ -116,8 +116,12 @@ pub enum TokenError {
         /// The client presenting it.
         client_id: String,
     },
-    /// The OBO assertion is an app-only token (50013).
-    AssertionAppOnly,
+    /// The OBO assertion is an app-only token: Entra answers
+    /// `unauthorized_client` with 7000114, naming the client that asked.
+    AssertionAppOnly {
+        /// The client presenting it.
+        client_id: String,
+    },
     /// The OBO assertion's user is not in the directory (50034).
     AssertionUserGone,
     /// OBO asked for the client itself (90009).
@@ -288,9 +292,10 @@ impl From<TokenError> for AadError {
                     "Assertion audience does not match the Client app presenting the assertion. The audience in the assertion was '{aud}' and the expected audience is '{client_id}' or one of the Application Id URIs of this application."
                 ),
             ),
-            E::AssertionAppOnly => grant(
-                50013,
-                "Assertion is an application token; On-Behalf-Of needs a token issued to a user.",
+            E::AssertionAppOnly { client_id } => AadError::new(
+                "unauthorized_client",
+                7000114,
+                format!("Application '{client_id}' is not allowed to make application on-behalf-of calls."),
             ),
             E::AssertionUserGone => grant(50034, "The user account in the assertion does not exist."),
             E::OboForItself => AadError::new(

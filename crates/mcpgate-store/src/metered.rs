@@ -2,8 +2,9 @@
 //! wraps, into `mcpgate_store_operation_duration_seconds` by backend,
 //! operation and outcome.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -22,13 +23,19 @@ use crate::store::Store;
 pub struct Metered {
     inner: Arc<dyn Store>,
     backend: &'static str,
+    // Each (operation, outcome)'s histogram, looked up in the recorder once.
+    series: RwLock<HashMap<(&'static str, &'static str), metrics::Histogram>>,
 }
 
 impl Metered {
     /// Wraps `inner`, whose backend (`sqlite`, `redis`, `memory`) labels
     /// its series.
     pub fn wrap(inner: Arc<dyn Store>, backend: &'static str) -> Arc<dyn Store> {
-        Arc::new(Self { inner, backend })
+        Arc::new(Self {
+            inner,
+            backend,
+            series: RwLock::default(),
+        })
     }
 
     async fn time<T>(
@@ -39,14 +46,30 @@ impl Metered {
         let started = Instant::now();
         let result = call.await;
         let outcome = if result.is_ok() { "ok" } else { "error" };
-        metrics::histogram!(
-            "mcpgate_store_operation_duration_seconds",
-            "backend" => self.backend,
-            "op" => op,
-            "outcome" => outcome
-        )
-        .record(started.elapsed());
+        self.histogram(op, outcome).record(started.elapsed());
         result
+    }
+
+    fn histogram(&self, op: &'static str, outcome: &'static str) -> metrics::Histogram {
+        let known = self
+            .series
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(op, outcome))
+            .cloned();
+        known.unwrap_or_else(|| {
+            let histogram = metrics::histogram!(
+                "mcpgate_store_operation_duration_seconds",
+                "backend" => self.backend,
+                "op" => op,
+                "outcome" => outcome
+            );
+            self.series
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert((op, outcome), histogram.clone());
+            histogram
+        })
     }
 }
 

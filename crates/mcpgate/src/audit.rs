@@ -1,13 +1,14 @@
 //! The audit trail's wiring: the `[audit]` table and the [`Auditor`] that
 //! `serve` runs, writing JSON lines to a file and (by default) the store.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use anyhow::Context as _;
 use mcpgate_audit::{
     ArgumentPolicy, AuditEvent, AuditRecord, AuditSink, AuditStore, Auditor, AuditorOptions,
-    UpstreamOutcome,
+    Decision, UpstreamOutcome,
 };
 use mcpgate_store::{Store, StoreAudit};
 use serde::Deserialize;
@@ -91,7 +92,52 @@ const MAX_TOOL_LABELS: usize = 256;
 #[derive(Debug)]
 pub struct Observed {
     inner: Arc<Auditor>,
-    tools: std::sync::RwLock<std::collections::HashSet<Box<str>>>,
+    // Each tool's call counters, made once: a call then costs an atomic
+    // add, not a registry lookup with freshly allocated labels.
+    tools: RwLock<HashMap<Box<str>, Arc<ToolSeries>>>,
+    other: Arc<ToolSeries>,
+}
+
+/// The `mcpgate_tool_calls_total` counters of one tool label.
+#[derive(Debug)]
+struct ToolSeries {
+    label: String,
+    counters: RwLock<Vec<(AuditEvent, Decision, metrics::Counter)>>,
+}
+
+impl ToolSeries {
+    fn new(label: &str) -> Arc<Self> {
+        Arc::new(Self {
+            label: label.to_owned(),
+            counters: RwLock::default(),
+        })
+    }
+
+    fn count(&self, event: AuditEvent, decision: Decision) {
+        let known = read(&self.counters)
+            .iter()
+            .find(|(e, d, _)| *e == event && *d == decision)
+            .map(|(_, _, c)| c.clone());
+        let counter = known.unwrap_or_else(|| {
+            let counter = metrics::counter!(
+                "mcpgate_tool_calls_total",
+                "kind" => event.as_str(),
+                "tool" => self.label.clone(),
+                "decision" => decision.as_str()
+            );
+            write(&self.counters).push((event, decision, counter.clone()));
+            counter
+        });
+        counter.increment(1);
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Observed {
@@ -99,24 +145,26 @@ impl Observed {
     pub fn new(inner: Arc<Auditor>) -> Arc<Self> {
         Arc::new(Self {
             inner,
-            tools: Default::default(),
+            tools: RwLock::default(),
+            other: ToolSeries::new("other"),
         })
     }
 
-    // The tool's own name while few are known; `other` past the bound.
-    fn tool_label(&self, tool: &str) -> String {
-        let known = |set: &std::collections::HashSet<Box<str>>| set.contains(tool);
-        if self.tools.read().map(|s| known(&s)).unwrap_or(false) {
-            return tool.to_owned();
+    // The tool's own series while few are known; `other` past the bound.
+    fn tool_series(&self, tool: &str) -> Arc<ToolSeries> {
+        if let Some(series) = read(&self.tools).get(tool) {
+            return series.clone();
         }
-        let Ok(mut set) = self.tools.write() else {
-            return "other".to_owned();
-        };
-        if set.len() < MAX_TOOL_LABELS {
-            set.insert(tool.into());
-            return tool.to_owned();
+        let mut tools = write(&self.tools);
+        if let Some(series) = tools.get(tool) {
+            return series.clone();
         }
-        "other".to_owned()
+        if tools.len() >= MAX_TOOL_LABELS {
+            return self.other.clone();
+        }
+        let series = ToolSeries::new(tool);
+        tools.insert(tool.into(), series.clone());
+        series
     }
 
     fn observe(&self, r: &AuditRecord) {
@@ -142,14 +190,8 @@ impl Observed {
                 if let Some(tool) = &r.tool {
                     span.record("mcp.tool", tool.as_str());
                 }
-                let tool = self.tool_label(r.tool.as_deref().unwrap_or(""));
-                metrics::counter!(
-                    "mcpgate_tool_calls_total",
-                    "kind" => r.event.as_str(),
-                    "tool" => tool,
-                    "decision" => decision
-                )
-                .increment(1);
+                self.tool_series(r.tool.as_deref().unwrap_or(""))
+                    .count(r.event, r.decision);
                 if let Some(outcome) = r.upstream_outcome {
                     let upstream = r.upstream.clone().unwrap_or_default();
                     metrics::counter!(

@@ -506,7 +506,7 @@ impl TokenSource for DirectObo {
             // round trip.
             if caller.kind == mcpgate_token::TokenKind::AppOnly {
                 return Err(CredentialError::Unavailable(
-                    "On-Behalf-Of acts for a user, and this caller is an application acting for itself".into(),
+                    "On-Behalf-Of acts for a user, and this caller is an application acting for itself (Entra would refuse it: AADSTS7000114); give the upstream an application token of its own instead".into(),
                 ));
             }
             let Some(presented) = presented else {

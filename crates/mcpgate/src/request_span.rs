@@ -3,16 +3,18 @@
 //! with tracing on, the OpenTelemetry attributes and the caller's
 //! `traceparent` as parent. Also the request counters and latency.
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::hash::{BuildHasher as _, Hasher as _};
-use std::sync::Arc;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderValue};
-use axum::middleware::Next;
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderMap, HeaderValue, Method};
 use axum::response::Response;
-use tracing::Instrument as _;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
@@ -30,6 +32,7 @@ pub struct Tracking {
     // a random draw per request.
     prefix: u32,
     next: AtomicU64,
+    routes: RwLock<HashMap<Box<str>, Arc<RouteSeries>>>,
 }
 
 impl Tracking {
@@ -43,6 +46,7 @@ impl Tracking {
             traces,
             prefix,
             next: AtomicU64::new(1),
+            routes: RwLock::default(),
         })
     }
 
@@ -102,22 +106,84 @@ pub fn inject_trace_context(headers: &mut HeaderMap) {
     });
 }
 
-/// The middleware: `axum::middleware::from_fn_with_state(tracking, track)`,
-/// as a route layer so that the matched route is known.
-pub async fn track(
-    State(tracking): State<Arc<Tracking>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let started = Instant::now();
-    let id = tracking.request_id(request.headers());
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |p| p.as_str())
-        .to_owned();
-    let method = request.method().clone();
-    let span = if tracking.traces {
+/// The request series' handles for one route, made once: a request then
+/// costs an atomic add and a histogram push, not a registry lookup with
+/// freshly allocated labels.
+#[derive(Debug)]
+struct RouteSeries {
+    route: Box<str>,
+    duration: metrics::Histogram,
+    counts: RwLock<Vec<(&'static str, u16, metrics::Counter)>>,
+}
+
+impl RouteSeries {
+    fn count(&self, method: &'static str, status: u16) {
+        let known = read(&self.counts)
+            .iter()
+            .find(|(m, s, _)| *m == method && *s == status)
+            .map(|(_, _, c)| c.clone());
+        let counter = known.unwrap_or_else(|| {
+            let counter = metrics::counter!(
+                "mcpgate_http_requests_total",
+                "route" => self.route.to_string(),
+                "method" => method,
+                "status" => status.to_string()
+            );
+            write(&self.counts).push((method, status, counter.clone()));
+            counter
+        });
+        counter.increment(1);
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|p| p.into_inner())
+}
+
+// Methods as labels: the standard ones, else `other` (a route taking any
+// method would otherwise let a caller mint series).
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+impl Tracking {
+    fn series(&self, route: &str) -> Arc<RouteSeries> {
+        if let Some(series) = read(&self.routes).get(route) {
+            return series.clone();
+        }
+        write(&self.routes)
+            .entry(route.into())
+            .or_insert_with(|| {
+                Arc::new(RouteSeries {
+                    route: route.into(),
+                    duration: metrics::histogram!(
+                        "mcpgate_http_request_duration_seconds",
+                        "route" => route.to_owned()
+                    ),
+                    counts: RwLock::default(),
+                })
+            })
+            .clone()
+    }
+
+    fn span(&self, request: &Request, id: &str, route: &str) -> tracing::Span {
+        if !self.traces {
+            return tracing::info_span!(target: "mcpgate::request", "request", id = %id);
+        }
+        let method = request.method();
         let span = tracing::info_span!(
             target: "mcpgate::request",
             "request",
@@ -130,7 +196,6 @@ pub async fn track(
             enduser.id = Empty,
             enduser.tenant = Empty,
             client.app = Empty,
-            mcp.method = Empty,
             mcp.tool = Empty,
             decision = Empty,
         );
@@ -139,25 +204,113 @@ pub async fn track(
         });
         let _ = span.set_parent(parent);
         span
-    } else {
-        tracing::info_span!(target: "mcpgate::request", "request", id = %id)
-    };
-    let mut response = next.run(request).instrument(span.clone()).await;
-    let status = response.status();
-    span.record("http.response.status_code", status.as_u16());
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(REQUEST_ID, value);
     }
-    metrics::counter!(
-        "mcpgate_http_requests_total",
-        "route" => route.clone(),
-        "method" => method.as_str().to_owned(),
-        "status" => status.as_str().to_owned()
-    )
-    .increment(1);
-    metrics::histogram!("mcpgate_http_request_duration_seconds", "route" => route)
-        .record(started.elapsed());
-    response
+}
+
+/// The layer: a route layer (`Router::route_layer`), so that the matched
+/// route is known. A service of its own rather than `from_fn`, which would
+/// clone the route's boxed service and box a future on every request.
+#[derive(Debug, Clone)]
+pub struct TrackLayer(pub Arc<Tracking>);
+
+impl<S> tower::Layer<S> for TrackLayer {
+    type Service = Track<S>;
+
+    fn layer(&self, inner: S) -> Track<S> {
+        Track {
+            inner,
+            tracking: self.0.clone(),
+        }
+    }
+}
+
+/// [`TrackLayer`]'s service.
+#[derive(Debug, Clone)]
+pub struct Track<S> {
+    inner: S,
+    tracking: Arc<Tracking>,
+}
+
+impl<S> tower::Service<Request> for Track<S>
+where
+    S: tower::Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Tracked<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let started = Instant::now();
+        let id = self.tracking.request_id(request.headers());
+        let route = request
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or("unmatched", |p| p.as_str());
+        let series = self.tracking.series(route);
+        let span = self.tracking.span(&request, &id, &series.route);
+        let method = method_label(request.method());
+        let future = {
+            let _entered = span.enter();
+            self.inner.call(request)
+        };
+        Tracked {
+            future,
+            span,
+            state: Some(Pending {
+                started,
+                id,
+                method,
+                series,
+            }),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Pending {
+    started: Instant,
+    id: String,
+    method: &'static str,
+    series: Arc<RouteSeries>,
+}
+
+pin_project_lite::pin_project! {
+    /// A request's response, polled inside its span; counted and given its
+    /// id once ready.
+    pub struct Tracked<F> {
+        #[pin]
+        future: F,
+        span: tracing::Span,
+        state: Option<Pending>,
+    }
+}
+
+impl<F, E> Future for Tracked<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let _entered = this.span.enter();
+        let mut result = std::task::ready!(this.future.poll(cx));
+        if let (Ok(response), Some(done)) = (&mut result, this.state.take()) {
+            let status = response.status();
+            this.span
+                .record("http.response.status_code", status.as_u16());
+            if let Ok(value) = HeaderValue::from_str(&done.id) {
+                response.headers_mut().insert(REQUEST_ID, value);
+            }
+            done.series.count(done.method, status.as_u16());
+            done.series.duration.record(done.started.elapsed());
+        }
+        Poll::Ready(result)
+    }
 }
 
 #[cfg(test)]

@@ -392,3 +392,41 @@ async fn obo_refuses_assertions_for_another_audience() {
         .await;
     assert_entra_error(status, &body, 400, "invalid_grant", 50013);
 }
+
+/// An application's own token cannot be exchanged: Entra refuses with
+/// AADSTS7000114, naming the middle tier that asked.
+#[tokio::test]
+async fn obo_refuses_app_only_assertions_as_entra_does() {
+    let idp = Idp::start("obo-app").await;
+    let daemon_secret = idp.secret(DAEMON);
+    let scope = format!("api://{API}/.default");
+    let (status, body) = idp
+        .token(&[
+            ("client_id", DAEMON),
+            ("client_secret", &daemon_secret),
+            ("grant_type", "client_credentials"),
+            ("scope", &scope),
+        ])
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let app_token = body["access_token"].as_str().expect("at").to_owned();
+    let api_secret = idp.secret(API);
+    let (status, body) = idp
+        .token(&[
+            ("client_id", API),
+            ("client_secret", &api_secret),
+            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+            ("requested_token_use", "on_behalf_of"),
+            ("assertion", &app_token),
+            ("scope", "User.Read"),
+        ])
+        .await;
+    assert_entra_error(status, &body, 400, "unauthorized_client", 7000114);
+    let description = body["error_description"].as_str().unwrap_or_default();
+    assert!(
+        description.contains(&format!(
+            "Application '{API}' is not allowed to make application on-behalf-of calls"
+        )),
+        "{description}"
+    );
+}

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::cli::ServeArgs;
 use crate::config::{BrokerMode, ConfigError};
-use crate::request_span::{Tracking, track};
+use crate::request_span::{TrackLayer, Tracking};
 use crate::{audit, broker, devidp, gateway, ops, policy_watch, ready, validator};
 
 /// What the ready file says.
@@ -277,10 +277,7 @@ pub async fn run(args: ServeArgs, traces: bool) -> anyhow::Result<ExitCode> {
             "/readyz",
             axum::routing::get(ops::readyz).with_state(readiness.clone()),
         )
-        .route_layer(axum::middleware::from_fn_with_state(
-            Tracking::new(traces),
-            track,
-        ));
+        .route_layer(TrackLayer(Tracking::new(traces)));
     let metrics_listener = match metrics_bind {
         Some(at) => match tokio::net::TcpListener::bind(at).await {
             Ok(listener) => Some(listener),

@@ -49,8 +49,31 @@ pub async fn run(args: ServeArgs, traces: bool) -> anyhow::Result<ExitCode> {
         .shutdown_timeout_secs
         .or(raw.shutdown_timeout_secs)
         .map_or(DEFAULT_SHUTDOWN_TIMEOUT, Duration::from_secs);
-    // Counters from the first request on; the listener comes up later.
-    let scrape = ops::install_recorder().context("installing the metrics recorder")?;
+    let metrics_listener = match metrics_bind {
+        Some(at) => match tokio::net::TcpListener::bind(at).await {
+            Ok(listener) => Some(listener),
+            // The default port taken (a second server on this machine):
+            // serving matters more than its metrics. One asked for fails.
+            Err(e) if !metrics_asked => {
+                tracing::warn!(
+                    "no metrics: cannot listen on {at}, the default ({e}); set --metrics-bind ADDR (or `off`)"
+                );
+                None
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "cannot listen for metrics on {at} (--metrics-bind; `off` for none)"
+                )));
+            }
+        },
+        None => None,
+    };
+    // Counters from the first request on, and only when someone can read
+    // them: with no metrics listener every count is a no-op.
+    let scrape = match &metrics_listener {
+        Some(_) => Some(ops::install_recorder().context("installing the metrics recorder")?),
+        None => None,
+    };
     if args.no_auth && !bind.ip().is_loopback() {
         bail!(
             "--no-auth is refused unless the server is bound to a loopback address (it was {bind})"
@@ -249,13 +272,13 @@ pub async fn run(args: ServeArgs, traces: bool) -> anyhow::Result<ExitCode> {
     let readiness = Arc::new(readiness);
     let open_sessions = endpoint.clone();
     let dropped = auditor.clone();
-    let scrape = ops::Scrape {
-        handle: scrape,
+    let scrape = scrape.map(|handle| ops::Scrape {
+        handle,
         gauges: Arc::new(move || {
             metrics::gauge!("mcpgate_sessions_open").set(open_sessions.sessions().len() as f64);
             metrics::counter!("mcpgate_audit_records_dropped_total").absolute(dropped.dropped());
         }),
-    };
+    });
     if !settings.upstreams.is_empty() {
         // Idle sessions end on time, and their children with them.
         let every =
@@ -278,25 +301,6 @@ pub async fn run(args: ServeArgs, traces: bool) -> anyhow::Result<ExitCode> {
             axum::routing::get(ops::readyz).with_state(readiness.clone()),
         )
         .route_layer(TrackLayer(Tracking::new(traces)));
-    let metrics_listener = match metrics_bind {
-        Some(at) => match tokio::net::TcpListener::bind(at).await {
-            Ok(listener) => Some(listener),
-            // The default port taken (a second server on this machine):
-            // serving matters more than its metrics. One asked for fails.
-            Err(e) if !metrics_asked => {
-                tracing::warn!(
-                    "no metrics: cannot listen on {at}, the default ({e}); set --metrics-bind ADDR (or `off`)"
-                );
-                None
-            }
-            Err(e) => {
-                return Err(anyhow::Error::new(e).context(format!(
-                    "cannot listen for metrics on {at} (--metrics-bind; `off` for none)"
-                )));
-            }
-        },
-        None => None,
-    };
     let metrics_addr = metrics_listener
         .as_ref()
         .map(|l| l.local_addr())
@@ -388,7 +392,7 @@ pub async fn run(args: ServeArgs, traces: bool) -> anyhow::Result<ExitCode> {
     // connections, calls in flight finish; past the deadline, exit anyway.
     let stopping = Arc::new(tokio::sync::Notify::new());
     let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(false);
-    if let Some(listener) = metrics_listener {
+    if let (Some(listener), Some(scrape)) = (metrics_listener, scrape) {
         let router = ops::router(scrape, readiness.clone());
         let mut stopped = metrics_stopped;
         tokio::spawn(async move {

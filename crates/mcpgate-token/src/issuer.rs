@@ -103,6 +103,26 @@ pub fn entra_issuers(authority: &str, tenant: &str) -> [String; 2] {
     ]
 }
 
+/// The host suffix of Microsoft Entra External ID (CIAM) authorities.
+pub const CIAM_HOST_SUFFIX: &str = ".ciamlogin.com";
+
+/// Whether `authority` is an External ID (CIAM) one,
+/// `https://<name>.ciamlogin.com`.
+pub fn is_ciam_authority(authority: &str) -> bool {
+    Url::parse(authority)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+        .is_some_and(|host| host.ends_with(CIAM_HOST_SUFFIX))
+}
+
+/// The issuer an External ID tenant's tokens carry, whichever of its
+/// domains signed the user in: `https://<tenant-id>.ciamlogin.com/<tenant-id>/v2.0`.
+/// Its discovery document is served there too. External ID issues v2.0
+/// tokens only, so there is no `sts.windows.net` form.
+pub fn ciam_issuer(tenant_id: &str) -> String {
+    format!("https://{tenant_id}{CIAM_HOST_SUFFIX}/{tenant_id}/v2.0")
+}
+
 pub(crate) fn is_loopback_host(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
@@ -117,6 +137,23 @@ mod tests {
     use super::*;
 
     const TID: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+
+    #[test]
+    fn external_id_authorities_and_their_issuer() {
+        assert!(is_ciam_authority("https://contoso.ciamlogin.com"));
+        assert!(is_ciam_authority("https://Contoso.CIAMLOGIN.com/"));
+        assert!(!is_ciam_authority("https://login.microsoftonline.com"));
+        assert!(!is_ciam_authority("https://ciamlogin.com.evil.example"));
+        assert_eq!(
+            ciam_issuer(TID),
+            format!("https://{TID}.ciamlogin.com/{TID}/v2.0")
+        );
+        let p = IssuerPattern::parse(&ciam_issuer(TID)).expect("valid");
+        assert_eq!(
+            p.matches(&ciam_issuer(TID), Some(TID)),
+            IssuerMatch::Matches
+        );
+    }
 
     #[test]
     fn exact_issuers_match_to_the_letter() {

@@ -314,9 +314,23 @@ pub struct RawEntra {
     /// The exposed scope. Default `mcp:tools`.
     #[serde(default = "default_scope")]
     pub scope: String,
-    /// Authority host. Default `https://login.microsoftonline.com`.
+    /// Authority host. Default `https://login.microsoftonline.com`; an
+    /// External ID (CIAM) tenant's `https://<name>.ciamlogin.com`.
     #[serde(default = "default_authority")]
     pub authority: String,
+    /// An External ID (CIAM) tenant: tokens carry
+    /// `https://<tenant-id>.ciamlogin.com/<tenant-id>/v2.0`. Default: when
+    /// the authority is on `ciamlogin.com`; set it for a custom domain.
+    #[serde(default)]
+    pub external_id: Option<bool>,
+}
+
+impl RawEntra {
+    /// Whether the tenant is an External ID (CIAM) one.
+    pub fn is_external_id(&self) -> bool {
+        self.external_id
+            .unwrap_or_else(|| mcpgate_token::issuer::is_ciam_authority(&self.authority))
+    }
 }
 
 fn default_scope() -> String {
@@ -404,6 +418,11 @@ pub enum ConfigError {
         "no audience is configured: give --audience with this server's API identifier (api://<app-id>)"
     )]
     NoAudience,
+    /// An External ID tenant named by anything but its id.
+    #[error(
+        "[auth.entra] external_id: an External ID (CIAM) tenant is single-tenant; give its Directory (tenant) ID as tenant_id"
+    )]
+    ExternalIdTenant,
     /// The policy does not compile.
     #[error("invalid auth configuration: {0}")]
     Policy(#[from] mcpgate_token::PolicyError),
@@ -452,7 +471,16 @@ impl RawConfig {
             } else {
                 e.tenant_id.as_str()
             };
-            policy.issuers.extend(entra_issuers(&e.authority, tenant));
+            if e.is_external_id() {
+                if is_multi_tenant(&e.tenant_id) {
+                    return Err(ConfigError::ExternalIdTenant);
+                }
+                policy
+                    .issuers
+                    .push(mcpgate_token::issuer::ciam_issuer(&e.tenant_id));
+            } else {
+                policy.issuers.extend(entra_issuers(&e.authority, tenant));
+            }
             policy.audiences.push(format!("api://{}", e.app_id));
             policy.audiences.push(e.app_id.clone());
             policy
@@ -499,6 +527,9 @@ impl RawConfig {
     /// multi-tenant app), if the shorthand is used.
     pub fn entra_v2_issuer(&self) -> Option<String> {
         let e = self.auth.entra.as_ref()?;
+        if e.is_external_id() {
+            return Some(mcpgate_token::issuer::ciam_issuer(&e.tenant_id));
+        }
         let tenant = if is_multi_tenant(&e.tenant_id) {
             "organizations"
         } else {
@@ -588,6 +619,33 @@ mod tests {
             raw.authorization_servers(&p),
             ["https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47/v2.0"]
         );
+    }
+
+    #[test]
+    fn an_external_id_tenant_trusts_its_ciam_issuer_alone() {
+        let tid = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+        let ciam = format!("https://{tid}.ciamlogin.com/{tid}/v2.0");
+        let raw = from_toml(&format!(
+            "[auth.entra]\ntenant_id = \"{tid}\"\napp_id = \"a\"\nauthority = \"https://contoso.ciamlogin.com\"\n"
+        ))
+        .expect("parses");
+        let p = raw.policy().expect("valid");
+        assert_eq!(p.issuers, std::slice::from_ref(&ciam));
+        assert_eq!(raw.authorization_servers(&p), std::slice::from_ref(&ciam));
+        assert_eq!(raw.entra_v1_issuer_index(&p), None);
+
+        // A custom domain says so itself.
+        let raw = from_toml(&format!(
+            "[auth.entra]\ntenant_id = \"{tid}\"\napp_id = \"a\"\nauthority = \"https://login.contoso.com\"\nexternal_id = true\n"
+        ))
+        .expect("parses");
+        assert_eq!(raw.policy().expect("valid").issuers, [ciam]);
+
+        let raw = from_toml(
+            "[auth.entra]\ntenant_id = \"organizations\"\napp_id = \"a\"\nauthority = \"https://contoso.ciamlogin.com\"\n",
+        )
+        .expect("parses");
+        assert!(matches!(raw.policy(), Err(ConfigError::ExternalIdTenant)));
     }
 
     #[test]

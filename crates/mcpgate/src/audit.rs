@@ -14,6 +14,7 @@ use mcpgate_store::{Store, StoreAudit};
 use serde::Deserialize;
 
 use crate::config::RawConfig;
+use crate::series::{Handles, read, write};
 
 /// The JSON-lines file's name in the data directory.
 pub const DEFAULT_FILE: &str = "audit.jsonl";
@@ -102,42 +103,29 @@ pub struct Observed {
 #[derive(Debug)]
 struct ToolSeries {
     label: String,
-    counters: RwLock<Vec<(AuditEvent, Decision, metrics::Counter)>>,
+    counters: Handles<(AuditEvent, Decision), metrics::Counter>,
 }
 
 impl ToolSeries {
     fn new(label: &str) -> Arc<Self> {
         Arc::new(Self {
             label: label.to_owned(),
-            counters: RwLock::default(),
+            counters: Handles::default(),
         })
     }
 
     fn count(&self, event: AuditEvent, decision: Decision) {
-        let known = read(&self.counters)
-            .iter()
-            .find(|(e, d, _)| *e == event && *d == decision)
-            .map(|(_, _, c)| c.clone());
-        let counter = known.unwrap_or_else(|| {
-            let counter = metrics::counter!(
-                "mcpgate_tool_calls_total",
-                "kind" => event.as_str(),
-                "tool" => self.label.clone(),
-                "decision" => decision.as_str()
-            );
-            write(&self.counters).push((event, decision, counter.clone()));
-            counter
-        });
-        counter.increment(1);
+        self.counters
+            .get((event, decision), || {
+                metrics::counter!(
+                    "mcpgate_tool_calls_total",
+                    "kind" => event.as_str(),
+                    "tool" => self.label.clone(),
+                    "decision" => decision.as_str()
+                )
+            })
+            .increment(1);
     }
-}
-
-fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(|p| p.into_inner())
-}
-
-fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Observed {

@@ -13,6 +13,7 @@ mod pins;
 mod policy_watch;
 mod ready;
 mod request_span;
+mod series;
 mod telemetry;
 mod validator;
 mod waiting;

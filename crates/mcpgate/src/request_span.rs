@@ -16,6 +16,8 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderMap, HeaderValue, Method};
 use axum::response::Response;
 use tracing::field::Empty;
+
+use crate::series::{Handles, read, write};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// The header a request id travels in.
@@ -113,35 +115,22 @@ pub fn inject_trace_context(headers: &mut HeaderMap) {
 struct RouteSeries {
     route: Box<str>,
     duration: metrics::Histogram,
-    counts: RwLock<Vec<(&'static str, u16, metrics::Counter)>>,
+    counts: Handles<(&'static str, u16), metrics::Counter>,
 }
 
 impl RouteSeries {
     fn count(&self, method: &'static str, status: u16) {
-        let known = read(&self.counts)
-            .iter()
-            .find(|(m, s, _)| *m == method && *s == status)
-            .map(|(_, _, c)| c.clone());
-        let counter = known.unwrap_or_else(|| {
-            let counter = metrics::counter!(
-                "mcpgate_http_requests_total",
-                "route" => self.route.to_string(),
-                "method" => method,
-                "status" => status.to_string()
-            );
-            write(&self.counts).push((method, status, counter.clone()));
-            counter
-        });
-        counter.increment(1);
+        self.counts
+            .get((method, status), || {
+                metrics::counter!(
+                    "mcpgate_http_requests_total",
+                    "route" => self.route.to_string(),
+                    "method" => method,
+                    "status" => status.to_string()
+                )
+            })
+            .increment(1);
     }
-}
-
-fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    lock.read().unwrap_or_else(|p| p.into_inner())
-}
-
-fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(|p| p.into_inner())
 }
 
 // Methods as labels: the standard ones, else `other` (a route taking any
@@ -173,7 +162,7 @@ impl Tracking {
                         "mcpgate_http_request_duration_seconds",
                         "route" => route.to_owned()
                     ),
-                    counts: RwLock::default(),
+                    counts: Handles::default(),
                 })
             })
             .clone()

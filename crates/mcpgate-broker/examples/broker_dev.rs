@@ -45,6 +45,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 std::fs::read_to_string(secret_file)?.trim(),
             )),
             scopes: vec![format!("api://{DEFAULT_API_APP_ID}/mcp:tools")],
+            resource: None,
         },
         http,
     )

@@ -53,6 +53,11 @@ pub struct UpstreamConfig {
     /// The scopes the broker asks for the user, besides sign-in's
     /// (`api://<app>/mcp:tools` for a token it can exchange On-Behalf-Of).
     pub scopes: Vec<String>,
+    /// RFC 8707 `resource` for the sign-in: the MCP server's URL when it is
+    /// the API's Application ID URI (the scopes are `<it>/<name>`), else
+    /// none. Entra v2 refuses any other value next to scopes
+    /// (AADSTS9010010).
+    pub resource: Option<String>,
 }
 
 /// The upstream could not be used.
@@ -98,6 +103,7 @@ pub struct Upstream {
     client_id: String,
     credential: UpstreamCredential,
     scopes: Vec<String>,
+    resource: Option<String>,
     http: reqwest::Client,
 }
 
@@ -144,6 +150,7 @@ impl Upstream {
             client_id: config.client_id,
             credential: config.credential,
             scopes: config.scopes,
+            resource: config.resource,
             http,
         })
     }
@@ -158,8 +165,9 @@ impl Upstream {
         &self.client_id
     }
 
-    /// Where to send the user. No RFC 8707 `resource`: Entra's v2 endpoint
-    /// refuses it next to scopes (AADSTS9010010); the scopes name the API.
+    /// Where to send the user. RFC 8707 `resource` only when it is the
+    /// API's identifier URI: Entra's v2 endpoint refuses any other value
+    /// next to scopes (AADSTS9010010).
     pub fn authorization_url(&self, request: &UpstreamAuthorization<'_>) -> Url {
         let mut url = self.authorization_endpoint.clone();
         {
@@ -176,6 +184,9 @@ impl Upstream {
             if let Some(hint) = request.login_hint {
                 q.append_pair("login_hint", hint);
             }
+            if let Some(resource) = &self.resource {
+                q.append_pair("resource", resource);
+            }
         }
         url
     }
@@ -188,7 +199,7 @@ impl Upstream {
         redirect_uri: &str,
         verifier: &str,
     ) -> Result<TokenSet, UpstreamError> {
-        self.token(vec![
+        self.token_for_api(vec![
             ("grant_type", "authorization_code".to_owned()),
             ("code", code.to_owned()),
             ("redirect_uri", redirect_uri.to_owned()),
@@ -200,7 +211,7 @@ impl Upstream {
 
     /// Refreshes the broker's upstream grant for a user.
     pub async fn refresh(&self, refresh_token: &str) -> Result<TokenSet, UpstreamError> {
-        self.token(vec![
+        self.token_for_api(vec![
             ("grant_type", "refresh_token".to_owned()),
             ("refresh_token", refresh_token.to_owned()),
             ("scope", self.scope()),
@@ -244,6 +255,18 @@ impl Upstream {
             .chain(SIGN_IN_SCOPES)
             .collect::<Vec<_>>()
             .join(" ")
+    }
+
+    /// A token request for the API the broker signs users in to: with its
+    /// `resource`, when it has one.
+    async fn token_for_api(
+        &self,
+        mut form: Vec<(&str, String)>,
+    ) -> Result<TokenSet, UpstreamError> {
+        if let Some(resource) = &self.resource {
+            form.push(("resource", resource.clone()));
+        }
+        self.token(form).await
     }
 
     async fn token(&self, form: Vec<(&str, String)>) -> Result<TokenSet, UpstreamError> {

@@ -181,7 +181,7 @@ impl Client {
             &meta,
             grant.has_user(),
         );
-        let resource = scopes::resource_indicator(prm.as_ref(), &meta);
+        let resource = scopes::resource_indicator(prm.as_ref(), &meta, &scopes);
 
         let mut identity = registration::identify(
             &self.http,

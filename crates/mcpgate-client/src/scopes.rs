@@ -43,11 +43,41 @@ pub fn with_entra_rules(mut scopes: Vec<String>, meta: &AuthServer, user: bool) 
     scopes
 }
 
-/// The RFC 8707 `resource` to send: the MCP server's identifier, except at
-/// Entra v2, which refuses it next to v2 scopes (AADSTS9010010).
-pub fn resource_indicator(prm: Option<&ProtectedResource>, meta: &AuthServer) -> Option<String> {
-    prm.filter(|_| !meta.is_entra_v2())
-        .map(|p| p.resource.clone())
+/// The RFC 8707 `resource` to send: the MCP server's identifier. Entra v2
+/// accepts it only when it names the API the scopes are for, that is when
+/// the server's URL is the API's Application ID URI (as Microsoft's guide
+/// for MCP servers registers it); any other value next to v2 scopes is
+/// AADSTS9010010. There it is sent exactly when every API scope is
+/// `<resource>/<name>`, and never otherwise.
+pub fn resource_indicator(
+    prm: Option<&ProtectedResource>,
+    meta: &AuthServer,
+    scopes: &[String],
+) -> Option<String> {
+    let resource = &prm?.resource;
+    if !meta.is_entra_v2() || names_every_api_scope(resource, scopes) {
+        Some(resource.clone())
+    } else {
+        None
+    }
+}
+
+/// Whether `scopes` name at least one API scope and every one of them
+/// belongs to `identifier` (compared as Entra does: case-insensitive, with
+/// or without a trailing slash). The OpenID scopes belong to no API.
+pub fn names_every_api_scope(identifier: &str, scopes: &[String]) -> bool {
+    const OPENID: [&str; 4] = ["openid", "profile", "email", "offline_access"];
+    let identifier = identifier.trim_end_matches('/');
+    let mut api = scopes
+        .iter()
+        .filter(|s| !OPENID.iter().any(|o| o.eq_ignore_ascii_case(s)))
+        .peekable();
+    api.peek().is_some()
+        && api.all(|s| {
+            s.rsplit_once('/').is_some_and(|(prefix, name)| {
+                !name.is_empty() && prefix.eq_ignore_ascii_case(identifier)
+            })
+        })
 }
 
 fn union(a: &[String], b: &[String]) -> Vec<String> {
@@ -126,10 +156,39 @@ mod tests {
             with_entra_rules(strings(&["a"]), &meta(false), true),
             strings(&["a"])
         );
-        assert_eq!(resource_indicator(Some(&p), &meta(true)), None);
+        let api = strings(&["api://x/mcp", "offline_access"]);
+        assert_eq!(resource_indicator(Some(&p), &meta(true), &api), None);
         assert_eq!(
-            resource_indicator(Some(&p), &meta(false)).as_deref(),
+            resource_indicator(Some(&p), &meta(false), &api).as_deref(),
             Some("https://s.example/mcp")
+        );
+    }
+
+    #[test]
+    fn entra_gets_the_resource_when_the_server_url_is_the_api_identifier() {
+        let p = prm(&["https://s.example/mcp/mcp:tools"]);
+        let own = strings(&["https://s.example/mcp/mcp:tools", "offline_access"]);
+        assert_eq!(
+            resource_indicator(Some(&p), &meta(true), &own).as_deref(),
+            Some("https://s.example/mcp")
+        );
+        // Entra compares identifier URIs without regard to case or a
+        // trailing slash.
+        let upper = strings(&["HTTPS://S.example/mcp/.default"]);
+        assert!(resource_indicator(Some(&p), &meta(true), &upper).is_some());
+        // One scope of another API, or none at all: no resource.
+        let mixed = strings(&["https://s.example/mcp/mcp:tools", "User.Read"]);
+        assert_eq!(resource_indicator(Some(&p), &meta(true), &mixed), None);
+        let other = strings(&["https://s.example/mcp2/x"]);
+        assert_eq!(resource_indicator(Some(&p), &meta(true), &other), None);
+        assert_eq!(
+            resource_indicator(Some(&p), &meta(true), &strings(&["openid"])),
+            None
+        );
+        assert_eq!(
+            resource_indicator(Some(&p), &meta(true), &strings(&["https://s.example/mcp/"])),
+            None,
+            "a scope needs a name"
         );
     }
 }

@@ -27,6 +27,13 @@ pub const GRAPH_SCOPES: &[&str] = &[
 pub const DEFAULT_TENANT_ID: &str = "7c3e9f2a-0d1b-4e5a-9c8b-2f6a1d4e8b30";
 /// The built-in MCP API app registration.
 pub const DEFAULT_API_APP_ID: &str = "3f8c2b1e-6a7d-4e2f-9b0c-5d1e7a9c4f21";
+/// The built-in MCP API registered as Microsoft's guide for MCP servers
+/// registers one: its Application ID URI is the server's https URL
+/// ([`URL_API_IDENTIFIER`]), so that clients may send it as RFC 8707
+/// `resource`.
+pub const URL_API_APP_ID: &str = "8e6b4d2a-3c5f-4a7e-b1d9-6f0a2c4e8b57";
+/// The Application ID URI of [`URL_API_APP_ID`].
+pub const URL_API_IDENTIFIER: &str = "https://mcp.mcpgate.test/mcp";
 /// The built-in public desktop client.
 pub const DEFAULT_DESKTOP_CLIENT_ID: &str = "b5a2e8d4-1c3f-4a6b-8e9d-0f7c2a4b6d13";
 /// The built-in confidential daemon client.
@@ -281,6 +288,13 @@ impl IdpConfig {
                         "http://localhost/auth/callback".to_owned(),
                     ],
                     ..AppConfig::new(DEFAULT_API_APP_ID, "mcpgate MCP server")
+                },
+                AppConfig {
+                    identifier_uris: vec![URL_API_IDENTIFIER.to_owned()],
+                    scopes: vec![DEFAULT_SCOPE.to_owned()],
+                    pre_authorized: vec![DEFAULT_DESKTOP_CLIENT_ID.to_owned()],
+                    access_token_version: Some(2),
+                    ..AppConfig::new(URL_API_APP_ID, "mcpgate MCP server (URL identifier)")
                 },
                 AppConfig {
                     public_client: true,
@@ -543,6 +557,43 @@ fn is_guid(s: &str) -> bool {
         })
 }
 
+/// Checks an Application ID URI as Entra does on registration: `api://`,
+/// `https://`, `urn:` or `ms-appx://`, no query or fragment. Plain `http`
+/// is a development shortcut for a server on loopback (Entra refuses it),
+/// and is said loudly. Stored without a trailing slash, the form Entra
+/// compares by.
+fn identifier_uri(uri: &str, client_id: &str) -> Result<String, IdpError> {
+    let bad = |why: &str| {
+        Err(IdpError::Config(format!(
+            "identifier URI {uri:?} of {client_id} {why}"
+        )))
+    };
+    let Ok(parsed) = url::Url::parse(uri) else {
+        return bad("is not an absolute URI");
+    };
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return bad("must have no query or fragment");
+    }
+    match parsed.scheme() {
+        "api" | "https" | "urn" | "ms-appx" => {}
+        "http" if parsed.host().is_some_and(|h| is_loopback_host(&h)) => {
+            tracing::warn!(
+                "DEVELOPMENT ONLY: identifier URI {uri} of {client_id} is plain http on loopback; Entra registers only api://, https://, urn: and ms-appx:// identifiers"
+            );
+        }
+        _ => return bad("must be api://, https://, urn: or ms-appx:// (http only on loopback)"),
+    }
+    Ok(uri.trim_end_matches('/').to_owned())
+}
+
+fn is_loopback_host(host: &url::Host<&str>) -> bool {
+    match host {
+        url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
+    }
+}
+
 fn resource_key(key: &str) -> String {
     if key.eq_ignore_ascii_case("graph") || key == GRAPH_URI {
         GRAPH_APP_ID.to_owned()
@@ -632,7 +683,10 @@ impl Directory {
             let identifier_uris = if a.identifier_uris.is_empty() && exposes {
                 vec![format!("api://{client_id}")]
             } else {
-                a.identifier_uris.clone()
+                a.identifier_uris
+                    .iter()
+                    .map(|u| identifier_uri(u, &client_id))
+                    .collect::<Result<_, _>>()?
             };
             if a.public_client && !a.certificates.is_empty() {
                 return bad(format!(

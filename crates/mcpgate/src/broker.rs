@@ -279,12 +279,7 @@ pub async fn start(setup: Setup<'_>) -> anyhow::Result<Arc<Broker>> {
     // by default, the API scope the server requires of tokens.
     let scopes: Vec<String> = if raw.broker.scopes.is_empty() {
         api.map(|(_, scope)| vec![scope])
-            .or_else(|| {
-                raw.auth
-                    .entra
-                    .as_ref()
-                    .map(|e| vec![format!("api://{}/{}", e.app_id, e.scope)])
-            })
+            .or_else(|| raw.auth.entra.as_ref().map(|e| vec![e.api_scope()]))
             .unwrap_or_else(|| {
                 raw.auth
                     .required_scopes
@@ -307,6 +302,8 @@ pub async fn start(setup: Setup<'_>) -> anyhow::Result<Arc<Broker>> {
             issuer: upstream_issuer.clone(),
             client_id,
             credential,
+            resource: mcpgate_client::scopes::names_every_api_scope(&setup.resource, &scopes)
+                .then(|| setup.resource.clone()),
             scopes,
         },
         setup.http,
@@ -549,6 +546,7 @@ pub async fn direct_client(
             client_id,
             credential,
             scopes: Vec::new(),
+            resource: None,
         },
         http,
     )

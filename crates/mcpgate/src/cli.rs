@@ -400,8 +400,9 @@ pub struct ExplainArgs {
     /// With no issuer configured: the development IdP `serve` would embed.
     #[command(flatten)]
     pub idp: IdpPlace,
-    /// The access token, or `-` to read it from standard input.
-    #[arg(value_name = "TOKEN")]
+    /// The access token, or `-` to read it from standard input. An Entra
+    /// error text (`AADSTS50076: …`) or code instead is explained too.
+    #[arg(value_name = "TOKEN|AADSTS…")]
     pub token: String,
     /// Output format.
     #[command(flatten)]

@@ -314,6 +314,12 @@ pub struct RawEntra {
     /// The exposed scope. Default `mcp:tools`.
     #[serde(default = "default_scope")]
     pub scope: String,
+    /// The API's Application ID URI. Default `api://<app_id>`. Microsoft's
+    /// guide for MCP servers sets it to the server's https MCP URL; then
+    /// clients may name the server as RFC 8707 `resource` and Entra accepts
+    /// it.
+    #[serde(default)]
+    pub identifier_uri: Option<String>,
     /// Authority host. Default `https://login.microsoftonline.com`; an
     /// External ID (CIAM) tenant's `https://<name>.ciamlogin.com`.
     #[serde(default = "default_authority")]
@@ -326,6 +332,19 @@ pub struct RawEntra {
 }
 
 impl RawEntra {
+    /// The Application ID URI: configured, else `api://<app_id>`.
+    pub fn identifier_uri(&self) -> String {
+        match &self.identifier_uri {
+            Some(uri) => uri.trim_end_matches('/').to_owned(),
+            None => format!("api://{}", self.app_id),
+        }
+    }
+
+    /// The exposed scope in full, as clients ask for it.
+    pub fn api_scope(&self) -> String {
+        format!("{}/{}", self.identifier_uri(), self.scope)
+    }
+
     /// Whether the tenant is an External ID (CIAM) one.
     pub fn is_external_id(&self) -> bool {
         self.external_id
@@ -423,6 +442,11 @@ pub enum ConfigError {
         "[auth.entra] external_id: an External ID (CIAM) tenant is single-tenant; give its Directory (tenant) ID as tenant_id"
     )]
     ExternalIdTenant,
+    /// An Application ID URI that is no URI.
+    #[error(
+        "[auth.entra] identifier_uri {0:?} is not an absolute URI: give the API's Application ID URI (api://<app-id>, or the server's https MCP URL)"
+    )]
+    IdentifierUri(String),
     /// The policy does not compile.
     #[error("invalid auth configuration: {0}")]
     Policy(#[from] mcpgate_token::PolicyError),
@@ -481,11 +505,14 @@ impl RawConfig {
             } else {
                 policy.issuers.extend(entra_issuers(&e.authority, tenant));
             }
-            policy.audiences.push(format!("api://{}", e.app_id));
+            if e.identifier_uri.is_some() && url::Url::parse(&e.identifier_uri()).is_err() {
+                return Err(ConfigError::IdentifierUri(e.identifier_uri()));
+            }
+            // v1.0 tokens carry the identifier URI the client asked by,
+            // v2.0 tokens the bare app id.
+            policy.audiences.push(e.identifier_uri());
             policy.audiences.push(e.app_id.clone());
-            policy
-                .required_scopes
-                .push(format!("api://{}/{}", e.app_id, e.scope));
+            policy.required_scopes.push(e.api_scope());
         }
         if let Some(algs) = &a.algorithms {
             policy.algorithms = algs.clone();
@@ -646,6 +673,22 @@ mod tests {
         )
         .expect("parses");
         assert!(matches!(raw.policy(), Err(ConfigError::ExternalIdTenant)));
+    }
+
+    #[test]
+    fn an_https_identifier_uri_is_the_audience_and_names_the_scope() {
+        let raw = from_toml(
+            "[auth.entra]\ntenant_id = \"t\"\napp_id = \"a\"\nidentifier_uri = \"https://mcp.contoso.com/mcp/\"\n",
+        )
+        .expect("parses");
+        let p = raw.policy().expect("valid");
+        assert_eq!(p.audiences, ["https://mcp.contoso.com/mcp", "a"]);
+        assert_eq!(p.required_scopes, ["https://mcp.contoso.com/mcp/mcp:tools"]);
+        let bad = from_toml(
+            "[auth.entra]\ntenant_id = \"t\"\napp_id = \"a\"\nidentifier_uri = \"mcp.contoso.com\"\n",
+        )
+        .expect("parses");
+        assert!(matches!(bad.policy(), Err(ConfigError::IdentifierUri(_))));
     }
 
     #[test]

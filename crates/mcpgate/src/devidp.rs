@@ -225,7 +225,12 @@ pub fn trust_as_serve_would(
 
 fn trust_issuer(raw: &mut RawConfig, issuer: &str, app_id: String, scope: String) {
     raw.auth.issuers = vec![issuer.to_owned()];
-    raw.auth.audiences = vec![format!("api://{app_id}"), app_id];
+    // The scope is `<identifier URI>/<name>`: v1.0 tokens carry that URI,
+    // v2.0 tokens the app id.
+    let identifier = scope
+        .rsplit_once('/')
+        .map_or_else(|| format!("api://{app_id}"), |(uri, _)| uri.to_owned());
+    raw.auth.audiences = vec![identifier, app_id];
     raw.auth.required_scopes = vec![scope];
     raw.auth.authorization_servers = vec![issuer.to_owned()];
 }

@@ -92,6 +92,7 @@ impl Harness {
                 client_id: SERVER_APP.to_owned(),
                 credential: UpstreamCredential::Secret(ClientSecret::new(secret.trim())),
                 scopes: vec![format!("api://{SERVER_APP}/mcp:tools")],
+                resource: None,
             },
             http.clone(),
         )

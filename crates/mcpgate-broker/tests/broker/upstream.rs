@@ -63,6 +63,7 @@ impl Idp {
                 client_id: SERVER_APP.to_owned(),
                 credential,
                 scopes: vec![format!("api://{SERVER_APP}/mcp:tools")],
+                resource: None,
             },
             self.http.clone(),
         )

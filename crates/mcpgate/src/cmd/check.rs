@@ -8,6 +8,7 @@ use mcpgate_token::jwks::KeysFrom;
 use serde::Serialize;
 
 use crate::cli::CheckArgs;
+use crate::cmd::identifier::{self, Severity};
 use crate::validator;
 
 /// Prints the findings; exit 0 when none fails, 1 otherwise.
@@ -150,6 +151,25 @@ async fn check(args: &CheckArgs) -> Report {
             "config",
             "no required scope or role: any token for this audience gets in".to_owned(),
         ));
+    }
+    if let Some(entra) = &raw.auth.entra {
+        let mcp_url = raw.public_url.as_ref().map(|u| {
+            format!(
+                "{}{}",
+                u.as_str().trim_end_matches('/'),
+                mcpgate_resource::MCP_PATH
+            )
+        });
+        for f in identifier::findings(entra, mcp_url.as_deref()) {
+            let level = match f.severity {
+                Severity::Warn => Level::Warn,
+                Severity::Note => Level::Note,
+            };
+            report.push(Finding {
+                fix: Some(f.fix),
+                ..Finding::new(level, "auth.entra", f.message)
+            });
+        }
     }
     for (issuer, cache) in policy.issuers.iter().zip(validator.key_caches()) {
         let source = match cache.source() {

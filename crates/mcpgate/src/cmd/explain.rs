@@ -14,6 +14,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::cli::ExplainArgs;
+use crate::cmd::entra_errors;
 use crate::validator;
 
 /// Prints the verdict; exit 0 when accepted, 1 when refused, 2 when the
@@ -28,6 +29,13 @@ pub async fn run(args: ExplainArgs) -> anyhow::Result<ExitCode> {
     };
     let token = token.strip_prefix("Bearer ").unwrap_or(&token).to_owned();
     let json = args.output.json;
+    // An error text rather than a token: say what its AADSTS codes mean.
+    if token.matches('.').count() < 2 {
+        let codes = entra_errors::codes_in(&token);
+        if !codes.is_empty() {
+            return print_codes(&codes, json);
+        }
+    }
 
     let mut report = Report::decode(&token, unix_now());
     if !json {
@@ -68,6 +76,26 @@ pub async fn run(args: ExplainArgs) -> anyhow::Result<ExitCode> {
     report.finish(json)
 }
 
+/// Explains Entra error codes; exit 0.
+fn print_codes(codes: &[entra_errors::Known], json: bool) -> anyhow::Result<ExitCode> {
+    if json {
+        let doc: Vec<Value> = codes
+            .iter()
+            .map(|k| serde_json::json!({ "code": format!("AADSTS{}", k.code), "what": k.what, "fix": k.fix }))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "aadsts": doc }))?
+        );
+    } else {
+        for k in codes {
+            println!("AADSTS{}: {}", k.code, k.what);
+            println!("  fix: {}", k.fix);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// What `explain` found: the text output's content, and with `--json` its
 /// document. The token itself, and its signature, are never part of it.
 #[derive(Debug, Serialize)]
@@ -78,6 +106,9 @@ struct Report {
     claims: Value,
     /// `iat`, `nbf` and `exp`, those present, with their distance from now.
     times: serde_json::Map<String, Value>,
+    /// Which Entra issuer form `iss` is, when it is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issuer_form: Option<String>,
     /// No issuer is configured: judged as `serve` would, against its
     /// development IdP.
     judged_as_dev_idp: bool,
@@ -127,10 +158,15 @@ impl Report {
                 );
             }
         }
+        let issuer_form = claims
+            .get("iss")
+            .and_then(Value::as_str)
+            .and_then(entra_errors::issuer_form);
         Self {
             header,
             claims,
             times,
+            issuer_form,
             judged_as_dev_idp: false,
             trusted_issuers: Vec::new(),
             verdict: Verdict::CannotValidate,
@@ -181,6 +217,9 @@ impl Report {
                 };
                 println!("  {name}: {when}");
             }
+        }
+        if let Some(form) = &self.issuer_form {
+            println!("  issuer: {form}");
         }
     }
 
@@ -262,10 +301,13 @@ fn hint(e: &ValidationError, policy: &ValidationPolicy) -> String {
             "this token is for Microsoft Graph (you asked for User.Read or https://graph.microsoft.com/.default). Ask for scope {scope} instead"
         ),
         ValidationError::WrongAudience { .. } => format!(
-            "ask for a token for this server: scope {scope}. In Entra, v1.0 tokens carry aud api://<app-id> and v2.0 tokens the bare app id; configure both as audiences"
+            "ask for a token for this server: scope {scope}. In Entra, v1.0 tokens carry aud <Application ID URI> (api://<app-id>, or the server's URL) and v2.0 tokens the bare app id; the [auth.entra] shorthand accepts both (identifier_uri names the URI)"
         ),
         ValidationError::UntrustedIssuer { iss } if iss.starts_with("https://sts.windows.net/") => {
             "this is an Entra v1.0 token: set accessTokenAcceptedVersion (requestedAccessTokenVersion) to 2 in the API's app manifest, or trust the v1 issuer too (the [auth.entra] shorthand does)".to_owned()
+        }
+        ValidationError::UntrustedIssuer { iss } if iss.contains(".ciamlogin.com/") => {
+            "this is an External ID (CIAM) token: set [auth.entra] authority = \"https://<name>.ciamlogin.com\" (or external_id = true for a custom domain) with the tenant's id".to_owned()
         }
         ValidationError::UntrustedIssuer { .. } => format!(
             "trust the issuer with --issuer or [auth] issuers; trusted now: {}",

@@ -3,7 +3,9 @@
 pub mod audit;
 pub mod check;
 pub mod client;
+pub mod entra_errors;
 pub mod explain;
+pub mod identifier;
 pub mod idp;
 pub mod pins;
 pub mod serve;

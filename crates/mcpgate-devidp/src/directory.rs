@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::client_assertion::CertificateCredential;
+use crate::conditional_access::{Rule, RuleConfig};
 use crate::error::IdpError;
 use crate::util::{ct_eq, sha256_hex, stable_guid};
 
@@ -138,6 +139,9 @@ pub struct IdpConfig {
     pub apps: Vec<AppConfig>,
     /// Users.
     pub users: Vec<UserConfig>,
+    /// Conditional Access rules (`[[conditional_access]]`): which users
+    /// must complete a second factor for which resources. None by default.
+    pub conditional_access: Vec<RuleConfig>,
 }
 
 /// `[[tenants]]`.
@@ -530,6 +534,8 @@ pub struct Directory {
     pub apps: Vec<App>,
     /// Users.
     pub users: Vec<User>,
+    /// Conditional Access rules.
+    pub conditional_access: Vec<Rule>,
 }
 
 fn is_guid(s: &str) -> bool {
@@ -725,10 +731,75 @@ impl Directory {
                 listed: u.listed.unwrap_or(true),
             });
         }
-        Ok(Self {
+        let mut dir = Self {
             tenants,
             apps,
             users,
+            conditional_access: Vec::new(),
+        };
+        dir.conditional_access = config
+            .conditional_access
+            .iter()
+            .map(|r| dir.rule(r))
+            .collect::<Result<_, _>>()?;
+        let mut ids = BTreeSet::new();
+        for r in &dir.conditional_access {
+            if !ids.insert(r.id.clone()) {
+                return bad(format!(
+                    "conditional_access: policy id {} is used twice (give each rule its own name or id)",
+                    r.id
+                ));
+            }
+        }
+        Ok(dir)
+    }
+
+    /// Checks one `[[conditional_access]]` rule against the directory:
+    /// every user and resource it names must exist.
+    fn rule(&self, r: &RuleConfig) -> Result<Rule, IdpError> {
+        let bad = |m: String| IdpError::Config(format!("conditional_access {:?}: {m}", r.name));
+        if r.name.trim().is_empty() {
+            return Err(IdpError::Config(
+                "conditional_access: every rule needs a name".to_owned(),
+            ));
+        }
+        let id = match &r.id {
+            Some(id) if is_guid(id) => id.to_ascii_lowercase(),
+            Some(id) => return Err(bad(format!("id {id:?} is not a GUID"))),
+            None => stable_guid(&["conditional_access", &r.name]),
+        };
+        let users = r
+            .users
+            .iter()
+            .map(|name| {
+                self.user(name)
+                    .map(|u| u.oid.clone())
+                    .ok_or_else(|| bad(format!("names user {name:?}, who is not in [[users]]")))
+            })
+            .collect::<Result<_, _>>()?;
+        let resources = r
+            .resources
+            .iter()
+            .map(|name| {
+                let key = resource_key(name);
+                if key == GRAPH_APP_ID {
+                    return Ok(key);
+                }
+                self.api_named(name)
+                    .map(|a| a.client_id.clone())
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "names resource {name:?}, which is neither \"graph\" nor an app id or identifier URI in [[apps]]"
+                        ))
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Rule {
+            id,
+            name: r.name.clone(),
+            users,
+            resources,
+            require: r.require,
         })
     }
 

@@ -141,6 +141,7 @@ pub struct IdpConfig {
     pub users: Vec<UserConfig>,
     /// Conditional Access rules (`[[conditional_access]]`): which users
     /// must complete a second factor for which resources. None by default.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub conditional_access: Vec<RuleConfig>,
 }
 
@@ -894,6 +895,81 @@ mod tests {
                 .and_then(|c| Directory::from_config(&c))
                 .expect_err(text);
             assert!(err.to_string().contains(why), "{text}: {err}");
+        }
+    }
+
+    /// The built-in directory's TOML with `rules` appended.
+    fn with_rules(rules: &str) -> Result<Directory, IdpError> {
+        let builtin = toml::to_string(&IdpConfig::builtin()).expect("builtin as TOML");
+        IdpConfig::from_toml_str(&format!("{builtin}\n{rules}"))
+            .and_then(|c| Directory::from_config(&c))
+    }
+
+    #[test]
+    fn conditional_access_rules_are_checked_against_the_directory() {
+        let d = with_rules(&format!(
+            "[[conditional_access]]\nname = \"Require MFA for the MCP API\"\nusers = [\"Alice@mcpgate.test\"]\nresources = [\"api://{DEFAULT_API_APP_ID}\", \"graph\"]\nrequire = \"mfa\"\n\
+[[conditional_access]]\nname = \"Everyone, everywhere\"\nid = \"C0A1B2C3-D4E5-4F60-8A7B-9C0D1E2F3A4B\"\nrequire = \"mfa\""
+        ))
+        .expect("valid rules");
+        let [named, all] = &d.conditional_access[..] else {
+            panic!("two rules");
+        };
+        let alice = d.user("alice@mcpgate.test").expect("alice");
+        let bob = d.user("bob@mcpgate.test").expect("bob");
+        assert!(named.covers(alice, DEFAULT_API_APP_ID));
+        assert!(
+            named.covers(alice, GRAPH_APP_ID),
+            "graph names Graph's app id"
+        );
+        assert!(!named.covers(bob, DEFAULT_API_APP_ID));
+        assert!(is_guid(&named.id), "an id derived from the name");
+        assert_eq!(
+            named.id,
+            with_rules(
+                "[[conditional_access]]\nname = \"Require MFA for the MCP API\"\nrequire = \"mfa\""
+            )
+            .expect("rule")
+            .conditional_access[0]
+                .id,
+            "stable"
+        );
+        assert_eq!(all.id, "c0a1b2c3-d4e5-4f60-8a7b-9c0d1e2f3a4b");
+        assert!(all.covers(bob, "anything"), "empty lists mean all");
+        assert!(builtin().conditional_access.is_empty(), "none built in");
+
+        for (rules, why) in [
+            (
+                "[[conditional_access]]\nname = \"x\"\nusers = [\"nobody@mcpgate.test\"]\nrequire = \"mfa\"",
+                "names user \"nobody@mcpgate.test\", who is not in [[users]]",
+            ),
+            (
+                "[[conditional_access]]\nname = \"x\"\nresources = [\"api://nothing\"]\nrequire = \"mfa\"",
+                "names resource \"api://nothing\"",
+            ),
+            (
+                "[[conditional_access]]\nname = \"x\"\nid = \"nope\"\nrequire = \"mfa\"",
+                "is not a GUID",
+            ),
+            (
+                "[[conditional_access]]\nname = \"x\"\nrequire = \"compliant_device\"",
+                "unknown variant",
+            ),
+            (
+                "[[conditional_access]]\nname = \"x\"\nrequire = \"mfa\"\n[[conditional_access]]\nname = \"x\"\nrequire = \"mfa\"",
+                "used twice",
+            ),
+            (
+                "[[conditional_access]]\nname = \" \"\nrequire = \"mfa\"",
+                "needs a name",
+            ),
+            (
+                "[[conditional_access]]\nname = \"x\"\nrequire = \"mfa\"\ngrant = \"block\"",
+                "unknown field",
+            ),
+        ] {
+            let err = with_rules(rules).expect_err(rules);
+            assert!(err.to_string().contains(why), "{rules}: {err}");
         }
     }
 

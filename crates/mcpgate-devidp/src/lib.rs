@@ -54,7 +54,11 @@
 //! loopback. When it listens elsewhere ([`Exposure::Network`], which only an
 //! explicit bind address gives), no user is listed, every sign-in takes a
 //! password, users with the published development password are refused,
-//! and auto-approve is refused at start. Whatever unauthenticated callers
+//! and auto-approve is refused at start. The second factor that
+//! [`conditional_access`] rules ask for is a fixed development code
+//! (`000000`, shown on the page on loopback only): it proves that clients
+//! meet a claims challenge, not that a person holds a device; auto-approve
+//! completes it without asking, and logs so. Whatever unauthenticated callers
 //! can make it hold is capped ([`Limits`]) and swept on a timer; that
 //! includes the codes it puts in the store. The store holds hashes of
 //! codes and refresh tokens, never the values, under the IdP's own hash

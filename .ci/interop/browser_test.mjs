@@ -300,6 +300,63 @@ async function consentOnce(browser) {
   }
 }
 
+// Conditional Access in the consent directory: frank must give a second
+// factor. A wrong code is refused on the same page; 000000 (the development
+// code the page shows) is accepted; the token says amr mfa.
+async function mfaStep(browser) {
+  const api = consentIdp.clients.find((c) => c.name === 'Orders API');
+  const client = consentIdp.clients.find((c) => c.name === 'Orders desktop');
+  check(api && client, 'the consent directory was not loaded');
+  const { page } = await browser.open();
+  const cb = await callbackListener();
+  try {
+    const { verifier, challenge } = pkce();
+    const state = b64url(randomBytes(16));
+    const url = authorizeUrl(consentIdp, {
+      clientId: client.client_id, redirectUri: cb.redirectUri, scope: `${api.scopes[0]} openid`,
+      state, nonce: 'n', challenge,
+    });
+    await page.goto(url);
+    await page.click('button.user[data-user="frank@orders.test"]');
+    const otp = page.locator('#otp');
+    await otp.waitFor();
+    let text = await page.locator('body').innerText();
+    check(text.includes('Enter the code from your authenticator app'), 'the second-factor step has no prompt');
+    check(text.includes('000000'), 'the development code is not shown on loopback');
+    await shot(page, 'mfa');
+
+    await otp.fill('123456');
+    await page.click('#verify');
+    await page.locator('.err').waitFor();
+    text = await page.locator('body').innerText();
+    check(text.includes('AADSTS500121'), `a wrong code: ${text.slice(0, 200)}`);
+    check(new URL(page.url()).origin === new URL(consentIdp.base_url).origin, `a wrong code left the IdP: ${page.url()}`);
+    await shot(page, 'mfa-wrong-code');
+
+    await page.locator('#otp').fill('000000');
+    await page.click('#verify');
+    // Consent is next (the client is not pre-authorized), then the code.
+    const accept = page.locator('#accept');
+    await accept.waitFor();
+    const arrived = cb.next();
+    await accept.click();
+    const q = await arrived;
+    check(q.code && q.state === state, `after the second factor: ${Object.keys(q).join(', ')} ${q.error ?? ''}`);
+    const { status, body } = await redeem(consentIdp, {
+      client_id: client.client_id, grant_type: 'authorization_code', code: q.code,
+      redirect_uri: cb.redirectUri, code_verifier: verifier,
+    });
+    check(status === 200 && body.access_token, `code exchange: ${status} ${tokenError(body)}`);
+    const at = claims(body.access_token);
+    check(at.preferred_username === 'frank@orders.test', `preferred_username ${at.preferred_username}`);
+    check(JSON.stringify(at.amr) === '["pwd","mfa"]', `amr ${JSON.stringify(at.amr)}`);
+    check(JSON.stringify(claims(body.id_token).amr) === '["pwd","mfa"]', 'the ID token lacks amr mfa');
+    console.log(`   wrong code refused, 000000 accepted: amr=${JSON.stringify(at.amr)}`);
+  } finally {
+    await cb.close();
+  }
+}
+
 async function badRedirectUri(browser) {
   const { context, page } = await browser.open();
   // Should the IdP redirect anyway, the navigation is caught here and never
@@ -456,6 +513,7 @@ async function mcpgateLogin(browser) {
 const cases = [
   ['sign_in_pkce', signInWithPkce],
   ['consent', consentOnce],
+  ['mfa_step', mfaStep],
   ['bad_redirect_uri', badRedirectUri],
   ['mcpgate_login', mcpgateLogin],
 ];

@@ -39,6 +39,60 @@ BOB = "bob@mcpgate.test"
 MCP_VERSION = "2026-07-28"
 
 
+# Conditional Access, as Entra answers it: a policy requiring MFA for the
+# MCP API for alice, and one requiring it for Graph for bob.
+MFA_API_POLICY = "c0a1b2c3-d4e5-4f60-8a7b-9c0d1e2f3a4b"
+MFA_GRAPH_POLICY = "c0a1b2c3-d4e5-4f60-8a7b-9c0d1e2f3a4c"
+CA_DIRECTORY = f"""
+[[tenants]]
+id = "7c3e9f2a-0d1b-4e5a-9c8b-2f6a1d4e8b30"
+name = "Conditional Access test tenant"
+
+[[apps]]
+client_id = "{API_ID}"
+name = "mcpgate MCP server"
+scopes = ["mcp:tools"]
+pre_authorized = ["{DESKTOP_ID}"]
+granted = {{ graph = ["User.Read"] }}
+
+[[apps]]
+client_id = "{DESKTOP_ID}"
+name = "mcpgate desktop"
+public_client = true
+redirect_uris = ["http://localhost", "http://localhost/callback"]
+granted = {{ graph = ["User.Read"] }}
+
+[[users]]
+username = "{ALICE}"
+display_name = "Alice Adams"
+password = "dev-only"
+
+[[users]]
+username = "{BOB}"
+display_name = "Bob Baker"
+password = "dev-only"
+
+[[conditional_access]]
+name = "Require MFA for the MCP API"
+id = "{MFA_API_POLICY}"
+users = ["{ALICE}"]
+resources = ["{API_ID}"]
+require = "mfa"
+
+[[conditional_access]]
+name = "Require MFA for Graph"
+id = "{MFA_GRAPH_POLICY}"
+users = ["{BOB}"]
+resources = ["graph"]
+require = "mfa"
+"""
+
+
+def capolids_claims(policy):
+    return json.dumps({"access_token": {"capolids": {"essential": True, "values": [policy]}}},
+                      separators=(",", ":"))
+
+
 class CaseFailed(AssertionError):
     pass
 
@@ -100,7 +154,7 @@ class Server:
 
     running = []
 
-    def __init__(self, bin_path, work, name, command, auto_approve=None):
+    def __init__(self, bin_path, work, name, command, auto_approve=None, extra_args=()):
         self.name = name
         self.dir = Path(work) / name
         self.dir.mkdir(parents=True)
@@ -111,7 +165,7 @@ class Server:
             env["MCPGATE_IDP_AUTO_APPROVE"] = auto_approve
         args = [str(bin_path), command, "--bind", "127.0.0.1:0",
                 "--data-dir", str(self.dir / "data"),
-                "--ready-file", str(self.ready_file)]
+                "--ready-file", str(self.ready_file), *extra_args]
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL,
                                      stdout=self.log, stderr=subprocess.STDOUT,
@@ -227,7 +281,7 @@ def answer_device_code(idp, user_code, username, action):
         return s.post(idp["device_login_url"], timeout=30, data=data)
 
 
-def sign_in_by_form(auth_uri, redirect_uri, username):
+def sign_in_by_form(auth_uri, redirect_uri, username, mfa_codes=()):
     """Follows an authorize URL the way a browser would, picks `username` on
     the sign-in page, and returns the redirect (not followed: nothing listens
     on the loopback redirect URI) as a dict of its query parameters."""
@@ -238,6 +292,17 @@ def sign_in_by_form(auth_uri, redirect_uri, username):
                  if any(b.get("data-user") == username for b in f["buttons"])]
         check(len(picks) == 1, f"the sign-in page has no one-click button for {username}")
         done = s.post(auth_uri, data=picks[0]["inputs"], timeout=30, allow_redirects=False)
+        # The second-factor step, when Conditional Access asks for it: each
+        # code in turn, as a person would type them.
+        for code in mfa_codes:
+            check(done.status_code == 200, f"second-factor step: {done.status_code}")
+            check("Enter the code from your authenticator app" in done.text,
+                  f"no second-factor step: {redact(done.text[:300])}")
+            steps = [f for f in Forms(done.text).forms if "otp" in f["inputs"]]
+            check(len(steps) == 1, "the second-factor page has no code field")
+            data = dict(steps[0]["inputs"])
+            data["otp"] = code
+            done = s.post(auth_uri, data=data, timeout=30, allow_redirects=False)
         if done.status_code == 302:
             query = urllib.parse.urlsplit(done.headers["location"]).query
             return dict(urllib.parse.parse_qsl(query))
@@ -263,17 +328,23 @@ class Suite:
         self.auto = Server(self.bin, self.work, "idp-auto", "idp", auto_approve=ALICE)
         self.manual = Server(self.bin, self.work, "idp-manual", "idp")
         self.serve = Server(self.bin, self.work, "serve", "serve", auto_approve=ALICE)
-        for s in (self.auto, self.manual, self.serve):
+        # A directory with Conditional Access: MFA for the MCP API for
+        # alice, and MFA for Graph for bob (for On-Behalf-Of).
+        directory = self.work / "ca-directory.toml"
+        directory.write_text(CA_DIRECTORY)
+        self.ca = Server(self.bin, self.work, "idp-ca", "idp",
+                         extra_args=("--idp-directory", str(directory)))
+        for s in (self.auto, self.manual, self.serve, self.ca):
             s.wait_ready()
         # One bundle of the three development CAs, so that requests (and so
         # MSAL) trusts all three IdPs, and nothing else.
         bundle = self.work / "ca-bundle.pem"
         bundle.write_text("".join(
-            Path(s.idp["ca_file"]).read_text() for s in (self.auto, self.manual, self.serve)))
+            Path(s.idp["ca_file"]).read_text() for s in (self.auto, self.manual, self.serve, self.ca)))
         os.environ["REQUESTS_CA_BUNDLE"] = str(bundle)
         for var in ("CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR"):
             os.environ.pop(var, None)
-        for s in (self.auto, self.manual, self.serve):
+        for s in (self.auto, self.manual, self.serve, self.ca):
             print(f"   {s.name}: {s.idp['authority']}")
 
     def case_a_device_flow_auto_approved(self):
@@ -534,6 +605,78 @@ class Suite:
         # A code is single-use: MSAL's second redemption must fail.
         again = app.acquire_token_by_auth_code_flow(flow, response)
         check("access_token" not in again, "an authorization code was redeemed twice")
+
+    def case_i_claims_challenge(self):
+        # The claims challenge as MSAL meets it: a silent token for the
+        # covered API from a sign-in without MFA is refused with 50076 and a
+        # `claims` value; an interactive sign-in with that claims_challenge
+        # asks the second factor, and the token then says so.
+        idp = self.ca.idp
+        app = public_app(idp["authority"])
+        redirect_uri = "http://localhost:8401/callback"
+        flow = app.initiate_auth_code_flow(scopes=["User.Read"], redirect_uri=redirect_uri,
+                                           response_mode="form_post")
+        response = sign_in_by_form(flow["auth_uri"], redirect_uri, ALICE)
+        graph = require_token(app.acquire_token_by_auth_code_flow(flow, response),
+                              "Graph token for alice (no rule: no MFA)")
+        check(claims(graph).get("amr") == ["pwd"], f"amr {claims(graph).get('amr')!r}, want ['pwd']")
+        accounts = app.get_accounts()
+        check(len(accounts) == 1, f"get_accounts() gave {len(accounts)} accounts")
+
+        refused = app.acquire_token_silent_with_error([SCOPE], account=accounts[0])
+        check(isinstance(refused, dict) and "access_token" not in (refused or {}),
+              f"a silent token for the covered API without MFA: {msal_error(refused)}")
+        check(refused.get("error") == "invalid_grant", f"silent refresh: {msal_error(refused)}")
+        check(50076 in (refused.get("error_codes") or []), f"error_codes: {msal_error(refused)}")
+        check(refused.get("suberror") == "basic_action", f"suberror: {msal_error(refused)}")
+        challenge = refused.get("claims")
+        check(challenge == capolids_claims(MFA_API_POLICY),
+              f"claims {challenge!r}, want the API policy's capolids")
+        print(f"   silent: error={refused['error']} error_codes={refused['error_codes']} claims={challenge}")
+        # The refresh token was not spent: Graph still comes silently.
+        again = app.acquire_token_silent_with_error(["User.Read"], account=accounts[0], force_refresh=True)
+        require_token(again, "Graph by refresh after the refusal")
+
+        # Step up: MSAL's own claims_challenge; a wrong code first.
+        flow = app.initiate_auth_code_flow(scopes=[SCOPE], redirect_uri=redirect_uri,
+                                           claims_challenge=challenge, login_hint=ALICE,
+                                           response_mode="form_post")
+        check("claims=" in flow["auth_uri"], "MSAL did not put claims in the authorize URL")
+        response = sign_in_by_form(flow["auth_uri"], redirect_uri, ALICE, mfa_codes=("123456", "000000"))
+        # MSAL keeps the claims in the flow and sends them with the code too.
+        result = app.acquire_token_by_auth_code_flow(flow, response)
+        token = require_token(result, "auth code flow with claims_challenge")
+        c = claims(token)
+        check(c.get("aud") == API_ID and c.get("scp") == "mcp:tools", f"aud {c.get('aud')!r} scp {c.get('scp')!r}")
+        check("mfa" in (c.get("amr") or []), f"amr {c.get('amr')!r}, want mfa")
+        idc = result.get("id_token_claims") or {}
+        check("mfa" in (idc.get("amr") or []), f"id token amr {idc.get('amr')!r}")
+        print(f"   stepped up: amr={c['amr']}")
+        # The new refresh token remembers the second factor.
+        accounts = app.get_accounts()
+        silent = app.acquire_token_silent_with_error([SCOPE], account=accounts[0], force_refresh=True)
+        check("mfa" in (claims(require_token(silent, "silent refresh after MFA")).get("amr") or []),
+              "the refreshed token lost amr mfa")
+
+    def case_j_obo_claims_challenge(self):
+        # On-Behalf-Of with an assertion whose amr lacks mfa, for a
+        # downstream resource a rule covers: interaction_required + claims.
+        idp = self.ca.idp
+        app = public_app(idp["authority"])
+        redirect_uri = "http://localhost:8402/callback"
+        flow = app.initiate_auth_code_flow(scopes=[SCOPE], redirect_uri=redirect_uri,
+                                           response_mode="form_post")
+        response = sign_in_by_form(flow["auth_uri"], redirect_uri, BOB)
+        bob = require_token(app.acquire_token_by_auth_code_flow(flow, response), "API token for bob")
+        check(claims(bob).get("amr") == ["pwd"], f"amr {claims(bob).get('amr')!r}")
+        api = confidential_app(API_ID, self.ca.secret(API_ID), idp["authority"])
+        result = api.acquire_token_on_behalf_of(user_assertion=bob, scopes=["User.Read"])
+        check("access_token" not in result, "OBO without MFA for a covered resource gave a token")
+        check(result.get("error") == "interaction_required", f"OBO: {msal_error(result)}")
+        check(50076 in (result.get("error_codes") or []), f"OBO error_codes: {msal_error(result)}")
+        check(result.get("claims") == capolids_claims(MFA_GRAPH_POLICY),
+              f"OBO claims {result.get('claims')!r}")
+        print(f"   OBO: error={result['error']} error_codes={result['error_codes']} claims={result['claims']}")
 
 
 def parse_mcp_reply(resp):

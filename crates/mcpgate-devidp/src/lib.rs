@@ -15,6 +15,7 @@
 //! | [`token`] | the token endpoint and its grants |
 //! | [`token_error`] | its refusals, mapped to Entra's errors in one place |
 //! | [`client_assertion`] | certificate credentials: `private_key_jwt` client assertions |
+//! | [`conditional_access`] | MFA rules, `amr`/`acrs`, the `claims` parameter and Entra's claims challenge |
 //! | [`device`] | the device authorization grant and its page |
 //! | [`metadata`] | OpenID discovery, the key set, Graph's `/me`, sign-out |
 //! | [`error`] | Entra's error JSON |
@@ -53,7 +54,11 @@
 //! loopback. When it listens elsewhere ([`Exposure::Network`], which only an
 //! explicit bind address gives), no user is listed, every sign-in takes a
 //! password, users with the published development password are refused,
-//! and auto-approve is refused at start. Whatever unauthenticated callers
+//! and auto-approve is refused at start. The second factor that
+//! [`conditional_access`] rules ask for is a fixed development code
+//! (`000000`, shown on the page on loopback only): it proves that clients
+//! meet a claims challenge, not that a person holds a device; auto-approve
+//! completes it without asking, and logs so. Whatever unauthenticated callers
 //! can make it hold is capped ([`Limits`]) and swept on a timer; that
 //! includes the codes it puts in the store. The store holds hashes of
 //! codes and refresh tokens, never the values, under the IdP's own hash
@@ -62,6 +67,7 @@
 pub mod authorize;
 pub mod authorize_error;
 pub mod client_assertion;
+pub mod conditional_access;
 pub mod device;
 pub mod directory;
 pub mod error;

@@ -79,6 +79,7 @@ impl Idp {
             code_challenge: &pkce.challenge,
             nonce: "nonce-1",
             login_hint: None,
+            claims: None,
         });
         assert!(
             !url.query_pairs().any(|(k, _)| k == "resource"),

@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use mcpgate_store::{ClientId, CodeRecord};
 
 use crate::authorize_error::AuthorizeError;
+use crate::conditional_access::{self, AuthContext, ClaimsRequest};
 use crate::directory::{App, User};
 use crate::error::AadError;
 use crate::grants::{self, Consents, store_failed};
@@ -23,7 +24,9 @@ use crate::idp::Idp;
 use crate::pages::{self, SESSION_COOKIE};
 use crate::params::Params;
 use crate::scope;
-use crate::state::{AuthorizeRequest, CODE_RETENTION, PENDING_TTL, Pending, SESSION_TTL, Session};
+use crate::state::{
+    AuthorizeRequest, CODE_RETENTION, Next, PENDING_TTL, Pending, SESSION_TTL, Session,
+};
 use crate::util::{ct_eq, random_token, token_hash};
 
 /// Why an authorize request stops.
@@ -68,6 +71,9 @@ fn respond(failure: Failure) -> Response {
             ];
             if let Some(s) = e.suberror {
                 params.push(("suberror", s.to_owned()));
+            }
+            if let Some(c) = &e.claims {
+                params.push(("claims", c.clone()));
             }
             if let Some(s) = &target.state {
                 params.push(("state", s.clone()));
@@ -177,6 +183,10 @@ fn validate(idp: &Idp, tenant: &str, p: &Params) -> Result<(AuthorizeRequest, bo
         return Err(redirect(AadError::from(AuthorizeError::ChallengeSize)));
     }
 
+    // `claims` (OpenID Connect Core §5.5), as MSAL and mcpgate send it to
+    // step up after a claims challenge.
+    let claims = ClaimsRequest::parse_opt(p.get("claims")).map_err(|e| redirect(e.into()))?;
+
     let prompt = p.get("prompt");
     let silent = prompt == Some("none");
     let request = AuthorizeRequest {
@@ -190,6 +200,7 @@ fn validate(idp: &Idp, tenant: &str, p: &Params) -> Result<(AuthorizeRequest, bo
         response_mode: response_mode.to_owned(),
         login_hint: p.get("login_hint").map(str::to_owned),
         force_login: matches!(prompt, Some("login" | "select_account")),
+        claims,
     };
     Ok((request, silent))
 }
@@ -210,13 +221,14 @@ async fn issue_code(
     client: &App,
     req: &AuthorizeRequest,
     user: &User,
+    context: &AuthContext,
     consent: Option<ConsentChange<'_>>,
 ) -> Result<String, AadError> {
     let now = idp.now();
     let Some(slot) = idp.state().reserve_code(now, idp.limits.max_codes) else {
         return Err(AadError::busy("authorization codes"));
     };
-    let result = store_code(idp, client, req, user, consent.as_ref(), now).await;
+    let result = store_code(idp, client, req, user, context, consent.as_ref(), now).await;
     if result.is_err() {
         idp.state().release_code(slot);
     }
@@ -228,6 +240,7 @@ async fn store_code(
     client: &App,
     req: &AuthorizeRequest,
     user: &User,
+    context: &AuthContext,
     consent: Option<&ConsentChange<'_>>,
     now: u64,
 ) -> Result<String, AadError> {
@@ -236,6 +249,7 @@ async fn store_code(
     }
     let code = grants::new_code(req.nonce.as_deref());
     let (resource, scopes) = grants::scope_to_grant(&req.scope);
+    let scopes = grants::context_to_grant(scopes, context);
     let record = CodeRecord {
         client_id: ClientId::new(req.client_id.clone()),
         redirect_uri: req.redirect_uri.clone(),
@@ -278,16 +292,32 @@ fn send_code(req: &AuthorizeRequest, code: Result<String, AadError>) -> Response
     }
 }
 
-fn session_user<'a>(idp: &'a Idp, headers: &HeaderMap) -> Option<&'a User> {
+/// The browser session's user, and whether its sign-in did the second
+/// factor.
+fn session_user<'a>(idp: &'a Idp, headers: &HeaderMap) -> Option<(&'a User, bool)> {
     let cookie = pages::cookie(headers, SESSION_COOKIE)?;
     let now = idp.now();
-    let oid = {
+    let (oid, mfa) = {
         let state = idp.state();
         let s = state.sessions.get(&token_hash(&cookie))?;
-        (s.expires > now).then(|| s.user_oid.clone())?
+        (s.expires > now).then(|| (s.user_oid.clone(), s.mfa))?
     };
-    idp.dir.user_by_oid(&oid)
+    idp.dir.user_by_oid(&oid).map(|u| (u, mfa))
 }
+
+/// Whether this sign-in must ask `user` for the second factor: a rule
+/// covers them and the resource, or the request's `claims` asks for it.
+fn second_factor_needed(idp: &Idp, user: &User, req: &AuthorizeRequest) -> bool {
+    conditional_access::second_factor_needed(
+        &idp.dir.conditional_access,
+        user,
+        &req.scope.resource,
+        &req.claims,
+    )
+}
+
+/// How many wrong second-factor codes a sign-in page takes before it ends.
+const MAX_FAILED_CODES: u8 = 5;
 
 fn client_of<'a>(idp: &'a Idp, req: &AuthorizeRequest) -> Option<&'a App> {
     idp.dir.app(&req.client_id)
@@ -295,12 +325,13 @@ fn client_of<'a>(idp: &'a Idp, req: &AuthorizeRequest) -> Option<&'a App> {
 
 /// Starts a sign-in page: a pending request with its own CSRF value,
 /// refused past the cap.
-async fn show_sign_in(idp: &Idp, req: AuthorizeRequest, user_oid: Option<String>) -> Response {
+async fn show_sign_in(idp: &Idp, req: AuthorizeRequest, next: Next) -> Response {
     let id = random_token();
     let pending = Pending {
         request: req,
         csrf: random_token(),
-        user_oid,
+        next,
+        failed_codes: 0,
         created: idp.now(),
     };
     {
@@ -314,9 +345,9 @@ async fn show_sign_in(idp: &Idp, req: AuthorizeRequest, user_oid: Option<String>
     render(idp, &id, &pending, None).await
 }
 
-/// The page for a pending sign-in: the sign-in form, or consent once the
-/// user is known. Its CSRF cookie is named for the flow, so that two
-/// sign-ins open in one browser do not overwrite each other's.
+/// The page for a pending sign-in: the sign-in form, the second factor, or
+/// consent, as the flow stands. Its CSRF cookie is named for the flow, so
+/// that two sign-ins open in one browser do not overwrite each other's.
 async fn render(
     idp: &Idp,
     id: &str,
@@ -326,12 +357,21 @@ async fn render(
     let req = &pending.request;
     let client = client_of(idp, req);
     let app_name = client.map_or(req.client_id.clone(), |a| a.name.clone());
-    let consent_for = pending
-        .user_oid
-        .as_deref()
+    let user = pending
+        .next
+        .user_oid()
         .and_then(|oid| idp.dir.user_by_oid(oid));
-    let mut resp = match consent_for {
-        Some(user) => {
+    let mut resp = match (&pending.next, user) {
+        (Next::SecondFactor { .. }, Some(user)) => pages::second_factor(
+            id,
+            &pending.csrf,
+            &app_name,
+            user,
+            // The development code is shown only where the listed users are.
+            (idp.exposure == crate::Exposure::Loopback).then_some(conditional_access::DEV_MFA_CODE),
+            error.map(|(e, _)| e),
+        ),
+        (Next::Consent { .. }, Some(user)) => {
             let missing = match client {
                 Some(c) => match idp.consents(&user.oid, c).await {
                     Ok(consents) => idp.missing_consent(&consents, c, &req.scope),
@@ -341,7 +381,7 @@ async fn render(
             };
             pages::consent(id, &pending.csrf, &app_name, user, &missing)
         }
-        None => pages::sign_in(
+        _ => pages::sign_in(
             id,
             &pending.csrf,
             &app_name,
@@ -390,6 +430,15 @@ pub async fn get(
         if let Err(e) = idp.user_may_sign_in(user, &req.tenant_segment) {
             return redirect_err(e);
         }
+        // Auto-approval completes the second factor too, when a rule or
+        // the request's `claims` asks for it, so that unattended tests
+        // still sign in: a development shortcut, and said so.
+        let mfa = second_factor_needed(&idp, user, &req);
+        let context = if mfa {
+            AuthContext::with_mfa(&req.claims)
+        } else {
+            AuthContext::password()
+        };
         // Consent and code together: a refused code leaves no consent.
         let code = match idp.consents(&user.oid, client).await {
             Ok(before) => {
@@ -399,11 +448,19 @@ pub async fn get(
                         before: &before,
                         after,
                     });
-                issue_code(&idp, client, &req, user, consent).await
+                issue_code(&idp, client, &req, user, &context, consent).await
             }
             Err(e) => Err(e),
         };
-        tracing::info!(user = %user.username, client = %client.client_id, "authorize auto-approved");
+        if mfa {
+            tracing::warn!(
+                user = %user.username,
+                client = %client.client_id,
+                "authorize auto-approved, and the second factor (MFA) completed without asking: development shortcut (auto_approve)"
+            );
+        } else {
+            tracing::info!(user = %user.username, client = %client.client_id, "authorize auto-approved");
+        }
         return send_code(&req, code);
     }
 
@@ -413,14 +470,21 @@ pub async fn get(
             .is_none_or(|h| h.eq_ignore_ascii_case(&u.username))
     };
     let current = session_user(&idp, &headers)
-        .filter(|u| hint_ok(u) && idp.user_may_sign_in(u, &req.tenant_segment).is_ok());
+        .filter(|(u, _)| hint_ok(u) && idp.user_may_sign_in(u, &req.tenant_segment).is_ok());
     if silent {
-        let Some(user) = current else {
+        let Some((user, mfa)) = current else {
             return redirect_err(AadError::from(AuthorizeError::InteractionRequired));
         };
+        if !mfa && second_factor_needed(&idp, user, &req) {
+            // A silent request cannot ask for the second factor.
+            return redirect_err(AadError::from(AuthorizeError::SecondFactorRequired {
+                resource: req.scope.resource.clone(),
+            }));
+        }
+        let context = session_context(mfa, &req.claims);
         let code = match idp.consents(&user.oid, client).await {
             Ok(c) if idp.missing_consent(&c, client, &req.scope).is_empty() => {
-                issue_code(&idp, client, &req, user, None).await
+                issue_code(&idp, client, &req, user, &context, None).await
             }
             Ok(_) => Err(AuthorizeError::ConsentRequired {
                 client_id: client.client_id.clone(),
@@ -432,7 +496,14 @@ pub async fn get(
         return send_code(&req, code);
     }
     match current {
-        Some(user) if !req.force_login => {
+        Some((user, mfa)) if !req.force_login => {
+            if !mfa && second_factor_needed(&idp, user, &req) {
+                // Signed in before without the second factor: ask for it
+                // now, not for the password again.
+                let user_oid = user.oid.clone();
+                return show_sign_in(&idp, req, Next::SecondFactor { user_oid }).await;
+            }
+            let context = session_context(mfa, &req.claims);
             let consents = match idp.consents(&user.oid, client).await {
                 Ok(c) => c,
                 Err(e) => return redirect_err(e),
@@ -441,14 +512,25 @@ pub async fn get(
                 .missing_consent(&consents, client, &req.scope)
                 .is_empty()
             {
-                let code = issue_code(&idp, client, &req, user, None).await;
+                let code = issue_code(&idp, client, &req, user, &context, None).await;
                 send_code(&req, code)
             } else {
-                let oid = user.oid.clone();
-                show_sign_in(&idp, req, Some(oid)).await
+                let user_oid = user.oid.clone();
+                show_sign_in(&idp, req, Next::Consent { user_oid, context }).await
             }
         }
-        _ => show_sign_in(&idp, req, None).await,
+        _ => show_sign_in(&idp, req, Next::SignIn).await,
+    }
+}
+
+/// What a browser session's sign-in gives a new request: the second
+/// factor (and the authentication contexts this request asks) if that
+/// sign-in did it.
+fn session_context(mfa: bool, claims: &ClaimsRequest) -> AuthContext {
+    if mfa {
+        AuthContext::with_mfa(claims)
+    } else {
+        AuthContext::password()
     }
 }
 
@@ -469,7 +551,8 @@ fn form_user<'a>(idp: &'a Idp, form: &Params) -> Result<&'a User, AadError> {
     }
 }
 
-/// `POST /{tenant}/oauth2/v2.0/authorize`: the sign-in and consent forms.
+/// `POST /{tenant}/oauth2/v2.0/authorize`: the sign-in, second-factor and
+/// consent forms.
 pub async fn post(
     State(idp): State<Arc<Idp>>,
     Path(_tenant): Path<String>,
@@ -510,11 +593,10 @@ pub async fn post(
 
     let mut resp = match form.get("action") {
         Some(action @ ("consent" | "decline")) => {
-            let Some(user) = pending
-                .user_oid
-                .as_deref()
-                .and_then(|o| idp.dir.user_by_oid(o))
-            else {
+            let Next::Consent { user_oid, context } = &pending.next else {
+                return pages::error(&AadError::missing("username"));
+            };
+            let Some(user) = idp.dir.user_by_oid(user_oid) else {
                 return pages::error(&AadError::missing("username"));
             };
             // The page ends here, whatever the answer: taken under the lock,
@@ -536,7 +618,7 @@ pub async fn post(
                                     before: &before,
                                     after,
                                 });
-                        issue_code(&idp, client, req, user, consent).await
+                        issue_code(&idp, client, req, user, context, consent).await
                     }
                     Err(e) => Err(e),
                 };
@@ -560,79 +642,166 @@ pub async fn post(
                     return render(&idp, pending_id, &pending, Some((&e, typed))).await;
                 }
             };
-            let session = random_token();
-            let session_made = {
-                let mut state = idp.state();
-                // Taken under the lock, so that a form submitted twice is
-                // answered once; put back below unless a code is issued.
-                if state.pending.remove(pending_id).is_none() {
-                    drop(state);
+            if second_factor_needed(&idp, user, req) {
+                // The first factor is done; the second is next, on the same
+                // flow. No session yet: it is made once both are done.
+                let mut next = pending.clone();
+                next.next = Next::SecondFactor {
+                    user_oid: user.oid.clone(),
+                };
+                next.failed_codes = 0;
+                if !replace_pending(&idp, pending_id, &next) {
                     return pages::error(&AadError::from(AuthorizeError::PageExpired));
                 }
-                // Past the cap the sign-in still completes, without a
-                // browser session (no single sign-on for the next one).
-                let session_made = state.sessions.len() < idp.limits.max_sessions;
-                if session_made {
-                    state.sessions.insert(
-                        token_hash(&session),
-                        Session {
-                            user_oid: user.oid.clone(),
-                            expires: now + SESSION_TTL,
-                        },
-                    );
-                }
-                session_made
-            };
-            let consents = idp.consents(&user.oid, client).await;
-            let (mut resp, done) = match consents {
-                Ok(c) if idp.missing_consent(&c, client, &req.scope).is_empty() => {
-                    let code = issue_code(&idp, client, req, user, None).await;
-                    let done = code.is_ok();
-                    if !done {
-                        idp.state()
-                            .pending
-                            .insert(pending_id.to_owned(), pending.clone());
-                    }
-                    (send_code(req, code), done)
-                }
-                Ok(_) => {
-                    // Consent is next, on the same flow.
-                    let mut next = pending.clone();
-                    next.user_oid = Some(user.oid.clone());
-                    idp.state()
-                        .pending
-                        .insert(pending_id.to_owned(), next.clone());
-                    let mut resp = render(&idp, pending_id, &next, None).await;
-                    if session_made {
-                        pages::set_cookie(
-                            &mut resp,
-                            SESSION_COOKIE,
-                            &session,
-                            idp.tls,
-                            SESSION_TTL,
-                        );
-                    }
-                    return resp;
-                }
-                Err(e) => {
-                    idp.state()
-                        .pending
-                        .insert(pending_id.to_owned(), pending.clone());
-                    (pages::error(&e), false)
-                }
-            };
-            if session_made {
-                pages::set_cookie(&mut resp, SESSION_COOKIE, &session, idp.tls, SESSION_TTL);
+                return render(&idp, pending_id, &next, None).await;
             }
-            if !done {
-                // The page stays usable, with its CSRF cookie.
-                return resp;
+            match signed_in(&idp, pending_id, &pending, user, AuthContext::password()).await {
+                SignedIn::Done(resp) => resp,
+                SignedIn::Continues(resp) => return resp,
             }
-            resp
+        }
+        Some("second_factor") => {
+            let Next::SecondFactor { user_oid } = &pending.next else {
+                return pages::error(&AadError::from(AuthorizeError::PageExpired));
+            };
+            let Some(user) = idp.dir.user_by_oid(user_oid) else {
+                return pages::error(&AadError::missing("username"));
+            };
+            if !conditional_access::code_ok(form.get("otp").unwrap_or_default()) {
+                // Nothing is issued; the step again with the error, until
+                // too many wrong codes end the sign-in.
+                let mut next = pending.clone();
+                next.failed_codes = next.failed_codes.saturating_add(1);
+                tracing::info!(user = %user.username, attempts = next.failed_codes, "wrong second-factor code");
+                if next.failed_codes >= MAX_FAILED_CODES {
+                    idp.state().pending.remove(pending_id);
+                    return pages::error(&AuthorizeError::SecondFactorLocked.into());
+                }
+                if !replace_pending(&idp, pending_id, &next) {
+                    return pages::error(&AadError::from(AuthorizeError::PageExpired));
+                }
+                let e = AadError::from(AuthorizeError::SecondFactorWrong);
+                return render(&idp, pending_id, &next, Some((&e, ""))).await;
+            }
+            let context = AuthContext::with_mfa(&req.claims);
+            match signed_in(&idp, pending_id, &pending, user, context).await {
+                SignedIn::Done(resp) => resp,
+                SignedIn::Continues(resp) => return resp,
+            }
         }
         _ => return pages::error(&AadError::missing("action")),
     };
     // The flow is over: its CSRF cookie goes.
     pages::set_cookie(&mut resp, &pages::csrf_cookie(pending_id), "", idp.tls, 0);
     resp
+}
+
+/// Replaces a pending sign-in that is still there (a form submitted twice
+/// is answered once); `false` if it ended meanwhile.
+fn replace_pending(idp: &Idp, pending_id: &str, next: &Pending) -> bool {
+    let mut state = idp.state();
+    match state.pending.get_mut(pending_id) {
+        Some(p) => {
+            *p = next.clone();
+            true
+        }
+        None => false,
+    }
+}
+
+/// Where a completed sign-in leaves the flow.
+enum SignedIn {
+    /// A code went back (or an error page was shown): the flow is over.
+    Done(Response),
+    /// The page continues (consent, or the same step after a failure): its
+    /// CSRF cookie stays.
+    Continues(Response),
+}
+
+/// The user is signed in on this flow, with `context`: a browser session
+/// (single sign-on for the next request), then the code, or consent first
+/// when some is missing.
+async fn signed_in(
+    idp: &Idp,
+    pending_id: &str,
+    pending: &Pending,
+    user: &User,
+    context: AuthContext,
+) -> SignedIn {
+    let req = &pending.request;
+    let Some(client) = client_of(idp, req) else {
+        return SignedIn::Done(pages::error(&AadError::unknown_client(
+            &req.client_id,
+            &req.tenant_segment,
+        )));
+    };
+    let now = idp.now();
+    let session = random_token();
+    let session_made = {
+        let mut state = idp.state();
+        // Taken under the lock, so that a form submitted twice is
+        // answered once; put back below unless a code is issued.
+        if state.pending.remove(pending_id).is_none() {
+            drop(state);
+            return SignedIn::Continues(pages::error(&AadError::from(AuthorizeError::PageExpired)));
+        }
+        // Past the cap the sign-in still completes, without a
+        // browser session (no single sign-on for the next one).
+        let session_made = state.sessions.len() < idp.limits.max_sessions;
+        if session_made {
+            state.sessions.insert(
+                token_hash(&session),
+                Session {
+                    user_oid: user.oid.clone(),
+                    mfa: context.mfa,
+                    expires: now + SESSION_TTL,
+                },
+            );
+        }
+        session_made
+    };
+    let consents = idp.consents(&user.oid, client).await;
+    let (mut resp, done) = match consents {
+        Ok(c) if idp.missing_consent(&c, client, &req.scope).is_empty() => {
+            let code = issue_code(idp, client, req, user, &context, None).await;
+            let done = code.is_ok();
+            if !done {
+                idp.state()
+                    .pending
+                    .insert(pending_id.to_owned(), pending.clone());
+            }
+            (send_code(req, code), done)
+        }
+        Ok(_) => {
+            // Consent is next, on the same flow.
+            let mut next = pending.clone();
+            next.next = Next::Consent {
+                user_oid: user.oid.clone(),
+                context,
+            };
+            idp.state()
+                .pending
+                .insert(pending_id.to_owned(), next.clone());
+            let mut resp = render(idp, pending_id, &next, None).await;
+            if session_made {
+                pages::set_cookie(&mut resp, SESSION_COOKIE, &session, idp.tls, SESSION_TTL);
+            }
+            return SignedIn::Continues(resp);
+        }
+        Err(e) => {
+            idp.state()
+                .pending
+                .insert(pending_id.to_owned(), pending.clone());
+            (pages::error(&e), false)
+        }
+    };
+    if session_made {
+        pages::set_cookie(&mut resp, SESSION_COOKIE, &session, idp.tls, SESSION_TTL);
+    }
+    if done {
+        SignedIn::Done(resp)
+    } else {
+        // The page stays usable, with its CSRF cookie.
+        SignedIn::Continues(resp)
+    }
 }

@@ -52,6 +52,16 @@ pub enum AuthorizeError {
     CsrfFailed,
     /// The user declined consent (65004).
     Declined,
+    /// `prompt=none`, and Conditional Access needs a second factor the
+    /// session's sign-in did not do (50076, `interaction_required`).
+    SecondFactorRequired {
+        /// The resource asked.
+        resource: String,
+    },
+    /// A wrong second-factor code (500121).
+    SecondFactorWrong,
+    /// Too many wrong second-factor codes: the sign-in ends (500121).
+    SecondFactorLocked,
 }
 
 impl From<AuthorizeError> for AadError {
@@ -136,6 +146,24 @@ impl From<AuthorizeError> for AadError {
                 "access_denied",
                 65004,
                 "User declined to consent to access the app.",
+            ),
+            E::SecondFactorRequired { resource } => AadError::new(
+                "interaction_required",
+                50076,
+                format!(
+                    "Due to a configuration change made by your administrator, or because you moved to a new location, you must use multi-factor authentication to access '{resource}'."
+                ),
+            )
+            .with_suberror("basic_action"),
+            E::SecondFactorWrong => AadError::new(
+                "invalid_grant",
+                500121,
+                "Authentication failed during strong authentication request: the code is not right. Enter the code from your authenticator app.",
+            ),
+            E::SecondFactorLocked => AadError::new(
+                "access_denied",
+                500121,
+                "Authentication failed during strong authentication request: too many wrong codes. Start the sign-in again from the application.",
             ),
         }
     }

@@ -10,6 +10,7 @@ use axum::{Form, Json};
 use serde_json::json;
 
 use crate::authorize_error::AuthorizeError;
+use crate::conditional_access::{self, AuthContext, ClaimsRequest};
 use crate::error::AadError;
 use crate::idp::Idp;
 use crate::pages;
@@ -70,6 +71,7 @@ fn begin(idp: &Idp, tenant: &str, p: &Params) -> Result<serde_json::Value, AadEr
                 interval: idp.device_interval,
                 last_poll: None,
                 status: DeviceStatus::Pending,
+                context: AuthContext::password(),
             },
         );
     }
@@ -161,6 +163,49 @@ pub async fn login_submit(
             .filter(|d| d.expires > now && d.status == DeviceStatus::Pending)
             .map(|d| (d.client_id.clone(), d.scope.clone()))
     };
+    // The second factor, when a rule asks for it for this user and the
+    // code's resource: asked before consent, as Entra's sign-in does.
+    let mut context = AuthContext::password();
+    if approve
+        && let Some((_, scope)) = &pending
+        && conditional_access::second_factor_needed(
+            &idp.dir.conditional_access,
+            user,
+            &scope.resource,
+            &ClaimsRequest::default(),
+        )
+    {
+        match form.get("otp") {
+            Some(otp) if conditional_access::code_ok(otp) => {
+                context = AuthContext::with_mfa(&ClaimsRequest::default());
+            }
+            given => {
+                let wrong = given
+                    .is_some()
+                    .then(|| notice(AuthorizeError::SecondFactorWrong.into()));
+                let csrf = random_token();
+                let flow = random_token();
+                let mut resp = pages::device_second_factor(
+                    &csrf,
+                    &flow,
+                    &code,
+                    user,
+                    form.get("password"),
+                    (idp.exposure == crate::Exposure::Loopback)
+                        .then_some(conditional_access::DEV_MFA_CODE),
+                    wrong.as_deref(),
+                );
+                pages::set_cookie(
+                    &mut resp,
+                    &pages::csrf_cookie(&flow),
+                    &csrf,
+                    idp.tls,
+                    PENDING_TTL,
+                );
+                return resp;
+            }
+        }
+    }
     // The consent given on this form, to store with the approval: the
     // client, what the user had consented to, and what they now have.
     let mut consent = None;
@@ -188,6 +233,7 @@ pub async fn login_submit(
                 &client.name,
                 &missing,
                 form.get("password"),
+                context.mfa.then_some(conditional_access::DEV_MFA_CODE),
             );
             pages::set_cookie(
                 &mut resp,
@@ -230,6 +276,7 @@ pub async fn login_submit(
                     && let Some(rec) = state.devices.get_mut(&h)
                 {
                     rec.status = status.clone();
+                    rec.context = context.clone();
                 }
                 decided.map(|_| d.client_id)
             }

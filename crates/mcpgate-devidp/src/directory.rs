@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::client_assertion::CertificateCredential;
+use crate::conditional_access::{Rule, RuleConfig};
 use crate::error::IdpError;
 use crate::util::{ct_eq, sha256_hex, stable_guid};
 
@@ -138,6 +139,10 @@ pub struct IdpConfig {
     pub apps: Vec<AppConfig>,
     /// Users.
     pub users: Vec<UserConfig>,
+    /// Conditional Access rules (`[[conditional_access]]`): which users
+    /// must complete a second factor for which resources. None by default.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub conditional_access: Vec<RuleConfig>,
 }
 
 /// `[[tenants]]`.
@@ -530,6 +535,8 @@ pub struct Directory {
     pub apps: Vec<App>,
     /// Users.
     pub users: Vec<User>,
+    /// Conditional Access rules.
+    pub conditional_access: Vec<Rule>,
 }
 
 fn is_guid(s: &str) -> bool {
@@ -725,10 +732,75 @@ impl Directory {
                 listed: u.listed.unwrap_or(true),
             });
         }
-        Ok(Self {
+        let mut dir = Self {
             tenants,
             apps,
             users,
+            conditional_access: Vec::new(),
+        };
+        dir.conditional_access = config
+            .conditional_access
+            .iter()
+            .map(|r| dir.rule(r))
+            .collect::<Result<_, _>>()?;
+        let mut ids = BTreeSet::new();
+        for r in &dir.conditional_access {
+            if !ids.insert(r.id.clone()) {
+                return bad(format!(
+                    "conditional_access: policy id {} is used twice (give each rule its own name or id)",
+                    r.id
+                ));
+            }
+        }
+        Ok(dir)
+    }
+
+    /// Checks one `[[conditional_access]]` rule against the directory:
+    /// every user and resource it names must exist.
+    fn rule(&self, r: &RuleConfig) -> Result<Rule, IdpError> {
+        let bad = |m: String| IdpError::Config(format!("conditional_access {:?}: {m}", r.name));
+        if r.name.trim().is_empty() {
+            return Err(IdpError::Config(
+                "conditional_access: every rule needs a name".to_owned(),
+            ));
+        }
+        let id = match &r.id {
+            Some(id) if is_guid(id) => id.to_ascii_lowercase(),
+            Some(id) => return Err(bad(format!("id {id:?} is not a GUID"))),
+            None => stable_guid(&["conditional_access", &r.name]),
+        };
+        let users = r
+            .users
+            .iter()
+            .map(|name| {
+                self.user(name)
+                    .map(|u| u.oid.clone())
+                    .ok_or_else(|| bad(format!("names user {name:?}, who is not in [[users]]")))
+            })
+            .collect::<Result<_, _>>()?;
+        let resources = r
+            .resources
+            .iter()
+            .map(|name| {
+                let key = resource_key(name);
+                if key == GRAPH_APP_ID {
+                    return Ok(key);
+                }
+                self.api_named(name)
+                    .map(|a| a.client_id.clone())
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "names resource {name:?}, which is neither \"graph\" nor an app id or identifier URI in [[apps]]"
+                        ))
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Rule {
+            id,
+            name: r.name.clone(),
+            users,
+            resources,
+            require: r.require,
         })
     }
 
@@ -823,6 +895,81 @@ mod tests {
                 .and_then(|c| Directory::from_config(&c))
                 .expect_err(text);
             assert!(err.to_string().contains(why), "{text}: {err}");
+        }
+    }
+
+    /// The built-in directory's TOML with `rules` appended.
+    fn with_rules(rules: &str) -> Result<Directory, IdpError> {
+        let builtin = toml::to_string(&IdpConfig::builtin()).expect("builtin as TOML");
+        IdpConfig::from_toml_str(&format!("{builtin}\n{rules}"))
+            .and_then(|c| Directory::from_config(&c))
+    }
+
+    #[test]
+    fn conditional_access_rules_are_checked_against_the_directory() {
+        let d = with_rules(&format!(
+            "[[conditional_access]]\nname = \"Require MFA for the MCP API\"\nusers = [\"Alice@mcpgate.test\"]\nresources = [\"api://{DEFAULT_API_APP_ID}\", \"graph\"]\nrequire = \"mfa\"\n\
+[[conditional_access]]\nname = \"Everyone, everywhere\"\nid = \"C0A1B2C3-D4E5-4F60-8A7B-9C0D1E2F3A4B\"\nrequire = \"mfa\""
+        ))
+        .expect("valid rules");
+        let [named, all] = &d.conditional_access[..] else {
+            panic!("two rules");
+        };
+        let alice = d.user("alice@mcpgate.test").expect("alice");
+        let bob = d.user("bob@mcpgate.test").expect("bob");
+        assert!(named.covers(alice, DEFAULT_API_APP_ID));
+        assert!(
+            named.covers(alice, GRAPH_APP_ID),
+            "graph names Graph's app id"
+        );
+        assert!(!named.covers(bob, DEFAULT_API_APP_ID));
+        assert!(is_guid(&named.id), "an id derived from the name");
+        assert_eq!(
+            named.id,
+            with_rules(
+                "[[conditional_access]]\nname = \"Require MFA for the MCP API\"\nrequire = \"mfa\""
+            )
+            .expect("rule")
+            .conditional_access[0]
+                .id,
+            "stable"
+        );
+        assert_eq!(all.id, "c0a1b2c3-d4e5-4f60-8a7b-9c0d1e2f3a4b");
+        assert!(all.covers(bob, "anything"), "empty lists mean all");
+        assert!(builtin().conditional_access.is_empty(), "none built in");
+
+        for (rules, why) in [
+            (
+                "[[conditional_access]]\nname = \"x\"\nusers = [\"nobody@mcpgate.test\"]\nrequire = \"mfa\"",
+                "names user \"nobody@mcpgate.test\", who is not in [[users]]",
+            ),
+            (
+                "[[conditional_access]]\nname = \"x\"\nresources = [\"api://nothing\"]\nrequire = \"mfa\"",
+                "names resource \"api://nothing\"",
+            ),
+            (
+                "[[conditional_access]]\nname = \"x\"\nid = \"nope\"\nrequire = \"mfa\"",
+                "is not a GUID",
+            ),
+            (
+                "[[conditional_access]]\nname = \"x\"\nrequire = \"compliant_device\"",
+                "unknown variant",
+            ),
+            (
+                "[[conditional_access]]\nname = \"x\"\nrequire = \"mfa\"\n[[conditional_access]]\nname = \"x\"\nrequire = \"mfa\"",
+                "used twice",
+            ),
+            (
+                "[[conditional_access]]\nname = \" \"\nrequire = \"mfa\"",
+                "needs a name",
+            ),
+            (
+                "[[conditional_access]]\nname = \"x\"\nrequire = \"mfa\"\ngrant = \"block\"",
+                "unknown field",
+            ),
+        ] {
+            let err = with_rules(rules).expect_err(rules);
+            assert!(err.to_string().contains(why), "{rules}: {err}");
         }
     }
 

@@ -26,6 +26,10 @@ pub struct AadError {
     pub message: String,
     /// Entra's `suberror` (`consent_required`, …), when it sends one.
     pub suberror: Option<&'static str>,
+    /// A claims challenge: the JSON the client sends back as the `claims`
+    /// parameter of an interactive request. Entra writes it as a JSON
+    /// string, not an object.
+    pub claims: Option<String>,
 }
 
 impl AadError {
@@ -37,7 +41,14 @@ impl AadError {
             code,
             message: message.into(),
             suberror: None,
+            claims: None,
         }
+    }
+
+    /// With a claims challenge (`claims`, a JSON string).
+    pub fn with_claims(mut self, claims: String) -> Self {
+        self.claims = Some(claims);
+        self
     }
 
     /// With Entra's `suberror`.
@@ -155,6 +166,9 @@ impl AadError {
         if let Some(sub) = self.suberror {
             body["suberror"] = json!(sub);
         }
+        if let Some(claims) = &self.claims {
+            body["claims"] = json!(claims);
+        }
         body
     }
 }
@@ -234,5 +248,21 @@ impl IdpError {
             path: path.to_owned(),
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_claims_challenge_is_a_json_string_in_the_body() {
+        let e = AadError::new("invalid_grant", 50076, "MFA.")
+            .with_suberror("basic_action")
+            .with_claims(r#"{"access_token":{}}"#.to_owned());
+        let body = e.body();
+        assert_eq!(body["claims"], json!(r#"{"access_token":{}}"#));
+        assert_eq!(body["suberror"], "basic_action");
+        assert!(AadError::missing("x").body().get("claims").is_none());
     }
 }

@@ -22,6 +22,12 @@
 //!   hash of the whole code, so a code whose nonce was changed is unknown.
 //! - Consents are keyed by the user's object id and the client id under
 //!   this IdP's prefix; their scopes are written `<resource>/<scope>`.
+//! - How the sign-in authenticated ([`AuthContext`]: the second factor,
+//!   authentication contexts) has no field in the store's records either,
+//!   so it travels in `scopes` as markers no scope can be: `#amr:mfa` and
+//!   `#acrs:<id>` ([`context_to_grant`], [`context_from_grant`]). A record
+//!   without them is a password-only sign-in, which is what every grant
+//!   stored before Conditional Access was.
 
 use std::collections::BTreeSet;
 
@@ -30,6 +36,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use mcpgate_store::{ClientId, StoreError, Subject, Timestamp, TokenHash};
 use sha2::{Digest, Sha256};
 
+use crate::conditional_access::AuthContext;
 use crate::directory::GRAPH_APP_ID;
 use crate::error::AadError;
 use crate::scope::{OIDC_SCOPES, ScopeRequest};
@@ -134,6 +141,40 @@ pub fn scope_from_grant(resource: Option<&str>, scopes: &[String]) -> Option<Sco
     Some(req)
 }
 
+/// The marker of a sign-in that did the second factor.
+const MFA_MARKER: &str = "#amr:mfa";
+/// The prefix of an authentication-context marker.
+const ACRS_MARKER: &str = "#acrs:";
+
+/// A grant's `scopes` with the sign-in's `context` appended as markers.
+pub fn context_to_grant(mut scopes: Vec<String>, context: &AuthContext) -> Vec<String> {
+    if context.mfa {
+        scopes.push(MFA_MARKER.to_owned());
+        scopes.extend(context.acrs.iter().map(|a| format!("{ACRS_MARKER}{a}")));
+    }
+    scopes
+}
+
+/// A grant's sign-in context, and its scopes without the markers.
+pub fn context_from_grant(scopes: &[String]) -> (AuthContext, Vec<String>) {
+    let mut context = AuthContext::password();
+    let mut rest = Vec::with_capacity(scopes.len());
+    for s in scopes {
+        if s == MFA_MARKER {
+            context.mfa = true;
+        } else if let Some(a) = s.strip_prefix(ACRS_MARKER) {
+            context.acrs.insert(a.to_owned());
+        } else {
+            rest.push(s.clone());
+        }
+    }
+    if !context.mfa {
+        // Authentication contexts are satisfied by the second factor only.
+        context.acrs.clear();
+    }
+    (context, rest)
+}
+
 /// A user's consents to one client: scopes by resource, written
 /// `<resource>/<scope>`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -231,6 +272,25 @@ mod tests {
         assert_eq!(nonce_of("abc.!!"), Err(NotOurs));
         assert_ne!(grant_hash(&plain), TokenHash::of(plain.as_bytes()));
         assert_eq!(grant_hash(&plain), grant_hash(&plain));
+    }
+
+    #[test]
+    fn the_sign_in_context_round_trips_beside_the_scopes() {
+        let scopes = vec!["openid".to_owned(), "api/mcp:tools".to_owned()];
+        let mfa = AuthContext {
+            mfa: true,
+            acrs: ["c1".to_owned()].into(),
+        };
+        for context in [AuthContext::password(), mfa] {
+            let stored = context_to_grant(scopes.clone(), &context);
+            assert_eq!(context_from_grant(&stored), (context, scopes.clone()));
+        }
+        let forged = vec!["#acrs:c1".to_owned()];
+        assert_eq!(
+            context_from_grant(&forged).0,
+            AuthContext::password(),
+            "no acrs without the second factor"
+        );
     }
 
     #[test]

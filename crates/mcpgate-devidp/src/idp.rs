@@ -10,6 +10,7 @@ use mcpgate_token::clock::Clock;
 use serde_json::{Value, json};
 
 use crate::Exposure;
+use crate::conditional_access::AuthContext;
 use crate::directory::{App, Directory, GRAPH_APP_ID, SecretHash, User};
 use crate::error::AadError;
 use crate::grants::{self, Consents, store_failed};
@@ -61,6 +62,9 @@ pub struct Delegated<'a> {
     pub auth: ClientAuth,
     /// The signed-in user.
     pub user: &'a User,
+    /// How the sign-in authenticated the user (`amr`, `acrs`); a refresh
+    /// token minted here remembers it.
+    pub context: &'a AuthContext,
     /// The concrete tenant.
     pub tenant: &'a str,
     /// What is asked.
@@ -396,6 +400,7 @@ impl Idp {
             client,
             auth,
             user,
+            context,
             tenant,
             req,
             nonce,
@@ -415,7 +420,7 @@ impl Idp {
             roles,
             client,
             client_auth: auth,
-            user: Some(user),
+            user: Some((user, context)),
             tenant,
         });
         let mut body = json!({
@@ -431,6 +436,7 @@ impl Idp {
             let refresh = random_token();
             let (family, grant_scope) = family;
             let (resource, scopes) = grants::scope_to_grant(grant_scope);
+            let scopes = grants::context_to_grant(scopes, context);
             let record = RefreshRecord {
                 family: family.clone(),
                 client_id: ClientId::new(client.client_id.clone()),
@@ -445,7 +451,8 @@ impl Idp {
             body["refresh_token"] = json!(refresh);
         }
         if req.openid() {
-            body["id_token"] = json!(minter.id_token(user, client, tenant, nonce, &req.oidc));
+            body["id_token"] =
+                json!(minter.id_token(user, context, client, tenant, nonce, &req.oidc));
         }
         if want_client_info {
             body["client_info"] = json!(client_info(user));
@@ -498,6 +505,43 @@ impl Idp {
             "ext_expires_in": expires_in,
             "access_token": access_token,
         })
+    }
+
+    /// Refuses a delegated grant that Conditional Access (or the request's
+    /// `claims`) blocks: the sign-in behind it, `context`, did not do the
+    /// second factor that a rule for `user` and `req`'s resource requires.
+    /// Checked before anything is spent, rotated or stored.
+    pub fn conditional_access(
+        &self,
+        user: &User,
+        req: &ScopeRequest,
+        context: &AuthContext,
+        claims: &crate::conditional_access::ClaimsRequest,
+        on_behalf_of: bool,
+    ) -> Result<(), AadError> {
+        let unmet = crate::conditional_access::unmet(
+            &self.dir.conditional_access,
+            user,
+            &req.resource,
+            context,
+            claims,
+        );
+        if unmet.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(
+            user = %user.username,
+            resource = %req.resource,
+            policies = ?unmet.capolids,
+            "conditional access: a second factor is required"
+        );
+        Err(AadError::from(
+            crate::token_error::TokenError::MfaRequired {
+                resource: req.resource.clone(),
+                unmet,
+                on_behalf_of,
+            },
+        ))
     }
 
     /// Revokes a refresh-token family: none of its tokens rotates again.

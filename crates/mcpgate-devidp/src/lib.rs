@@ -15,6 +15,7 @@
 //! | [`token`] | the token endpoint and its grants |
 //! | [`token_error`] | its refusals, mapped to Entra's errors in one place |
 //! | [`client_assertion`] | certificate credentials: `private_key_jwt` client assertions |
+//! | [`conditional_access`] | MFA rules, `amr`/`acrs`, the `claims` parameter and Entra's claims challenge |
 //! | [`device`] | the device authorization grant and its page |
 //! | [`metadata`] | OpenID discovery, the key set, Graph's `/me`, sign-out |
 //! | [`error`] | Entra's error JSON |
@@ -62,6 +63,7 @@
 pub mod authorize;
 pub mod authorize_error;
 pub mod client_assertion;
+pub mod conditional_access;
 pub mod device;
 pub mod directory;
 pub mod error;

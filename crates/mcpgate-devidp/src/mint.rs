@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
+use crate::conditional_access::AuthContext;
 use crate::directory::{App, Directory, GRAPH_APP_ID, User};
 use crate::keys::KeyRing;
 use crate::util::{b64url, random_bytes};
@@ -87,8 +88,9 @@ pub struct AccessGrant<'a> {
     pub client: &'a App,
     /// How that client authenticated.
     pub client_auth: ClientAuth,
-    /// The signed-in user; `None` for app-only.
-    pub user: Option<&'a User>,
+    /// The signed-in user and how the sign-in authenticated them; `None`
+    /// for app-only.
+    pub user: Option<(&'a User, &'a AuthContext)>,
     /// The tenant.
     pub tenant: &'a str,
 }
@@ -154,7 +156,12 @@ impl Minter<'_> {
             c.insert("azpacr".into(), json!(grant.client_auth.acr()));
         }
         match grant.user {
-            Some(user) => {
+            Some((user, context)) => {
+                // v1 and v2 access tokens both carry `amr` in Entra.
+                c.insert("amr".into(), json!(context.amr()));
+                if !context.acrs.is_empty() {
+                    c.insert("acrs".into(), json!(context.acrs));
+                }
                 c.insert("name".into(), json!(user.display_name));
                 c.insert("oid".into(), json!(user.oid));
                 if version == 1 {
@@ -193,6 +200,7 @@ impl Minter<'_> {
     pub fn id_token(
         &self,
         user: &User,
+        context: &AuthContext,
         client: &App,
         tenant: &str,
         nonce: Option<&str>,
@@ -205,6 +213,7 @@ impl Minter<'_> {
             "iat": self.now,
             "nbf": self.now,
             "exp": self.now + 3600,
+            "amr": context.amr(),
             "oid": user.oid,
             "sub": pairwise_sub(user, &client.client_id),
             "tid": tenant,

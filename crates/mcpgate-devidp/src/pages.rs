@@ -133,6 +133,48 @@ pub fn sign_in(
     page(StatusCode::OK, "Sign in", &body, false)
 }
 
+/// The second-factor step of a sign-in: the code from an authenticator
+/// app. `dev_code` is shown as a hint (loopback only, like the listed
+/// users); `error` after a wrong code.
+pub fn second_factor(
+    pending: &str,
+    csrf: &str,
+    app_name: &str,
+    user: &User,
+    dev_code: Option<&str>,
+    error: Option<&AadError>,
+) -> Response {
+    let mut body = format!(
+        "<h1>Verify your identity</h1><p class=\"muted\">{name} ({user}) signing in to <strong>{app}</strong> — mcpgate development identity provider</p>\
+<p>Your organisation requires multi-factor authentication for this sign-in.</p>",
+        name = esc(&user.display_name),
+        user = esc(&user.username),
+        app = esc(app_name),
+    );
+    if let Some(e) = error {
+        body.push_str(&format!(
+            "<p class=\"err\" role=\"alert\">AADSTS{}: {}</p>",
+            e.code,
+            esc(&e.message)
+        ));
+    }
+    body.push_str(&format!(
+        "<form method=\"post\"><input type=\"hidden\" name=\"pending\" value=\"{p}\"><input type=\"hidden\" name=\"csrf\" value=\"{c}\">\
+<input type=\"hidden\" name=\"action\" value=\"second_factor\">\
+<label>Enter the code from your authenticator app<input name=\"otp\" id=\"otp\" inputmode=\"numeric\" autocomplete=\"one-time-code\" maxlength=\"12\" autofocus></label>\
+<button type=\"submit\" id=\"verify\">Verify</button></form>",
+        p = esc(pending),
+        c = esc(csrf),
+    ));
+    if let Some(code) = dev_code {
+        body.push_str(&format!(
+            "<p class=\"muted\" id=\"dev-code\">Development identity provider: the code is <strong>{}</strong>.</p>",
+            esc(code)
+        ));
+    }
+    page(StatusCode::OK, "Verify your identity", &body, false)
+}
+
 /// The consent page.
 pub fn consent(
     pending: &str,
@@ -239,8 +281,66 @@ pub fn device(csrf: &str, flow: &str, users: &[&User], notice: Option<&str>) -> 
     page(StatusCode::OK, "Enter code", &body, false)
 }
 
+/// Hidden inputs carrying a password and a second-factor code from one
+/// step of the device form to the next.
+fn carried(password: Option<&str>, otp: Option<&str>) -> String {
+    [("password", password), ("otp", otp)]
+        .iter()
+        .filter_map(|(name, value)| {
+            value.map(|v| {
+                format!(
+                    "<input type=\"hidden\" name=\"{name}\" value=\"{}\">",
+                    esc(v)
+                )
+            })
+        })
+        .collect()
+}
+
+/// The device flow's second-factor step: the same form again, with the
+/// code from an authenticator app asked.
+#[allow(clippy::too_many_arguments)]
+pub fn device_second_factor(
+    csrf: &str,
+    flow: &str,
+    user_code: &str,
+    user: &User,
+    password: Option<&str>,
+    dev_code: Option<&str>,
+    notice: Option<&str>,
+) -> Response {
+    let mut body = format!(
+        "<h1>Verify your identity</h1><p class=\"muted\">{name} ({user}) — mcpgate development identity provider</p>\
+<p>Your organisation requires multi-factor authentication for this sign-in.</p>",
+        name = esc(&user.display_name),
+        user = esc(&user.username),
+    );
+    if let Some(n) = notice {
+        body.push_str(&format!("<p class=\"err\" role=\"alert\">{}</p>", esc(n)));
+    }
+    body.push_str(&format!(
+        "<form method=\"post\"><input type=\"hidden\" name=\"csrf\" value=\"{c}\"><input type=\"hidden\" name=\"flow\" value=\"{f}\"><input type=\"hidden\" name=\"user_code\" value=\"{code}\">\
+<input type=\"hidden\" name=\"username\" value=\"{user}\">{carried}\
+<label>Enter the code from your authenticator app<input name=\"otp\" id=\"otp\" inputmode=\"numeric\" autocomplete=\"one-time-code\" maxlength=\"12\" autofocus></label>\
+<button type=\"submit\" name=\"action\" value=\"approve\" id=\"verify\">Verify</button> <button type=\"submit\" name=\"action\" value=\"deny\" id=\"deny\">Deny</button></form>",
+        c = esc(csrf),
+        f = esc(flow),
+        code = esc(user_code),
+        user = esc(&user.username),
+        carried = carried(password, None),
+    ));
+    if let Some(code) = dev_code {
+        body.push_str(&format!(
+            "<p class=\"muted\" id=\"dev-code\">Development identity provider: the code is <strong>{}</strong>.</p>",
+            esc(code)
+        ));
+    }
+    page(StatusCode::OK, "Verify your identity", &body, false)
+}
+
 /// The device flow's consent step: the same form again, with the
 /// permissions shown and `consent=yes`.
+#[allow(clippy::too_many_arguments)]
 pub fn device_consent(
     csrf: &str,
     flow: &str,
@@ -249,19 +349,13 @@ pub fn device_consent(
     app_name: &str,
     scopes: &[String],
     password: Option<&str>,
+    otp: Option<&str>,
 ) -> Response {
     let items: String = scopes
         .iter()
         .map(|s| format!("<li>{}</li>", esc(s)))
         .collect();
-    let password_field = password
-        .map(|p| {
-            format!(
-                "<input type=\"hidden\" name=\"password\" value=\"{}\">",
-                esc(p)
-            )
-        })
-        .unwrap_or_default();
+    let password_field = carried(password, otp);
     let body = format!(
         "<h1>Permissions requested</h1><p><strong>{app}</strong> wants to, on behalf of {name} ({user}):</p><ul>{items}</ul>\
 <form method=\"post\"><input type=\"hidden\" name=\"csrf\" value=\"{c}\"><input type=\"hidden\" name=\"flow\" value=\"{f}\"><input type=\"hidden\" name=\"user_code\" value=\"{code}\">\

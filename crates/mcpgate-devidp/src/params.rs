@@ -26,6 +26,7 @@ pub fn max_len(name: &str) -> usize {
         | "user_code"
         | "pending"
         | "csrf"
+        | "otp"
         | "flow"
         | "client_info"
         | "requested_token_use" => 128,
@@ -33,6 +34,7 @@ pub fn max_len(name: &str) -> usize {
         "nonce" => 512,
         "redirect_uri" | "post_logout_redirect_uri" | "resource" => 1024,
         "state" | "scope" => 2048,
+        "claims" => crate::conditional_access::MAX_CLAIMS,
         "code" | "refresh_token" | "device_code" | "client_secret" => 4096,
         "assertion" | "client_assertion" => 16 * 1024,
         _ => 2048,

@@ -11,6 +11,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use crate::conditional_access::{AuthContext, ClaimsRequest};
 use crate::scope::ScopeRequest;
 
 /// Authorization codes live ten minutes, as Entra's do.
@@ -53,6 +54,37 @@ pub struct AuthorizeRequest {
     pub login_hint: Option<String>,
     /// `prompt=login` or `select_account`.
     pub force_login: bool,
+    /// What the `claims` parameter asks (Conditional Access step-up).
+    pub claims: ClaimsRequest,
+}
+
+/// What a sign-in page waits for next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// Who signs in: a one-click choice or a password.
+    SignIn,
+    /// The second factor of this user, who gave the first.
+    SecondFactor {
+        /// The user's object id.
+        user_oid: String,
+    },
+    /// This user's consent.
+    Consent {
+        /// The user's object id.
+        user_oid: String,
+        /// How the sign-in authenticated them.
+        context: AuthContext,
+    },
+}
+
+impl Next {
+    /// The user, once known.
+    pub fn user_oid(&self) -> Option<&str> {
+        match self {
+            Self::SignIn => None,
+            Self::SecondFactor { user_oid } | Self::Consent { user_oid, .. } => Some(user_oid),
+        }
+    }
 }
 
 /// A sign-in page shown and not yet answered.
@@ -62,8 +94,10 @@ pub struct Pending {
     pub request: AuthorizeRequest,
     /// The CSRF value the form and the cookie must both carry.
     pub csrf: String,
-    /// The user, once signed in (then consent is being asked).
-    pub user_oid: Option<String>,
+    /// What the page asks for next.
+    pub next: Next,
+    /// Wrong second-factor codes entered on this page so far.
+    pub failed_codes: u8,
     /// Created at.
     pub created: u64,
 }
@@ -73,7 +107,8 @@ impl std::fmt::Debug for Pending {
         f.debug_struct("Pending")
             .field("request", &self.request)
             .field("csrf", &"[redacted]")
-            .field("user_oid", &self.user_oid)
+            .field("next", &self.next)
+            .field("failed_codes", &self.failed_codes)
             .field("created", &self.created)
             .finish()
     }
@@ -111,6 +146,8 @@ pub struct DeviceRecord {
     pub last_poll: Option<u64>,
     /// Status.
     pub status: DeviceStatus,
+    /// How the approving user authenticated on the device page.
+    pub context: AuthContext,
 }
 
 impl std::fmt::Debug for DeviceRecord {
@@ -123,6 +160,7 @@ impl std::fmt::Debug for DeviceRecord {
             .field("user_code", &"[redacted]")
             .field("expires", &self.expires)
             .field("status", &self.status)
+            .field("context", &self.context)
             .finish_non_exhaustive()
     }
 }
@@ -132,6 +170,9 @@ impl std::fmt::Debug for DeviceRecord {
 pub struct Session {
     /// User.
     pub user_oid: String,
+    /// Whether the sign-in that made it did the second factor (single
+    /// sign-on then satisfies MFA rules without asking again).
+    pub mfa: bool,
     /// Expiry.
     pub expires: u64,
 }

@@ -8,6 +8,7 @@
 
 use axum::http::StatusCode;
 
+use crate::conditional_access::Unmet;
 use crate::error::AadError;
 
 /// A refusal of the token endpoint.
@@ -126,6 +127,20 @@ pub enum TokenError {
     AssertionUserGone,
     /// OBO asked for the client itself (90009).
     OboForItself,
+    /// A Conditional Access rule (or the request's `claims`) needs a second
+    /// factor the grant's sign-in did not do (50076, `basic_action`, with
+    /// the claims challenge): `invalid_grant` for a code, refresh token or
+    /// device code, `interaction_required` for On-Behalf-Of, as Entra
+    /// answers
+    /// (<https://learn.microsoft.com/entra/identity-platform/v2-oauth2-on-behalf-of-flow#error-response-example>).
+    MfaRequired {
+        /// The resource app id asked for.
+        resource: String,
+        /// What the grant lacks: the challenge's content.
+        unmet: Unmet,
+        /// The grant is On-Behalf-Of.
+        on_behalf_of: bool,
+    },
 }
 
 impl From<TokenError> for AadError {
@@ -303,6 +318,23 @@ impl From<TokenError> for AadError {
                 90009,
                 "Application is requesting a token for itself. On-Behalf-Of is for a downstream API.",
             ),
+            E::MfaRequired {
+                resource,
+                unmet,
+                on_behalf_of,
+            } => AadError::new(
+                if on_behalf_of {
+                    "interaction_required"
+                } else {
+                    "invalid_grant"
+                },
+                50076,
+                format!(
+                    "Due to a configuration change made by your administrator, or because you moved to a new location, you must use multi-factor authentication to access '{resource}'."
+                ),
+            )
+            .with_suberror("basic_action")
+            .with_claims(unmet.claims()),
         }
     }
 }
@@ -325,5 +357,35 @@ mod tests {
         assert_eq!((e.error, e.code), ("access_denied", 65004));
         let e: AadError = TokenError::UnsupportedGrantType("password".into()).into();
         assert_eq!((e.error, e.code), ("unsupported_grant_type", 70003));
+    }
+
+    #[test]
+    fn an_unmet_mfa_rule_is_50076_with_its_claims_challenge() {
+        let unmet = Unmet {
+            capolids: ["c0a1".to_owned()].into(),
+            acrs: Default::default(),
+        };
+        let claims = r#"{"access_token":{"capolids":{"essential":true,"values":["c0a1"]}}}"#;
+        for (on_behalf_of, error) in [(false, "invalid_grant"), (true, "interaction_required")] {
+            let e: AadError = TokenError::MfaRequired {
+                resource: "api-id".into(),
+                unmet: unmet.clone(),
+                on_behalf_of,
+            }
+            .into();
+            assert_eq!(
+                (e.error, e.code, e.status),
+                (error, 50076, StatusCode::BAD_REQUEST)
+            );
+            let body = e.body();
+            assert_eq!(body["suberror"], "basic_action");
+            assert_eq!(body["claims"], claims, "a JSON string, exactly");
+            assert_eq!(body["error_codes"], serde_json::json!([50076]));
+            let text = body["error_description"].as_str().expect("description");
+            assert!(
+                text.starts_with("AADSTS50076: Due to a configuration change made by your administrator, or because you moved to a new location, you must use multi-factor authentication to access 'api-id'. Trace ID: "),
+                "{text}"
+            );
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! pages, the negative cases, and the Entra behaviours it reproduces.
 
 mod certificates;
+mod conditional_access;
 mod device;
 mod fidelity;
 mod flows;

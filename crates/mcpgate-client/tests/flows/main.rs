@@ -9,6 +9,7 @@ use harness::{
     AsOptions, CLAIMS, ClaimsRule, Discovery, MFA_MARK, McpOptions, auth_server, client,
     mcp_server, options,
 };
+use mcpgate_client::account::{Account, AccountOptions};
 use mcpgate_client::discovery::DiscoveryError;
 use mcpgate_client::error::FlowError;
 use mcpgate_client::secret::ClientSecret;
@@ -569,4 +570,66 @@ async fn a_refresh_refused_for_claims_signs_in_with_them() {
     // The new sign-in's refresh token satisfies the policy.
     c.client.list_tools().await.expect("refreshed");
     assert_eq!(a.seen_at("authorize").len(), 2);
+}
+
+/// An account (what `mcpgate stdio` signs its user in with) at `a`.
+fn account(a: &harness::AuthServer, store: &mcpgate_client::store::Store) -> Account {
+    let http = reqwest::Client::new();
+    let no_redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("http");
+    Account::new(
+        http,
+        no_redirect,
+        AccountOptions {
+            authority: a.issuer.clone(),
+            client_id: "desktop".to_owned(),
+            scopes: vec!["read".to_owned()],
+            api: "https://graph.example/v1.0".to_owned(),
+            sign_in: SignIn::NonInteractive,
+            store: store.clone(),
+            notify: std::sync::Arc::new(|_: &str| {}),
+            browser: std::sync::Arc::new(harness::NoDisplay),
+        },
+    )
+}
+
+#[tokio::test]
+async fn an_account_meets_an_apis_claims_challenge_and_a_refresh_refused_with_claims() {
+    let refusal = serde_json::json!({
+        "error": "invalid_grant",
+        "error_description": "AADSTS50076: you must use multi-factor authentication",
+        "claims": CLAIMS,
+    });
+    let a = auth_server(AsOptions {
+        refuse_refresh_with: Some(refusal),
+        expires_in: 30,
+        ..AsOptions::default()
+    })
+    .await;
+    let (store, _dir) = harness::store();
+    let account = account(&a, &store);
+    let first = account.token().await.expect("signed in");
+    assert!(!first.contains(MFA_MARK));
+    // Due for refresh at once; the refresh is refused with claims, and the
+    // sign-in that follows sends them.
+    let second = account.token().await.expect("signed in with claims");
+    assert!(second.contains(MFA_MARK), "{second}");
+    assert_eq!(claims_asked(&a), [None, Some(CLAIMS.to_owned())]);
+
+    // An API's challenge (Graph's insufficient_claims) asks again.
+    let asked = mcpgate_client::claims::Claims::from_json(
+        r#"{"access_token":{"acrs":{"essential":true,"value":"c1"}}}"#,
+    )
+    .expect("claims");
+    let third = account
+        .sign_in_with_claims(&asked)
+        .await
+        .expect("signed in");
+    assert!(third.contains(MFA_MARK), "{third}");
+    assert_eq!(
+        claims_asked(&a).last().cloned().flatten().as_deref(),
+        Some(asked.as_json())
+    );
 }

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use axum::extract::{RawQuery, State};
 use axum::response::Response;
 use http::StatusCode;
+use mcpgate_client::claims::{Claims, ClaimsError};
 use mcpgate_client::oauth::Pkce;
 use mcpgate_store::{PendingAuthorization, SealError, StoreError};
 
@@ -98,6 +99,9 @@ pub enum RequestError {
     /// `state` is too long.
     #[error("state is longer than {MAX_STATE_LEN} bytes")]
     StateTooLong,
+    /// `claims` is not a JSON object of at most 4 KiB.
+    #[error("claims: {0}")]
+    Claims(#[source] ClaimsError),
     /// No randomness.
     #[error(transparent)]
     Random(#[from] RandomUnavailable),
@@ -113,7 +117,9 @@ impl RequestError {
     /// The OAuth error sent back.
     pub fn to_oauth(&self) -> OAuthError {
         let code = match self {
-            RequestError::NoResponseType | RequestError::StateTooLong => ErrorCode::InvalidRequest,
+            RequestError::NoResponseType | RequestError::StateTooLong | RequestError::Claims(_) => {
+                ErrorCode::InvalidRequest
+            }
             RequestError::ResponseType => ErrorCode::UnsupportedResponseType,
             RequestError::Pkce(e) => return e.to_oauth(),
             RequestError::Scope(_) | RequestError::NoResourceScope => ErrorCode::InvalidScope,
@@ -208,6 +214,13 @@ async fn request(
         params.get("code_challenge_method"),
     )?;
     let scopes = scopes(broker, client, params.get("scope"))?;
+    // After a claims challenge the client asks for claims (a second
+    // factor): the upstream sign-in is where they can be met.
+    let claims = params
+        .get("claims")
+        .map(Claims::from_json)
+        .transpose()
+        .map_err(RequestError::Claims)?;
     let resource = match params.get("resource") {
         None => broker.config.resources[0].clone(),
         Some(r) if broker.config.resources.iter().any(|c| c == r) => r.to_owned(),
@@ -246,6 +259,7 @@ async fn request(
         code_challenge: &pkce.challenge,
         nonce: &nonce,
         login_hint: None,
+        claims: claims.as_ref(),
     });
     Ok(url.to_string())
 }

@@ -52,6 +52,19 @@ pub enum DownstreamError {
 }
 
 impl DownstreamError {
+    /// The claims the user must sign in again satisfying, when the
+    /// upstream refused the refresh or the exchange for want of them.
+    pub fn claims_challenge(&self) -> Option<mcpgate_client::claims::Claims> {
+        match self {
+            DownstreamError::Upstream(e) => e.claims_challenge(),
+            DownstreamError::NotBrokerToken
+            | DownstreamError::NoGrant
+            | DownstreamError::Expired
+            | DownstreamError::Seal(_)
+            | DownstreamError::Store(_) => None,
+        }
+    }
+
     /// Whether the user must sign in again (as opposed to an outage).
     pub fn needs_sign_in(&self) -> bool {
         match self {

@@ -13,6 +13,7 @@
 use std::path::PathBuf;
 
 use mcpgate_client::assertion::{ClientKey, KeyError};
+use mcpgate_client::claims::Claims;
 use mcpgate_client::discovery::{self, AuthServer, DiscoveryError};
 use mcpgate_client::error::FlowError;
 use mcpgate_client::oauth::{ClientAuth, TokenSet, token_request};
@@ -93,6 +94,23 @@ pub enum UpstreamError {
     },
 }
 
+impl UpstreamError {
+    /// The claims a new, interactive sign-in of the user must satisfy,
+    /// when the upstream refused for want of them (Entra's AADSTS50076:
+    /// `interaction_required` on On-Behalf-Of, `invalid_grant` on a
+    /// refresh). Nothing is to be revoked then: the grant stands.
+    pub fn claims_challenge(&self) -> Option<Claims> {
+        match self {
+            UpstreamError::Flow(FlowError::Refused(e)) => e.claims_challenge(),
+            UpstreamError::Discovery(_)
+            | UpstreamError::MissingEndpoint { .. }
+            | UpstreamError::Flow(_)
+            | UpstreamError::Key(_)
+            | UpstreamError::FederatedToken { .. } => None,
+        }
+    }
+}
+
 /// A discovered upstream, ready to sign users in.
 #[derive(Debug, Clone)]
 pub struct Upstream {
@@ -120,6 +138,9 @@ pub struct UpstreamAuthorization<'a> {
     pub nonce: &'a str,
     /// A hint of who signs in, when known.
     pub login_hint: Option<&'a str>,
+    /// Claims the sign-in must satisfy, passed on from the MCP client's
+    /// request after a claims challenge (a second factor, say).
+    pub claims: Option<&'a Claims>,
 }
 
 impl Upstream {
@@ -186,6 +207,9 @@ impl Upstream {
             }
             if let Some(resource) = &self.resource {
                 q.append_pair("resource", resource);
+            }
+            if let Some(claims) = request.claims {
+                q.append_pair("claims", claims.as_json());
             }
         }
         url

@@ -5,20 +5,24 @@
 //! The tokens are kept in the same store as `mcpgate login`'s, keyed by
 //! the API; the access token is refreshed silently shortly before it
 //! expires, and a refused refresh token leads to a fresh sign-in rather
-//! than an error. One sign-in at a time: a caller that arrives while one
-//! runs waits for it.
+//! than an error; a refresh refused for want of claims (Entra's
+//! AADSTS50076), or an API's claims challenge handed to
+//! [`Account::sign_in_with_claims`], leads to an interactive sign-in that
+//! sends them. One sign-in at a time: a caller that arrives while one runs
+//! waits for it.
 
 use std::sync::Arc;
 
 use tokio::sync::Mutex;
 
+use crate::claims::Claims;
 use crate::discovery::{self, AuthServer};
 use crate::error::ClientError;
 use crate::grants::{self, Runner, SignIn, TokenEndpoint};
 use crate::redirect::Browser;
 use crate::registration::{Credentials, Identity};
 use crate::scopes;
-use crate::session::Session;
+use crate::session::{Refresh, Session};
 use crate::store::Store;
 
 /// What the account signs in with.
@@ -101,17 +105,43 @@ impl Account {
         if held.is_none() {
             *held = Session::cached(&self.credentials(), &self.options.store, &self.options.api);
         }
+        let mut claims = None;
         if let Some(session) = held.as_mut() {
             let notify = |m: &str| (self.options.notify)(m);
-            let fresh = session
+            let refreshed = session
                 .refresh_if_due(&self.http, &self.options.store, &self.options.api, &notify)
                 .await?;
-            if fresh {
-                return Ok(session.tokens.access_token.secret().to_owned());
+            match refreshed {
+                Refresh::Fresh => return Ok(session.tokens.access_token.secret().to_owned()),
+                Refresh::SignIn => {}
+                Refresh::SignInWithClaims(asked) => claims = Some(asked),
             }
             *held = None;
         }
-        let session = self.sign_in().await?;
+        self.sign_in_holding(&mut held, claims.as_ref()).await
+    }
+
+    /// Signs in anew, interactively, sending `claims` (an API's claims
+    /// challenge: Graph's `WWW-Authenticate: Bearer
+    /// error="insufficient_claims", claims="…"`); the held tokens are
+    /// replaced. A caller tries its API call once more with the token, and
+    /// reports a second challenge rather than asking again.
+    pub async fn sign_in_with_claims(&self, claims: &Claims) -> Result<String, ClientError> {
+        let mut held = self.held.lock().await;
+        *held = None;
+        (self.options.notify)(&format!(
+            "{} asks for a sign-in that satisfies more: signing in again with claims {claims}",
+            self.options.api
+        ));
+        self.sign_in_holding(&mut held, Some(claims)).await
+    }
+
+    async fn sign_in_holding(
+        &self,
+        held: &mut Option<Session>,
+        claims: Option<&Claims>,
+    ) -> Result<String, ClientError> {
+        let session = self.sign_in(claims).await?;
         session.save(&self.options.store, &self.options.api)?;
         let token = session.tokens.access_token.secret().to_owned();
         *held = Some(session);
@@ -125,7 +155,7 @@ impl Account {
         self.options.store.remove_tokens(&self.options.api)
     }
 
-    async fn sign_in(&self) -> Result<Session, ClientError> {
+    async fn sign_in(&self, claims: Option<&Claims>) -> Result<Session, ClientError> {
         let (issuer, meta) = self.discover().await?;
         let notify = |m: &str| (self.options.notify)(m);
         let grant = grants::choose(
@@ -162,7 +192,9 @@ impl Account {
             notify: &notify,
         };
         let tokens = runner
-            .run(grant, &endpoint, &identity, &meta, &issuer, &scopes, None)
+            .run(
+                grant, &endpoint, &identity, &meta, &issuer, &scopes, None, claims,
+            )
             .await?;
         Ok(Session {
             meta: Some(meta),

@@ -1,6 +1,8 @@
 //! Reading a `WWW-Authenticate: Bearer …` challenge (RFC 6750 §3, with
 //! RFC 9728's `resource_metadata`): what the server says about where to
-//! sign in and which scopes it needs.
+//! sign in and which scopes it needs, and, with
+//! `error="insufficient_claims"`, the claims a new sign-in must satisfy
+//! ([`crate::claims`]).
 //!
 //! Hand-written: the auth-param grammar (RFC 9110 §11.2) is small, and the
 //! HTTP crates parse only the scheme.
@@ -16,6 +18,9 @@ pub struct BearerChallenge {
     pub error: Option<String>,
     /// `error_description`.
     pub error_description: Option<String>,
+    /// `claims`: base64 of a JSON claims request, as received (decoded by
+    /// [`Self::claims`]).
+    pub claims: Option<String>,
 }
 
 impl BearerChallenge {
@@ -28,7 +33,22 @@ impl BearerChallenge {
             .map(str::to_owned)
             .collect()
     }
+
+    /// Whether the server asks for a sign-in satisfying more claims
+    /// (`error="insufficient_claims"`).
+    pub fn is_insufficient_claims(&self) -> bool {
+        self.error.as_deref() == Some(INSUFFICIENT_CLAIMS)
+    }
+
+    /// The claims the challenge asks for, decoded: `None` without a
+    /// `claims` parameter; an error when it is not base64 of a bounded
+    /// JSON object.
+    pub fn claims(&self) -> Option<Result<Claims, ClaimsError>> {
+        self.claims.as_deref().map(Claims::from_base64)
+    }
 }
+
+use crate::claims::{Claims, ClaimsError, INSUFFICIENT_CLAIMS};
 
 /// Parses every `Bearer` challenge in the header values; the first wins.
 pub fn parse<'a>(values: impl IntoIterator<Item = &'a str>) -> Option<BearerChallenge> {
@@ -79,6 +99,7 @@ fn params(mut s: &str) -> BearerChallenge {
             "scope" => out.scope = Some(value),
             "error" => out.error = Some(value),
             "error_description" => out.error_description = Some(value),
+            "claims" => out.claims = Some(value),
             _ => {}
         }
         s = after;
@@ -154,5 +175,59 @@ mod tests {
         assert_eq!(parse(["bearer"]).expect("bare"), BearerChallenge::default());
         let c = parse(["Bearer error=invalid_token"]).expect("token value");
         assert_eq!(c.error.as_deref(), Some("invalid_token"));
+    }
+
+    #[test]
+    fn reads_a_claims_challenge_as_graph_and_mcpgate_send_it() {
+        // Microsoft Graph's form (standard base64, padded).
+        let c = parse([
+            r#"Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", client_id="00000003-0000-0000-c000-000000000000", error="insufficient_claims", claims="eyJhY2Nlc3NfdG9rZW4iOnsiYWNycyI6eyJlc3NlbnRpYWwiOnRydWUsInZhbHVlIjoiYzEifX19""#,
+        ])
+        .expect("bearer");
+        assert!(c.is_insufficient_claims());
+        let claims = c.claims().expect("a claims parameter").expect("valid");
+        assert_eq!(
+            claims.as_json(),
+            r#"{"access_token":{"acrs":{"essential":true,"value":"c1"}}}"#
+        );
+        // mcpgate's form: the resource metadata first, a description last.
+        let c = parse([
+            r#"Bearer resource_metadata="https://s.example/.well-known/oauth-protected-resource/mcp", error="insufficient_claims", claims="eyJhIjoxfQ==", error_description="MFA needed""#,
+        ])
+        .expect("bearer");
+        assert_eq!(c.claims, Some("eyJhIjoxfQ==".to_owned()));
+        assert_eq!(
+            c.claims().expect("claims"),
+            Ok(Claims::from_json(r#"{"a":1}"#).expect("json"))
+        );
+        assert_eq!(c.error_description.as_deref(), Some("MFA needed"));
+    }
+
+    #[test]
+    fn a_bad_claims_value_is_an_error_not_a_panic() {
+        for value in ["%%%", "bm90IGpzb24=", "", "eyJhIjox"] {
+            let c = parse([
+                format!(r#"Bearer error="insufficient_claims", claims="{value}""#).as_str(),
+            ])
+            .expect("bearer");
+            assert!(
+                matches!(c.claims(), Some(Err(_))),
+                "{value}: {:?}",
+                c.claims()
+            );
+        }
+        let huge = "A".repeat(8 * 1024);
+        let c = parse([format!(r#"Bearer error="insufficient_claims", claims="{huge}""#).as_str()])
+            .expect("bearer");
+        assert!(matches!(
+            c.claims(),
+            Some(Err(ClaimsError::TooLarge { .. }))
+        ));
+        assert!(
+            parse(["Bearer error=\"insufficient_claims\""])
+                .expect("bearer")
+                .claims()
+                .is_none()
+        );
     }
 }

@@ -12,6 +12,7 @@ use tokio::sync::Mutex;
 use url::Url;
 
 use crate::challenge::BearerChallenge;
+use crate::claims::Claims;
 use crate::discovery::{self, AuthServer};
 pub use crate::error::ClientError;
 pub use crate::grants::SignIn;
@@ -21,7 +22,7 @@ use crate::oauth::TokenSet;
 use crate::redirect::Browser;
 use crate::registration::{self, Credentials, Identity};
 use crate::scopes;
-use crate::session::Session;
+use crate::session::{Refresh, Session};
 use crate::store::Store;
 
 /// At most this many sign-ins (first one plus step-ups) per operation.
@@ -69,6 +70,8 @@ pub struct Client {
     options: ClientOptions,
     auth: Mutex<Option<Session>>,
     initialized: Mutex<bool>,
+    // Claims a refused refresh asked for: the next sign-in sends them.
+    pending_claims: std::sync::Mutex<Option<Claims>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -96,6 +99,7 @@ impl Client {
             options,
             auth: Mutex::new(None),
             initialized: Mutex::new(false),
+            pending_claims: std::sync::Mutex::new(None),
         }
     }
 
@@ -122,28 +126,49 @@ impl Client {
             return Ok(None);
         };
         let notify = |m: &str| self.notify(m);
-        if auth
+        let refreshed = auth
             .refresh_if_due(
                 &self.http,
                 &self.options.store,
                 self.url().as_str(),
                 &notify,
             )
-            .await?
-        {
-            Ok(Some(auth.tokens.access_token.secret().to_owned()))
-        } else {
-            *guard = None;
-            Ok(None)
+            .await?;
+        match refreshed {
+            Refresh::Fresh => Ok(Some(auth.tokens.access_token.secret().to_owned())),
+            Refresh::SignIn => {
+                *guard = None;
+                Ok(None)
+            }
+            Refresh::SignInWithClaims(claims) => {
+                // The request goes without a token; its 401 signs in, and
+                // that sign-in sends the claims.
+                *self
+                    .pending_claims
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(claims);
+                *guard = None;
+                Ok(None)
+            }
         }
     }
 
+    /// Claims a refused refresh asked for, to send with the next sign-in.
+    fn take_pending_claims(&self) -> Option<Claims> {
+        self.pending_claims
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
     /// Runs the authorization the specification prescribes for a 401 (or a
-    /// 403 `insufficient_scope` step-up).
+    /// 403 `insufficient_scope` step-up, or a claims challenge: both keep
+    /// the scopes held). `claims` go on the authorization request.
     async fn authorize(
         &self,
         challenge: Option<&BearerChallenge>,
         step_up: bool,
+        claims: Option<&Claims>,
     ) -> Result<(), ClientError> {
         let server = self.url().clone();
         let creds = &self.options.credentials;
@@ -217,6 +242,7 @@ impl Client {
                 &issuer,
                 &scopes,
                 resource.as_deref(),
+                claims,
             )
             .await?;
         if identity.commit(&self.options.store)? {
@@ -249,6 +275,7 @@ impl Client {
         issuer: &str,
         scopes: &[String],
         resource: Option<&str>,
+        claims: Option<&Claims>,
     ) -> Result<TokenSet, ClientError> {
         let notify = |m: &str| self.notify(m);
         let runner = grants::Runner {
@@ -257,18 +284,60 @@ impl Client {
             notify: &notify,
         };
         runner
-            .run(grant, endpoint, identity, meta, issuer, scopes, resource)
+            .run(
+                grant, endpoint, identity, meta, issuer, scopes, resource, claims,
+            )
             .await
     }
 
-    /// Sends one JSON-RPC message, signing in as the server asks.
+    /// Sends one JSON-RPC message, signing in as the server asks. A claims
+    /// challenge (`insufficient_claims`) gets one interactive sign-in that
+    /// sends its claims, and the message is sent once more; a second one
+    /// is an error.
     async fn send(&self, body: &Value) -> Result<Value, ClientError> {
         let mut rounds = 0;
+        let mut claims_sent = false;
         loop {
             let token = self.current_token().await?;
             match self.mcp.post(body, token.as_deref()).await? {
                 Reply::Message(v) => return Ok(v),
                 Reply::Unauthorized(challenge) => {
+                    let asked = match challenge
+                        .as_ref()
+                        .filter(|c| c.is_insufficient_claims())
+                        .and_then(BearerChallenge::claims)
+                    {
+                        Some(Ok(claims)) => Some(claims),
+                        Some(Err(reason)) => {
+                            return Err(ClientError::BadClaims {
+                                server: self.url().to_string(),
+                                reason,
+                            });
+                        }
+                        // No claims named: an ordinary 401.
+                        None => None,
+                    };
+                    if let Some(claims) = asked {
+                        let description =
+                            challenge.as_ref().and_then(|c| c.error_description.clone());
+                        if claims_sent {
+                            return Err(ClientError::ClaimsStillInsufficient {
+                                server: self.url().to_string(),
+                                claims: claims.to_string(),
+                                description,
+                            });
+                        }
+                        claims_sent = true;
+                        self.notify(&format!(
+                            "{} asks for a sign-in that satisfies more ({}): signing in again with claims {claims}",
+                            self.url(),
+                            description.as_deref().unwrap_or("insufficient_claims"),
+                        ));
+                        // The scopes held are kept (as on a step-up).
+                        self.authorize(challenge.as_ref(), true, Some(&claims))
+                            .await?;
+                        continue;
+                    }
                     rounds += 1;
                     if rounds > MAX_AUTH_ROUNDS {
                         return Err(ClientError::StillUnauthorized {
@@ -278,7 +347,9 @@ impl Client {
                         });
                     }
                     *self.auth.lock().await = None;
-                    self.authorize(challenge.as_ref(), false).await?;
+                    let pending = self.take_pending_claims();
+                    self.authorize(challenge.as_ref(), false, pending.as_ref())
+                        .await?;
                 }
                 Reply::Forbidden(challenge) => {
                     let insufficient = challenge.as_ref().and_then(|c| c.error.as_deref())
@@ -291,7 +362,7 @@ impl Client {
                             after_step_up: insufficient,
                         });
                     }
-                    self.authorize(challenge.as_ref(), true).await?;
+                    self.authorize(challenge.as_ref(), true, None).await?;
                 }
             }
         }

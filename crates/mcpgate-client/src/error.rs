@@ -5,6 +5,8 @@
 //! trace and correlation ids live only there, and they are what a person
 //! debugging a sign-in needs.
 
+use crate::claims::Claims;
+
 /// How much of a server's error body is kept.
 pub const MAX_BODY: usize = 2048;
 
@@ -36,7 +38,8 @@ pub struct OAuthError {
     pub uri: Option<String>,
     /// The HTTP status it came with (none for an authorization response).
     pub status: Option<u16>,
-    /// The body as the server sent it, truncated to [`MAX_BODY`].
+    /// The body as the server sent it, truncated to [`MAX_BODY`]. Its
+    /// `claims`, if any, are read by [`Self::claims_challenge`].
     pub body: String,
 }
 
@@ -47,6 +50,13 @@ struct Wire {
     error_description: Option<String>,
     #[serde(default)]
     error_uri: Option<String>,
+}
+
+// Entra sends `claims` as a JSON string holding the object; an object is
+// taken too.
+#[derive(serde::Deserialize)]
+struct WithClaims {
+    claims: serde_json::Value,
 }
 
 impl OAuthError {
@@ -65,6 +75,19 @@ impl OAuthError {
     /// Whether the code is `code`.
     pub fn is(&self, code: &str) -> bool {
         self.error == code
+    }
+
+    /// The claims a new, interactive sign-in must satisfy, when the server
+    /// refused for want of them (Entra: `interaction_required` or
+    /// `invalid_grant` with `claims`, AADSTS50076), read from the body kept
+    /// (a body cut short carries none).
+    pub fn claims_challenge(&self) -> Option<Claims> {
+        let with: WithClaims = serde_json::from_str(&self.body).ok()?;
+        match with.claims {
+            serde_json::Value::String(text) => Claims::from_json(&text).ok(),
+            object @ serde_json::Value::Object(_) => Claims::from_json(&object.to_string()).ok(),
+            _ => None,
+        }
     }
 }
 
@@ -241,6 +264,30 @@ pub enum ClientError {
         /// The issuer.
         issuer: String,
     },
+    /// The server asked for claims again after a sign-in that sent them.
+    #[error(
+        "{server} still asks for claims after a sign-in that sent them (insufficient_claims: {claims}){}",
+        description.as_deref().map(|d| format!(": {d}")).unwrap_or_default()
+    )]
+    ClaimsStillInsufficient {
+        /// The server.
+        server: String,
+        /// The claims it asks for now (not secret).
+        claims: String,
+        /// Its `error_description`.
+        description: Option<String>,
+    },
+    /// A claims challenge whose claims cannot be read.
+    #[error(
+        "{server} asked for claims (insufficient_claims), and its claims value is unusable: {reason}"
+    )]
+    BadClaims {
+        /// The server.
+        server: String,
+        /// Why.
+        #[source]
+        reason: crate::claims::ClaimsError,
+    },
     /// The server still answers 401 after several sign-ins.
     #[error("{server} still refuses the token after {rounds} sign-ins{}", description.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
     StillUnauthorized {
@@ -297,6 +344,28 @@ mod tests {
         assert!(e.body.contains("trace_id"), "raw body kept: {}", e.body);
         assert_eq!(e.to_string(), "invalid_grant: AADSTS70000: bad (HTTP 400)");
         assert!(OAuthError::from_body(500, b"<html>oops</html>").is_none());
+        assert!(e.claims_challenge().is_none());
+    }
+
+    #[test]
+    fn keeps_entras_claims_string_and_an_object() {
+        let body = br#"{"error":"invalid_grant","error_description":"AADSTS50076: MFA","error_codes":[50076],"suberror":"basic_action","claims":"{\"access_token\":{\"capolids\":{\"essential\":true,\"values\":[\"p1\"]}}}"}"#;
+        let e = OAuthError::from_body(400, body).expect("an OAuth error");
+        let claims = e.claims_challenge().expect("claims");
+        assert_eq!(
+            claims.as_json(),
+            r#"{"access_token":{"capolids":{"essential":true,"values":["p1"]}}}"#
+        );
+        let body = br#"{"error":"interaction_required","claims":{"access_token":{"acrs":{"essential":true,"value":"c1"}}}}"#;
+        let e = OAuthError::from_body(400, body).expect("an OAuth error");
+        assert!(e.claims_challenge().is_some());
+        for bad in [
+            br#"{"error":"invalid_grant","claims":"not json"}"#.as_slice(),
+            br#"{"error":"invalid_grant","claims":7}"#,
+        ] {
+            let e = OAuthError::from_body(400, bad).expect("an OAuth error");
+            assert!(e.claims_challenge().is_none());
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use url::Url;
 
+use crate::claims::Claims;
 use crate::discovery::AuthServer;
 use crate::error::{ClientError, FlowError};
 use crate::oauth::{
@@ -120,7 +121,10 @@ pub struct Runner<'a> {
 
 impl Runner<'_> {
     /// Runs `grant` to its tokens. A browser that cannot be opened falls
-    /// back to a device code where the server offers one.
+    /// back to a device code where the server offers one. `claims`, after
+    /// a claims challenge, go on the authorization (or device) request, so
+    /// that the identity provider asks for what they name (a second
+    /// factor); the client credentials grant has no user to ask.
     #[allow(clippy::too_many_arguments)]
     pub async fn run(
         &self,
@@ -131,6 +135,7 @@ impl Runner<'_> {
         issuer: &str,
         scopes: &[String],
         resource: Option<&str>,
+        claims: Option<&Claims>,
     ) -> Result<TokenSet, ClientError> {
         let notify = self.notify;
         let device_endpoint = || {
@@ -146,13 +151,19 @@ impl Runner<'_> {
             Grant::ClientCredentials => endpoint.client_credentials(scopes, resource).await?,
             Grant::DeviceCode => {
                 endpoint
-                    .device_code(device_endpoint()?, scopes, resource, notify)
+                    .device_code(device_endpoint()?, scopes, resource, claims, notify)
                     .await?
             }
             Grant::FollowRedirect => {
-                let start =
-                    ExpectCallback::start(&identity.registration, meta, issuer, scopes, resource)
-                        .await?;
+                let start = ExpectCallback::start(
+                    &identity.registration,
+                    meta,
+                    issuer,
+                    scopes,
+                    resource,
+                    claims,
+                )
+                .await?;
                 start
                     .by_following(self.http_no_redirect, meta)
                     .await?
@@ -160,9 +171,15 @@ impl Runner<'_> {
                     .await?
             }
             Grant::Browser => {
-                let start =
-                    ExpectCallback::start(&identity.registration, meta, issuer, scopes, resource)
-                        .await?;
+                let start = ExpectCallback::start(
+                    &identity.registration,
+                    meta,
+                    issuer,
+                    scopes,
+                    resource,
+                    claims,
+                )
+                .await?;
                 notify(&format!("Sign in at: {}", start.url()));
                 let browser = self.browser.clone();
                 let url = start.url().clone();
@@ -182,7 +199,7 @@ impl Runner<'_> {
                         "(could not open a browser: {reason}; signing in with a device code instead)"
                     ));
                     endpoint
-                        .device_code(device_endpoint()?, scopes, resource, notify)
+                        .device_code(device_endpoint()?, scopes, resource, claims, notify)
                         .await?
                 } else {
                     start
@@ -246,6 +263,7 @@ impl TokenEndpoint<'_> {
         device_endpoint: &str,
         scopes: &[String],
         resource: Option<&str>,
+        claims: Option<&Claims>,
         notify: &(dyn Fn(&str) + Sync),
     ) -> Result<TokenSet, FlowError> {
         let device: DeviceAuthorization = oauth::device_authorization(
@@ -254,6 +272,7 @@ impl TokenEndpoint<'_> {
             self.client_id,
             scopes,
             resource,
+            claims,
         )
         .await?;
         notify(&device.message.clone().unwrap_or_else(|| {
@@ -297,6 +316,7 @@ impl ExpectCallback {
         issuer: &str,
         scopes: &[String],
         resource: Option<&str>,
+        claims: Option<&Claims>,
     ) -> Result<Self, ClientError> {
         let port = registration
             .redirect_uris
@@ -319,6 +339,7 @@ impl ExpectCallback {
             resource: resource.map(str::to_owned),
             state: random_string(),
             pkce: Pkce::new(),
+            claims: claims.cloned(),
         };
         let url = request.url(endpoint)?;
         Ok(Self {

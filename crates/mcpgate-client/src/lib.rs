@@ -4,6 +4,7 @@
 //! | module | what it owns |
 //! | --- | --- |
 //! | [`challenge`] | reading `WWW-Authenticate: Bearer` challenges |
+//! | [`claims`] | claims challenges (Conditional Access, MFA): decoded, bounded, sent on the next sign-in |
 //! | [`assertion`] | `private_key_jwt` client assertions |
 //! | [`discovery`] | Protected Resource Metadata, then authorization server metadata |
 //! | [`scopes`] | which scopes to ask for, and Entra ID's rules |
@@ -26,6 +27,7 @@
 pub mod account;
 pub mod assertion;
 pub mod challenge;
+pub mod claims;
 pub mod client;
 pub mod discovery;
 pub mod error;

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use url::Url;
 
+use crate::claims::Claims;
 use crate::discovery::AuthServer;
 pub use crate::error::{FlowError, OAuthError};
 use crate::secret::{
@@ -72,6 +73,9 @@ pub struct AuthorizeRequest {
     pub state: String,
     /// PKCE.
     pub pkce: Pkce,
+    /// What the sign-in must satisfy, after a claims challenge (sent as
+    /// the `claims` parameter, OpenID Connect Core §5.5).
+    pub claims: Option<Claims>,
 }
 
 impl AuthorizeRequest {
@@ -95,6 +99,9 @@ impl AuthorizeRequest {
             }
             if let Some(r) = &self.resource {
                 q.append_pair("resource", r);
+            }
+            if let Some(c) = &self.claims {
+                q.append_pair("claims", c.as_json());
             }
         }
         Ok(url)
@@ -328,13 +335,15 @@ pub struct DeviceAuthorization {
     pub message: Option<String>,
 }
 
-/// Starts a device authorization.
+/// Starts a device authorization (with `claims`, after a claims
+/// challenge, as Entra's device code endpoint takes them).
 pub async fn device_authorization(
     http: &reqwest::Client,
     endpoint: &str,
     client_id: &str,
     scopes: &[String],
     resource: Option<&str>,
+    claims: Option<&Claims>,
 ) -> Result<DeviceAuthorization, FlowError> {
     let mut form = vec![("client_id", client_id.to_owned())];
     if !scopes.is_empty() {
@@ -342,6 +351,9 @@ pub async fn device_authorization(
     }
     if let Some(r) = resource {
         form.push(("resource", r.to_owned()));
+    }
+    if let Some(c) = claims {
+        form.push(("claims", c.as_json().to_owned()));
     }
     let (status, body) =
         send_form(http.post(endpoint), endpoint, &form, "device authorization").await?;
@@ -451,6 +463,7 @@ mod tests {
             resource: None,
             state: "s".into(),
             pkce: Pkce::new(),
+            claims: None,
         };
         let url = req.url("https://as.example/authorize?x=1").expect("url");
         let q: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
@@ -458,5 +471,29 @@ mod tests {
         assert_eq!(q["scope"], "a b");
         assert_eq!(q["x"], "1");
         assert!(!q.contains_key("resource"));
+        assert!(!q.contains_key("claims"));
+    }
+
+    #[test]
+    fn authorize_url_carries_the_claims_json_url_encoded() {
+        let json = r#"{"access_token":{"capolids":{"essential":true,"values":["p1"]}}}"#;
+        let req = AuthorizeRequest {
+            client_id: "c".into(),
+            redirect_uri: "http://127.0.0.1:9/cb".into(),
+            scopes: vec!["a".into()],
+            resource: None,
+            state: "s".into(),
+            pkce: Pkce::new(),
+            claims: Some(Claims::from_json(json).expect("claims")),
+        };
+        let url = req.url("https://as.example/authorize").expect("url");
+        let q: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+        assert_eq!(q["claims"], json);
+        assert!(
+            url.query()
+                .unwrap_or_default()
+                .contains("claims=%7B%22access_token%22"),
+            "{url}"
+        );
     }
 }

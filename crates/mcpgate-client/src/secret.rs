@@ -128,6 +128,7 @@ mod tests {
             resource: None,
             state: "s".into(),
             pkce,
+            claims: None,
         };
         let device: DeviceAuthorization = serde_json::from_value(serde_json::json!({
             "device_code": "secret-device",

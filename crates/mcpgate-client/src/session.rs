@@ -2,12 +2,27 @@
 //! store, refreshed shortly before it expires (under the store's lock, so
 //! that two processes never spend one refresh token), kept again.
 
+use crate::claims::Claims;
 use crate::discovery::AuthServer;
 use crate::error::{ClientError, FlowError};
 use crate::grants::TokenEndpoint;
 use crate::oauth::{TokenSet, unix_now};
 use crate::registration::{self, Credentials, Identity};
 use crate::store::{CachedTokens, Store};
+
+/// What a refresh (when due) came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refresh {
+    /// The access token is good: refreshed, or not yet due.
+    Fresh,
+    /// No usable token (none to refresh with, or the refresh token was
+    /// refused): sign in again.
+    SignIn,
+    /// The refresh was refused for want of claims (Entra's AADSTS50076
+    /// once a Conditional Access policy applies): sign in interactively,
+    /// sending them.
+    SignInWithClaims(Claims),
+}
 
 /// Refresh this long before expiry.
 const REFRESH_MARGIN: u64 = 60;
@@ -65,16 +80,16 @@ impl Session {
         store: &Store,
         server: &str,
         notify: &(dyn Fn(&str) + Sync),
-    ) -> Result<bool, ClientError> {
+    ) -> Result<Refresh, ClientError> {
         let due = self
             .tokens
             .expires_at
             .is_some_and(|e| e <= unix_now() + REFRESH_MARGIN);
         if !due {
-            return Ok(true);
+            return Ok(Refresh::Fresh);
         }
         if self.tokens.refresh_token.is_none() {
-            return Ok(false);
+            return Ok(Refresh::SignIn);
         }
         let client_id = self.identity.registration.client_id.clone();
         let (held, resource, issuer, id) = (
@@ -97,10 +112,10 @@ impl Session {
         {
             self.tokens = current;
             drop(lock);
-            return Ok(true);
+            return Ok(Refresh::Fresh);
         }
         let Some(refresh_token) = current.refresh_token.clone() else {
-            return Ok(false);
+            return Ok(Refresh::SignIn);
         };
         let client_auth =
             self.identity
@@ -126,15 +141,25 @@ impl Session {
                 self.tokens = t;
                 self.save(store, server)?;
                 drop(lock);
-                Ok(true)
+                Ok(Refresh::Fresh)
             }
             Err(FlowError::Refused(e)) => {
+                drop(lock);
+                if let Some(claims) = e.claims_challenge() {
+                    // The grant stands; the identity provider wants more of
+                    // the sign-in (a second factor, say) than it had.
+                    notify(&format!(
+                        "the identity provider asks for more than the cached sign-in satisfies ({}: {}); signing in again with claims {claims}",
+                        e.error,
+                        e.description.as_deref().unwrap_or("no description"),
+                    ));
+                    return Ok(Refresh::SignInWithClaims(claims));
+                }
                 notify(&format!(
                     "the refresh token was refused ({}); signing in again",
                     e.error
                 ));
-                drop(lock);
-                Ok(false)
+                Ok(Refresh::SignIn)
             }
             Err(e) => Err(e.into()),
         }

@@ -171,10 +171,11 @@ async fn mutate(
 /// Over HTTP, the `x-mcpgate-*` headers of the request (lower-case names,
 /// values as text) and `authorization` as a boolean: a test can check that
 /// the gateway never passes the caller's token on without the fixture ever
-/// echoing one. Over stdio, the `MCPGATE_USER_*` environment variables.
-// The `aud` of a bearer JWT, read without verifying it (this fixture only
-// reports whom the token it got was issued to; it never prints a token).
-fn bearer_audience(header: &[u8]) -> serde_json::Value {
+/// echoing one (only its `aud` and `amr`). Over stdio, the `MCPGATE_USER_*` environment variables.
+// The `aud` and `amr` of a bearer JWT, read without verifying it (this
+// fixture only reports whom the token it got was issued to, and how its
+// user signed in; it never prints a token).
+fn bearer_claims(header: &[u8]) -> (serde_json::Value, serde_json::Value) {
     use base64::Engine as _;
     let payload = std::str::from_utf8(header)
         .ok()
@@ -186,9 +187,13 @@ fn bearer_audience(header: &[u8]) -> serde_json::Value {
                 .ok()
         })
         .and_then(|p| serde_json::from_slice::<serde_json::Value>(&p).ok());
-    payload
-        .and_then(|p| p.get("aud").cloned())
-        .unwrap_or_default()
+    let claim = |name: &str| {
+        payload
+            .as_ref()
+            .and_then(|p| p.get(name).cloned())
+            .unwrap_or_default()
+    };
+    (claim("aud"), claim("amr"))
 }
 
 fn whoami(transport: &Transport, context: &RequestContext<RoleServer>) -> CallToolResult {
@@ -198,11 +203,12 @@ fn whoami(transport: &Transport, context: &RequestContext<RoleServer>) -> CallTo
             let mut headers = BTreeMap::new();
             let mut authorization = false;
             let mut audience = serde_json::Value::Null;
+            let mut amr = serde_json::Value::Null;
             if let Some(parts) = parts {
                 for (name, value) in &parts.headers {
                     if name == http::header::AUTHORIZATION {
                         authorization = true;
-                        audience = bearer_audience(value.as_bytes());
+                        (audience, amr) = bearer_claims(value.as_bytes());
                     } else if name.as_str().starts_with("x-mcpgate-") || name == "traceparent" {
                         let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
                         headers.insert(name.as_str().to_owned(), value);
@@ -214,6 +220,7 @@ fn whoami(transport: &Transport, context: &RequestContext<RoleServer>) -> CallTo
                 "headers": headers,
                 "authorization": authorization,
                 "audience": audience,
+                "amr": amr,
             }))
         }
         Transport::Stdio => {

@@ -54,25 +54,36 @@ pub async fn authenticate(state: &AuthState, parts: &Parts) -> Result<Arc<Princi
             );
             Ok(principal)
         }
-        Err(rejection) => {
-            let reason = match &rejection {
-                AuthRejection::Token(e) => e.code(),
-                AuthRejection::Request(e) => e.code(),
-            };
-            metrics::counter!("mcpgate_token_refusals_total", "reason" => reason).increment(1);
-            tracing::Span::current().record("decision", "unauthenticated");
-            match &rejection {
-                AuthRejection::Token(e) if e.is_server_side() => {
-                    tracing::warn!(target: "mcpgate::auth", error = %e, "could not verify a token");
-                }
-                AuthRejection::Token(e) => {
-                    tracing::info!(target: "mcpgate::auth", reason = e.code(), "token refused");
-                }
-                AuthRejection::Request(e) => {
-                    tracing::debug!(target: "mcpgate::auth", reason = e.describe(), "request refused");
-                }
-            }
-            Err(rejection.into_response(&state.challenge))
+        Err(rejection) => Err(refuse(state, rejection)),
+    }
+}
+
+/// The answer to a refused request, counted and logged: the challenge
+/// `rejection` renders. The endpoint also refuses this way a good token
+/// whose holder must sign in again satisfying claims
+/// ([`AuthRejection::Claims`]).
+pub fn refuse(state: &AuthState, rejection: AuthRejection) -> Response {
+    let reason = match &rejection {
+        AuthRejection::Token(e) => e.code(),
+        AuthRejection::Request(e) => e.code(),
+        AuthRejection::Claims(_) => "insufficient_claims",
+    };
+    metrics::counter!("mcpgate_token_refusals_total", "reason" => reason).increment(1);
+    tracing::Span::current().record("decision", "unauthenticated");
+    match &rejection {
+        AuthRejection::Token(e) if e.is_server_side() => {
+            tracing::warn!(target: "mcpgate::auth", error = %e, "could not verify a token");
+        }
+        AuthRejection::Token(e) => {
+            tracing::info!(target: "mcpgate::auth", reason = e.code(), "token refused");
+        }
+        AuthRejection::Request(e) => {
+            tracing::debug!(target: "mcpgate::auth", reason = e.describe(), "request refused");
+        }
+        // Claims name policies, not people: they may be logged.
+        AuthRejection::Claims(c) => {
+            tracing::info!(target: "mcpgate::auth", claims = c.json(), "the identity provider asks more of the caller's sign-in: relayed as insufficient_claims");
         }
     }
+    rejection.into_response(&state.challenge)
 }

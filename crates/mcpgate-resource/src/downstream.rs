@@ -38,6 +38,11 @@ pub enum DownstreamError {
     /// not issued through this server's sign-in, or one whose grant ended).
     #[error("this server holds no sign-in to act for you with: sign in again through this server")]
     NoGrant,
+    /// The identity provider wants more of the user's sign-in (a second
+    /// factor) before it gives the server a token for them: answered with
+    /// a claims challenge, so that the client signs in again.
+    #[error("the identity provider asks you to sign in again satisfying claims {}", .0.json())]
+    ClaimsChallenge(crate::challenge::ClaimsChallenge),
     /// The identity provider refused to give the server a token for the
     /// user (consent missing, conditional access, a revoked grant).
     #[error("the identity provider refused a token for the downstream API: {0}")]

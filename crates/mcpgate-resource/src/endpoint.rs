@@ -30,9 +30,10 @@ use rmcp::transport::common::http_header::HEADER_SESSION_ID;
 use serde_json::value::RawValue;
 
 use crate::auth::{self, AuthState};
+use crate::challenge::{AuthRejection, ClaimsChallenge};
 use crate::closing::Closing;
 use crate::gateway::credential::CallerToken;
-use crate::gateway::{Gateway, frame::Outcome, mux, reply};
+use crate::gateway::{Gateway, UpstreamError, frame::Outcome, mux, reply};
 use crate::guard::{Guard, Target};
 use crate::origin::OriginPolicy;
 use crate::policy::Kind;
@@ -373,7 +374,21 @@ impl Endpoint {
         let finish = self
             .guard
             .finish(cx.caller, id, method, target, params.arguments, None);
-        let (status, body) = self.dispatch(cx, stateless, id, method, params).await;
+        let (status, body) = match self.dispatch(cx, stateless, id, method, params).await {
+            Ok(answer) => answer,
+            Err(claims) => {
+                if let Some(target) = target {
+                    self.guard
+                        .unavailable(cx.caller, id, target, "insufficient_claims");
+                }
+                let refused = UpstreamError::ClaimsChallenge(claims);
+                if let Some(challenge) = self.claims_challenge(&refused) {
+                    return challenge;
+                }
+                let error = ErrorData::internal_error(refused.to_string(), None);
+                (StatusCode::OK, wire::error(Some(id), &error))
+            }
+        };
         match finish {
             Some(finish) => json(status, finish(body, reply::Ended::Answered).await),
             None => json(status, body),
@@ -455,8 +470,11 @@ impl Endpoint {
                 {
                     Ok(upstream) => upstream_initialized(id, &upstream, &version),
                     Err(e) => {
-                        tracing::warn!(target: "mcpgate::upstream", error = %e, "could not open an upstream session");
                         self.sessions.close(&session.id, owner).await;
+                        if let Some(challenge) = self.claims_challenge(&e) {
+                            return challenge;
+                        }
+                        tracing::warn!(target: "mcpgate::upstream", error = %e, "could not open an upstream session");
                         let error = ErrorData::internal_error(
                             format!("the upstream MCP server is unavailable: {e}"),
                             None,
@@ -480,7 +498,9 @@ impl Endpoint {
     }
 
     /// Answers one request. `stateless` marks the 2026-07-28 wire, where
-    /// `ping` is gone and an unknown method is a 404.
+    /// `ping` is gone and an unknown method is a 404. A tool that needs the
+    /// caller to sign in again satisfying claims answers nothing: the
+    /// claims are returned for the challenge.
     async fn dispatch(
         &self,
         cx: CallContext<'_>,
@@ -488,19 +508,23 @@ impl Endpoint {
         id: &RequestId,
         method: &str,
         params: &Params<'_>,
-    ) -> (StatusCode, Bytes) {
+    ) -> Result<(StatusCode, Bytes), ClaimsChallenge> {
         let outcome = match method {
             "ping" if !stateless => Ok(wire::raw_result(id, b"{}")),
             "server/discover" => Ok(wire::raw_result(id, &self.discover)),
             "tools/list" => Ok(wire::raw_result(id, &self.service.list_tools(cx))),
-            "tools/call" => self.call_tool(cx, id, params).await,
+            "tools/call" => match self.call_tool(cx, id, params).await {
+                Ok(Ok(body)) => Ok(body),
+                Ok(Err(claims)) => return Err(claims),
+                Err(error) => Err(error),
+            },
             _ => Err(ErrorData::new(
                 ErrorCode::METHOD_NOT_FOUND,
                 method.to_owned(),
                 None,
             )),
         };
-        match outcome {
+        Ok(match outcome {
             Ok(body) => (StatusCode::OK, body),
             Err(error) => {
                 // Sessions keep JSON-RPC errors in-band (HTTP 200); the
@@ -518,15 +542,17 @@ impl Endpoint {
                 };
                 (status, wire::error(Some(id), &error))
             }
-        }
+        })
     }
 
+    /// A tool's answer; inside, the claims a tool needs the caller to sign
+    /// in again with before it can answer.
     async fn call_tool(
         &self,
         cx: CallContext<'_>,
         id: &RequestId,
         params: &Params<'_>,
-    ) -> Result<Bytes, ErrorData> {
+    ) -> Result<Result<Bytes, ClaimsChallenge>, ErrorData> {
         let Some(name) = params.name.as_deref() else {
             return Err(ErrorData::invalid_params(
                 "tools/call needs the name of a tool",
@@ -534,27 +560,30 @@ impl Endpoint {
             ));
         };
         let stateless = protocol::is_stateless_wire(cx.version.as_str());
-        match self.service.call_tool(cx, name, params.arguments).await? {
-            ToolOutput::Model(result) => {
-                let mut result = ServerResult::CallToolResult(result);
-                if !stateless {
-                    result.strip_result_type_for_legacy_peer();
+        Ok(
+            match self.service.call_tool(cx, name, params.arguments).await? {
+                ToolOutput::Model(result) => {
+                    let mut result = ServerResult::CallToolResult(result);
+                    if !stateless {
+                        result.strip_result_type_for_legacy_peer();
+                    }
+                    Ok(wire::result(id, &result))
                 }
-                Ok(wire::result(id, &result))
-            }
-            ToolOutput::Json(json) if stateless => {
-                // The 2026-07-28 wire names the result's type (SEP-2322).
-                let rest = json.strip_prefix(b"{").unwrap_or(&json);
-                let mut result = Vec::with_capacity(json.len() + 32);
-                result.extend_from_slice(br#"{"resultType":"complete""#);
-                if rest.first().is_some_and(|b| *b != b'}') {
-                    result.push(b',');
+                ToolOutput::Json(json) if stateless => {
+                    // The 2026-07-28 wire names the result's type (SEP-2322).
+                    let rest = json.strip_prefix(b"{").unwrap_or(&json);
+                    let mut result = Vec::with_capacity(json.len() + 32);
+                    result.extend_from_slice(br#"{"resultType":"complete""#);
+                    if rest.first().is_some_and(|b| *b != b'}') {
+                        result.push(b',');
+                    }
+                    result.extend_from_slice(rest);
+                    Ok(wire::raw_result(id, &result))
                 }
-                result.extend_from_slice(rest);
-                Ok(wire::raw_result(id, &result))
-            }
-            ToolOutput::Json(json) => Ok(wire::raw_result(id, &json)),
-        }
+                ToolOutput::Json(json) => Ok(wire::raw_result(id, &json)),
+                ToolOutput::Challenge(claims) => Err(claims),
+            },
+        )
     }
 
     async fn delete(&self, parts: &Parts, owner: &str) -> Response {
@@ -686,8 +715,21 @@ impl Endpoint {
                         StatusCode::ACCEPTED.into_response()
                     }
                     (Err(e), _) => {
+                        let claims = matches!(e, UpstreamError::ClaimsChallenge(_));
                         if let Some(target) = target {
-                            self.guard.unavailable(caller, &id, target, &e.to_string());
+                            let reason = if claims {
+                                "insufficient_claims".to_owned()
+                            } else {
+                                e.to_string()
+                            };
+                            self.guard.unavailable(caller, &id, target, &reason);
+                        }
+                        // On the legacy transport the answer goes to the
+                        // stream, where no status can be: a JSON-RPC error.
+                        if legacy.is_none()
+                            && let Some(challenge) = self.claims_challenge(&e)
+                        {
+                            return challenge;
                         }
                         let error = ErrorData::internal_error(e.to_string(), None);
                         to_client(refuse(StatusCode::OK, Some(&id), &error)).await
@@ -764,6 +806,19 @@ impl Endpoint {
             }
         };
         Some(json(StatusCode::OK, body))
+    }
+}
+
+impl Endpoint {
+    /// The 401 for an upstream that needs the caller to sign in again
+    /// satisfying claims (relayed as `insufficient_claims`); `None` for any
+    /// other failure, or where there is no authentication to challenge for.
+    fn claims_challenge(&self, error: &UpstreamError) -> Option<Response> {
+        let UpstreamError::ClaimsChallenge(claims) = error else {
+            return None;
+        };
+        let auth = self.auth.as_ref()?;
+        Some(auth::refuse(auth, AuthRejection::Claims(claims.clone())))
     }
 }
 

@@ -53,4 +53,8 @@ pub enum ToolOutput {
     /// it). Spares a tool whose answer is already JSON a round trip through
     /// `serde_json::Value`.
     Json(Bytes),
+    /// No answer until the caller signs in again satisfying these claims
+    /// (the identity provider refused the tool a token to act for them):
+    /// the endpoint answers HTTP 401 with the claims challenge.
+    Challenge(crate::challenge::ClaimsChallenge),
 }

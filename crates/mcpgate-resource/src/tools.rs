@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::Stats;
-use crate::downstream::{UserDetails, UserDetailsSource};
+use crate::downstream::{DownstreamError, UserDetails, UserDetailsSource};
 use crate::protocol::is_stateless_wire;
 use crate::service::{CallContext, McpService, ServiceFuture, ToolOutput};
 
@@ -141,7 +141,12 @@ impl GateTools {
         audit("get_user_details", p, result.is_ok());
         match result {
             Ok(details) => structured(&details),
-            Err(e) => ToolOutput::Model(tool_error(&e.to_string())),
+            Err(DownstreamError::ClaimsChallenge(claims)) => ToolOutput::Challenge(claims),
+            Err(
+                e @ (DownstreamError::NoGrant
+                | DownstreamError::Refused(_)
+                | DownstreamError::Unavailable(_)),
+            ) => ToolOutput::Model(tool_error(&e.to_string())),
         }
     }
 }

@@ -16,6 +16,7 @@ use mcpgate_client::secret::ClientSecret;
 use mcpgate_devidp::IdpInfo;
 use mcpgate_keys::KeyRing;
 use mcpgate_resource::ResourceSettings;
+use mcpgate_resource::challenge::ClaimsChallenge;
 use mcpgate_resource::downstream::{
     DownstreamError, DownstreamFuture, UserDetails, UserDetailsSource,
 };
@@ -406,6 +407,7 @@ impl UserDetailsSource for GraphProfile {
                 .await
                 .map_err(|e| match e {
                     CredentialError::NoGrant => DownstreamError::NoGrant,
+                    CredentialError::ClaimsChallenge(c) => DownstreamError::ClaimsChallenge(c),
                     CredentialError::Unavailable(e) => DownstreamError::Unavailable(e),
                 })?;
             let resp = self
@@ -416,6 +418,13 @@ impl UserDetailsSource for GraphProfile {
                 .await
                 .map_err(|e| DownstreamError::Unavailable(format!("{}: {e}", self.me_url)))?;
             let status = resp.status();
+            if status == reqwest::StatusCode::UNAUTHORIZED
+                && let Some(claims) = graph_claims_challenge(resp.headers())
+            {
+                // Graph itself wants more of the sign-in (Continuous Access
+                // Evaluation, an authentication context): relayed as is.
+                return Err(DownstreamError::ClaimsChallenge(claims));
+            }
             if !status.is_success() {
                 return Err(DownstreamError::Refused(format!(
                     "{} answered HTTP {status}",
@@ -440,6 +449,9 @@ async fn grant_token(
         .upstream_token_for(caller, scopes)
         .await
         .map_err(|e| {
+            if let Some(claims) = relayable(e.claims_challenge()) {
+                return CredentialError::ClaimsChallenge(claims);
+            }
             if e.needs_sign_in() {
                 tracing::info!(target: "mcpgate::downstream", error = %e, "no usable grant");
                 CredentialError::NoGrant
@@ -451,6 +463,32 @@ async fn grant_token(
         token.access_token.secret(),
         token.expires_at,
     ))
+}
+
+/// The claims of an identity provider's refusal, as the MCP endpoint
+/// relays them; `None` (an ordinary failure) past the relayed size.
+fn relayable(claims: Option<mcpgate_client::claims::Claims>) -> Option<ClaimsChallenge> {
+    let claims = claims?;
+    let relayed = ClaimsChallenge::new(claims.as_json());
+    if relayed.is_none() {
+        tracing::warn!(target: "mcpgate::downstream", len = claims.as_json().len(), "a claims challenge too large to relay: answered as a failure");
+    }
+    relayed
+}
+
+/// The claims of a downstream API's `WWW-Authenticate: Bearer
+/// error="insufficient_claims", claims="…"` (Microsoft Graph's form).
+fn graph_claims_challenge(headers: &reqwest::header::HeaderMap) -> Option<ClaimsChallenge> {
+    let challenge = mcpgate_client::challenge::parse(
+        headers
+            .get_all(reqwest::header::WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    )?;
+    if !challenge.is_insufficient_claims() {
+        return None;
+    }
+    relayable(challenge.claims()?.ok())
 }
 
 // A token for a gateway's upstream, expiring at `expires_at` (Unix seconds).
@@ -513,7 +551,14 @@ impl TokenSource for DirectObo {
                 .client
                 .on_behalf_of(presented.secret(), &self.scopes)
                 .await
-                .map_err(|e| CredentialError::Unavailable(e.to_string()))?;
+                .map_err(|e| match relayable(e.claims_challenge()) {
+                    // The caller's token does not satisfy a Conditional
+                    // Access policy of the upstream API's (MFA): the client
+                    // signs in again with the claims, and presents the
+                    // new token. Nothing was issued, nothing is kept.
+                    Some(claims) => CredentialError::ClaimsChallenge(claims),
+                    None => CredentialError::Unavailable(e.to_string()),
+                })?;
             Ok(upstream_token(set.access_token.secret(), set.expires_at))
         })
     }

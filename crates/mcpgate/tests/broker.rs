@@ -147,6 +147,53 @@ fn a_kill_9_signs_nobody_out() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+#[test]
+fn a_claims_challenge_for_graph_is_relayed_and_met_through_the_broker() {
+    use mcpgate_devidp::IdpConfig;
+    use mcpgate_devidp::conditional_access::{Requirement, RuleConfig};
+    let dir = temp_dir("claims");
+    // Alice signs in to mcpgate's API without MFA; Graph, which
+    // get_user_details reads On-Behalf-Of her, requires it.
+    let mut directory = IdpConfig::builtin();
+    directory.conditional_access.push(RuleConfig {
+        name: "MFA for Graph for alice".to_owned(),
+        id: None,
+        users: vec!["alice@mcpgate.test".to_owned()],
+        resources: vec!["graph".to_owned()],
+        require: Requirement::Mfa,
+    });
+    let idp_file = dir.join("idp.toml");
+    std::fs::write(&idp_file, toml::to_string(&directory).expect("TOML")).expect("write");
+    let args = vec![
+        "--bind".to_owned(),
+        format!("127.0.0.1:{}", free_port()),
+        "--data-dir".to_owned(),
+        dir.join("data").display().to_string(),
+        "--idp-directory".to_owned(),
+        idp_file.display().to_string(),
+    ];
+    let server = serve(&dir, "claims", &args, &[]);
+    let url = server.mcp_url();
+    let ca = server.ready["idp"]["ca_file"]
+        .as_str()
+        .expect("CA file")
+        .to_owned();
+    let cache = dir.join("cache");
+
+    // The broker's exchange is refused with a claims challenge, relayed as
+    // 401 insufficient_claims; the client signs in again at the broker
+    // with the claims, which the broker passes on to the IdP's sign-in
+    // (MFA, auto-approved here), and the call goes through.
+    let out = call(&url, "get_user_details", &cache, &ca, &[]);
+    let me = structured(&out);
+    assert_eq!(me["userPrincipalName"], "alice@mcpgate.test");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("signing in again with claims"), "{stderr}");
+    assert!(stderr.contains("capolids"), "{stderr}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// A round-robin TCP balancer on loopback: each connection goes to the
 /// next backend that accepts it.
 fn balancer(backends: Vec<SocketAddr>) -> (SocketAddr, std::sync::mpsc::Sender<()>) {

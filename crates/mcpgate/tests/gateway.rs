@@ -20,6 +20,7 @@ mod serve;
 
 use mcp::{DevIdp, Session, names};
 use mcpgate_devidp::IdpConfig;
+use mcpgate_devidp::conditional_access::{Requirement, RuleConfig};
 use mcpgate_devidp::directory::{DEFAULT_API_APP_ID, DEFAULT_SCOPE};
 use serve::{Gateway, HttpFixture, LOG_REQUESTS, quoted, received, stdio_upstream};
 
@@ -254,6 +255,17 @@ scopes = ["mcp:admin"]
 /// A gateway with the embedded dev IdP (direct mode: its tokens are the
 /// ones `/mcp` takes), whose API exposes `mcp:admin` besides `mcp:tools`.
 fn with_idp(name: &str, config: &str, args: &[&str], envs: &[(&str, &str)]) -> (Gateway, DevIdp) {
+    with_idp_directory(name, config, args, envs, |_| {})
+}
+
+/// [`with_idp`], with the IdP's directory changed by `edit` first.
+fn with_idp_directory(
+    name: &str,
+    config: &str,
+    args: &[&str],
+    envs: &[(&str, &str)],
+    edit: impl FnOnce(&mut IdpConfig),
+) -> (Gateway, DevIdp) {
     let mut directory = IdpConfig::builtin();
     let api = directory
         .apps
@@ -262,6 +274,7 @@ fn with_idp(name: &str, config: &str, args: &[&str], envs: &[(&str, &str)]) -> (
         .expect("the built-in API");
     assert_eq!(api.scopes.first().map(String::as_str), Some(DEFAULT_SCOPE));
     api.scopes.push("mcp:admin".to_owned());
+    edit(&mut directory);
     let mut envs = envs.to_vec();
     envs.push(("MCPGATE_BROKER__MODE", "direct"));
     let gateway = Gateway::start(name, config, args, &envs, Some(&directory));
@@ -916,4 +929,129 @@ async fn a_dropped_stream_is_resumed_after_its_last_event_and_the_call_goes_on()
         .await
         .expect("GET");
     assert_eq!(unknown.status(), 404);
+}
+
+/// Conditional Access at the dev IdP: alice must complete a second factor
+/// for Microsoft Graph, the API the gateway's upstream takes tokens for.
+fn mfa_for_graph_for_alice(directory: &mut IdpConfig) {
+    directory.conditional_access.push(RuleConfig {
+        name: "MFA for the upstream API for alice".to_owned(),
+        id: None,
+        users: vec![ALICE.to_owned()],
+        resources: vec!["graph".to_owned()],
+        require: Requirement::Mfa,
+    });
+}
+
+#[tokio::test]
+async fn a_claims_challenge_from_obo_is_relayed_and_mcpgates_client_meets_it() {
+    use base64::Engine as _;
+    let upstream = HttpFixture::start();
+    // Direct mode: alice's token is for mcpgate's API; the upstream's token
+    // (Graph's audience) is had On-Behalf-Of her, and a rule asks MFA for it.
+    let config = format!(
+        "[[upstreams]]\nurl = {}\nidentity = \"obo\"\nobo_scopes = [\"https://graph.microsoft.com/User.Read\"]\n",
+        quoted(&upstream.url)
+    );
+    let (gateway, idp) = with_idp_directory(
+        "claims",
+        &config,
+        &[],
+        &[("MCPGATE_IDP_AUTO_APPROVE", ALICE)],
+        mfa_for_graph_for_alice,
+    );
+    let url = gateway.mcp_url();
+
+    // A token from a sign-in without MFA: the exchange is refused, and the
+    // refusal comes back as the challenge, never as a 500 or an RPC error.
+    let alice = idp.token(ALICE, &api_scope(&["mcp:tools"])).await;
+    let http = reqwest::Client::new();
+    let initialize = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "claims", "version": "1"}}});
+    for _ in 0..2 {
+        let refused = http
+            .post(&url)
+            .bearer_auth(alice.expose())
+            .header("accept", "application/json, text/event-stream")
+            .json(&initialize)
+            .send()
+            .await
+            .expect("initialize");
+        assert_eq!(refused.status(), 401, "{:?}", refused.text().await);
+        assert!(refused.headers().get("mcp-session-id").is_none());
+        let challenge = refused
+            .headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .expect("a challenge")
+            .to_owned();
+        assert!(
+            challenge.contains("error=\"insufficient_claims\""),
+            "{challenge}"
+        );
+        assert!(challenge.contains("resource_metadata=\""), "{challenge}");
+        let encoded = challenge
+            .split("claims=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("claims");
+        let claims: Value = serde_json::from_slice(
+            &base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .expect("standard base64"),
+        )
+        .expect("claims JSON");
+        assert_eq!(
+            claims["access_token"]["capolids"]["essential"], true,
+            "{claims}"
+        );
+        assert!(!challenge.contains(alice.expose()));
+    }
+
+    // mcpgate's own client: the 401, a sign-in sending the claims (which
+    // the IdP meets with the second factor, auto-approved here), the call
+    // once more; the upstream sees a token from an MFA sign-in.
+    let ca = gateway.ready["idp"]["ca_file"]
+        .as_str()
+        .expect("the IdP's CA")
+        .to_owned();
+    let cache = tempfile::tempdir().expect("cache dir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcpgate"))
+        .args([
+            "call",
+            &url,
+            "fixture_whoami",
+            "--client-id",
+            mcpgate_devidp::directory::DEFAULT_DESKTOP_CLIENT_ID,
+            "--non-interactive",
+        ])
+        .args(["--ca-file", &ca])
+        .arg("--cache-dir")
+        .arg(cache.path())
+        .env_remove("MCPGATE_CONFIG")
+        .env_remove("MCPGATE_CACHE_DIR")
+        .env_remove("MCPGATE_CLIENT_ID")
+        .output()
+        .expect("run mcpgate call");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr} {stdout}\n{}", gateway.log());
+    assert!(stderr.contains("signing in again with claims"), "{stderr}");
+    let result: Value = serde_json::from_str(&stdout).expect("JSON result");
+    let seen = &result["structuredContent"];
+    assert_eq!(seen["authorization"], true, "{seen}");
+    let amr: Vec<&str> = seen["amr"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    assert!(
+        amr.contains(&"mfa"),
+        "the upstream's token is from an MFA sign-in: {seen}"
+    );
+    assert!(
+        gateway.logged(&["insufficient_claims", "capolids"]),
+        "the relay is logged with its claims:\n{}",
+        gateway.log()
+    );
 }

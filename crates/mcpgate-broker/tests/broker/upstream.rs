@@ -6,6 +6,7 @@ use mcpgate_broker::upstream::{
     Upstream, UpstreamAuthorization, UpstreamConfig, UpstreamCredential,
 };
 use mcpgate_client::assertion::ClientKey;
+use mcpgate_client::claims::Claims;
 use mcpgate_client::oauth::Pkce;
 use mcpgate_client::secret::ClientSecret;
 use mcpgate_devidp::directory::DEFAULT_API_APP_ID as SERVER_APP;
@@ -74,13 +75,29 @@ impl Idp {
     /// Follows the sign-in as the auto-approving IdP answers it: one
     /// redirect to the callback, with the code and our state.
     async fn sign_in(&self, upstream: &Upstream, pkce: &Pkce) -> String {
+        self.sign_in_with(upstream, pkce, None).await
+    }
+
+    async fn sign_in_with(
+        &self,
+        upstream: &Upstream,
+        pkce: &Pkce,
+        claims: Option<&Claims>,
+    ) -> String {
         let url = upstream.authorization_url(&UpstreamAuthorization {
             redirect_uri: REDIRECT,
             state: "state-1",
             code_challenge: &pkce.challenge,
             nonce: "nonce-1",
             login_hint: None,
+            claims,
         });
+        assert_eq!(
+            url.query_pairs()
+                .find(|(k, _)| k == "claims")
+                .map(|(_, v)| v.into_owned()),
+            claims.map(|c| c.as_json().to_owned())
+        );
         assert!(
             !url.query_pairs().any(|(k, _)| k == "resource"),
             "Entra refuses RFC 8707 resource next to scopes: {url}"
@@ -224,4 +241,51 @@ async fn a_certificate_or_a_federated_assertion_stands_in_for_the_secret() {
         .redeem(&code, REDIRECT, pkce.verifier.secret())
         .await
         .expect("redeemed with the federated assertion");
+}
+
+#[tokio::test]
+async fn an_obo_refused_for_mfa_carries_claims_and_a_sign_in_with_them_meets_it() {
+    use mcpgate_devidp::conditional_access::{Requirement, RuleConfig};
+    let mut config = IdpConfig::builtin();
+    config.conditional_access.push(RuleConfig {
+        name: "MFA for Graph for alice".to_owned(),
+        id: None,
+        users: vec!["alice@mcpgate.test".to_owned()],
+        resources: vec!["graph".to_owned()],
+        require: Requirement::Mfa,
+    });
+    let idp = Idp::start(config).await;
+    let upstream = idp
+        .upstream(UpstreamCredential::Secret(idp.server_secret()))
+        .await;
+    let graph = ["https://graph.microsoft.com/User.Read".to_owned()];
+
+    let pkce = Pkce::new();
+    let code = idp.sign_in(&upstream, &pkce).await;
+    let tokens = upstream
+        .redeem(&code, REDIRECT, pkce.verifier.secret())
+        .await
+        .expect("a sign-in for the broker's API needs no MFA");
+    let refused = upstream
+        .on_behalf_of(tokens.access_token.secret(), &graph)
+        .await
+        .expect_err("Graph needs MFA");
+    let asked = refused.claims_challenge().expect("a claims challenge");
+    assert!(asked.as_json().contains("capolids"), "{asked}");
+
+    let pkce = Pkce::new();
+    let code = idp.sign_in_with(&upstream, &pkce, Some(&asked)).await;
+    let tokens = upstream
+        .redeem(&code, REDIRECT, pkce.verifier.secret())
+        .await
+        .expect("redeemed");
+    let exchanged = upstream
+        .on_behalf_of(tokens.access_token.secret(), &graph)
+        .await
+        .expect("the MFA sign-in meets the policy");
+    let amr = claims(exchanged.access_token.secret())["amr"].clone();
+    assert!(
+        amr.as_array().is_some_and(|a| a.iter().any(|m| m == "mfa")),
+        "{amr}"
+    );
 }

@@ -34,6 +34,11 @@ pub struct AsOptions {
     pub refuse_with: Option<Value>,
     /// Publish the RFC 8414 metadata document.
     pub publish_metadata: bool,
+    /// Refuse refreshes with this body (status 400), unless the refresh
+    /// token comes from a sign-in that sent claims.
+    pub refuse_refresh_with: Option<Value>,
+    /// The tokens' `expires_in`.
+    pub expires_in: u64,
 }
 
 impl Default for AsOptions {
@@ -46,6 +51,8 @@ impl Default for AsOptions {
             token_endpoint_override: None,
             refuse_with: None,
             publish_metadata: true,
+            refuse_refresh_with: None,
+            expires_in: 3600,
         }
     }
 }
@@ -150,8 +157,14 @@ fn as_routes(state: AsState) -> Router {
                     else {
                         return StatusCode::BAD_REQUEST.into_response();
                     };
-                    // The code carries the scopes asked, for the token.
-                    let code = format!("code:{}", q.get("scope").cloned().unwrap_or_default());
+                    // The code carries the scopes asked, for the token, and
+                    // a sign-in that was asked for claims ends with a
+                    // second factor: its token says so.
+                    let mut code = format!("code:{}", q.get("scope").cloned().unwrap_or_default());
+                    if q.contains_key("claims") {
+                        code.push(' ');
+                        code.push_str(MFA_MARK);
+                    }
                     to.query_pairs_mut()
                         .append_pair("code", &code)
                         .append_pair("state", q.get("state").map_or("", String::as_str));
@@ -169,6 +182,15 @@ fn as_routes(state: AsState) -> Router {
                     if let Some(body) = &s.options.refuse_with {
                         return (StatusCode::BAD_REQUEST, axum::Json(body.clone())).into_response();
                     }
+                    let refresh = f.get("grant_type").map(String::as_str) == Some("refresh_token");
+                    if refresh
+                        && let Some(body) = &s.options.refuse_refresh_with
+                        && !f
+                            .get("refresh_token")
+                            .is_some_and(|r| r.ends_with(MFA_MARK))
+                    {
+                        return (StatusCode::BAD_REQUEST, axum::Json(body.clone())).into_response();
+                    }
                     let scope = match f.get("grant_type").map(String::as_str) {
                         Some("authorization_code") => f
                             .get("code")
@@ -177,11 +199,21 @@ fn as_routes(state: AsState) -> Router {
                             .to_owned(),
                         _ => f.get("scope").cloned().unwrap_or_default(),
                     };
+                    // A refresh token from a sign-in that sent claims
+                    // remembers it.
+                    let mfa = scope.split(' ').any(|s| s == MFA_MARK)
+                        || f.get("refresh_token")
+                            .is_some_and(|r| r.ends_with(MFA_MARK));
+                    let refresh_token = if mfa {
+                        format!("refresh-secret-value-{MFA_MARK}")
+                    } else {
+                        "refresh-secret-value".to_owned()
+                    };
                     axum::Json(json!({
                         "access_token": format!("tok:{}", scope.replace(' ', ",")),
                         "token_type": "Bearer",
-                        "expires_in": 3600,
-                        "refresh_token": "refresh-secret-value",
+                        "expires_in": s.options.expires_in,
+                        "refresh_token": refresh_token,
                         "scope": scope,
                     }))
                     .into_response()
@@ -264,6 +296,23 @@ pub enum Discovery {
     },
 }
 
+/// What a token from a sign-in that sent claims carries among its scopes.
+pub const MFA_MARK: &str = "amr:mfa";
+
+/// The claims the MCP server's challenge asks for.
+pub const CLAIMS: &str = r#"{"access_token":{"capolids":{"essential":true,"values":["p1"]}}}"#;
+
+/// When the MCP server answers `tools/call` with a claims challenge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimsRule {
+    /// Until the token comes from a sign-in that sent claims.
+    UntilSatisfied,
+    /// Always (a policy no sign-in satisfies).
+    Always,
+    /// Always, with a claims value that is not base64 of JSON.
+    Malformed,
+}
+
 /// What the MCP server wants.
 #[derive(Debug, Clone)]
 pub struct McpOptions {
@@ -275,6 +324,8 @@ pub struct McpOptions {
     pub scopes_supported: Vec<&'static str>,
     /// A scope `tools/call` needs beyond the others (step-up).
     pub call_needs: Option<&'static str>,
+    /// A claims challenge `tools/call` answers with.
+    pub call_needs_claims: Option<ClaimsRule>,
 }
 
 /// A running MCP server.
@@ -352,6 +403,31 @@ async fn mcp(State(s): State<McpState>, headers: HeaderMap, body: axum::body::By
             )],
         )
             .into_response();
+    }
+    if method == "tools/call"
+        && let Some(rule) = s.options.call_needs_claims
+    {
+        use base64::Engine as _;
+        let satisfied = held.iter().any(|h| h == MFA_MARK);
+        let claims = match rule {
+            ClaimsRule::UntilSatisfied if satisfied => None,
+            ClaimsRule::UntilSatisfied | ClaimsRule::Always => {
+                Some(base64::engine::general_purpose::STANDARD.encode(CLAIMS))
+            }
+            ClaimsRule::Malformed => Some("bm90IGpzb24=".to_owned()),
+        };
+        if let Some(claims) = claims {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(
+                    header::WWW_AUTHENTICATE,
+                    challenge(&format!(
+                        ", error=\"insufficient_claims\", claims=\"{claims}\", error_description=\"MFA required\""
+                    )),
+                )],
+            )
+                .into_response();
+        }
     }
     if msg.get("id").is_none() {
         return StatusCode::ACCEPTED.into_response();

@@ -5,7 +5,11 @@
 
 mod harness;
 
-use harness::{AsOptions, Discovery, McpOptions, auth_server, client, mcp_server, options};
+use harness::{
+    AsOptions, CLAIMS, ClaimsRule, Discovery, MFA_MARK, McpOptions, auth_server, client,
+    mcp_server, options,
+};
+use mcpgate_client::account::{Account, AccountOptions};
 use mcpgate_client::discovery::DiscoveryError;
 use mcpgate_client::error::FlowError;
 use mcpgate_client::secret::ClientSecret;
@@ -21,6 +25,7 @@ fn prm(issuer: &str) -> McpOptions {
         challenge_scope: Some("read"),
         scopes_supported: vec!["read"],
         call_needs: None,
+        call_needs_claims: None,
     }
 }
 
@@ -333,6 +338,7 @@ async fn a_step_up_asks_for_the_union_of_scopes() {
     let server = mcp_server(
         McpOptions {
             call_needs: Some("write"),
+            call_needs_claims: None,
             ..prm(&a.issuer)
         },
         AsOptions::default(),
@@ -367,6 +373,7 @@ async fn legacy_discovery_uses_the_servers_origin() {
             challenge_scope: None,
             scopes_supported: vec![],
             call_needs: None,
+            call_needs_claims: None,
         },
         AsOptions::default(),
     )
@@ -395,6 +402,7 @@ async fn legacy_discovery_uses_the_servers_origin() {
             challenge_scope: None,
             scopes_supported: vec![],
             call_needs: None,
+            call_needs_claims: None,
         },
         AsOptions::default(),
     )
@@ -443,5 +451,185 @@ async fn an_oauth_refusal_keeps_the_servers_body() {
         store.credential_issuer("app"),
         None,
         "a refused sign-in binds nothing"
+    );
+}
+
+/// A server with a claims rule on `tools/call`, and a client of it.
+async fn claims_server(
+    rule: ClaimsRule,
+) -> (harness::AuthServer, harness::TestClient, tempfile::TempDir) {
+    let a = auth_server(AsOptions::default()).await;
+    let server = mcp_server(
+        McpOptions {
+            call_needs_claims: Some(rule),
+            ..prm(&a.issuer)
+        },
+        AsOptions::default(),
+    )
+    .await;
+    let (store, dir) = harness::store();
+    let c = client(
+        &server.url,
+        options(&store, SignIn::NonInteractive, Credentials::default()),
+    );
+    (a, c, dir)
+}
+
+fn claims_asked(a: &harness::AuthServer) -> Vec<Option<String>> {
+    a.seen_at("authorize")
+        .iter()
+        .map(|s| s.params.get("claims").cloned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_claims_challenge_signs_in_again_with_the_claims_and_retries_once() {
+    let (a, c, _dir) = claims_server(ClaimsRule::UntilSatisfied).await;
+    c.client.list_tools().await.expect("signed in");
+    let result = c
+        .client
+        .call_tool("whoami", serde_json::json!({}))
+        .await
+        .expect("after the claims sign-in");
+    let held = result["content"][0]["text"].as_str().unwrap_or_default();
+    assert!(held.contains(MFA_MARK), "{result}");
+    assert!(held.contains("read"), "the scopes held are kept: {held}");
+    assert_eq!(claims_asked(&a), [None, Some(CLAIMS.to_owned())]);
+    let said = c.said.lock().expect("lock").join("\n");
+    assert!(said.contains("signing in again with claims"), "{said}");
+    // The token is kept: the next call needs no sign-in.
+    c.client
+        .call_tool("whoami", serde_json::json!({}))
+        .await
+        .expect("again");
+    assert_eq!(a.seen_at("authorize").len(), 2);
+}
+
+#[tokio::test]
+async fn a_second_claims_challenge_is_an_error_naming_it() {
+    let (a, c, _dir) = claims_server(ClaimsRule::Always).await;
+    let err = c
+        .client
+        .call_tool("whoami", serde_json::json!({}))
+        .await
+        .expect_err("never satisfied");
+    assert!(
+        matches!(err, ClientError::ClaimsStillInsufficient { .. }),
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("insufficient_claims") && text.contains("capolids"),
+        "{text}"
+    );
+    assert!(text.contains("MFA required"), "{text}");
+    // One sign-in for the token, one with the claims: no more.
+    assert_eq!(claims_asked(&a), [None, Some(CLAIMS.to_owned())]);
+}
+
+#[tokio::test]
+async fn an_unreadable_claims_value_is_an_error_and_no_sign_in() {
+    let (a, c, _dir) = claims_server(ClaimsRule::Malformed).await;
+    c.client.list_tools().await.expect("signed in");
+    let err = c
+        .client
+        .call_tool("whoami", serde_json::json!({}))
+        .await
+        .expect_err("unusable claims");
+    assert!(matches!(err, ClientError::BadClaims { .. }), "{err}");
+    assert_eq!(claims_asked(&a), [None]);
+}
+
+#[tokio::test]
+async fn a_refresh_refused_for_claims_signs_in_with_them() {
+    // Entra's answer to a refresh once a Conditional Access policy applies.
+    let refusal = serde_json::json!({
+        "error": "invalid_grant",
+        "error_description": "AADSTS50076: you must use multi-factor authentication",
+        "error_codes": [50076],
+        "suberror": "basic_action",
+        "claims": CLAIMS,
+    });
+    let a = auth_server(AsOptions {
+        refuse_refresh_with: Some(refusal),
+        // Due for refresh as soon as it is issued.
+        expires_in: 30,
+        ..AsOptions::default()
+    })
+    .await;
+    let server = mcp_server(prm(&a.issuer), AsOptions::default()).await;
+    let (store, _dir) = harness::store();
+    let c = client(
+        &server.url,
+        options(&store, SignIn::NonInteractive, Credentials::default()),
+    );
+    c.client.list_tools().await.expect("signed in again");
+    assert_eq!(claims_asked(&a), [None, Some(CLAIMS.to_owned())]);
+    let said = c.said.lock().expect("lock").join("\n");
+    assert!(said.contains("AADSTS50076"), "{said}");
+    // The new sign-in's refresh token satisfies the policy.
+    c.client.list_tools().await.expect("refreshed");
+    assert_eq!(a.seen_at("authorize").len(), 2);
+}
+
+/// An account (what `mcpgate stdio` signs its user in with) at `a`.
+fn account(a: &harness::AuthServer, store: &mcpgate_client::store::Store) -> Account {
+    let http = reqwest::Client::new();
+    let no_redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("http");
+    Account::new(
+        http,
+        no_redirect,
+        AccountOptions {
+            authority: a.issuer.clone(),
+            client_id: "desktop".to_owned(),
+            scopes: vec!["read".to_owned()],
+            api: "https://graph.example/v1.0".to_owned(),
+            sign_in: SignIn::NonInteractive,
+            store: store.clone(),
+            notify: std::sync::Arc::new(|_: &str| {}),
+            browser: std::sync::Arc::new(harness::NoDisplay),
+        },
+    )
+}
+
+#[tokio::test]
+async fn an_account_meets_an_apis_claims_challenge_and_a_refresh_refused_with_claims() {
+    let refusal = serde_json::json!({
+        "error": "invalid_grant",
+        "error_description": "AADSTS50076: you must use multi-factor authentication",
+        "claims": CLAIMS,
+    });
+    let a = auth_server(AsOptions {
+        refuse_refresh_with: Some(refusal),
+        expires_in: 30,
+        ..AsOptions::default()
+    })
+    .await;
+    let (store, _dir) = harness::store();
+    let account = account(&a, &store);
+    let first = account.token().await.expect("signed in");
+    assert!(!first.contains(MFA_MARK));
+    // Due for refresh at once; the refresh is refused with claims, and the
+    // sign-in that follows sends them.
+    let second = account.token().await.expect("signed in with claims");
+    assert!(second.contains(MFA_MARK), "{second}");
+    assert_eq!(claims_asked(&a), [None, Some(CLAIMS.to_owned())]);
+
+    // An API's challenge (Graph's insufficient_claims) asks again.
+    let asked = mcpgate_client::claims::Claims::from_json(
+        r#"{"access_token":{"acrs":{"essential":true,"value":"c1"}}}"#,
+    )
+    .expect("claims");
+    let third = account
+        .sign_in_with_claims(&asked)
+        .await
+        .expect("signed in");
+    assert!(third.contains(MFA_MARK), "{third}");
+    assert_eq!(
+        claims_asked(&a).last().cloned().flatten().as_deref(),
+        Some(asked.as_json())
     );
 }

@@ -10,6 +10,8 @@ use std::time::{Duration, SystemTime};
 
 use mcpgate_token::Principal;
 
+use crate::challenge::ClaimsChallenge;
+
 /// An access token for the upstream. Its `Debug` shows nothing.
 #[derive(Clone)]
 pub struct UpstreamToken {
@@ -75,6 +77,11 @@ pub enum CredentialError {
     /// Nothing to act on: the caller must sign in again (or first).
     #[error("no grant to act for this user at the upstream; sign in again")]
     NoGrant,
+    /// The identity provider wants more of the caller's sign-in (a second
+    /// factor) before it gives a token for them: relayed to the client as
+    /// a claims challenge. Nothing was issued, and nothing is kept.
+    #[error("the identity provider asks the caller to sign in again satisfying claims {}", .0.json())]
+    ClaimsChallenge(ClaimsChallenge),
     /// The identity provider refused or could not be reached.
     #[error("no token for the upstream: {0}")]
     Unavailable(String),

@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use url::Url;
 
 use super::UpstreamError;
-use super::credential::{CallerToken, TokenSource, UpstreamToken};
+use super::credential::{CallerToken, CredentialError, TokenSource, UpstreamToken};
 use super::identity::{Identity, IdentityKey};
 use super::routes::Routes;
 use super::sse::{EventReader, Kind};
@@ -277,18 +277,25 @@ impl HttpUpstream {
         };
         let mut cached = self.token.lock().await;
         let now = std::time::SystemTime::now();
-        let token = match &*cached {
-            Some(token) if token.fresh_at(now, Duration::from_secs(60)) => token.clone(),
-            _ => {
-                let presented = lock(&self.presented).clone();
-                let token = source
-                    .token_for(caller, presented.as_ref())
-                    .await
-                    .map_err(|e| UpstreamError::Unavailable(e.to_string()))?;
-                *cached = Some(token.clone());
-                token
-            }
-        };
+        let token =
+            match &*cached {
+                Some(token) if token.fresh_at(now, Duration::from_secs(60)) => token.clone(),
+                _ => {
+                    let presented = lock(&self.presented).clone();
+                    let token = source.token_for(caller, presented.as_ref()).await.map_err(
+                        |e| match e {
+                            CredentialError::ClaimsChallenge(c) => {
+                                UpstreamError::ClaimsChallenge(c)
+                            }
+                            e @ (CredentialError::NoGrant | CredentialError::Unavailable(_)) => {
+                                UpstreamError::Unavailable(e.to_string())
+                            }
+                        },
+                    )?;
+                    *cached = Some(token.clone());
+                    token
+                }
+            };
         Ok(request.bearer_auth(token.secret()))
     }
 

@@ -66,6 +66,11 @@ pub enum UpstreamError {
     /// It refused the handshake.
     #[error("the upstream server refused to initialize: {0}")]
     Refused(String),
+    /// No token for the upstream until the caller signs in again
+    /// satisfying these claims ([`credential::CredentialError::ClaimsChallenge`]):
+    /// the endpoint answers with the challenge.
+    #[error("the identity provider asks the caller to sign in again satisfying claims {}", .0.json())]
+    ClaimsChallenge(crate::challenge::ClaimsChallenge),
 }
 
 /// Which upstream, and how it is reached.

@@ -14,6 +14,7 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use mcpgate_client::SignIn;
 use mcpgate_client::account::{Account, AccountOptions};
+use mcpgate_client::claims::{Claims, ClaimsError};
 use mcpgate_client::redirect::SystemBrowser;
 use mcpgate_client::store::Store;
 use rmcp::model::{
@@ -207,18 +208,33 @@ impl Signer {
 
     /// An access token, or why there is none yet.
     async fn token(&self) -> SignInResult {
+        self.join_or_start(None).await
+    }
+
+    /// A token from a new sign-in that sends `claims` (an API's claims
+    /// challenge), or why there is none yet.
+    async fn sign_in_with_claims(&self, claims: Claims) -> SignInResult {
+        self.join_or_start(Some(claims)).await
+    }
+
+    // Joins the sign-in under way, or starts one; a sign-in with claims
+    // always starts anew (the one under way may not send them).
+    async fn join_or_start(&self, claims: Option<Claims>) -> SignInResult {
         let pending = {
             let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
             match current.as_ref() {
-                Some(running) if running.peek().is_none() => running.clone(),
+                Some(running) if running.peek().is_none() && claims.is_none() => running.clone(),
                 _ => {
                     let account = self.account.clone();
                     // A task of its own: a caller that stops waiting does not
                     // stop the sign-in.
-                    let task =
-                        tokio::spawn(
-                            async move { account.token().await.map_err(|e| e.to_string()) },
-                        );
+                    let task = tokio::spawn(async move {
+                        let token = match &claims {
+                            Some(claims) => account.sign_in_with_claims(claims).await,
+                            None => account.token().await,
+                        };
+                        token.map_err(|e| e.to_string())
+                    });
                     let shared = async move {
                         task.await
                             .unwrap_or_else(|e| Err(format!("the sign-in stopped: {e}")))
@@ -254,11 +270,13 @@ struct StdioServer {
 
 impl StdioServer {
     async fn get_user_details(&self) -> Result<CallToolResult, McpError> {
-        for attempt in 0..2 {
-            let token = match self.signer.token().await {
-                Ok(token) => token,
-                Err(why) => return Ok(failed(&why)),
-            };
+        let mut token = match self.signer.token().await {
+            Ok(token) => token,
+            Err(why) => return Ok(failed(&why)),
+        };
+        let mut retried = false;
+        let mut claims_sent = false;
+        loop {
             let response = self
                 .http
                 .get(&self.me_url)
@@ -266,9 +284,38 @@ impl StdioServer {
                 .send()
                 .await
                 .map_err(|e| McpError::internal_error(format!("{}: {e}", self.me_url), None))?;
-            if response.status() == reqwest::StatusCode::UNAUTHORIZED && attempt == 0 {
-                // Revoked or no longer valid: sign in again, once.
-                self.signer.forget().await;
+            if response.status() == reqwest::StatusCode::UNAUTHORIZED {
+                let next = match graph_claims(response.headers()) {
+                    // Graph wants more of the sign-in (a second factor):
+                    // sign in again sending its claims, once.
+                    Some(Ok(_)) if claims_sent => {
+                        return Ok(failed(&format!(
+                            "{} still asks for claims (insufficient_claims) after a sign-in that sent them",
+                            self.me_url
+                        )));
+                    }
+                    Some(Ok(claims)) => {
+                        claims_sent = true;
+                        self.signer.sign_in_with_claims(claims).await
+                    }
+                    Some(Err(e)) => {
+                        return Ok(failed(&format!(
+                            "{} asked for claims (insufficient_claims), and its claims value is unusable: {e}",
+                            self.me_url
+                        )));
+                    }
+                    // Revoked or no longer valid: sign in again, once.
+                    None if !retried => {
+                        retried = true;
+                        self.signer.forget().await;
+                        self.signer.token().await
+                    }
+                    None => return Ok(failed("Microsoft Graph refused the token twice")),
+                };
+                token = match next {
+                    Ok(token) => token,
+                    Err(why) => return Ok(failed(&why)),
+                };
                 continue;
             }
             if !response.status().is_success() {
@@ -293,7 +340,6 @@ impl StdioServer {
             result.content = vec![ContentBlock::text(details.to_string())];
             return Ok(result);
         }
-        Ok(failed("Microsoft Graph refused the token twice"))
     }
 
     async fn whoami(&self) -> Result<CallToolResult, McpError> {
@@ -306,6 +352,21 @@ impl StdioServer {
         result.content = vec![ContentBlock::text(claims.to_string())];
         Ok(result)
     }
+}
+
+/// The claims of Graph's `WWW-Authenticate: Bearer
+/// error="insufficient_claims", claims="…"`: `None` for any other 401.
+fn graph_claims(headers: &reqwest::header::HeaderMap) -> Option<Result<Claims, ClaimsError>> {
+    let challenge = mcpgate_client::challenge::parse(
+        headers
+            .get_all(reqwest::header::WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    )?;
+    if !challenge.is_insufficient_claims() {
+        return None;
+    }
+    challenge.claims()
 }
 
 fn failed(why: &str) -> CallToolResult {
@@ -429,6 +490,32 @@ mod tests {
             Some("http://127.0.0.1:5000/authorize?x=1".to_owned())
         );
         assert!(first_url("no link here").is_none());
+    }
+
+    #[test]
+    fn graphs_claims_challenge_is_read_and_a_bad_one_is_an_error() {
+        use reqwest::header::{HeaderMap, HeaderValue, WWW_AUTHENTICATE};
+        let with = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_str(value).expect("a header value"),
+            );
+            headers
+        };
+        let graph = with(
+            r#"Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", client_id="00000003-0000-0000-c000-000000000000", error="insufficient_claims", claims="eyJhY2Nlc3NfdG9rZW4iOnsiYWNycyI6eyJlc3NlbnRpYWwiOnRydWUsInZhbHVlIjoiYzEifX19""#,
+        );
+        let claims = graph_claims(&graph)
+            .expect("a claims challenge")
+            .expect("valid");
+        assert!(claims.as_json().contains("acrs"), "{claims}");
+        assert!(matches!(
+            graph_claims(&with(r#"Bearer error="insufficient_claims", claims="!!""#)),
+            Some(Err(_))
+        ));
+        assert!(graph_claims(&with(r#"Bearer error="invalid_token""#)).is_none());
+        assert!(graph_claims(&HeaderMap::new()).is_none());
     }
 
     #[test]

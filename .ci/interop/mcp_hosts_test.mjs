@@ -15,7 +15,8 @@
 // "N passed, M failed", and the exit code is 1 if anything failed. Tokens
 // are never printed, only the claims a case checks.
 
-import { appendFileSync, chmodSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { appendFileSync, chmodSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpsServer } from 'node:https';
 import { createServer as createNetServer } from 'node:net';
 import { createRequire } from 'node:module';
@@ -575,12 +576,234 @@ async function mcpRemote() {
   }
 }
 
+// --- direct mode, as Microsoft's guide for MCP servers sets Entra up ------
+//
+// A second `serve`, in direct mode: the metadata names the dev IdP itself,
+// clients hold a pre-registered client id (Entra has no registration), and
+// the API's Application ID URI is the server's own MCP URL. The SDK and
+// mcp-remote send that URL as RFC 8707 `resource` as they always do, and
+// the IdP, as Entra does, accepts it because it names the API the scopes are
+// for (next to an api:// identifier it is AADSTS9010010). The port is picked
+// first because the identifier must be known before the IdP starts. The IdP
+// serves plain http on loopback here: Node read its extra CA at start.
+
+const DIRECT_API = '6d0e2c4a-8b1f-4e3d-9a7c-2b5f8e1d4c60';
+const DIRECT_HOST = '9a3c5e7b-1d2f-4b6a-8c0e-4f7a9b1c3d52';
+let direct;
+
+async function startDirect() {
+  if (direct) return direct;
+  const dir = join(WORK, 'direct');
+  mkdirSync(dir, { recursive: true });
+  const port = await freePort();
+  const mcpUrl = `http://127.0.0.1:${port}/mcp`;
+  const directory = join(dir, 'directory.toml');
+  writeFileSync(directory, `# Written by mcp_hosts_test.mjs: the MCP API registered as Microsoft's guide does.
+[[tenants]]
+id = "7c3e9f2a-0d1b-4e5a-9c8b-2f6a1d4e8b30"
+name = "Contoso (direct mode)"
+
+[[apps]]
+client_id = "${DIRECT_API}"
+name = "MCP server (Application ID URI = its MCP URL)"
+identifier_uris = ["${mcpUrl}"]
+scopes = ["mcp:tools"]
+access_token_version = 2
+
+[[apps]]
+client_id = "${DIRECT_HOST}"
+name = "MCP host (pre-registered public client)"
+public_client = true
+redirect_uris = ["http://127.0.0.1/callback", "http://127.0.0.1/oauth/callback", "http://localhost/oauth/callback"]
+granted = { "${DIRECT_API}" = ["mcp:tools"] }
+
+[[users]]
+username = "${ALICE}"
+display_name = "${ALICE_NAME}"
+password = "direct-mode-dev"
+`);
+  const config = join(dir, 'mcpgate.toml');
+  writeFileSync(config, `[broker]\nmode = "direct"\n\n[idp]\nplain_http = true\ndirectory = ${JSON.stringify(directory)}\n`);
+  const readyFile = join(dir, 'ready.json');
+  const log = join(dir, 'serve.log');
+  const out = openSync(log, 'a');
+  const proc = spawn(process.env.MCPGATE_BIN, ['serve', '--config', config, '--bind', `127.0.0.1:${port}`,
+    '--data-dir', join(dir, 'data'), '--ready-file', readyFile, '--metrics-bind', 'off'], {
+    env: { ...process.env, MCPGATE_IDP_AUTO_APPROVE: ALICE },
+    stdio: ['ignore', out, out],
+  });
+  notePid(proc.pid);
+  let exited = false;
+  proc.on('exit', () => { exited = true; });
+  for (let i = 0; i < 600; i += 1) {
+    try {
+      const ready = JSON.parse(readFileSync(readyFile, 'utf8'));
+      direct = { mcpUrl: ready.mcp_url, ready, log, proc };
+      check(direct.mcpUrl === mcpUrl, `direct serve's MCP URL ${direct.mcpUrl}, expected ${mcpUrl}`);
+      return direct;
+    } catch (e) {
+      if (e instanceof CaseFailed) throw e;
+    }
+    if (exited) throw new CaseFailed(`direct serve exited: ${redact(readOr(log).slice(-800))}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new CaseFailed('direct serve was not ready after 60 s');
+}
+
+/** The dev IdP's access token for the URL-named API, as Entra v2 issues it. */
+function checkDirectToken(accessToken, what) {
+  const c = claims(accessToken);
+  check(c.iss === direct.ready.idp.issuer, `${what}: iss ${c.iss}, expected the IdP's ${direct.ready.idp.issuer}`);
+  // Entra v2.0 tokens carry the API's app id as aud (v1.0 ones the
+  // identifier URI); mcpgate accepts both for the configured API.
+  check(c.aud === DIRECT_API, `${what}: aud ${JSON.stringify(c.aud)}, expected the API's app id ${DIRECT_API}`);
+  check(c.azp === DIRECT_HOST, `${what}: azp ${c.azp}, expected the pre-registered ${DIRECT_HOST}`);
+  check(String(c.scp).split(' ').includes('mcp:tools'), `${what}: scp ${c.scp}`);
+  return c;
+}
+
+async function whoamiDirect(client) {
+  const who = jsonOf('whoami', await client.callTool({ name: 'whoami', arguments: {} }));
+  check(who.authenticated === true && who.preferred_username === ALICE, `whoami: ${who.preferred_username}, expected ${ALICE}`);
+  check(who.issuer === direct.ready.idp.issuer, `whoami: issuer ${who.issuer}`);
+  check(who.client_app_id === DIRECT_HOST, `whoami: client_app_id ${who.client_app_id}, expected ${DIRECT_HOST}`);
+  return `whoami ${who.preferred_username} via ${who.client_app_id} (${who.scopes?.join(' ')})`;
+}
+
+/** The SDK with a pre-registered client id: no registration, resource sent. */
+class DirectProvider extends Provider {
+  constructor(opts) {
+    super(opts);
+    this.client = { client_id: DIRECT_HOST };
+    this.authorizationUrl = undefined;
+  }
+
+  saveClientInformation() {
+    throw new CaseFailed('the SDK tried to save a registration, but it holds a pre-registered client id');
+  }
+
+  async redirectToAuthorization(authorizationUrl) {
+    this.authorizationUrl = authorizationUrl;
+    const idp = new URL(direct.ready.idp.base_url).origin;
+    check(authorizationUrl.origin === idp, `the SDK was sent to ${authorizationUrl.origin}, not to the IdP (${idp})`);
+    const { url, hops } = await followToRedirect(authorizationUrl, this.redirectUri);
+    this.hops = hops;
+    const err = url.searchParams.get('error');
+    check(!err, `the IdP refused: ${err}: ${redact(url.searchParams.get('error_description') ?? '')}`);
+    check(url.searchParams.get('state') === this.expectedState, 'the redirect does not carry the SDK\'s state');
+    this.code = url.searchParams.get('code');
+    check(this.code, 'no code at the redirect URI');
+  }
+}
+
+async function sdkDirect() {
+  await startDirect();
+  const provider = new DirectProvider({ redirectUri: 'http://127.0.0.1:33419/callback' });
+  const fetchFn = recordingFetch();
+  const newClient = () => new Client({ name: 'mcpgate-interop-sdk-direct', version: '1.0.0' }, { capabilities: {} });
+  const first = new StreamableHTTPClientTransport(new URL(direct.mcpUrl), { authProvider: provider, fetch: fetchFn });
+  let refused;
+  try {
+    await newClient().connect(first);
+  } catch (e) {
+    refused = e;
+  }
+  check(refused instanceof UnauthorizedError, `the first connect should stop for sign-in, got ${refused ? redact(refused.message ?? refused) : 'a connection'}`);
+  const asked = provider.authorizationUrl?.searchParams;
+  check(asked?.get('resource') === direct.mcpUrl, `the SDK sent resource ${asked?.get('resource')}, expected ${direct.mcpUrl}`);
+  check(String(asked?.get('scope')).split(' ').includes(`${direct.mcpUrl}/mcp:tools`),
+    `the SDK asked for scope ${asked?.get('scope')}, expected the API's ${direct.mcpUrl}/mcp:tools from the metadata`);
+  await first.finishAuth(provider.code);
+  await first.close().catch(() => {});
+  check(provider.saved?.access_token, 'finishAuth saved no tokens');
+  const c = checkDirectToken(provider.saved.access_token, 'the SDK');
+  check(!fetchFn.requests.some((r) => r.endsWith('/register')), `the SDK tried to register: ${fetchFn.requests.join(', ')}`);
+  const transport = new StreamableHTTPClientTransport(new URL(direct.mcpUrl), { authProvider: provider, fetch: fetchFn });
+  const client = newClient();
+  try {
+    await client.connect(transport);
+    const said = await whoamiDirect(client);
+    console.log(`   authorize: resource=${direct.mcpUrl}, scope=${asked.get('scope')}; sign-in: ${provider.hops.join(' → ')}`);
+    console.log(`   access token iss ${c.iss}, aud ${c.aud}, scp ${c.scp}; ${said}`);
+  } finally {
+    await transport.close().catch(() => {});
+  }
+}
+
+async function mcpRemoteDirect() {
+  await startDirect();
+  const dir = join(WORK, 'mcp-remote-direct');
+  const configDir = join(dir, 'config');
+  const binDir = join(dir, 'bin');
+  const browserLog = join(dir, 'browser.log');
+  mkdirSync(configDir, { recursive: true });
+  const browser = writeFakeBrowser(binDir, browserLog);
+  const port = await freePort();
+  const transport = new StdioClientTransport({
+    command: process.execPath,
+    args: [join(MCP_REMOTE, 'dist/proxy.js'), direct.mcpUrl, String(port), '--host', '127.0.0.1',
+      '--transport', 'http-only', '--auth-timeout', '60',
+      '--static-oauth-client-info', JSON.stringify({ client_id: DIRECT_HOST })],
+    env: {
+      PATH: `${binDir}:${process.env.PATH}`,
+      HOME: dir,
+      BROWSER: browser,
+      XDG_CURRENT_DESKTOP: 'X-Generic',
+      MCP_REMOTE_CONFIG_DIR: configDir,
+      NODE_EXTRA_CA_CERTS: process.env.NODE_EXTRA_CA_CERTS,
+    },
+    stderr: 'pipe',
+  });
+  let stderr = '';
+  transport.stderr?.on('data', (d) => {
+    stderr += d;
+  });
+  const client = new Client({ name: 'mcpgate-interop-host-direct', version: '1.0.0' }, { capabilities: {} });
+  let pid;
+  try {
+    let said;
+    try {
+      const connecting = client.connect(transport, { timeout: 90_000 });
+      (async () => {
+        for (let i = 0; i < 500 && !transport.pid; i += 1) await new Promise((r) => setTimeout(r, 10));
+        pid = transport.pid;
+        notePid(pid);
+      })();
+      await connecting;
+      said = await whoamiDirect(client);
+    } catch (e) {
+      const tail = redact(stderr.split('\n').slice(-15).join('\n   | '));
+      const blog = readOr(browserLog).trim().split('\n').join('\n   | browser: ');
+      throw new CaseFailed(`${e.message}\n   | browser: ${blog}\n   | mcp-remote stderr: ${tail}`);
+    }
+    const browserSaw = readOr(browserLog);
+    const idp = new URL(direct.ready.idp.base_url).origin;
+    check(browserSaw.includes(`open ${idp}/`), `the browser was not sent to the IdP (${idp})`);
+    check(/done 200/.test(browserSaw), 'mcp-remote\'s callback page did not load');
+    const files = filesUnder(configDir);
+    check(!files.some((f) => f.endsWith('_client_info.json') && JSON.parse(readFileSync(f, 'utf8')).client_id !== DIRECT_HOST),
+      'mcp-remote registered a client of its own');
+    const tokenFile = files.find((f) => f.endsWith('_tokens.json'));
+    check(tokenFile, 'no tokens in mcp-remote\'s config dir');
+    const c = checkDirectToken(JSON.parse(readFileSync(tokenFile, 'utf8')).access_token, 'mcp-remote');
+    console.log(`   browser: ${browserSaw.trim().split('\n').filter((l) => !l.startsWith('done')).join(' → ')}`);
+    console.log(`   stored access token: iss ${c.iss}, aud ${c.aud}; ${said}`);
+  } finally {
+    await client.close().catch(() => {});
+    if (pid) await stopProcess(pid);
+  }
+}
+
 /** After all the sign-ins above: mcpgate logged none of the tokens. */
 async function serverLog() {
   const log = readFileSync(process.env.SERVE_LOG, 'utf8');
   const jwts = log.match(JWT) ?? [];
   check(jwts.length === 0, `mcpgate serve's log holds ${jwts.length} JWT(s)`);
   check(log.length > 0, 'the server log is empty (the check above proves nothing)');
+  if (direct) {
+    const directJwts = readFileSync(direct.log, 'utf8').match(JWT) ?? [];
+    check(directJwts.length === 0, `the direct-mode serve's log holds ${directJwts.length} JWT(s)`);
+  }
 }
 
 // --- the cases ----------------------------------------------------------------
@@ -589,6 +812,8 @@ const cases = [
   [`TypeScript SDK ${SDK_VERSION}: DCR, sign-in through the broker, whoami and get_user_details`, sdkDcr],
   [`TypeScript SDK ${SDK_VERSION}: Client ID Metadata Document (https on loopback), sign-in, tools`, sdkCimd],
   [`mcp-remote ${MCP_REMOTE_VERSION}: stdio proxy, browser sign-in to its callback port, tools over stdio`, mcpRemote],
+  [`TypeScript SDK ${SDK_VERSION}: direct mode, pre-registered client, resource = the API's identifier URI = the MCP URL, whoami`, sdkDirect],
+  [`mcp-remote ${MCP_REMOTE_VERSION}: direct mode with --static-oauth-client-info, resource = identifier URI, whoami`, mcpRemoteDirect],
   ['mcpgate serve logged no token through all of the above', serverLog],
 ];
 

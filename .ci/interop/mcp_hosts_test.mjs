@@ -623,7 +623,7 @@ display_name = "${ALICE_NAME}"
 password = "direct-mode-dev"
 `);
   const config = join(dir, 'mcpgate.toml');
-  writeFileSync(config, `[broker]\nmode = "direct"\n\n[idp]\nplain_http = true\ndirectory = ${JSON.stringify(directory)}\n`);
+  writeFileSync(config, `[broker]\nmode = "direct"\n\n[idp]\nbind = "127.0.0.1:0"\nplain_http = true\ndirectory = ${JSON.stringify(directory)}\n`);
   const readyFile = join(dir, 'ready.json');
   const log = join(dir, 'serve.log');
   const out = openSync(log, 'a');

@@ -1047,4 +1047,34 @@ secret_sha256 = \"abcdef0123456789abcdef0123456789abcdef0123456789abcdef01234567
                 .password_matches("pw-in-plain")
         );
     }
+
+    #[test]
+    fn identifier_uris_are_checked_as_entra_registers_them() {
+        let with_uri = |uri: &str| {
+            let mut config = IdpConfig::builtin();
+            config.apps[0].identifier_uris = vec![uri.to_owned()];
+            Directory::from_config(&config)
+        };
+        for good in [
+            "api://x",
+            "https://mcp.contoso.com/mcp",
+            "urn:contoso:mcp",
+            "http://127.0.0.1:8080/mcp",
+        ] {
+            assert!(with_uri(good).is_ok(), "{good}");
+        }
+        let stored = with_uri("https://mcp.contoso.com/mcp/").expect("trailing slash");
+        assert_eq!(
+            stored.apps[0].identifier_uris,
+            ["https://mcp.contoso.com/mcp"]
+        );
+        for bad in [
+            "mcp.contoso.com",
+            "http://mcp.contoso.com/mcp",
+            "https://mcp.contoso.com/mcp?x=1",
+            "ftp://mcp.contoso.com",
+        ] {
+            assert!(with_uri(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -197,7 +197,9 @@ pub fn parse(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::directory::{DEFAULT_API_APP_ID, DEFAULT_TENANT_ID, IdpConfig};
+    use crate::directory::{
+        DEFAULT_API_APP_ID, DEFAULT_TENANT_ID, IdpConfig, URL_API_APP_ID, URL_API_IDENTIFIER,
+    };
 
     fn dir() -> Directory {
         Directory::from_config(&IdpConfig::builtin()).expect("builtin")
@@ -258,5 +260,34 @@ mod tests {
         assert_eq!(code(&format!("{api}/nope"), None), 650053);
         assert_eq!(code("Nope.Read", None), 650053);
         assert_eq!(code("api://unknown-app/x", None), 500011);
+    }
+
+    #[test]
+    fn an_api_named_by_its_url_takes_that_url_as_resource() {
+        let d = dir();
+        let scope = format!("{URL_API_IDENTIFIER}/mcp:tools offline_access");
+        // What an MCP client sends when the identifier is the server's URL:
+        // scope and resource name the same API (with or without a slash).
+        for resource in [
+            URL_API_IDENTIFIER.to_owned(),
+            format!("{URL_API_IDENTIFIER}/"),
+        ] {
+            let r = parse(Some(&scope), Some(&resource), &d, DEFAULT_TENANT_ID)
+                .expect("resource is the identifier URI");
+            assert_eq!(r.resource, URL_API_APP_ID);
+            assert!(r.scopes.contains("mcp:tools"));
+        }
+        // The same URL next to the api:// API's scope, or another URL next
+        // to this API's: AADSTS9010010, as Entra answers.
+        let api = format!("api://{DEFAULT_API_APP_ID}/mcp:tools");
+        assert_eq!(code(&api, Some(URL_API_IDENTIFIER)), 9010010);
+        assert_eq!(
+            code(&scope, Some("https://mcp.mcpgate.test/other")),
+            9010010
+        );
+        assert_eq!(
+            code("https://mcp.mcpgate.test/nope/mcp:tools", None),
+            500011
+        );
     }
 }

@@ -646,3 +646,77 @@ fn man_prints_a_roff_page() {
     let page = String::from_utf8(out.stdout).expect("utf-8");
     assert!(page.contains(".TH mcpgate-serve 1"), "{page}");
 }
+
+#[tokio::test]
+async fn explain_names_each_entra_issuer_form_and_aadsts_code() {
+    let issuer = TestIssuer::start().await;
+    let tid = "7c3e9f2a-0d1b-4e5a-9c8b-2f6a1d4e8b30";
+    for (iss, form, fix) in [
+        (
+            format!("https://sts.windows.net/{tid}/"),
+            "Entra ID v1.0 issuer",
+            "accessTokenAcceptedVersion",
+        ),
+        (
+            format!("https://login.microsoftonline.com/{tid}/v2.0"),
+            "Entra ID v2.0 issuer",
+            "trust the issuer",
+        ),
+        (
+            format!("https://{tid}.ciamlogin.com/{tid}/v2.0"),
+            "External ID (CIAM) issuer",
+            "ciamlogin.com",
+        ),
+        (
+            "https://contoso.b2clogin.com/tfp/contoso.onmicrosoft.com/b2c_1_signin/v2.0/"
+                .to_owned(),
+            "Azure AD B2C issuer",
+            "trust the issuer",
+        ),
+    ] {
+        let token = issuer.sign(
+            "key-a",
+            &with(issuer.claims(unix_now()), &[("iss", json!(iss))]),
+        );
+        let mut args = vec!["explain".to_owned(), "--json".to_owned()];
+        args.extend(auth_args(&issuer));
+        args.push(token.clone());
+        let out = run_with_stdin(args, None).await;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        let doc: Value = serde_json::from_str(&text).expect("one JSON document");
+        assert_eq!(doc["reason"]["code"], "untrusted_issuer", "{doc}");
+        assert!(
+            doc["issuer_form"]
+                .as_str()
+                .is_some_and(|f| f.contains(form)),
+            "{iss}: {doc}"
+        );
+        assert!(
+            doc["reason"]["fix"]
+                .as_str()
+                .is_some_and(|f| f.contains(fix)),
+            "{iss}: {doc}"
+        );
+        assert!(!text.contains(&token));
+    }
+
+    // An error text instead of a token: each code, one sentence and a fix.
+    for code in [50076, 53003, 7000114, 500011, 9010010] {
+        let error = format!(
+            "invalid_grant: AADSTS{code}: something went wrong. Trace ID: 1 Correlation ID: 2"
+        );
+        let out = run_with_stdin(vec!["explain".into(), error], None).await;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{text}");
+        assert!(text.starts_with(&format!("AADSTS{code}: ")), "{text}");
+        assert!(text.contains("\n  fix: "), "{text}");
+        let out = run_with_stdin(
+            vec!["explain".into(), "--json".into(), format!("AADSTS{code}")],
+            None,
+        )
+        .await;
+        let doc: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+        assert_eq!(doc["aadsts"][0]["code"], format!("AADSTS{code}"), "{doc}");
+    }
+}

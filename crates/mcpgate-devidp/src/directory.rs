@@ -161,6 +161,12 @@ pub struct TenantConfig {
     /// Display name.
     #[serde(default)]
     pub name: String,
+    /// A Microsoft Entra External ID (CIAM) tenant: v2.0 tokens only, as
+    /// External ID issues them. Its issuer keeps the path form of
+    /// `https://<tenant-id>.ciamlogin.com/<tenant-id>/v2.0`; the host stays
+    /// the IdP's own (loopback).
+    #[serde(default)]
+    pub external_id: bool,
 }
 
 /// `[[apps]]`: one app registration.
@@ -268,6 +274,7 @@ impl IdpConfig {
             tenants: vec![TenantConfig {
                 id: DEFAULT_TENANT_ID.to_owned(),
                 name: "mcpgate development tenant".to_owned(),
+                external_id: false,
             }],
             apps: vec![
                 AppConfig {
@@ -381,6 +388,8 @@ pub struct Tenant {
     pub id: String,
     /// Display name.
     pub name: String,
+    /// An External ID (CIAM) tenant.
+    pub external_id: bool,
 }
 
 /// How a client's secret is known.
@@ -624,6 +633,7 @@ impl Directory {
             tenants.push(Tenant {
                 id: t.id.to_ascii_lowercase(),
                 name: t.name.clone(),
+                external_id: t.external_id,
             });
         }
         let tenant_of = |t: &Option<String>| -> Result<String, IdpError> {
@@ -706,6 +716,12 @@ impl Directory {
                 .map(|path| CertificateCredential::load(path))
                 .collect::<Result<Vec<_>, _>>()?;
             let version = a.access_token_version.unwrap_or(2);
+            let home = tenant_of(&a.tenant)?;
+            if version == 1 && tenants.iter().any(|t| t.id == home && t.external_id) {
+                return bad(format!(
+                    "access_token_version of {client_id} is 1, but its tenant is an External ID one, which issues v2.0 tokens only"
+                ));
+            }
             if !matches!(version, 1 | 2) {
                 return bad(format!(
                     "access_token_version of {client_id} must be 1 or 2"
@@ -1076,5 +1092,16 @@ secret_sha256 = \"abcdef0123456789abcdef0123456789abcdef0123456789abcdef01234567
         ] {
             assert!(with_uri(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn an_external_id_tenant_takes_v2_tokens_only() {
+        let mut config = IdpConfig::builtin();
+        config.tenants[0].external_id = true;
+        let dir = Directory::from_config(&config).expect("v2 apps are fine");
+        assert!(dir.default_tenant().external_id);
+        config.apps[0].access_token_version = Some(1);
+        let err = Directory::from_config(&config).expect_err("v1 refused");
+        assert!(err.to_string().contains("External ID"), "{err}");
     }
 }

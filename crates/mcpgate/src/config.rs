@@ -340,6 +340,23 @@ impl RawEntra {
         }
     }
 
+    /// The issuer of an External ID tenant: `https://<tid>.ciamlogin.com/<tid>/v2.0`,
+    /// or, for the development IdP presenting such a tenant on loopback,
+    /// the same path on its own host.
+    pub fn ciam_issuer(&self) -> String {
+        let loopback =
+            url::Url::parse(&self.authority).is_ok_and(|u| mcpgate_resource::is_loopback_host(&u));
+        if loopback {
+            format!(
+                "{}/{}/v2.0",
+                self.authority.trim_end_matches('/'),
+                self.tenant_id
+            )
+        } else {
+            mcpgate_token::issuer::ciam_issuer(&self.tenant_id)
+        }
+    }
+
     /// The exposed scope in full, as clients ask for it.
     pub fn api_scope(&self) -> String {
         format!("{}/{}", self.identifier_uri(), self.scope)
@@ -499,9 +516,7 @@ impl RawConfig {
                 if is_multi_tenant(&e.tenant_id) {
                     return Err(ConfigError::ExternalIdTenant);
                 }
-                policy
-                    .issuers
-                    .push(mcpgate_token::issuer::ciam_issuer(&e.tenant_id));
+                policy.issuers.push(e.ciam_issuer());
             } else {
                 policy.issuers.extend(entra_issuers(&e.authority, tenant));
             }
@@ -555,7 +570,7 @@ impl RawConfig {
     pub fn entra_v2_issuer(&self) -> Option<String> {
         let e = self.auth.entra.as_ref()?;
         if e.is_external_id() {
-            return Some(mcpgate_token::issuer::ciam_issuer(&e.tenant_id));
+            return Some(e.ciam_issuer());
         }
         let tenant = if is_multi_tenant(&e.tenant_id) {
             "organizations"
@@ -689,6 +704,21 @@ mod tests {
         )
         .expect("parses");
         assert!(matches!(bad.policy(), Err(ConfigError::IdentifierUri(_))));
+    }
+
+    #[test]
+    fn an_external_id_tenant_presented_on_loopback_keeps_the_ciam_path() {
+        let tid = "7c3e9f2a-0d1b-4e5a-9c8b-2f6a1d4e8b30";
+        let raw = from_toml(&format!(
+            "[auth.entra]\ntenant_id = \"{tid}\"\napp_id = \"a\"\nauthority = \"https://127.0.0.1:8443/\"\nexternal_id = true\n"
+        ))
+        .expect("parses");
+        let p = raw.policy().expect("valid");
+        assert_eq!(p.issuers, [format!("https://127.0.0.1:8443/{tid}/v2.0")]);
+        assert_eq!(
+            raw.entra_v2_issuer().as_deref(),
+            Some(format!("https://127.0.0.1:8443/{tid}/v2.0").as_str())
+        );
     }
 
     #[test]

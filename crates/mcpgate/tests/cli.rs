@@ -8,6 +8,12 @@ use mcpgate_testkit::{API_APP_ID, TestIssuer, unix_now, with};
 use serde_json::{Value, json};
 
 mod common;
+#[path = "common/mcp.rs"]
+#[allow(
+    dead_code,
+    reason = "shared with the gateway tests, which use all of it"
+)]
+mod mcp;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mcpgate");
 
@@ -719,4 +725,83 @@ async fn explain_names_each_entra_issuer_form_and_aadsts_code() {
         let doc: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
         assert_eq!(doc["aadsts"][0]["code"], format!("AADSTS{code}"), "{doc}");
     }
+}
+
+#[tokio::test]
+async fn an_external_id_tenant_of_the_dev_idp_is_trusted_by_its_ciam_issuer_alone() {
+    use mcpgate_devidp::directory::{DEFAULT_API_APP_ID, DEFAULT_TENANT_ID};
+    // The built-in directory, its tenant presented as External ID (CIAM).
+    let mut directory = mcpgate_devidp::IdpConfig::builtin();
+    directory.tenants[0].external_id = true;
+    directory.tenants[0].name = "Contoso customers (External ID)".into();
+    let directory_file = temp_path("ciam-directory.toml");
+    std::fs::write(
+        &directory_file,
+        toml::to_string(&directory).expect("directory TOML"),
+    )
+    .expect("write directory");
+    let serve_config = temp_path("ciam-serve.toml");
+    std::fs::write(
+        &serve_config,
+        format!(
+            "[idp]\ndirectory = {:?}\n",
+            directory_file.display().to_string()
+        ),
+    )
+    .expect("write config");
+    let data_dir = temp_path("ciam-data");
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let server = serve(
+        &[
+            "--config".into(),
+            serve_config.display().to_string(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--metrics-bind".into(),
+            "off".into(),
+        ],
+        "ciam",
+    );
+    let idp = &server.ready["idp"];
+    let base = idp["base_url"].as_str().expect("base_url");
+    let token = mcp::DevIdp::from_ready(&server.ready)
+        .token(
+            "alice@mcpgate.test",
+            &format!("api://{DEFAULT_API_APP_ID}/mcp:tools"),
+        )
+        .await;
+    let ciam_issuer = format!("{base}/{DEFAULT_TENANT_ID}/v2.0");
+
+    // mcpgate configured for an External ID tenant, the authority on
+    // loopback: the CIAM path on the IdP's host, and no v1.0 issuer.
+    let explain_config = temp_path("ciam-explain.toml");
+    std::fs::write(
+        &explain_config,
+        format!(
+            "ca_file = {:?}\n[auth.entra]\ntenant_id = \"{DEFAULT_TENANT_ID}\"\napp_id = \"{DEFAULT_API_APP_ID}\"\nauthority = \"{base}\"\nexternal_id = true\n",
+            idp["ca_file"].as_str().expect("ca_file")
+        ),
+    )
+    .expect("write config");
+    let out = run_with_stdin(
+        vec![
+            "explain".into(),
+            "--json".into(),
+            "--config".into(),
+            explain_config.display().to_string(),
+            token.expose().to_owned(),
+        ],
+        None,
+    )
+    .await;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let doc: Value = serde_json::from_str(&text).expect("one JSON document");
+    assert_eq!(doc["verdict"], "accepted", "{doc}");
+    assert_eq!(doc["claims"]["iss"], ciam_issuer.as_str());
+    assert_eq!(doc["claims"]["ver"], "2.0");
+    assert_eq!(doc["trusted_issuers"], json!([ciam_issuer]));
+    assert!(!text.contains(token.expose()));
+    drop(server);
+    let _ = std::fs::remove_dir_all(&data_dir);
 }

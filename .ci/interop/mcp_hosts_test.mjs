@@ -503,8 +503,14 @@ function readOr(path) {
   }
 }
 
-async function mcpRemote() {
-  const dir = join(WORK, 'mcp-remote');
+/**
+ * Runs mcp-remote for `url` under a Client over stdio, with a fake browser
+ * for its sign-in, and hands the connected client to `use`. Returns what
+ * `use` returned, what the browser saw, mcp-remote's config directory and
+ * its callback URL; mcp-remote is stopped before it returns.
+ */
+async function withMcpRemote(name, url, extraArgs, use) {
+  const dir = join(WORK, name);
   const configDir = join(dir, 'config');
   const binDir = join(dir, 'bin');
   const browserLog = join(dir, 'browser.log');
@@ -517,8 +523,8 @@ async function mcpRemote() {
   // PATH, …) plus these: no DISPLAY, no desktop, so xdg-open runs $BROWSER.
   const transport = new StdioClientTransport({
     command: process.execPath,
-    args: [join(MCP_REMOTE, 'dist/proxy.js'), MCP_URL, String(port), '--host', '127.0.0.1',
-      '--transport', 'http-only', '--auth-timeout', '60'],
+    args: [join(MCP_REMOTE, 'dist/proxy.js'), url, String(port), '--host', '127.0.0.1',
+      '--transport', 'http-only', '--auth-timeout', '60', ...extraArgs],
     env: {
       PATH: `${binDir}:${process.env.PATH}`,
       HOME: dir,
@@ -536,6 +542,7 @@ async function mcpRemote() {
   const client = new Client({ name: 'mcpgate-interop-host', version: '1.0.0' }, { capabilities: {} });
   let pid;
   try {
+    let result;
     try {
       const connecting = client.connect(transport, { timeout: 90_000 });
       (async () => {
@@ -544,36 +551,41 @@ async function mcpRemote() {
         notePid(pid);
       })();
       await connecting;
-      var { said, clientApp } = await callTools(client);
+      result = await use(client);
     } catch (e) {
       const tail = redact(stderr.split('\n').slice(-15).join('\n   | '));
       const blog = readOr(browserLog).trim().split('\n').join('\n   | browser: ');
       throw new CaseFailed(`${e.message}\n   | browser: ${blog}\n   | mcp-remote stderr: ${tail}`);
     }
-    const browserSaw = readOr(browserLog);
-    check(browserSaw.includes(`${ORIGIN}/authorize`), 'the browser was not sent to the broker\'s /authorize');
-    check(browserSaw.includes(`${ready.idp.base_url}/`), 'the browser never reached the dev IdP');
-    check(browserSaw.includes(`${ORIGIN}/auth/callback`), 'the browser never came back through the broker\'s /auth/callback');
-    check(browserSaw.includes(`/oauth/callback`) && /done 200/.test(browserSaw), 'mcp-remote\'s callback page did not load');
-    // What mcp-remote keeps: its registration and the broker's tokens only.
-    const files = filesUnder(configDir);
-    const tokenFile = files.find((f) => f.endsWith('_tokens.json'));
-    check(tokenFile, `no tokens in mcp-remote's config dir: ${files.map((f) => f.slice(configDir.length)).join(', ')}`);
-    const saved = JSON.parse(readFileSync(tokenFile, 'utf8'));
-    const c = checkBrokerToken(saved.access_token, 'mcp-remote');
-    const clientFile = files.find((f) => f.endsWith('_client_info.json'));
-    check(clientFile, 'mcp-remote kept no client registration');
-    const info = JSON.parse(readFileSync(clientFile, 'utf8'));
-    check((info.redirect_uris ?? []).includes(callback), `mcp-remote registered ${JSON.stringify(info.redirect_uris)}, expected ${callback}`);
-    check(clientApp === info.client_id, `whoami names client ${clientApp}, mcp-remote registered ${info.client_id}`);
-    const leaked = files.flatMap((f) => idpTokensIn(readFileSync(f, 'utf8')));
-    check(leaked.length === 0, `a dev IdP token is stored by mcp-remote (iss ${leaked[0]})`);
-    console.log(`   callback ${callback}; browser: ${browserSaw.trim().split('\n').filter((l) => !l.startsWith('done')).join(' → ')}`);
-    console.log(`   stored access token: iss ${c.iss}, aud ${c.aud}; ${said}`);
+    return { result, browserSaw: readOr(browserLog), configDir, callback };
   } finally {
     await client.close().catch(() => {});
     if (pid) await stopProcess(pid);
   }
+}
+
+async function mcpRemote() {
+  const { result: { said, clientApp }, browserSaw, configDir, callback } =
+    await withMcpRemote('mcp-remote', MCP_URL, [], (client) => callTools(client));
+  check(browserSaw.includes(`${ORIGIN}/authorize`), 'the browser was not sent to the broker\'s /authorize');
+  check(browserSaw.includes(`${ready.idp.base_url}/`), 'the browser never reached the dev IdP');
+  check(browserSaw.includes(`${ORIGIN}/auth/callback`), 'the browser never came back through the broker\'s /auth/callback');
+  check(browserSaw.includes(`/oauth/callback`) && /done 200/.test(browserSaw), 'mcp-remote\'s callback page did not load');
+  // What mcp-remote keeps: its registration and the broker's tokens only.
+  const files = filesUnder(configDir);
+  const tokenFile = files.find((f) => f.endsWith('_tokens.json'));
+  check(tokenFile, `no tokens in mcp-remote's config dir: ${files.map((f) => f.slice(configDir.length)).join(', ')}`);
+  const saved = JSON.parse(readFileSync(tokenFile, 'utf8'));
+  const c = checkBrokerToken(saved.access_token, 'mcp-remote');
+  const clientFile = files.find((f) => f.endsWith('_client_info.json'));
+  check(clientFile, 'mcp-remote kept no client registration');
+  const info = JSON.parse(readFileSync(clientFile, 'utf8'));
+  check((info.redirect_uris ?? []).includes(callback), `mcp-remote registered ${JSON.stringify(info.redirect_uris)}, expected ${callback}`);
+  check(clientApp === info.client_id, `whoami names client ${clientApp}, mcp-remote registered ${info.client_id}`);
+  const leaked = files.flatMap((f) => idpTokensIn(readFileSync(f, 'utf8')));
+  check(leaked.length === 0, `a dev IdP token is stored by mcp-remote (iss ${leaked[0]})`);
+  console.log(`   callback ${callback}; browser: ${browserSaw.trim().split('\n').filter((l) => !l.startsWith('done')).join(' → ')}`);
+  console.log(`   stored access token: iss ${c.iss}, aud ${c.aud}; ${said}`);
 }
 
 // --- direct mode, as Microsoft's guide for MCP servers sets Entra up ------
@@ -732,66 +744,19 @@ async function sdkDirect() {
 
 async function mcpRemoteDirect() {
   await startDirect();
-  const dir = join(WORK, 'mcp-remote-direct');
-  const configDir = join(dir, 'config');
-  const binDir = join(dir, 'bin');
-  const browserLog = join(dir, 'browser.log');
-  mkdirSync(configDir, { recursive: true });
-  const browser = writeFakeBrowser(binDir, browserLog);
-  const port = await freePort();
-  const transport = new StdioClientTransport({
-    command: process.execPath,
-    args: [join(MCP_REMOTE, 'dist/proxy.js'), direct.mcpUrl, String(port), '--host', '127.0.0.1',
-      '--transport', 'http-only', '--auth-timeout', '60',
-      '--static-oauth-client-info', JSON.stringify({ client_id: DIRECT_HOST })],
-    env: {
-      PATH: `${binDir}:${process.env.PATH}`,
-      HOME: dir,
-      BROWSER: browser,
-      XDG_CURRENT_DESKTOP: 'X-Generic',
-      MCP_REMOTE_CONFIG_DIR: configDir,
-      NODE_EXTRA_CA_CERTS: process.env.NODE_EXTRA_CA_CERTS,
-    },
-    stderr: 'pipe',
-  });
-  let stderr = '';
-  transport.stderr?.on('data', (d) => {
-    stderr += d;
-  });
-  const client = new Client({ name: 'mcpgate-interop-host-direct', version: '1.0.0' }, { capabilities: {} });
-  let pid;
-  try {
-    let said;
-    try {
-      const connecting = client.connect(transport, { timeout: 90_000 });
-      (async () => {
-        for (let i = 0; i < 500 && !transport.pid; i += 1) await new Promise((r) => setTimeout(r, 10));
-        pid = transport.pid;
-        notePid(pid);
-      })();
-      await connecting;
-      said = await whoamiDirect(client);
-    } catch (e) {
-      const tail = redact(stderr.split('\n').slice(-15).join('\n   | '));
-      const blog = readOr(browserLog).trim().split('\n').join('\n   | browser: ');
-      throw new CaseFailed(`${e.message}\n   | browser: ${blog}\n   | mcp-remote stderr: ${tail}`);
-    }
-    const browserSaw = readOr(browserLog);
-    const idp = new URL(direct.ready.idp.base_url).origin;
-    check(browserSaw.includes(`open ${idp}/`), `the browser was not sent to the IdP (${idp})`);
-    check(/done 200/.test(browserSaw), 'mcp-remote\'s callback page did not load');
-    const files = filesUnder(configDir);
-    check(!files.some((f) => f.endsWith('_client_info.json') && JSON.parse(readFileSync(f, 'utf8')).client_id !== DIRECT_HOST),
-      'mcp-remote registered a client of its own');
-    const tokenFile = files.find((f) => f.endsWith('_tokens.json'));
-    check(tokenFile, 'no tokens in mcp-remote\'s config dir');
-    const c = checkDirectToken(JSON.parse(readFileSync(tokenFile, 'utf8')).access_token, 'mcp-remote');
-    console.log(`   browser: ${browserSaw.trim().split('\n').filter((l) => !l.startsWith('done')).join(' → ')}`);
-    console.log(`   stored access token: iss ${c.iss}, aud ${c.aud}; ${said}`);
-  } finally {
-    await client.close().catch(() => {});
-    if (pid) await stopProcess(pid);
-  }
+  const { result: said, browserSaw, configDir } = await withMcpRemote('mcp-remote-direct', direct.mcpUrl,
+    ['--static-oauth-client-info', JSON.stringify({ client_id: DIRECT_HOST })], whoamiDirect);
+  const idp = new URL(direct.ready.idp.base_url).origin;
+  check(browserSaw.includes(`open ${idp}/`), `the browser was not sent to the IdP (${idp})`);
+  check(/done 200/.test(browserSaw), 'mcp-remote\'s callback page did not load');
+  const files = filesUnder(configDir);
+  check(!files.some((f) => f.endsWith('_client_info.json') && JSON.parse(readFileSync(f, 'utf8')).client_id !== DIRECT_HOST),
+    'mcp-remote registered a client of its own');
+  const tokenFile = files.find((f) => f.endsWith('_tokens.json'));
+  check(tokenFile, 'no tokens in mcp-remote\'s config dir');
+  const c = checkDirectToken(JSON.parse(readFileSync(tokenFile, 'utf8')).access_token, 'mcp-remote');
+  console.log(`   browser: ${browserSaw.trim().split('\n').filter((l) => !l.startsWith('done')).join(' → ')}`);
+  console.log(`   stored access token: iss ${c.iss}, aud ${c.aud}; ${said}`);
 }
 
 /** After all the sign-ins above: mcpgate logged none of the tokens. */

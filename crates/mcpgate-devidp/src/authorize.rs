@@ -224,6 +224,12 @@ async fn issue_code(
     context: &AuthContext,
     consent: Option<ConsentChange<'_>>,
 ) -> Result<String, AadError> {
+    // A blocking policy ends the sign-in before any code exists.
+    if conditional_access::blocked_by(&idp.dir.conditional_access, user, &req.scope.resource)
+        .is_some()
+    {
+        return Err(conditional_access::blocked_error("access_denied"));
+    }
     let now = idp.now();
     let Some(slot) = idp.state().reserve_code(now, idp.limits.max_codes) else {
         return Err(AadError::busy("authorization codes"));

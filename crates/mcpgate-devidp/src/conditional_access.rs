@@ -49,12 +49,15 @@ const MAX_ACRS: usize = 16;
 /// Most policy ids one request may name.
 const MAX_CAPOLIDS: usize = 16;
 
-/// What a rule requires. Only MFA for now.
+/// What a rule requires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Requirement {
     /// Multi-factor authentication.
     Mfa,
+    /// No access at all (a policy that blocks, by location, device or
+    /// risk): `AADSTS53003`, which no second sign-in can meet.
+    Block,
 }
 
 /// `[[conditional_access]]`: one rule, as written in TOML.
@@ -108,6 +111,7 @@ impl Rule {
     pub fn satisfied_by(&self, context: &AuthContext) -> bool {
         match self.require {
             Requirement::Mfa => context.mfa,
+            Requirement::Block => false,
         }
     }
 }
@@ -348,7 +352,11 @@ pub fn unmet(
 ) -> Unmet {
     let mut out = Unmet::default();
     for rule in rules {
-        if rule.covers(user, resource) && !rule.satisfied_by(context) {
+        // A block is no challenge: nothing the user does meets it.
+        if rule.require == Requirement::Mfa
+            && rule.covers(user, resource)
+            && !rule.satisfied_by(context)
+        {
             out.capolids.insert(rule.id.clone());
         }
     }
@@ -357,6 +365,23 @@ pub fn unmet(
         out.acrs.extend(claims.acrs.iter().cloned());
     }
     out
+}
+
+/// The rule that blocks `user` from any token for `resource`, if one does.
+pub fn blocked_by<'a>(rules: &'a [Rule], user: &User, resource: &str) -> Option<&'a Rule> {
+    rules
+        .iter()
+        .find(|r| r.require == Requirement::Block && r.covers(user, resource))
+}
+
+/// `AADSTS53003`, as Entra answers a sign-in or token request a blocking
+/// policy covers.
+pub fn blocked_error(error: &'static str) -> AadError {
+    AadError::new(
+        error,
+        53003,
+        "Access has been blocked by Conditional Access policies. The access policy does not allow token issuance.",
+    )
 }
 
 /// Whether a sign-in for `user` and `resource` must ask for the second
@@ -510,5 +535,29 @@ mod tests {
         assert!(AuthContext::password().meeting(&asks).acrs.is_empty());
         assert!(code_ok("000000") && code_ok(" 000 000 "));
         assert!(!code_ok("000001") && !code_ok("") && !code_ok("0000000"));
+    }
+
+    #[test]
+    fn a_block_is_no_challenge_and_names_aadsts53003() {
+        let alice = user("oid-a");
+        let mut block = rule(&["oid-a"], &["api"]);
+        block.require = Requirement::Block;
+        let rules = [block];
+        let mfa = AuthContext::with_mfa(&ClaimsRequest::default());
+        assert!(blocked_by(&rules, &alice, "api").is_some());
+        assert!(blocked_by(&rules, &alice, "graph-app").is_none());
+        assert!(blocked_by(&rules, &user("oid-b"), "api").is_none());
+        assert!(
+            unmet(&rules, &alice, "api", &mfa, &ClaimsRequest::default()).is_empty(),
+            "a block is not a claims challenge"
+        );
+        assert!(!second_factor_needed(
+            &rules,
+            &alice,
+            "api",
+            &ClaimsRequest::default()
+        ));
+        let e = blocked_error("invalid_grant");
+        assert_eq!((e.error, e.code), ("invalid_grant", 53003));
     }
 }

@@ -519,6 +519,17 @@ impl Idp {
         claims: &crate::conditional_access::ClaimsRequest,
         on_behalf_of: bool,
     ) -> Result<(), AadError> {
+        if let Some(rule) =
+            crate::conditional_access::blocked_by(&self.dir.conditional_access, user, &req.resource)
+        {
+            tracing::info!(
+                user = %user.username,
+                resource = %req.resource,
+                policy = %rule.id,
+                "conditional access: blocked"
+            );
+            return Err(crate::conditional_access::blocked_error("invalid_grant"));
+        }
         let unmet = crate::conditional_access::unmet(
             &self.dir.conditional_access,
             user,

@@ -544,3 +544,51 @@ async fn a_refused_code_is_not_spent() {
     let (status, body) = redeem(&idp, &code).await;
     assert_eq!(status, 200, "the code was not spent: {body}");
 }
+
+#[tokio::test]
+async fn a_blocking_policy_is_aadsts53003_at_sign_in_and_at_the_token_endpoint() {
+    let mut config = mfa_for(API);
+    config.conditional_access[0].require = Requirement::Block;
+    let idp = Idp::start_with("ca-block", config, Some("alice@mcpgate.test")).await;
+
+    // The sign-in for the API ends with access_denied, and no code.
+    let resp = open(&idp, &authorize_params(&api_scope(), None), None).await;
+    assert_eq!(resp.status(), 302);
+    let q = query_of(&location(&resp));
+    assert_eq!(q.get("error").map(String::as_str), Some("access_denied"));
+    assert!(q.get("code").is_none());
+    assert!(
+        q.get("error_description")
+            .is_some_and(|d| d.starts_with("AADSTS53003: Access has been blocked by Conditional Access policies.")),
+        "{q:?}"
+    );
+
+    // A Graph sign-in is not covered; its refresh token asked for the API
+    // is refused with 53003 and no claims (nothing a user does meets it),
+    // and is not spent.
+    let code = idp.code("User.Read offline_access", REDIRECT).await;
+    let (status, body) = redeem(&idp, &code).await;
+    assert_eq!(status, 200, "{body}");
+    let rt = body["refresh_token"].as_str().expect("rt").to_owned();
+    let (status, body) = idp
+        .token(&[
+            ("client_id", DESKTOP),
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &rt),
+            ("scope", &api_scope()),
+        ])
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "invalid_grant");
+    assert_eq!(aadsts(&body), 53003);
+    assert!(body.get("claims").is_none(), "{body}");
+    let (status, body) = idp
+        .token(&[
+            ("client_id", DESKTOP),
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &rt),
+            ("scope", "User.Read"),
+        ])
+        .await;
+    assert_eq!(status, 200, "the refused refresh spent nothing: {body}");
+}

@@ -556,10 +556,10 @@ async fn a_blocking_policy_is_aadsts53003_at_sign_in_and_at_the_token_endpoint()
     assert_eq!(resp.status(), 302);
     let q = query_of(&location(&resp));
     assert_eq!(q.get("error").map(String::as_str), Some("access_denied"));
-    assert!(q.get("code").is_none());
+    assert!(!q.contains_key("code"));
     assert!(
-        q.get("error_description")
-            .is_some_and(|d| d.starts_with("AADSTS53003: Access has been blocked by Conditional Access policies.")),
+        q.get("error_description").is_some_and(|d| d
+            .starts_with("AADSTS53003: Access has been blocked by Conditional Access policies.")),
         "{q:?}"
     );
 

@@ -10,6 +10,7 @@ use mcpgate_client::claims::Claims;
 use mcpgate_client::oauth::Pkce;
 use mcpgate_client::secret::ClientSecret;
 use mcpgate_devidp::directory::DEFAULT_API_APP_ID as SERVER_APP;
+use mcpgate_devidp::directory::{URL_API_APP_ID, URL_API_IDENTIFIER};
 use mcpgate_devidp::{IdpConfig, IdpInfo, IdpOptions, RunningIdp};
 
 const REDIRECT: &str = "http://127.0.0.1:41999/auth/callback";
@@ -75,7 +76,7 @@ impl Idp {
     /// Follows the sign-in as the auto-approving IdP answers it: one
     /// redirect to the callback, with the code and our state.
     async fn sign_in(&self, upstream: &Upstream, pkce: &Pkce) -> String {
-        self.sign_in_with(upstream, pkce, None).await
+        self.sign_in_with(upstream, pkce, None, None).await
     }
 
     async fn sign_in_with(
@@ -83,6 +84,7 @@ impl Idp {
         upstream: &Upstream,
         pkce: &Pkce,
         claims: Option<&Claims>,
+        resource: Option<&str>,
     ) -> String {
         let url = upstream.authorization_url(&UpstreamAuthorization {
             redirect_uri: REDIRECT,
@@ -98,9 +100,13 @@ impl Idp {
                 .map(|(_, v)| v.into_owned()),
             claims.map(|c| c.as_json().to_owned())
         );
-        assert!(
-            !url.query_pairs().any(|(k, _)| k == "resource"),
-            "Entra refuses RFC 8707 resource next to scopes: {url}"
+        assert_eq!(
+            url.query_pairs()
+                .find(|(k, _)| k == "resource")
+                .map(|(_, v)| v.into_owned())
+                .as_deref(),
+            resource,
+            "Entra refuses RFC 8707 resource next to scopes unless it is their API's identifier URI: {url}"
         );
         let resp = self.http.get(url).send().await.expect("authorize");
         assert!(resp.status().is_redirection(), "{}", resp.status());
@@ -274,7 +280,7 @@ async fn an_obo_refused_for_mfa_carries_claims_and_a_sign_in_with_them_meets_it(
     assert!(asked.as_json().contains("capolids"), "{asked}");
 
     let pkce = Pkce::new();
-    let code = idp.sign_in_with(&upstream, &pkce, Some(&asked)).await;
+    let code = idp.sign_in_with(&upstream, &pkce, Some(&asked), None).await;
     let tokens = upstream
         .redeem(&code, REDIRECT, pkce.verifier.secret())
         .await
@@ -288,4 +294,58 @@ async fn an_obo_refused_for_mfa_carries_claims_and_a_sign_in_with_them_meets_it(
         amr.as_array().is_some_and(|a| a.iter().any(|m| m == "mfa")),
         "{amr}"
     );
+}
+
+#[tokio::test]
+async fn an_api_named_by_the_server_url_gets_it_as_resource_upstream() {
+    // The built-in API registered as Microsoft's guide for MCP servers
+    // does (Application ID URI = the server's URL), as the broker's own
+    // confidential client.
+    let mut config = IdpConfig::builtin();
+    let app = config
+        .apps
+        .iter_mut()
+        .find(|a| a.client_id == URL_API_APP_ID)
+        .expect("the URL-named API");
+    app.redirect_uris = vec!["http://127.0.0.1/auth/callback".to_owned()];
+    app.granted = [(URL_API_APP_ID.to_owned(), vec!["mcp:tools".to_owned()])].into();
+    let idp = Idp::start(config).await;
+    let secret = {
+        let client = idp
+            .info()
+            .clients
+            .iter()
+            .find(|c| c.client_id == URL_API_APP_ID)
+            .expect("listed");
+        let path = client.secret_file.as_ref().expect("a generated secret");
+        ClientSecret::new(std::fs::read_to_string(path).expect("secret").trim())
+    };
+    let upstream = Upstream::discover(
+        UpstreamConfig {
+            issuer: idp.info().issuer.clone(),
+            client_id: URL_API_APP_ID.to_owned(),
+            credential: UpstreamCredential::Secret(secret),
+            scopes: vec![format!("{URL_API_IDENTIFIER}/mcp:tools")],
+            resource: Some(URL_API_IDENTIFIER.to_owned()),
+        },
+        idp.http.clone(),
+    )
+    .await
+    .expect("discovery");
+    let pkce = Pkce::new();
+    let code = idp
+        .sign_in_with(&upstream, &pkce, None, Some(URL_API_IDENTIFIER))
+        .await;
+    let tokens = upstream
+        .redeem(&code, REDIRECT, pkce.verifier.secret())
+        .await
+        .expect("the code redeemed with resource");
+    let at = claims(tokens.access_token.secret());
+    assert_eq!(at["aud"], URL_API_APP_ID, "v2.0: the API's app id");
+    assert_eq!(at["scp"], "mcp:tools");
+    let refresh = tokens.refresh_token.expect("a refresh token");
+    upstream
+        .refresh(refresh.secret())
+        .await
+        .expect("refreshed with resource");
 }

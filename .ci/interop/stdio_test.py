@@ -24,7 +24,10 @@ Cases, in order, sharing one token cache:
     as one, and can complete the sign-in alone;
  8. with no configuration, the development IdP running on this machine is
     found (and said so); with none running, one line says what to set;
- 9. `--logout` empties the cache.
+ 9. a Conditional Access rule that comes into force after a password
+    sign-in: the refresh is refused with a claims challenge (AADSTS50076),
+    and one new sign-in with the second factor serves the call;
+10. `--logout` empties the cache.
 Every line any server wrote on stdout must be a JSON-RPC message.
 
 The last line is "N passed, M failed"; the exit code is 1 if anything
@@ -61,6 +64,13 @@ class CaseFailed(AssertionError):
     pass
 
 
+def jwt_claims(token):
+    """A JWT's payload, unverified (the server verifies)."""
+    import base64
+    part = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+
+
 def check(cond, message):
     if not cond:
         raise CaseFailed(message)
@@ -94,42 +104,50 @@ class Suite:
         self.cache = self.work / "cache"
         self.stdout_log = self.work / "stdout.log"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("MCPGATE_")}
-        d = self.work / "idp"
-        d.mkdir(parents=True)
-        ready = d / "ready.json"
-        self.idp_log = open(d / "log.txt", "wb")  # noqa: SIM115 (closed in stop)
-        self.idp_proc = subprocess.Popen(
-            [self.bin, "idp", "--bind", "127.0.0.1:0", "--data-dir", str(d / "data"),
-             "--ready-file", str(ready)],
-            env=self.env, stdin=subprocess.DEVNULL, stdout=self.idp_log,
-            stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
-        deadline = time.monotonic() + 60
-        while True:
-            check(self.idp_proc.poll() is None, "the IdP exited before it was ready")
-            try:
-                self.idp = json.loads(ready.read_text())
-                break
-            except (OSError, ValueError):
-                check(time.monotonic() < deadline, "the IdP was not ready after 60 s")
-                time.sleep(0.05)
+        self.idps = []
+        self.idp = self.start_idp(self.work / "idp")
         self.client_id = next(c["client_id"] for c in self.idp["clients"] if c["public"])
         self.alice = next(u["display_name"] for u in self.idp["users"] if u["username"] == ALICE)
         self.runs = 0
 
-    def stop(self):
-        if self.idp_proc.poll() is None:
-            self.idp_proc.terminate()
-            self.idp_proc.wait(10)
-        self.idp_log.close()
+    def start_idp(self, d, *extra, bind="127.0.0.1:0"):
+        """`mcpgate idp` with its data in `d`; returns its ready file."""
+        d.mkdir(parents=True, exist_ok=True)
+        ready = d / "ready.json"
+        if ready.exists():
+            ready.unlink()
+        log = open(d / "log.txt", "ab")  # noqa: SIM115 (closed in stop)
+        proc = subprocess.Popen(
+            [self.bin, "idp", "--bind", bind, "--data-dir", str(d / "data"),
+             "--ready-file", str(ready), *extra],
+            env=self.env, stdin=subprocess.DEVNULL, stdout=log,
+            stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        self.idps.append((proc, log))
+        deadline = time.monotonic() + 60
+        while True:
+            check(proc.poll() is None, "the IdP exited before it was ready")
+            try:
+                return json.loads(ready.read_text())
+            except (OSError, ValueError):
+                check(time.monotonic() < deadline, "the IdP was not ready after 60 s")
+                time.sleep(0.05)
 
-    def params(self, *extra, cache=None, configured=True, env=None):
+    def stop(self):
+        for proc, log in self.idps:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(10)
+            log.close()
+
+    def params(self, *extra, cache=None, configured=True, env=None, idp=None):
         # Through `tee`, so that every byte the server writes on stdout is
         # kept and checked; stdin goes straight to the server.
         script = '"$0" stdio "$@" | tee -a "$MCPGATE_TEST_STDOUT"'
         args = ["-c", script, self.bin]
+        idp = idp or self.idp
         if configured:
-            args += ["--authority", self.idp["authority"], "--client-id", self.client_id,
-                     "--ca-file", self.idp["ca_file"]]
+            args += ["--authority", idp["authority"], "--client-id", self.client_id,
+                     "--ca-file", idp["ca_file"]]
         args += ["--cache-dir", str(cache or self.cache), "--device-code", *extra]
         return StdioServerParameters(command="/bin/sh", args=args, env={
             **self.env, "MCPGATE_TEST_STDOUT": str(self.stdout_log), **(env or {})})
@@ -148,26 +166,28 @@ class Suite:
 
         return anyio.run(run)
 
-    async def approve_when_asked(self, errpath):
-        """Waits for the device-code prompt on the server's stderr and
-        approves it at /devicelogin, as alice."""
+    async def approve_when_asked(self, errpath, skip=0, idp=None, second_factor=None):
+        """Waits for a device-code prompt on the server's stderr (past the
+        first `skip`) and approves it at /devicelogin, as alice."""
         for _ in range(600):
-            found = CODE.search(errpath.read_text(errors="replace"))
+            found = CODE.findall(errpath.read_text(errors="replace"))[skip:]
             if found:
                 break
             await anyio.sleep(0.05)
         else:
             raise CaseFailed(f"no device code on stderr: {errpath.read_text()}")
-        await anyio.to_thread.run_sync(self.answer_device_code, found.group(1))
+        await anyio.to_thread.run_sync(self.answer_device_code, found[0], idp, second_factor)
 
-    def answer_device_code(self, user_code):
+    def answer_device_code(self, user_code, idp=None, second_factor=None):
         """/devicelogin as a browser uses it: the page (and its CSRF cookie),
-        then the form filled in and approved."""
-        tls = ssl.create_default_context(cafile=self.idp["ca_file"])
+        then the form filled in and approved; with `second_factor`, the
+        verification step it asks next is answered with that code."""
+        idp = idp or self.idp
+        tls = ssl.create_default_context(cafile=idp["ca_file"])
         opener = urllib.request.build_opener(
             urllib.request.HTTPSHandler(context=tls),
             urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
-        url = self.idp["device_login_url"]
+        url = idp["device_login_url"]
         with opener.open(url, timeout=30) as page:
             check(page.status == 200, f"GET /devicelogin: {page.status}")
             data = dict(Forms(page.read().decode()).inputs or {})
@@ -176,6 +196,17 @@ class Suite:
         body = urllib.parse.urlencode(data).encode()
         with opener.open(url, data=body, timeout=30) as done:
             check(done.status == 200, f"POST /devicelogin: {done.status}")
+            text = done.read().decode()
+        if second_factor is None:
+            return
+        check("Verify your identity" in text, "the device page asked for no second factor")
+        data = dict(Forms(text).inputs or {})
+        data.update({"otp": second_factor, "action": "approve"})
+        body = urllib.parse.urlencode(data).encode()
+        with opener.open(url, data=body, timeout=30) as done:
+            check(done.status == 200, f"POST /devicelogin (second factor): {done.status}")
+            text = done.read().decode()
+        check("Verify your identity" not in text, "the second factor was not taken")
 
     def profile_of(self, result):
         check(not result.is_error, f"get_user_details failed: {result.content}")
@@ -346,6 +377,77 @@ class Suite:
         check(len(lines) == 1 and "--authority" in lines[0],
               f"not one line saying what to set: {out.stderr!r}")
 
+    def case_conditional_access_leads_to_one_sign_in_with_the_second_factor(self):
+        """A rule "MFA for Graph for alice" comes into force after she
+        signed in with her password alone: the silent refresh is refused
+        (AADSTS50076 and a claims challenge), and the server signs her in
+        again at once, the IdP asks for the second factor, and the call
+        returns her profile; the new token carries amr mfa."""
+        d = self.work / "idp-ca"
+        directory = d / "directory.toml"
+        d.mkdir(parents=True)
+        base = (f'[[tenants]]\nid = "{self.idp["tenant_id"]}"\nname = "Contoso"\n\n'
+                f'[[apps]]\nclient_id = "{self.client_id}"\nname = "mcpgate stdio"\n'
+                'public_client = true\nredirect_uris = ["http://localhost", "http://127.0.0.1"]\n'
+                'granted = { graph = ["User.Read"] }\n\n'
+                f'[[users]]\nusername = "{ALICE}"\ndisplay_name = "{self.alice}"\n'
+                'password = "stdio-suite-dev"\n')
+        directory.write_text(base)
+        idp = self.start_idp(d, "--idp-directory", str(directory))
+        cache = self.work / "cache-ca"
+        params = self.params(cache=cache, idp=idp)
+
+        async def first(s, errpath):
+            results = {}
+
+            async def call():
+                results[0] = await s.call_tool("get_user_details", {})
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call)
+                tg.start_soon(self.approve_when_asked, errpath, 0, idp)
+            self.profile_of(results[0])
+        self.session(first, params)
+        tokens = list((cache / "mcpgate" / "tokens").glob("*.json"))
+        check(len(tokens) == 1, f"{len(tokens)} token files")
+        cached = json.loads(tokens[0].read_text())
+        check(jwt_claims(cached["tokens"]["access_token"]).get("amr") == ["pwd"],
+              "the first sign-in was not by password alone")
+
+        # The policy arrives: the same IdP (same port, keys and grants),
+        # now with the rule; the cached access token has expired.
+        port = urllib.parse.urlparse(idp["authority"]).port
+        proc, _ = self.idps[-1]
+        proc.terminate()
+        proc.wait(10)
+        directory.write_text(base + '\n[[conditional_access]]\nname = "MFA for Graph"\n'
+                             f'users = ["{ALICE}"]\nresources = ["graph"]\nrequire = "mfa"\n')
+        idp = self.start_idp(d, "--idp-directory", str(directory), bind=f"127.0.0.1:{port}")
+        cached["tokens"]["expires_at"] = int(time.time()) - 100
+        tokens[0].write_text(json.dumps(cached))
+
+        async def second(s, errpath):
+            results = {}
+
+            async def call():
+                results[0] = await s.call_tool("get_user_details", {})
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call)
+                tg.start_soon(self.approve_when_asked, errpath, 0, idp, "000000")
+            self.profile_of(results[0])
+            text = errpath.read_text()
+            prompts = CODE.findall(text)
+            check(len(prompts) == 1, f"{len(prompts)} sign-ins for one challenge: {prompts}")
+            check("AADSTS50076" in text and "signing in again with claims" in text
+                  and "capolids" in text, f"the sign-in did not carry the challenge's claims: {text}")
+        self.session(second, params)
+        after = json.loads(tokens[0].read_text())["tokens"]["access_token"]
+        amr = jwt_claims(after).get("amr")
+        check(amr == ["pwd", "mfa"], f"the new token's amr is {amr}")
+        log = (d / "log.txt").read_text(errors="replace")
+        check("second factor is required" in log, "the IdP did not log the challenge it sent")
+
     def case_logout_empties_the_cache(self):
         self.token_file()
         out = subprocess.run([self.bin, "stdio", "--authority", self.idp["authority"],
@@ -387,6 +489,7 @@ def main():
              suite.case_a_call_waits_for_a_pending_sign_in_only_up_to_its_limit,
              suite.case_a_host_with_url_elicitation_is_shown_the_sign_in_link,
              suite.case_with_no_configuration_the_local_idp_is_found,
+             suite.case_conditional_access_leads_to_one_sign_in_with_the_second_factor,
              suite.case_logout_empties_the_cache]
     passed = failed = 0
     try:
